@@ -1,0 +1,114 @@
+//! `ConnectedAccount`: one user's authorization to one Connection.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Setting this annotation to a new value issues a fresh authorization link while the current
+/// credentials keep working.
+pub const REAUTHORIZE_ANNOTATION: &str = "agentauth.dev/reauthorize";
+
+/// One user's authorization to one app. The operator publishes an authorization link in the status,
+/// and once the user has authorized, keeps the credential fresh in the Secret named by
+/// `status.secretName` for agent pods to mount.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "agentauth.dev",
+    version = "v1alpha1",
+    kind = "ConnectedAccount",
+    namespaced,
+    status = "ConnectedAccountStatus",
+    shortname = "acct",
+    category = "agentauth",
+    printcolumn = r#"{"name":"Connection","type":"string","jsonPath":".spec.connectionRef.name"}"#,
+    printcolumn = r#"{"name":"Identifier","type":"string","jsonPath":".spec.identifier"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Link","type":"string","jsonPath":".status.authorizationLink","priority":1}"#,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectedAccountSpec {
+    /// The Connection (in this namespace) this account authorizes. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("connectionRef is immutable"))]
+    pub connection_ref: ConnectionRef,
+
+    /// The user's ID in your platform (for example an email or a user UUID). Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("identifier is immutable"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub identifier: String,
+
+    /// Name of the Secret the credential is published in, in this namespace. Default
+    /// `<metadata.name>-credentials`. A Secret of that name that the operator did not create is
+    /// never overwritten: the account goes to `ERROR` with reason `SecretConflict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub secret_name: Option<String>,
+
+    /// Set to `true` to revoke and remove the credentials (state `DISCONNECTED`). Clearing it issues
+    /// a new authorization link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnected: Option<bool>,
+}
+
+/// A reference to a Connection in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct ConnectionRef {
+    /// Name of the Connection.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Where an account is in its lifecycle. The words match those of hosted agent-auth products.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AccountState {
+    /// Waiting for the user to open `authorizationLink` and authorize.
+    PendingAuth,
+    /// The user authorized; waiting for the user to confirm their identity.
+    PendingVerification,
+    /// The credential is valid and published in the Secret.
+    Active,
+    /// The provider rejected the refresh; a new link is waiting for the user.
+    Expired,
+    /// `spec.disconnected` is set; credentials were removed.
+    Disconnected,
+    /// The account cannot proceed; see the Ready condition.
+    Error,
+}
+
+/// Observed state of a ConnectedAccount. Never contains credential material.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectedAccountStatus {
+    /// Lifecycle state: PENDING_AUTH, PENDING_VERIFICATION, ACTIVE, EXPIRED, DISCONNECTED or ERROR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<AccountState>,
+    /// The one-time link to send to the user. Valid until it expires or an authorization completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_link: Option<String>,
+    /// When `authorizationLink` stops working; a new one is issued then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_link_expires_at: Option<Time>,
+    /// The Secret agent pods mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// When the current access token expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// When the operator will renew the access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh_at: Option<Time>,
+    /// When the access token was last obtained or renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refreshed_at: Option<Time>,
+    /// Scopes the provider granted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted_scopes: Vec<String>,
+    /// `Ready` and others, with reason and message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

@@ -1,0 +1,175 @@
+//! `Connection`: one third-party app configuration shared by many accounts.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A Go-style duration such as `30s`, `15m` or `24h`.
+pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+
+/// How to reach one third-party app (like a cert-manager Issuer): the OAuth 2.0 client, its
+/// endpoints and scopes, and how long authorization links live. Many ConnectedAccounts in the same
+/// namespace refer to one Connection.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "agentauth.dev",
+    version = "v1alpha1",
+    kind = "Connection",
+    namespaced,
+    status = "ConnectionStatus",
+    shortname = "aconn",
+    category = "agentauth",
+    printcolumn = r#"{"name":"Auth","type":"string","jsonPath":".spec.authType"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Redirect URI","type":"string","jsonPath":".status.redirectUri","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("has(self.spec.oauth2) == (self.spec.authType == 'OAuth2')")
+        .message("spec.oauth2 must be set exactly when spec.authType is OAuth2")
+        .field_path(".spec.oauth2"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionSpec {
+    /// How users authorize: `OAuth2` (authorization code flow with PKCE). The block of the same
+    /// name (`oauth2`) must be set.
+    pub auth_type: AuthType,
+
+    /// Optional name from the built-in provider catalog (for example `google`, `github`) that fills
+    /// in endpoints; anything set explicitly in `oauth2` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub provider: Option<String>,
+
+    /// OAuth 2.0 client settings; required when `authType` is `OAuth2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2Settings>,
+
+    /// How long authorization links stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_link: Option<LinkSettings>,
+
+    /// When tokens are renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshSettings>,
+
+    /// Where to send the user after a successful authorization. Without it the gateway shows a
+    /// plain success page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    pub success_redirect_url: Option<String>,
+}
+
+/// The ways a user can authorize an account.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum AuthType {
+    /// OAuth 2.0 authorization code flow with PKCE and refresh tokens.
+    OAuth2,
+}
+
+/// An OAuth 2.0 client registered at the provider.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuth2Settings {
+    /// The client ID issued by the provider.
+    #[schemars(length(min = 1, max = 1024))]
+    pub client_id: String,
+
+    /// Secret in this namespace holding the client secret. Omit for public clients (PKCE only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<SecretKeyRef>,
+
+    /// The provider's authorization endpoint, where users are sent to consent.
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("must be an http(s) URL"))]
+    #[schemars(length(min = 1, max = 2048))]
+    pub authorization_url: String,
+
+    /// The provider's token endpoint, used to exchange codes and refresh tokens.
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("must be an http(s) URL"))]
+    #[schemars(length(min = 1, max = 2048))]
+    pub token_url: String,
+
+    /// The provider's RFC 7009 revocation endpoint; tokens are revoked there when an account is
+    /// deleted or disconnected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    pub revocation_url: Option<String>,
+
+    /// Scopes to request. Adding a scope marks existing accounts `ScopesChanged` and issues them a
+    /// new link; their old token keeps working until the user re-authorizes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub scopes: Vec<String>,
+
+    /// Extra query parameters for the authorization URL (for example `access_type: offline` and
+    /// `prompt: consent` for Google).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_authorization_params: BTreeMap<String, String>,
+
+    /// How the client authenticates at the token endpoint. Default `ClientSecretBasic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_method: Option<TokenEndpointAuthMethod>,
+
+    /// Use PKCE (S256). On by default; turn off only for providers that reject it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkce: Option<bool>,
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum TokenEndpointAuthMethod {
+    /// HTTP Basic authentication with client ID and secret.
+    #[default]
+    ClientSecretBasic,
+    /// Client ID and secret in the form body.
+    ClientSecretPost,
+    /// Client ID only (public client).
+    None,
+}
+
+/// A key in a Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Authorization link settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+pub struct LinkSettings {
+    /// How long a link stays valid, as a duration (`30m`, `24h`). Default `24h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub ttl: Option<String>,
+}
+
+/// Refresh settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+pub struct RefreshSettings {
+    /// Renew this long before the access token expires (`10m`). Default: a third of the token's
+    /// lifetime, at least one minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub before: Option<String>,
+}
+
+/// Observed state of a Connection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionStatus {
+    /// `Ready` tells whether accounts can use this Connection (client secret found, settings valid).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The callback URL to register at the provider for this client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

@@ -1,0 +1,7 @@
+//! agent-auth-operator: authorizes AI agents to act for users in third-party apps, the Kubernetes way.
+//!
+//! A `ConnectedAccount` names an app (`Connection`) and a user; the operator runs the authorization,
+//! stores the credential in a Secret agent pods mount, and keeps it fresh.
+
+pub mod api;
+pub mod telemetry;

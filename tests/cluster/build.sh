@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Builds the test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl) and the test
+# OAuth provider (Dex) from Go modules, into a cache keyed by version. Present binaries are not rebuilt.
+#
+#   tests/cluster/build.sh            build what is missing, print the bin directory
+#   AGENTAUTH_CACHE_DIR=/x build.sh   use another cache
+#
+# k8s.io/kubernetes and etcd cannot be `go install`ed: their go.mod files replace sibling modules with
+# local paths. Each is built from a small wrapper module that requires the real module and pins every
+# such sibling to its published version.
+set -euo pipefail
+
+K8S_VERSION=${K8S_VERSION:-1.36.3}
+ETCD_VERSION=${ETCD_VERSION:-3.6.16}
+# Dex publishes no /v2 module path; pin the commit of its v2.45.1 tag by pseudo-version.
+DEX_VERSION=${DEX_VERSION:-v0.0.0-20260303133905-11d2eeb52b42}
+
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/env.sh"
+
+log() { echo "build.sh: $*" >&2; }
+
+go_build() { # dir out pkg ldflags
+  (cd "$1" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$4" -o "$2.tmp" "$3")
+  mv "$2.tmp" "$2"
+}
+
+build_k8s() {
+  local out=$AGENTAUTH_BIN_K8S
+  if [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] && [ -x "$out/kubectl" ]; then return; fi
+  log "building Kubernetes v$K8S_VERSION into $out (first time only; takes many minutes)"
+  mkdir -p "$out"
+  local w; w=$(mktemp -d); trap 'rm -rf "$w"' RETURN
+  local gomod; gomod=$(cd "$w" && go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  {
+    echo "module agentauth.dev/k8s-build"
+    echo "go 1.26"
+    echo "require k8s.io/kubernetes v$K8S_VERSION"
+    grep -E '^\s*k8s.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk -v v="v0.${K8S_VERSION#1.}" '{print "replace " $1 " => " $1 " " v}'
+  } >"$w/go.mod"
+  echo 'package main' >"$w/main.go"
+  local minor; minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+  local ld=""
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  (cd "$w" && GOFLAGS=-mod=mod go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" >&2)
+  for cmd in kube-apiserver kube-controller-manager kubectl; do
+    log "go build $cmd"
+    go_build "$w" "$out/$cmd" "k8s.io/kubernetes/cmd/$cmd" "-s -w $ld"
+  done
+}
+
+build_etcd() {
+  local out=$AGENTAUTH_BIN_ETCD
+  if [ -x "$out/etcd" ]; then return; fi
+  log "building etcd v$ETCD_VERSION into $out"
+  mkdir -p "$out"
+  local w; w=$(mktemp -d); trap 'rm -rf "$w"' RETURN
+  cat >"$w/go.mod" <<MOD
+module agentauth.dev/etcd-build
+go 1.26
+require go.etcd.io/etcd/server/v3 v$ETCD_VERSION
+replace go.etcd.io/etcd/api/v3 => go.etcd.io/etcd/api/v3 v$ETCD_VERSION
+replace go.etcd.io/etcd/client/pkg/v3 => go.etcd.io/etcd/client/pkg/v3 v$ETCD_VERSION
+replace go.etcd.io/etcd/client/v3 => go.etcd.io/etcd/client/v3 v$ETCD_VERSION
+replace go.etcd.io/etcd/pkg/v3 => go.etcd.io/etcd/pkg/v3 v$ETCD_VERSION
+MOD
+  echo 'package main' >"$w/main.go"
+  (cd "$w" && GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >&2)
+  go_build "$w" "$out/etcd" go.etcd.io/etcd/server/v3 "-s -w"
+}
+
+build_dex() {
+  local out=$AGENTAUTH_BIN_DEX
+  if [ -x "$out/dex" ]; then return; fi
+  log "building Dex $DEX_VERSION into $out"
+  mkdir -p "$out"
+  local w; w=$(mktemp -d); trap 'rm -rf "$w"' RETURN
+  cat >"$w/go.mod" <<MOD
+module agentauth.dev/dex-build
+go 1.26
+require github.com/dexidp/dex $DEX_VERSION
+MOD
+  local apiver
+  apiver=$(cd "$w" && go mod download -json "github.com/dexidp/dex@$DEX_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p' | xargs grep -E '^\s*github.com/dexidp/dex/api/v2 v' | awk '{print $2}')
+  [ -n "$apiver" ] && echo "replace github.com/dexidp/dex/api/v2 => github.com/dexidp/dex/api/v2 $apiver" >>"$w/go.mod"
+  echo 'package main' >"$w/main.go"
+  (cd "$w" && GOFLAGS=-mod=mod go get "github.com/dexidp/dex/cmd/dex@$DEX_VERSION" >&2)
+  go_build "$w" "$out/dex" github.com/dexidp/dex/cmd/dex "-s -w -X github.com/dexidp/dex/version.Version=v2.45.1"
+}
+
+targets=${*:-k8s etcd dex}
+for t in $targets; do "build_$t"; done
+echo "$AGENTAUTH_BIN_K8S:$AGENTAUTH_BIN_ETCD:$AGENTAUTH_BIN_DEX"

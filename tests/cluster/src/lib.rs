@@ -1,0 +1,277 @@
+//! A real Kubernetes control plane on loopback for tests: etcd, kube-apiserver (RBAC, client-cert
+//! auth) and kube-controller-manager (garbage collector and namespace controllers), built from Go
+//! modules by `build.sh` and started on free ports.
+//!
+//! Guarantees:
+//! - one control plane per process ([`shared`]); each test takes a fresh namespace from it;
+//! - every child process dies with the process that started it, however it ends (`PR_SET_PDEATHSIG`
+//!   from a thread that lives as long as the process), and a normal exit, including a test binary
+//!   with panicking tests, also removes the cluster directory (an `atexit` hook);
+//! - directories left by a process that was killed outright are removed by the next start.
+
+mod certs;
+mod kubeconfig;
+mod process;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock, atomic::AtomicU32, atomic::Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use process::Proc;
+
+/// A running control plane. Dropping it (or [`Cluster::stop`]) kills the processes and removes
+/// its directory.
+pub struct Cluster {
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    server: String,
+    procs: Mutex<Vec<Proc>>,
+}
+
+static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
+static NAMESPACES: AtomicU32 = AtomicU32::new(0);
+
+/// The control plane shared by every test in this process, started on first use.
+///
+/// An error carries the reason (build failure, a process that exited, its last log lines), so a
+/// test that cannot get a cluster fails with it instead of skipping.
+pub fn shared() -> Result<&'static Cluster, String> {
+    SHARED
+        .get_or_init(|| {
+            let started = process::start_on_keeper_thread(Cluster::start);
+            if started.is_ok() {
+                process::at_exit(stop_shared);
+            }
+            started
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+impl Cluster {
+    /// Builds the binaries if they are not cached, then starts etcd, kube-apiserver and
+    /// kube-controller-manager and waits until the API server reports ready.
+    ///
+    /// Child processes are tied to the calling thread's lifetime (Linux parent-death signal), so
+    /// call this from a thread that lives as long as the cluster should, or use [`shared`].
+    pub fn start() -> Result<Cluster, String> {
+        let bins = process::binaries()?;
+        process::sweep_stale_dirs();
+        let dir = std::env::temp_dir().join(format!("agentauth-cluster-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let pki = certs::generate(&dir)?;
+        let mut cluster =
+            Cluster { kubeconfig: dir.join("kubeconfig"), server: String::new(), dir, procs: Mutex::new(Vec::new()) };
+        match cluster.boot(&bins, &pki) {
+            Ok(()) => Ok(cluster),
+            Err(e) => {
+                cluster.stop();
+                Err(e)
+            }
+        }
+    }
+
+    fn boot(&mut self, bins: &process::Binaries, pki: &certs::Pki) -> Result<(), String> {
+        let dir = self.dir.clone();
+        let d = |name: &str| dir.join(name).display().to_string();
+        let (etcd_port, peer_port, api_port, kcm_port) =
+            (process::free_port()?, process::free_port()?, process::free_port()?, process::free_port()?);
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let etcd = Proc::spawn(&dir, "etcd", &bins.etcd, &[
+            "--name=default".into(),
+            format!("--data-dir={}", d("etcd-data")),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=default={peer_url}"),
+            "--unsafe-no-fsync=true".into(),
+            "--log-level=warn".into(),
+        ])?;
+        self.push(etcd);
+        self.wait_for("etcd", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", etcd_port)).is_ok()
+        })?;
+
+        self.server = format!("https://127.0.0.1:{api_port}");
+        std::fs::write(&self.kubeconfig, kubeconfig::render(&self.server, pki))
+            .map_err(|e| format!("cannot write kubeconfig: {e}"))?;
+        let apiserver = Proc::spawn(&dir, "kube-apiserver", &bins.kube_apiserver, &[
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={api_port}"),
+            format!("--cert-dir={}", d("apiserver-certs")),
+            format!("--tls-cert-file={}", d("apiserver.crt")),
+            format!("--tls-private-key-file={}", d("apiserver.key")),
+            format!("--client-ca-file={}", d("ca.crt")),
+            format!("--service-account-key-file={}", d("sa.key")),
+            format!("--service-account-signing-key-file={}", d("sa.key")),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            "--authorization-mode=RBAC".into(),
+            "--allow-privileged=true".into(),
+            "--max-requests-inflight=1000".into(),
+            "--max-mutating-requests-inflight=500".into(),
+            "--v=1".into(),
+        ])?;
+        self.push(apiserver);
+        let kubeconfig = self.kubeconfig.clone();
+        let ready = Instant::now() + Duration::from_secs(120);
+        loop {
+            self.check_alive()?;
+            if process::block_on(readyz(&kubeconfig)).is_ok() {
+                break;
+            }
+            if Instant::now() > ready {
+                let last = process::block_on(readyz(&kubeconfig)).err().unwrap_or_default();
+                return Err(format!("kube-apiserver not ready after 120s: {last}\n{}", self.log_tails()));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+
+        let kcm = Proc::spawn(&dir, "kube-controller-manager", &bins.kube_controller_manager, &[
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            "--controllers=garbage-collector-controller,namespace-controller".into(),
+            "--leader-elect=false".into(),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={kcm_port}"),
+            format!("--cert-dir={}", d("kcm-certs")),
+            "--use-service-account-credentials=false".into(),
+            "--v=1".into(),
+        ])?;
+        self.push(kcm);
+        self.wait_for("kube-controller-manager", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", kcm_port)).is_ok()
+        })
+    }
+
+    fn push(&self, p: Proc) {
+        if let Ok(mut procs) = self.procs.lock() {
+            procs.push(p);
+        }
+    }
+
+    fn check_alive(&self) -> Result<(), String> {
+        let mut procs = self.procs.lock().map_err(|_| "cluster lock poisoned".to_owned())?;
+        for p in procs.iter_mut() {
+            if let Some(status) = p.exited() {
+                return Err(format!("{} exited early ({status})\n{}", p.name, p.log_tail(40)));
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_for(&self, what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        while !ok() {
+            self.check_alive()?;
+            if Instant::now() > deadline {
+                return Err(format!("{what} not up after {limit:?}\n{}", self.log_tails()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    fn log_tails(&self) -> String {
+        let procs = match self.procs.lock() {
+            Ok(p) => p,
+            Err(_) => return String::new(),
+        };
+        procs.iter().map(|p| format!("--- {} ---\n{}", p.name, p.log_tail(20))).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Kills every process (last started first) and removes the cluster directory. Idempotent.
+    pub fn stop(&self) {
+        if let Ok(mut procs) = self.procs.lock() {
+            while let Some(mut p) = procs.pop() {
+                p.kill();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Path of the admin kubeconfig (user in `system:masters`).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The API server URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Directory holding the cluster's certificates, data and process logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A new admin client. Make one per test: a client is bound to the Tokio runtime it was made in.
+    pub async fn client(&self) -> Result<kube::Client, String> {
+        client_from(&self.kubeconfig).await
+    }
+
+    /// Creates a fresh namespace `<prefix>-<n>` and returns its name, so that tests do not see
+    /// each other's objects.
+    pub async fn namespace(&self, client: &kube::Client, prefix: &str) -> Result<String, String> {
+        let n = NAMESPACES.fetch_add(1, Ordering::SeqCst);
+        let name = format!("{prefix}-{}-{n}", std::process::id());
+        let ns = Namespace {
+            metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .map_err(|e| format!("cannot create namespace {name}: {e}"))?;
+        Ok(name)
+    }
+}
+
+extern "C" fn stop_shared() {
+    if let Some(Ok(cluster)) = SHARED.get() {
+        cluster.stop();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn client_from(path: &Path) -> Result<kube::Client, String> {
+    let kc = Kubeconfig::read_from(path).map_err(|e| format!("cannot read kubeconfig: {e}"))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| format!("bad kubeconfig: {e}"))?;
+    kube::Client::try_from(config).map_err(|e| format!("cannot build client: {e}"))
+}
+
+async fn readyz(kubeconfig: &Path) -> Result<(), String> {
+    let client = client_from(kubeconfig).await?;
+    let req = http::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
+    let body = client.request_text(req).await.map_err(|e| e.to_string())?;
+    if body.trim() == "ok" { Ok(()) } else { Err(body) }
+}
+
+/// Blocks until SIGINT or SIGTERM arrives.
+pub fn wait_for_signal() {
+    process::block_on(async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    });
+}
