@@ -6,7 +6,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 pub const READY: &str = "Ready";
 
 /// Builds a condition; `last_transition_time` is filled in by [`merge`].
-pub fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>, generation: Option<i64>) -> Condition {
+pub fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
     Condition {
         type_: type_.to_owned(),
         status: if ok { "True" } else { "False" }.to_owned(),
@@ -20,7 +26,11 @@ pub fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>
 /// Replaces the condition of the same type in `existing`, keeping its transition time when the
 /// status did not change, so that re-applying an unchanged condition is a no-op.
 pub fn merge(existing: &[Condition], mut new: Condition, now: jiff::Timestamp) -> Vec<Condition> {
-    let mut out: Vec<Condition> = existing.iter().filter(|c| c.type_ != new.type_).cloned().collect();
+    let mut out: Vec<Condition> = existing
+        .iter()
+        .filter(|c| c.type_ != new.type_)
+        .cloned()
+        .collect();
     new.last_transition_time = match existing.iter().find(|c| c.type_ == new.type_) {
         Some(old) if old.status == new.status => old.last_transition_time.clone(),
         _ => Time(now),
@@ -44,7 +54,11 @@ mod tests {
         let t0 = jiff::Timestamp::from_second(100).unwrap();
         let t1 = jiff::Timestamp::from_second(200).unwrap();
         let first = merge(&[], condition(READY, false, "Pending", "waiting", Some(1)), t0);
-        let second = merge(&first, condition(READY, false, "Pending", "still waiting", Some(2)), t1);
+        let second = merge(
+            &first,
+            condition(READY, false, "Pending", "still waiting", Some(2)),
+            t1,
+        );
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].last_transition_time.0, t0);
         assert_eq!(second[0].message, "still waiting");

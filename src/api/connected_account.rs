@@ -25,7 +25,7 @@ pub const REAUTHORIZE_ANNOTATION: &str = "agentauth.dev/reauthorize";
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    printcolumn = r#"{"name":"Link","type":"string","jsonPath":".status.authorizationLink","priority":1}"#,
+    printcolumn = r#"{"name":"Link","type":"string","jsonPath":".status.authorizationLink","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectedAccountSpec {
@@ -42,7 +42,10 @@ pub struct ConnectedAccountSpec {
     /// `<metadata.name>-credentials`. A Secret of that name that the operator did not create is
     /// never overwritten: the account goes to `ERROR` with reason `SecretConflict`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub secret_name: Option<String>,
 
     /// Set to `true` to revoke and remove the credentials (state `DISCONNECTED`). Clearing it issues

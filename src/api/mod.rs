@@ -36,3 +36,17 @@ pub fn crds_yaml() -> Result<String, serde_saphyr::ser::Error> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    /// `crds/` is what users install (and the Helm chart ships); it must match the Rust types.
+    #[test]
+    fn crds_directory_is_up_to_date() {
+        let committed = include_str!("../../crds/agentauth.dev.yaml");
+        let generated = super::crds_yaml().unwrap();
+        assert!(
+            committed == generated,
+            "crds/ is stale: run `make crds` and commit the result"
+        );
+    }
+}

@@ -19,26 +19,43 @@ pub fn generate(dir: &Path) -> Result<Pki, String> {
     let e = |e: rcgen::Error| format!("certificate generation failed: {e}");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "agentauth-test-ca");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "agentauth-test-ca");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(e)?).map_err(e)?;
 
     let serving_key = KeyPair::generate().map_err(e)?;
-    let mut serving = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).map_err(e)?;
-    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    let mut serving =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).map_err(e)?;
+    serving
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let serving_cert = serving.signed_by(&serving_key, &ca).map_err(e)?;
 
     let admin_key = KeyPair::generate().map_err(e)?;
     let mut admin = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
-    admin.distinguished_name.push(DnType::CommonName, "agentauth-test-admin");
-    admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
+    admin
+        .distinguished_name
+        .push(DnType::CommonName, "agentauth-test-admin");
+    admin
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
     admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let admin_cert = admin.signed_by(&admin_key, &ca).map_err(e)?;
 
     let sa_key = KeyPair::generate().map_err(e)?;
 
-    let pki = Pki { ca_pem: ca.pem(), admin_cert_pem: admin_cert.pem(), admin_key_pem: admin_key.serialize_pem() };
+    let pki = Pki {
+        ca_pem: ca.pem(),
+        admin_cert_pem: admin_cert.pem(),
+        admin_key_pem: admin_key.serialize_pem(),
+    };
     for (name, body) in [
         ("ca.crt", pki.ca_pem.as_str()),
         ("apiserver.crt", &serving_cert.pem()),
@@ -46,6 +63,7 @@ pub fn generate(dir: &Path) -> Result<Pki, String> {
         ("admin.crt", &pki.admin_cert_pem),
         ("admin.key", &pki.admin_key_pem),
         ("sa.key", &sa_key.serialize_pem()),
+        ("sa.pub", &sa_key.public_key_pem()),
     ] {
         std::fs::write(dir.join(name), body).map_err(|err| format!("cannot write {name}: {err}"))?;
     }

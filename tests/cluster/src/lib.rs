@@ -65,8 +65,12 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let pki = certs::generate(&dir)?;
-        let mut cluster =
-            Cluster { kubeconfig: dir.join("kubeconfig"), server: String::new(), dir, procs: Mutex::new(Vec::new()) };
+        let mut cluster = Cluster {
+            kubeconfig: dir.join("kubeconfig"),
+            server: String::new(),
+            dir,
+            procs: Mutex::new(Vec::new()),
+        };
         match cluster.boot(&bins, &pki) {
             Ok(()) => Ok(cluster),
             Err(e) => {
@@ -79,21 +83,30 @@ impl Cluster {
     fn boot(&mut self, bins: &process::Binaries, pki: &certs::Pki) -> Result<(), String> {
         let dir = self.dir.clone();
         let d = |name: &str| dir.join(name).display().to_string();
-        let (etcd_port, peer_port, api_port, kcm_port) =
-            (process::free_port()?, process::free_port()?, process::free_port()?, process::free_port()?);
+        let (etcd_port, peer_port, api_port, kcm_port) = (
+            process::free_port()?,
+            process::free_port()?,
+            process::free_port()?,
+            process::free_port()?,
+        );
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let etcd = Proc::spawn(&dir, "etcd", &bins.etcd, &[
-            "--name=default".into(),
-            format!("--data-dir={}", d("etcd-data")),
-            format!("--listen-client-urls={etcd_url}"),
-            format!("--advertise-client-urls={etcd_url}"),
-            format!("--listen-peer-urls={peer_url}"),
-            format!("--initial-advertise-peer-urls={peer_url}"),
-            format!("--initial-cluster=default={peer_url}"),
-            "--unsafe-no-fsync=true".into(),
-            "--log-level=warn".into(),
-        ])?;
+        let etcd = Proc::spawn(
+            &dir,
+            "etcd",
+            &bins.etcd,
+            &[
+                "--name=default".into(),
+                format!("--data-dir={}", d("etcd-data")),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=default={peer_url}"),
+                "--unsafe-no-fsync=true".into(),
+                "--log-level=warn".into(),
+            ],
+        )?;
         self.push(etcd);
         self.wait_for("etcd", Duration::from_secs(30), || {
             std::net::TcpStream::connect(("127.0.0.1", etcd_port)).is_ok()
@@ -102,25 +115,30 @@ impl Cluster {
         self.server = format!("https://127.0.0.1:{api_port}");
         std::fs::write(&self.kubeconfig, kubeconfig::render(&self.server, pki))
             .map_err(|e| format!("cannot write kubeconfig: {e}"))?;
-        let apiserver = Proc::spawn(&dir, "kube-apiserver", &bins.kube_apiserver, &[
-            format!("--etcd-servers={etcd_url}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
-            format!("--secure-port={api_port}"),
-            format!("--cert-dir={}", d("apiserver-certs")),
-            format!("--tls-cert-file={}", d("apiserver.crt")),
-            format!("--tls-private-key-file={}", d("apiserver.key")),
-            format!("--client-ca-file={}", d("ca.crt")),
-            format!("--service-account-key-file={}", d("sa.key")),
-            format!("--service-account-signing-key-file={}", d("sa.key")),
-            "--service-account-issuer=https://kubernetes.default.svc".into(),
-            "--service-cluster-ip-range=10.96.0.0/16".into(),
-            "--authorization-mode=RBAC".into(),
-            "--allow-privileged=true".into(),
-            "--max-requests-inflight=1000".into(),
-            "--max-mutating-requests-inflight=500".into(),
-            "--v=1".into(),
-        ])?;
+        let apiserver = Proc::spawn(
+            &dir,
+            "kube-apiserver",
+            &bins.kube_apiserver,
+            &[
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={api_port}"),
+                format!("--cert-dir={}", d("apiserver-certs")),
+                format!("--tls-cert-file={}", d("apiserver.crt")),
+                format!("--tls-private-key-file={}", d("apiserver.key")),
+                format!("--client-ca-file={}", d("ca.crt")),
+                format!("--service-account-key-file={}", d("sa.pub")),
+                format!("--service-account-signing-key-file={}", d("sa.key")),
+                "--service-account-issuer=https://kubernetes.default.svc".into(),
+                "--service-cluster-ip-range=10.96.0.0/16".into(),
+                "--authorization-mode=RBAC".into(),
+                "--allow-privileged=true".into(),
+                "--max-requests-inflight=1000".into(),
+                "--max-mutating-requests-inflight=500".into(),
+                "--v=1".into(),
+            ],
+        )?;
         self.push(apiserver);
         let kubeconfig = self.kubeconfig.clone();
         let ready = Instant::now() + Duration::from_secs(120);
@@ -131,21 +149,29 @@ impl Cluster {
             }
             if Instant::now() > ready {
                 let last = process::block_on(readyz(&kubeconfig)).err().unwrap_or_default();
-                return Err(format!("kube-apiserver not ready after 120s: {last}\n{}", self.log_tails()));
+                return Err(format!(
+                    "kube-apiserver not ready after 120s: {last}\n{}",
+                    self.log_tails()
+                ));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
 
-        let kcm = Proc::spawn(&dir, "kube-controller-manager", &bins.kube_controller_manager, &[
-            format!("--kubeconfig={}", self.kubeconfig.display()),
-            "--controllers=garbage-collector-controller,namespace-controller".into(),
-            "--leader-elect=false".into(),
-            "--bind-address=127.0.0.1".into(),
-            format!("--secure-port={kcm_port}"),
-            format!("--cert-dir={}", d("kcm-certs")),
-            "--use-service-account-credentials=false".into(),
-            "--v=1".into(),
-        ])?;
+        let kcm = Proc::spawn(
+            &dir,
+            "kube-controller-manager",
+            &bins.kube_controller_manager,
+            &[
+                format!("--kubeconfig={}", self.kubeconfig.display()),
+                "--controllers=garbage-collector-controller,namespace-controller".into(),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={kcm_port}"),
+                format!("--cert-dir={}", d("kcm-certs")),
+                "--use-service-account-credentials=false".into(),
+                "--v=1".into(),
+            ],
+        )?;
         self.push(kcm);
         self.wait_for("kube-controller-manager", Duration::from_secs(30), || {
             std::net::TcpStream::connect(("127.0.0.1", kcm_port)).is_ok()
@@ -159,7 +185,10 @@ impl Cluster {
     }
 
     fn check_alive(&self) -> Result<(), String> {
-        let mut procs = self.procs.lock().map_err(|_| "cluster lock poisoned".to_owned())?;
+        let mut procs = self
+            .procs
+            .lock()
+            .map_err(|_| "cluster lock poisoned".to_owned())?;
         for p in procs.iter_mut() {
             if let Some(status) = p.exited() {
                 return Err(format!("{} exited early ({status})\n{}", p.name, p.log_tail(40)));
@@ -185,7 +214,11 @@ impl Cluster {
             Ok(p) => p,
             Err(_) => return String::new(),
         };
-        procs.iter().map(|p| format!("--- {} ---\n{}", p.name, p.log_tail(20))).collect::<Vec<_>>().join("\n")
+        procs
+            .iter()
+            .map(|p| format!("--- {} ---\n{}", p.name, p.log_tail(20)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Kills every process (last started first) and removes the cluster directory. Idempotent.
@@ -224,7 +257,10 @@ impl Cluster {
         let n = NAMESPACES.fetch_add(1, Ordering::SeqCst);
         let name = format!("{prefix}-{}-{n}", std::process::id());
         let ns = Namespace {
-            metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         Api::<Namespace>::all(client.clone())
@@ -257,7 +293,9 @@ async fn client_from(path: &Path) -> Result<kube::Client, String> {
 
 async fn readyz(kubeconfig: &Path) -> Result<(), String> {
     let client = client_from(kubeconfig).await?;
-    let req = http::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
+    let req = http::Request::get("/readyz")
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
     let body = client.request_text(req).await.map_err(|e| e.to_string())?;
     if body.trim() == "ok" { Ok(()) } else { Err(body) }
 }

@@ -16,7 +16,11 @@ fn main() -> ExitCode {
         }
     };
     println!("export KUBECONFIG={}", cluster.kubeconfig_path().display());
-    println!("# API server {} ; logs in {}", cluster.server(), cluster.dir().display());
+    println!(
+        "# API server {} ; logs in {}",
+        cluster.server(),
+        cluster.dir().display()
+    );
     println!("# Ctrl-C stops the control plane.");
     agentauth_testcluster::wait_for_signal();
     cluster.stop();

@@ -23,10 +23,20 @@ pub fn binaries() -> Result<Binaries, String> {
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
     if !out.status.success() {
-        return Err(format!("{} failed ({}): the control plane cannot be built", script.display(), out.status));
+        return Err(format!(
+            "{} failed ({}): the control plane cannot be built",
+            script.display(),
+            out.status
+        ));
     }
     let line = String::from_utf8_lossy(&out.stdout);
-    let mut dirs = line.trim().lines().last().unwrap_or_default().split(':').map(PathBuf::from);
+    let mut dirs = line
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split(':')
+        .map(PathBuf::from);
     let (k8s, etcd) = (dirs.next().unwrap_or_default(), dirs.next().unwrap_or_default());
     let bins = Binaries {
         etcd: etcd.join("etcd"),
@@ -34,7 +44,12 @@ pub fn binaries() -> Result<Binaries, String> {
         kube_controller_manager: k8s.join("kube-controller-manager"),
         kubectl: k8s.join("kubectl"),
     };
-    for b in [&bins.etcd, &bins.kube_apiserver, &bins.kube_controller_manager, &bins.kubectl] {
+    for b in [
+        &bins.etcd,
+        &bins.kube_apiserver,
+        &bins.kube_controller_manager,
+        &bins.kubectl,
+    ] {
         if !b.is_file() {
             return Err(format!("{} is missing after build.sh", b.display()));
         }
@@ -67,8 +82,14 @@ impl Proc {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        Ok(Proc { name: name.to_owned(), child, log })
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        Ok(Proc {
+            name: name.to_owned(),
+            child,
+            log,
+        })
     }
 
     pub fn exited(&mut self) -> Option<ExitStatus> {
@@ -97,10 +118,14 @@ pub fn free_port() -> Result<u16, String> {
 
 /// Removes cluster directories whose owning process no longer exists (it was killed outright).
 pub fn sweep_stale_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("agentauth-cluster-")) else { continue };
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("agentauth-cluster-")) else {
+            continue;
+        };
         let Ok(pid) = pid.parse::<i32>() else { continue };
         // SAFETY: kill with signal 0 only checks whether the process exists.
         let alive = unsafe { libc::kill(pid, 0) } == 0
@@ -113,9 +138,7 @@ pub fn sweep_stale_dirs() {
 
 /// Runs `start` on a thread that never ends, so that the parent-death signal of the children it
 /// spawns fires only when the whole process ends.
-pub fn start_on_keeper_thread<T: Send + 'static>(
-    start: fn() -> Result<T, String>,
-) -> Result<T, String> {
+pub fn start_on_keeper_thread<T: Send + 'static>(start: fn() -> Result<T, String>) -> Result<T, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("testcluster-keeper".into())
@@ -126,7 +149,8 @@ pub fn start_on_keeper_thread<T: Send + 'static>(
             }
         })
         .map_err(|e| format!("cannot start keeper thread: {e}"))?;
-    rx.recv().map_err(|_| "control plane start-up thread died".to_owned())?
+    rx.recv()
+        .map_err(|_| "control plane start-up thread died".to_owned())?
 }
 
 /// Registers `hook` to run when the process exits normally (the test harness calls `exit`).

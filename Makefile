@@ -1,0 +1,32 @@
+# One command runs everything on a fresh machine: `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: test deps control-plane lint crds check-crds unit cluster
+
+## Install dependencies, build the control plane (cached), lint, and run unit + integration tests.
+test: deps control-plane lint
+	$(CARGO) test --workspace --locked
+
+deps:
+	@scripts/install-deps.sh
+
+## Build etcd, kube-apiserver, kube-controller-manager, kubectl and Dex into the version-keyed cache.
+control-plane:
+	@tests/cluster/build.sh >/dev/null
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## Regenerate crds/ from the Rust types.
+crds:
+	$(CARGO) run --quiet -- crd > crds/agentauth.dev.yaml
+
+## Unit tests only (no control plane).
+unit:
+	$(CARGO) test --lib --locked
+
+## Run the test control plane by hand; prints `export KUBECONFIG=...`.
+cluster: control-plane
+	$(CARGO) run --quiet -p agentauth-testcluster

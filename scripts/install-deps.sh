@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what building and testing need on a fresh Debian machine, and nothing when it is there.
+# Go and Rust come with the machine image; their absence is an error with a clear message.
+set -euo pipefail
+
+need() { command -v "$1" >/dev/null 2>&1; }
+for tool in go cargo; do
+  need "$tool" || { echo "install-deps: '$tool' is required (Go >= 1.26, Rust >= 1.95)" >&2; exit 1; }
+done
+
+missing=()
+need cc || missing+=(build-essential)
+need git || missing+=(git)
+need curl || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

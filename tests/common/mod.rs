@@ -1,0 +1,77 @@
+//! Shared set-up for integration tests: the real control plane of this test binary, the CRDs, a
+//! fresh namespace per test, and polling with deadlines.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use agent_auth_operator::api;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+
+/// A test's view of the cluster: an admin client and a namespace of its own.
+pub struct TestEnv {
+    pub client: Client,
+    pub ns: String,
+}
+
+/// Starts (once per binary) the control plane, installs the CRDs and waits until they are
+/// Established, and creates a fresh namespace. Panics with the reason when the cluster cannot start.
+pub async fn setup(prefix: &str) -> TestEnv {
+    let cluster =
+        agentauth_testcluster::shared().unwrap_or_else(|e| panic!("control plane unavailable: {e}"));
+    let client = cluster.client().await.unwrap_or_else(|e| panic!("{e}"));
+    install_crds(&client).await;
+    let ns = cluster
+        .namespace(&client, prefix)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    TestEnv { client, ns }
+}
+
+/// Server-side applies every CRD of the operator and waits until each is Established.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let pp = PatchParams::apply("agentauth-tests").force();
+    for crd in api::crds() {
+        let name = crd.name_any();
+        crds.patch(&name, &pp, &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        eventually(
+            Duration::from_secs(30),
+            &format!("CRD {name} Established"),
+            || async {
+                let c = crds.get(&name).await.ok()?;
+                let established = c
+                    .status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    let mut wait = Duration::from_millis(50);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(wait).await; // poll interval, not synchronisation
+        wait = (wait * 2).min(Duration::from_millis(500));
+    }
+}
