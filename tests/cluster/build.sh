@@ -88,7 +88,7 @@ MOD
   [ -n "$apiver" ] && echo "replace github.com/dexidp/dex/api/v2 => github.com/dexidp/dex/api/v2 $apiver" >>"$w/go.mod"
   echo 'package main' >"$w/main.go"
   (cd "$w" && GOFLAGS=-mod=mod go get "github.com/dexidp/dex/cmd/dex@$DEX_VERSION" >&2)
-  go_build "$w" "$out/dex" github.com/dexidp/dex/cmd/dex "-s -w -X github.com/dexidp/dex/version.Version=v2.45.1"
+  go_build "$w" "$out/dex" github.com/dexidp/dex/cmd/dex "-s -w -X main.version=v2.45.1"
 }
 
 targets=${*:-k8s etcd dex}

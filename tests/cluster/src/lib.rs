@@ -5,13 +5,15 @@
 //! Guarantees:
 //! - one control plane per process ([`shared`]); each test takes a fresh namespace from it;
 //! - every child process dies with the process that started it, however it ends (`PR_SET_PDEATHSIG`
-//!   from a thread that lives as long as the process), and a normal exit, including a test binary
-//!   with panicking tests, also removes the cluster directory (an `atexit` hook);
+//!   set from a thread that lives as long as the process, see [`Proc`]), and a normal exit, including
+//!   a test binary with panicking tests, also removes the cluster directory (an `atexit` hook);
 //! - directories left by a process that was killed outright are removed by the next start.
 
 mod certs;
 mod kubeconfig;
 mod process;
+
+pub use process::{Binaries, Proc, at_exit, binaries, block_on, free_port};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, atomic::AtomicU32, atomic::Ordering};
@@ -20,8 +22,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-
-use process::Proc;
 
 /// A running control plane. Dropping it (or [`Cluster::stop`]) kills the processes and removes
 /// its directory.
@@ -42,7 +42,7 @@ static NAMESPACES: AtomicU32 = AtomicU32::new(0);
 pub fn shared() -> Result<&'static Cluster, String> {
     SHARED
         .get_or_init(|| {
-            let started = process::start_on_keeper_thread(Cluster::start);
+            let started = Cluster::start();
             if started.is_ok() {
                 process::at_exit(stop_shared);
             }
@@ -56,8 +56,6 @@ impl Cluster {
     /// Builds the binaries if they are not cached, then starts etcd, kube-apiserver and
     /// kube-controller-manager and waits until the API server reports ready.
     ///
-    /// Child processes are tied to the calling thread's lifetime (Linux parent-death signal), so
-    /// call this from a thread that lives as long as the cluster should, or use [`shared`].
     pub fn start() -> Result<Cluster, String> {
         let bins = process::binaries()?;
         process::sweep_stale_dirs();
@@ -80,7 +78,7 @@ impl Cluster {
         }
     }
 
-    fn boot(&mut self, bins: &process::Binaries, pki: &certs::Pki) -> Result<(), String> {
+    fn boot(&mut self, bins: &Binaries, pki: &certs::Pki) -> Result<(), String> {
         let dir = self.dir.clone();
         let d = |name: &str| dir.join(name).display().to_string();
         let (etcd_port, peer_port, api_port, kcm_port) = (
@@ -106,6 +104,7 @@ impl Cluster {
                 "--unsafe-no-fsync=true".into(),
                 "--log-level=warn".into(),
             ],
+            &[],
         )?;
         self.push(etcd);
         self.wait_for("etcd", Duration::from_secs(30), || {
@@ -138,6 +137,7 @@ impl Cluster {
                 "--max-mutating-requests-inflight=500".into(),
                 "--v=1".into(),
             ],
+            &[],
         )?;
         self.push(apiserver);
         let kubeconfig = self.kubeconfig.clone();
@@ -171,6 +171,7 @@ impl Cluster {
                 "--use-service-account-credentials=false".into(),
                 "--v=1".into(),
             ],
+            &[],
         )?;
         self.push(kcm);
         self.wait_for("kube-controller-manager", Duration::from_secs(30), || {

@@ -4,6 +4,7 @@ use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, OnceLock};
 
 /// Paths of the control-plane binaries.
 pub struct Binaries {
@@ -11,14 +12,21 @@ pub struct Binaries {
     pub kube_apiserver: PathBuf,
     pub kube_controller_manager: PathBuf,
     pub kubectl: PathBuf,
+    pub dex: PathBuf,
 }
 
-/// Runs `build.sh` (a no-op when the version-keyed cache is filled) and returns the binaries.
-pub fn binaries() -> Result<Binaries, String> {
+/// Runs `build.sh` once per process (a no-op when the version-keyed cache is filled) and returns
+/// the binaries.
+pub fn binaries() -> Result<&'static Binaries, String> {
+    static BINS: OnceLock<Result<Binaries, String>> = OnceLock::new();
+    BINS.get_or_init(build).as_ref().map_err(Clone::clone)
+}
+
+fn build() -> Result<Binaries, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("build.sh");
     let out = Command::new("bash")
         .arg(&script)
-        .args(["k8s", "etcd"])
+        .args(["k8s", "etcd", "dex"])
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
@@ -37,7 +45,11 @@ pub fn binaries() -> Result<Binaries, String> {
         .unwrap_or_default()
         .split(':')
         .map(PathBuf::from);
-    let (k8s, etcd) = (dirs.next().unwrap_or_default(), dirs.next().unwrap_or_default());
+    let (k8s, etcd, dex) = (
+        dirs.next().unwrap_or_default(),
+        dirs.next().unwrap_or_default(),
+        dirs.next().unwrap_or_default(),
+    );
     let bins = Binaries {
         etcd: etcd.join("etcd"),
         kube_apiserver: k8s.join("kube-apiserver"),
@@ -57,7 +69,7 @@ pub fn binaries() -> Result<Binaries, String> {
     Ok(bins)
 }
 
-/// One control-plane process with its log file.
+/// A child process with its log file. Killed (and reaped) on drop.
 pub struct Proc {
     pub name: String,
     child: Child,
@@ -65,14 +77,23 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `bin` with its output in `<dir>/<name>.log`. The child gets SIGKILL when the thread
-    /// that spawned it ends, so a killed test run leaves no process behind.
-    pub fn spawn(dir: &Path, name: &str, bin: &Path, args: &[String]) -> Result<Proc, String> {
+    /// Starts `bin` with its output in `<dir>/<name>.log`. The child gets SIGKILL when this process
+    /// dies, however it dies, so a killed test run leaves no process behind.
+    pub fn spawn(
+        dir: &Path,
+        name: &str,
+        bin: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Result<Proc, String> {
         let log = dir.join(format!("{name}.log"));
         let out = File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(bin);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             cmd.pre_exec(|| {
@@ -82,9 +103,7 @@ impl Proc {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let child = spawn_from_keeper(cmd).map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         Ok(Proc {
             name: name.to_owned(),
             child,
@@ -92,20 +111,69 @@ impl Proc {
         })
     }
 
+    /// The exit status, if the process has ended.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Process id, for tests that signal it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGKILL and reaps the process. Idempotent.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
+    /// Path of the combined stdout/stderr log.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last `lines` lines of the log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+type SpawnRequest = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns on a thread that lives as long as the process: the parent-death signal fires when the
+/// spawning *thread* ends, so children of short-lived test threads would otherwise die early.
+fn spawn_from_keeper(cmd: Command) -> std::io::Result<Child> {
+    static KEEPER: OnceLock<Mutex<std::sync::mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnRequest>();
+        let _ = std::thread::Builder::new()
+            .name("testcluster-keeper".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+                loop {
+                    std::thread::park();
+                }
+            });
+        Mutex::new(tx)
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    keeper
+        .lock()
+        .map_err(|_| std::io::Error::other("keeper lock poisoned"))?
+        .send((cmd, tx))
+        .map_err(|_| std::io::Error::other("keeper thread gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("keeper thread gone"))?
 }
 
 /// A loopback port that was free a moment ago.
@@ -134,23 +202,6 @@ pub fn sweep_stale_dirs() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
-}
-
-/// Runs `start` on a thread that never ends, so that the parent-death signal of the children it
-/// spawns fires only when the whole process ends.
-pub fn start_on_keeper_thread<T: Send + 'static>(start: fn() -> Result<T, String>) -> Result<T, String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("testcluster-keeper".into())
-        .spawn(move || {
-            let _ = tx.send(start());
-            loop {
-                std::thread::park();
-            }
-        })
-        .map_err(|e| format!("cannot start keeper thread: {e}"))?;
-    rx.recv()
-        .map_err(|_| "control plane start-up thread died".to_owned())?
 }
 
 /// Registers `hook` to run when the process exits normally (the test harness calls `exit`).
