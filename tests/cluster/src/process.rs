@@ -55,12 +55,14 @@ fn build() -> Result<Binaries, String> {
         kube_apiserver: k8s.join("kube-apiserver"),
         kube_controller_manager: k8s.join("kube-controller-manager"),
         kubectl: k8s.join("kubectl"),
+        dex: dex.join("dex"),
     };
     for b in [
         &bins.etcd,
         &bins.kube_apiserver,
         &bins.kube_controller_manager,
         &bins.kubectl,
+        &bins.dex,
     ] {
         if !b.is_file() {
             return Err(format!("{} is missing after build.sh", b.display()));
