@@ -3,5 +3,13 @@
 //! A `ConnectedAccount` names an app (`Connection`) and a user; the operator runs the authorization,
 //! stores the credential in a Secret agent pods mount, and keeps it fresh.
 
+pub mod admin;
 pub mod api;
+pub mod auth;
+pub mod config;
+pub mod controller;
+pub mod gateway;
+pub mod links;
+pub mod run;
+pub mod store;
 pub mod telemetry;

@@ -2,8 +2,10 @@
 
 use std::process::ExitCode;
 
-use agent_auth_operator::{api, telemetry};
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+
+use agent_auth_operator::{api, config::Config, run, telemetry};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "agent-auth-operator", version, about)]
@@ -23,7 +25,29 @@ enum Command {
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Run the operator: controller, gateway and admin listener.
-    Run,
+    Run(Box<RunArgs>),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The operator's own namespace (signing key and credential copies live here).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "agent-auth-system")]
+    namespace: String,
+    /// Watch only this namespace for ConnectedAccounts and Connections (default: all).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Public base URL of the gateway, as users reach it (e.g. https://connect.example.com).
+    #[arg(long, env = "GATEWAY_URL")]
+    gateway_url: url::Url,
+    /// Address the gateway listens on.
+    #[arg(long, env = "GATEWAY_ADDR", default_value = "0.0.0.0:8080")]
+    gateway_addr: SocketAddr,
+    /// Address of the admin listener (/healthz, /readyz, /metrics).
+    #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:8081")]
+    admin_addr: SocketAddr,
+    /// This instance's name in Events (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME", default_value = "agent-auth-operator")]
+    instance: String,
 }
 
 #[tokio::main]
@@ -40,13 +64,27 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run => {
+        Command::Run(args) => {
+            let args = *args;
             if let Err(e) = telemetry::init(cli.log_format, &cli.log_level) {
                 eprintln!("error: cannot set up logging: {e}");
                 return ExitCode::FAILURE;
             }
-            tracing::error!("the operator is not implemented yet");
-            ExitCode::FAILURE
+            let config = Config {
+                namespace: args.namespace,
+                watch_namespace: args.watch_namespace,
+                gateway_url: args.gateway_url,
+                gateway_addr: args.gateway_addr,
+                admin_addr: args.admin_addr,
+                instance: args.instance,
+            };
+            match run::run(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "operator failed");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

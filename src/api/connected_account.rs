@@ -108,6 +108,9 @@ pub struct ConnectedAccountStatus {
     /// Scopes the provider granted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub granted_scopes: Vec<String>,
+    /// The `agentauth.dev/reauthorize` annotation value that the operator last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reauthorize_request: Option<String>,
     /// `Ready` and others, with reason and message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

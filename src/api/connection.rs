@@ -28,6 +28,9 @@ pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
     validation = Rule::new("has(self.spec.oauth2) == (self.spec.authType == 'OAuth2')")
         .message("spec.oauth2 must be set exactly when spec.authType is OAuth2")
         .field_path(".spec.oauth2"),
+    validation = Rule::new("!has(self.spec.oauth2) || has(self.spec.provider) || (has(self.spec.oauth2.authorizationUrl) && has(self.spec.oauth2.tokenUrl))")
+        .message("spec.oauth2.authorizationUrl and tokenUrl are required unless spec.provider names a catalog entry")
+        .field_path(".spec.oauth2"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionSpec {
@@ -80,15 +83,19 @@ pub struct OAuth2Settings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_ref: Option<SecretKeyRef>,
 
-    /// The provider's authorization endpoint, where users are sent to consent.
+    /// The provider's authorization endpoint, where users are sent to consent. Defaults to the
+    /// catalog entry named by `spec.provider`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("must be an http(s) URL"))]
     #[schemars(length(min = 1, max = 2048))]
-    pub authorization_url: String,
+    pub authorization_url: Option<String>,
 
-    /// The provider's token endpoint, used to exchange codes and refresh tokens.
+    /// The provider's token endpoint, used to exchange codes and refresh tokens. Defaults to the
+    /// catalog entry named by `spec.provider`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("must be an http(s) URL"))]
     #[schemars(length(min = 1, max = 2048))]
-    pub token_url: String,
+    pub token_url: Option<String>,
 
     /// The provider's RFC 7009 revocation endpoint; tokens are revoked there when an account is
     /// deleted or disconnected.
@@ -97,7 +104,7 @@ pub struct OAuth2Settings {
     #[schemars(length(max = 2048))]
     pub revocation_url: Option<String>,
 
-    /// Scopes to request. Adding a scope marks existing accounts `ScopesChanged` and issues them a
+    /// Scopes to request (space-free strings). Adding a scope marks existing accounts `ScopesChanged` and issues them a
     /// new link; their old token keeps working until the user re-authorizes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]

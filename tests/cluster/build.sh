@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl) and the test
-# OAuth provider (Dex) from Go modules, into a cache keyed by version. Present binaries are not rebuilt.
+# Builds the test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl), the test
+# OAuth provider (Dex) and its revocation helper (tests/dex/revoke) from Go modules, into a cache keyed
+# by version (by source hash for the helper). Present binaries are not rebuilt.
 #
-#   tests/cluster/build.sh            build what is missing, print the bin directory
+#   tests/cluster/build.sh            build what is missing, print the bin directories (k8s:etcd:dex:dexrevoke)
 #   AGENTAUTH_CACHE_DIR=/x build.sh   use another cache
 #
 # k8s.io/kubernetes and etcd cannot be `go install`ed: their go.mod files replace sibling modules with
@@ -19,6 +20,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/env.sh"
 
 log() { echo "build.sh: $*" >&2; }
+
+# dexrevoke: the test helper in tests/dex/revoke, cached under a hash of its source.
+DEXREVOKE_SRC=$(cd "$here/../dex/revoke" && pwd)
+AGENTAUTH_BIN_DEXREVOKE=$AGENTAUTH_CACHE_DIR/dexrevoke-$(cat "$DEXREVOKE_SRC/main.go" "$DEXREVOKE_SRC/go.mod" "$DEXREVOKE_SRC/go.sum" | sha256sum | cut -c1-16)
 
 go_build() { # dir out pkg ldflags
   (cd "$1" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$4" -o "$2.tmp" "$3")
@@ -91,6 +96,17 @@ MOD
   go_build "$w" "$out/dex" github.com/dexidp/dex/cmd/dex "-s -w -X main.version=v2.45.1"
 }
 
-targets=${*:-k8s etcd dex}
+build_dexrevoke() {
+  local out=$AGENTAUTH_BIN_DEXREVOKE
+  if [ -x "$out/dexrevoke" ]; then return; fi
+  log "building dexrevoke into $out"
+  mkdir -p "$out"
+  # Build from a copy so the module download never rewrites the committed go.mod/go.sum.
+  local w; w=$(mktemp -d); trap 'rm -rf "$w"' RETURN
+  cp "$DEXREVOKE_SRC/main.go" "$DEXREVOKE_SRC/go.mod" "$DEXREVOKE_SRC/go.sum" "$w/"
+  go_build "$w" "$out/dexrevoke" . "-s -w"
+}
+
+targets=${*:-k8s etcd dex dexrevoke}
 for t in $targets; do "build_$t"; done
-echo "$AGENTAUTH_BIN_K8S:$AGENTAUTH_BIN_ETCD:$AGENTAUTH_BIN_DEX"
+echo "$AGENTAUTH_BIN_K8S:$AGENTAUTH_BIN_ETCD:$AGENTAUTH_BIN_DEX:$AGENTAUTH_BIN_DEXREVOKE"

@@ -1,6 +1,8 @@
 //! Shared set-up for integration tests: the real control plane of this test binary, the CRDs, a
 //! fresh namespace per test, and polling with deadlines.
 
+pub mod dex;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

@@ -69,7 +69,7 @@ impl Cluster {
             dir,
             procs: Mutex::new(Vec::new()),
         };
-        match cluster.boot(&bins, &pki) {
+        match cluster.boot(bins, &pki) {
             Ok(()) => Ok(cluster),
             Err(e) => {
                 cluster.stop();

@@ -13,6 +13,8 @@ pub struct Binaries {
     pub kube_controller_manager: PathBuf,
     pub kubectl: PathBuf,
     pub dex: PathBuf,
+    /// Test helper that revokes a user's refresh tokens through Dex's gRPC API (`tests/dex/revoke`).
+    pub dexrevoke: PathBuf,
 }
 
 /// Runs `build.sh` once per process (a no-op when the version-keyed cache is filled) and returns
@@ -26,7 +28,7 @@ fn build() -> Result<Binaries, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("build.sh");
     let out = Command::new("bash")
         .arg(&script)
-        .args(["k8s", "etcd", "dex"])
+        .args(["k8s", "etcd", "dex", "dexrevoke"])
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
@@ -45,7 +47,8 @@ fn build() -> Result<Binaries, String> {
         .unwrap_or_default()
         .split(':')
         .map(PathBuf::from);
-    let (k8s, etcd, dex) = (
+    let (k8s, etcd, dex, dexrevoke) = (
+        dirs.next().unwrap_or_default(),
         dirs.next().unwrap_or_default(),
         dirs.next().unwrap_or_default(),
         dirs.next().unwrap_or_default(),
@@ -56,6 +59,7 @@ fn build() -> Result<Binaries, String> {
         kube_controller_manager: k8s.join("kube-controller-manager"),
         kubectl: k8s.join("kubectl"),
         dex: dex.join("dex"),
+        dexrevoke: dexrevoke.join("dexrevoke"),
     };
     for b in [
         &bins.etcd,
@@ -63,6 +67,7 @@ fn build() -> Result<Binaries, String> {
         &bins.kube_controller_manager,
         &bins.kubectl,
         &bins.dex,
+        &bins.dexrevoke,
     ] {
         if !b.is_file() {
             return Err(format!("{} is missing after build.sh", b.display()));

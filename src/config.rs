@@ -1,0 +1,35 @@
+//! Runtime settings of the operator process, from flags and environment (see `main.rs`).
+
+use std::net::SocketAddr;
+
+/// Settings shared by the controller and the gateway.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The operator's own namespace: signing key and credential copies live here.
+    pub namespace: String,
+    /// Watch only this namespace for accounts and Connections; `None` watches all.
+    pub watch_namespace: Option<String>,
+    /// The gateway's public base URL, e.g. `https://connect.example.com` (no trailing slash).
+    pub gateway_url: url::Url,
+    pub gateway_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// Identity used in Events and leases (the pod name in a cluster).
+    pub instance: String,
+}
+
+impl Config {
+    /// The OAuth redirect URI to register at providers.
+    pub fn redirect_uri(&self) -> String {
+        self.endpoint("oauth/callback")
+    }
+
+    /// `<gateway_url>/<path>`.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}/{}", self.gateway_url.as_str().trim_end_matches('/'), path)
+    }
+
+    /// Whether the gateway is reached over HTTPS (cookies get `Secure`).
+    pub fn secure(&self) -> bool {
+        self.gateway_url.scheme() == "https"
+    }
+}

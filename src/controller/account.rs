@@ -1,0 +1,497 @@
+//! Reconciles one ConnectedAccount as a pipeline:
+//! resolve (Connection, record, Secret, link from caches) -> refresh when due (persist first) ->
+//! decide (pure) -> apply (credentials, agent Secret, link) -> status (only when it changed).
+//!
+//! Guarantees: a converged account costs no API writes; the operator's copy is written before the
+//! agent Secret, so a crash between the two loses nothing (the next reconcile republishes); a
+//! Secret the operator did not create for this account is never written.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use serde_json::json;
+
+use super::decide::{self, ConnectionIssue, ConnectionView, LinkPlan, Observed, Plan, RefreshFailure};
+use super::{Context, Error, schedule};
+use crate::api::conditions;
+use crate::api::{AccountState, ConnectedAccount, ConnectedAccountStatus, Connection};
+use crate::auth::connection as conn_auth;
+use crate::auth::oauth2::TokenEndpointError;
+use crate::links::{self, LinkClaims};
+use crate::store::agent_secret::{self, Ownership};
+use crate::store::credentials::{CredentialStore, StoreError, Versioned};
+use crate::store::{FIELD_MANAGER, Record};
+
+/// Finalizer that guarantees revocation and removal of every stored copy before an account goes.
+pub const FINALIZER: &str = "agentauth.dev/cleanup";
+
+/// Default `spec.authorizationLink.ttl`.
+const DEFAULT_LINK_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+pub async fn reconcile(account: Arc<ConnectedAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.wait_for_caches().await?;
+    let ns = account.namespace().unwrap_or_default();
+    let api: Api<ConnectedAccount> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, account, |event| async {
+        match event {
+            Finalizer::Apply(a) => apply(&a, &ctx).await,
+            Finalizer::Cleanup(a) => cleanup(&a, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The name of the agent-facing Secret.
+pub fn secret_name(account: &ConnectedAccount) -> String {
+    account
+        .spec
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-credentials", account.name_any()))
+}
+
+/// Resolves the account's Connection from the cache.
+fn resolve_connection(
+    account: &ConnectedAccount,
+    ctx: &Context,
+) -> Result<(Arc<Connection>, ConnectionView), ConnectionIssue> {
+    let ns = account.namespace().unwrap_or_default();
+    let name = &account.spec.connection_ref.name;
+    let conn = ctx
+        .connections
+        .get(&ObjectRef::new(name).within(&ns))
+        .ok_or_else(|| ConnectionIssue {
+            reason: "ConnectionNotFound",
+            message: format!("Connection {name} does not exist in namespace {ns}"),
+        })?;
+    let status = conn.status.as_ref();
+    let ready = status.and_then(|s| conditions::find(&s.conditions, conditions::READY));
+    let current = status.and_then(|s| s.observed_generation) == conn.metadata.generation;
+    match ready {
+        Some(c) if c.status == "True" && current => {}
+        Some(c) if c.status != "True" => {
+            return Err(ConnectionIssue {
+                reason: "ConnectionNotReady",
+                message: format!("Connection {name} is not ready: {}", c.message),
+            });
+        }
+        _ => {
+            return Err(ConnectionIssue {
+                reason: "ConnectionNotReady",
+                message: format!("Connection {name} has not been validated yet"),
+            });
+        }
+    }
+    let duration = |d: Option<&String>| d.and_then(|s| schedule::parse_duration(s).ok());
+    let view = ConnectionView {
+        link_ttl: duration(conn.spec.authorization_link.as_ref().and_then(|l| l.ttl.as_ref()))
+            .unwrap_or(DEFAULT_LINK_TTL),
+        refresh_before: duration(conn.spec.refresh.as_ref().and_then(|r| r.before.as_ref())),
+        scopes: conn_auth::settings(&conn).map(|s| s.scopes).unwrap_or_default(),
+    };
+    Ok((conn, view))
+}
+
+/// The account's record from the cache of operator copies.
+fn cached_record(uid: &str, ctx: &Context) -> Result<Versioned, Error> {
+    let key = ObjectRef::new(&CredentialStore::name_for(uid)).within(&ctx.config.namespace);
+    match ctx.records.get(&key) {
+        Some(s) => Ok(CredentialStore::parse(&s)?),
+        None => Ok(Versioned::default()),
+    }
+}
+
+/// The status link, if it is one this operator signed for this very account.
+fn current_link(account: &ConnectedAccount, ctx: &Context) -> Option<LinkClaims> {
+    let url = account.status.as_ref()?.authorization_link.as_deref()?;
+    let claims = ctx.signer.read_link(links::token_of(url)?)?;
+    let same = Some(&claims.uid) == account.metadata.uid.as_ref()
+        && claims.name == account.name_any()
+        && Some(&claims.ns) == account.metadata.namespace.as_ref();
+    same.then_some(claims)
+}
+
+async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Error> {
+    let uid = account.uid().unwrap_or_default();
+    let ns = account.namespace().unwrap_or_default();
+    let resolved = resolve_connection(account, ctx);
+    let mut versioned = cached_record(&uid, ctx)?;
+    let name = secret_name(account);
+    let cached_secret = ctx.agent_secrets.get(&ObjectRef::new(&name).within(&ns));
+    let mut ownership = agent_secret::ownership(cached_secret.as_deref(), account);
+    let link = current_link(account, ctx);
+    let now = Timestamp::now();
+
+    let observe = |record: &Record, ownership: Ownership, failure: Option<RefreshFailure>| -> (Plan, bool) {
+        let view = resolved.as_ref().map(|(_, v)| v);
+        let current = record
+            .tokens
+            .as_ref()
+            .is_some_and(|t| agent_secret::holds(cached_secret.as_deref(), &agent_secret::render(t)));
+        let o = Observed {
+            account,
+            connection: view,
+            record,
+            link: link.as_ref(),
+            secret: ownership,
+            secret_current: current,
+            refresh_failure: failure.as_ref(),
+            now,
+        };
+        (decide::decide(&o), decide::refresh_due(&o))
+    };
+
+    let (_, due) = observe(&versioned.record, ownership, ctx.failure(&uid));
+    if let (true, Ok((conn, _))) = (due, &resolved) {
+        refresh(account, conn, &mut versioned, ctx, now).await?;
+    }
+    let (mut plan, _) = observe(&versioned.record, ownership, ctx.failure(&uid));
+
+    if plan.remove_credentials {
+        let conn = resolved.as_ref().ok().map(|(c, _)| c.as_ref());
+        discard_credentials(account, conn, ctx, ownership).await?;
+    }
+    if let (true, Some(tokens)) = (plan.publish, &versioned.record.tokens) {
+        let data = agent_secret::render(tokens);
+        if !publish(account, &name, &data, ownership, ctx).await? {
+            ownership = Ownership::Foreign;
+            plan = observe(&versioned.record, ownership, ctx.failure(&uid)).0;
+        }
+    }
+
+    let old = account.status.clone().unwrap_or_default();
+    let (link_url, link_expires) = match &plan.link {
+        LinkPlan::Keep => (
+            old.authorization_link.clone(),
+            old.authorization_link_expires_at.clone(),
+        ),
+        LinkPlan::Issue { expires_at } => {
+            let claims = LinkClaims {
+                ns: ns.clone(),
+                name: account.name_any(),
+                uid: uid.clone(),
+                nonce: links::random_id(),
+                exp: expires_at.as_second(),
+            };
+            let url = ctx
+                .config
+                .endpoint(&format!("connect/{}", ctx.signer.issue_link(&claims)));
+            (Some(url), Some(Time(*expires_at)))
+        }
+        LinkPlan::Clear => (None, None),
+    };
+    let tokens = versioned
+        .record
+        .tokens
+        .as_ref()
+        .filter(|_| !versioned.record.rejected && plan.state != AccountState::Disconnected);
+    let annotation = account
+        .annotations()
+        .get(crate::api::REAUTHORIZE_ANNOTATION)
+        .cloned();
+    let mut conds = old.conditions.clone();
+    for c in &plan.conditions {
+        let new = conditions::condition(
+            c.type_,
+            c.ok,
+            c.reason,
+            c.message.clone(),
+            account.metadata.generation,
+        );
+        conds = conditions::merge(&conds, new, now);
+    }
+    if tokens.is_none() {
+        conds.retain(|c| c.type_ != decide::TOKEN_REFRESH);
+    }
+    let status = ConnectedAccountStatus {
+        state: Some(plan.state),
+        authorization_link: link_url,
+        authorization_link_expires_at: link_expires,
+        secret_name: Some(name),
+        expires_at: tokens.and_then(|t| t.expires_at).map(Time),
+        next_refresh_at: plan.next_refresh_at.filter(|_| tokens.is_some()).map(Time),
+        last_refreshed_at: tokens.map(|t| Time(t.obtained_at)),
+        granted_scopes: tokens.map(|t| t.scopes.clone()).unwrap_or_default(),
+        reauthorize_request: if matches!(plan.link, LinkPlan::Issue { .. }) {
+            annotation
+        } else {
+            old.reauthorize_request.clone()
+        },
+        conditions: conds,
+        observed_generation: account.metadata.generation,
+    };
+    if status != old {
+        let api: Api<ConnectedAccount> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch =
+            json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount", "status": status});
+        api.patch_status(
+            &account.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        announce(account, &old, &status, &plan, ctx).await;
+    }
+    Ok(plan
+        .requeue_after
+        .map(Action::requeue)
+        .unwrap_or_else(Action::await_change))
+}
+
+/// Renews the token and persists the outcome in the operator's copy before anything is published.
+async fn refresh(
+    account: &ConnectedAccount,
+    conn: &Connection,
+    versioned: &mut Versioned,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let uid = account.uid().unwrap_or_default();
+    let Some(current) = versioned.record.tokens.clone() else {
+        return Ok(());
+    };
+    let outcome = match conn_auth::oauth_client(&ctx.client, &ctx.config, conn).await {
+        Ok(c) => c.refresh(&ctx.http, &current, now).await,
+        Err(e) => Err(TokenEndpointError::ClientRejected {
+            code: "configuration".into(),
+            description: Some(e.0),
+        }),
+    };
+    let mut record = versioned.record.clone();
+    match outcome {
+        Ok(tokens) => {
+            record.tokens = Some(tokens);
+            record.rejected = false;
+            ctx.clear_failure(&uid);
+            persist(account, versioned, record, ctx).await?;
+            tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "token refreshed");
+            ctx.event(
+                account,
+                EventType::Normal,
+                "Refreshed",
+                "Refresh",
+                "access token renewed".into(),
+            )
+            .await;
+        }
+        Err(TokenEndpointError::Rejected { code, .. }) => {
+            record.rejected = true;
+            ctx.clear_failure(&uid);
+            persist(account, versioned, record, ctx).await?;
+            tracing::warn!(account = %account.name_any(), %code, "refresh rejected by the provider");
+            ctx.event(
+                account,
+                EventType::Warning,
+                "RefreshRejected",
+                "Refresh",
+                format!(
+                    "the provider rejected the refresh token ({code}); a new authorization link was issued"
+                ),
+            )
+            .await;
+        }
+        Err(e) => {
+            let attempts = ctx.failure(&uid).map_or(1, |f| f.attempts + 1);
+            let retry_at =
+                now + jiff::SignedDuration::try_from(schedule::backoff(attempts, &uid)).unwrap_or_default();
+            let message = e.to_string();
+            tracing::warn!(account = %account.name_any(), attempts, error = %message, "refresh failed; backing off");
+            if attempts == 1 {
+                ctx.event(
+                    account,
+                    EventType::Warning,
+                    "RefreshFailing",
+                    "Refresh",
+                    message.clone(),
+                )
+                .await;
+            }
+            ctx.set_failure(
+                &uid,
+                RefreshFailure {
+                    message,
+                    attempts,
+                    retry_at,
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes the record against the version read; a conflict means someone (the gateway) wrote in
+/// between, so the reconcile starts over with fresh data.
+async fn persist(
+    account: &ConnectedAccount,
+    versioned: &mut Versioned,
+    record: Record,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let rv = ctx
+        .credentials
+        .put(account, &record, versioned.resource_version.as_deref())
+        .await?;
+    *versioned = Versioned {
+        record,
+        resource_version: Some(rv),
+    };
+    Ok(())
+}
+
+/// Creates or updates the agent Secret. Returns `false` when the name belongs to someone else.
+async fn publish(
+    account: &ConnectedAccount,
+    name: &str,
+    data: &std::collections::BTreeMap<String, String>,
+    ownership: Ownership,
+    ctx: &Context,
+) -> Result<bool, Error> {
+    let ns = account.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    match ownership {
+        Ownership::Foreign => Ok(false),
+        Ownership::Ours => {
+            agent_secret::apply(&api, account, name, data).await?;
+            Ok(true)
+        }
+        // Not in our cache: it may still exist unlabelled. Look before writing.
+        Ownership::Missing => match api.get_opt(name).await? {
+            Some(existing) if agent_secret::ownership(Some(&existing), account) == Ownership::Foreign => {
+                Ok(false)
+            }
+            _ => {
+                agent_secret::apply(&api, account, name, data).await?;
+                Ok(true)
+            }
+        },
+    }
+}
+
+/// Revokes at the provider (best effort) and deletes every stored copy.
+async fn discard_credentials(
+    account: &ConnectedAccount,
+    conn: Option<&Connection>,
+    ctx: &Context,
+    ownership: Ownership,
+) -> Result<(), Error> {
+    let uid = account.uid().unwrap_or_default();
+    let versioned = ctx.credentials.get(&uid).await?;
+    if let (Some(tokens), Some(conn)) = (&versioned.record.tokens, conn) {
+        let outcome = match conn_auth::oauth_client(&ctx.client, &ctx.config, conn).await {
+            Ok(c) => c.revoke(&ctx.http, tokens).await,
+            Err(e) => Err(e.0),
+        };
+        match outcome {
+            Ok(true) => {
+                ctx.event(
+                    account,
+                    EventType::Normal,
+                    "Revoked",
+                    "Revoke",
+                    "token revoked at the provider".into(),
+                )
+                .await
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(account = %account.name_any(), error = %e, "revocation failed; deleting local copies anyway");
+                ctx.event(account, EventType::Warning, "RevocationFailed", "Revoke", e)
+                    .await;
+            }
+        }
+    }
+    if ownership == Ownership::Ours {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
+        agent_secret::delete(&api, &secret_name(account)).await?;
+    }
+    if versioned.resource_version.is_some() {
+        ctx.credentials.delete(&uid).await?;
+    }
+    ctx.clear_failure(&uid);
+    Ok(())
+}
+
+async fn cleanup(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Error> {
+    let conn = resolve_connection(account, ctx).ok().map(|(c, _)| c);
+    let ns = account.namespace().unwrap_or_default();
+    let secret = ctx
+        .agent_secrets
+        .get(&ObjectRef::new(&secret_name(account)).within(&ns));
+    let ownership = agent_secret::ownership(secret.as_deref(), account);
+    discard_credentials(account, conn.as_deref(), ctx, ownership).await?;
+    tracing::info!(account = %account.name_any(), namespace = %ns, "credentials removed for deleted account");
+    Ok(Action::await_change())
+}
+
+/// Events for what changed, in words a platform engineer reads in `kubectl describe`.
+async fn announce(
+    account: &ConnectedAccount,
+    old: &ConnectedAccountStatus,
+    new: &ConnectedAccountStatus,
+    plan: &Plan,
+    ctx: &Context,
+) {
+    if old.state != new.state {
+        let ready = plan.conditions.iter().find(|c| c.type_ == conditions::READY);
+        let (reason, note) = ready
+            .map(|c| (c.reason, c.message.clone()))
+            .unwrap_or(("StateChanged", String::new()));
+        let warn = matches!(new.state, Some(AccountState::Error | AccountState::Expired));
+        let kind = if warn {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let state = new.state.map(|s| format!("{s:?}")).unwrap_or_default();
+        ctx.event(
+            account,
+            kind,
+            reason,
+            "Transition",
+            format!("state {state}: {note}"),
+        )
+        .await;
+    }
+    if let (LinkPlan::Issue { expires_at }, true) =
+        (&plan.link, new.authorization_link != old.authorization_link)
+    {
+        ctx.event(
+            account,
+            EventType::Normal,
+            "LinkIssued",
+            "IssueLink",
+            format!("new authorization link in status.authorizationLink, valid until {expires_at}"),
+        )
+        .await;
+    }
+}
+
+/// Used by [`Context::event`].
+pub(super) fn event(kind: EventType, reason: &str, action: &str, note: String) -> KubeEvent {
+    KubeEvent {
+        type_: kind,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => Error::Conflict,
+            StoreError::Corrupt => Error::CorruptRecord,
+            StoreError::Api(e) => Error::Kube(e),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Reconciles a Connection: validates its settings and client secret, and publishes `Ready` and
+//! the `redirectUri` to register at the provider. Accounts follow through their watch on
+//! Connections, so fixing a Connection un-blocks its accounts at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use serde_json::json;
+
+use super::{Context, Error, schedule};
+use crate::api::conditions;
+use crate::api::{Connection, ConnectionStatus};
+use crate::auth::connection as conn_auth;
+use crate::store::FIELD_MANAGER;
+
+/// How often a Ready Connection re-checks its client secret (Secrets are not watched, to keep the
+/// operator from caching every Secret in the cluster).
+const RECHECK: Duration = Duration::from_secs(300);
+/// How soon a Connection waiting for its client secret looks again.
+const RETRY: Duration = Duration::from_secs(15);
+
+/// Problems that need no API call to find.
+pub fn validate(conn: &Connection) -> Result<(), String> {
+    conn_auth::settings(conn).map_err(|e| e.0)?;
+    if let Some(ttl) = conn.spec.authorization_link.as_ref().and_then(|l| l.ttl.as_ref()) {
+        let d = schedule::parse_duration(ttl)?;
+        if d < jiff::SignedDuration::from_secs(60) {
+            return Err(format!("authorizationLink.ttl {ttl} is shorter than a minute"));
+        }
+    }
+    if let Some(before) = conn.spec.refresh.as_ref().and_then(|r| r.before.as_ref()) {
+        schedule::parse_duration(before)?;
+    }
+    Ok(())
+}
+
+pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = conn.namespace().unwrap_or_default();
+    let mut outcome = validate(&conn).map_err(|m| ("InvalidSpec", m));
+    if outcome.is_ok()
+        && let Err(e) = conn_auth::oauth_client(&ctx.client, &ctx.config, &conn).await
+    {
+        outcome = Err(("ClientSecretUnavailable", e.0));
+    }
+    let (ok, reason, message) = match &outcome {
+        Ok(()) => (true, "Valid", "the Connection is usable".to_owned()),
+        Err((reason, message)) => (false, *reason, message.clone()),
+    };
+    let old = conn.status.clone().unwrap_or_default();
+    let cond = conditions::condition(conditions::READY, ok, reason, message, conn.metadata.generation);
+    let status = ConnectionStatus {
+        conditions: conditions::merge(&old.conditions, cond, jiff::Timestamp::now()),
+        redirect_uri: Some(ctx.config.redirect_uri()),
+        observed_generation: conn.metadata.generation,
+    };
+    if status != old {
+        let api: Api<Connection> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection", "status": status});
+        api.patch_status(
+            &conn.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        tracing::info!(connection = %conn.name_any(), namespace = %ns, ready = ok, reason, "connection status changed");
+    }
+    Ok(Action::requeue(match outcome {
+        Ok(()) => RECHECK,
+        Err(("ClientSecretUnavailable", _)) => RETRY,
+        Err(_) => RECHECK,
+    }))
+}

@@ -1,0 +1,311 @@
+//! The account state machine as a pure function: from what is observed (account, Connection,
+//! credential record, agent Secret, clock) to what should be (state, conditions, link, actions).
+//! No client, no I/O, so every transition of DESIGN.md is unit-tested here.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::schedule;
+use crate::api::{AccountState, ConnectedAccount, REAUTHORIZE_ANNOTATION};
+use crate::links::LinkClaims;
+use crate::store::Record;
+use crate::store::agent_secret::Ownership;
+
+/// A Connection as an account needs it, once it is found and Ready.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionView {
+    pub link_ttl: SignedDuration,
+    pub refresh_before: Option<SignedDuration>,
+    pub scopes: Vec<String>,
+}
+
+/// Why an account cannot use its Connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionIssue {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The last transient refresh failure, kept in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshFailure {
+    pub message: String,
+    pub attempts: u32,
+    pub retry_at: Timestamp,
+}
+
+/// Everything `decide` looks at.
+pub struct Observed<'a> {
+    pub account: &'a ConnectedAccount,
+    pub connection: Result<&'a ConnectionView, &'a ConnectionIssue>,
+    pub record: &'a Record,
+    /// The account's current link, if its status has one this operator signed for this account.
+    pub link: Option<&'a LinkClaims>,
+    pub secret: Ownership,
+    /// The agent Secret already holds what the record says.
+    pub secret_current: bool,
+    pub refresh_failure: Option<&'a RefreshFailure>,
+    pub now: Timestamp,
+}
+
+/// What to do with the authorization link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkPlan {
+    Keep,
+    /// Issue a new link valid until the given time.
+    Issue {
+        expires_at: Timestamp,
+    },
+    Clear,
+}
+
+/// A condition to set: type, status, reason, message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cond {
+    pub type_: &'static str,
+    pub ok: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The outcome of `decide`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub state: AccountState,
+    pub conditions: Vec<Cond>,
+    pub link: LinkPlan,
+    /// Write the agent Secret from the record's tokens.
+    pub publish: bool,
+    /// `spec.disconnected`: revoke and delete every copy of the credentials.
+    pub remove_credentials: bool,
+    pub next_refresh_at: Option<Timestamp>,
+    /// Reconcile again after this long (timed work: refresh, link expiry, retry).
+    pub requeue_after: Option<Duration>,
+}
+
+/// Condition type for the health of token renewal.
+pub const TOKEN_REFRESH: &str = "TokenRefresh";
+
+/// Whether renewal is due now. The caller refreshes first, then calls [`decide`] with the result.
+pub fn refresh_due(o: &Observed<'_>) -> bool {
+    let (Ok(conn), Some(tokens)) = (o.connection, usable_tokens(o.record)) else {
+        return false;
+    };
+    if o.account.spec.disconnected == Some(true) || o.secret == Ownership::Foreign {
+        return false;
+    }
+    let Some(at) = schedule::refresh_at(tokens, conn.refresh_before, &uid(o.account)) else {
+        return false;
+    };
+    at <= o.now && o.refresh_failure.is_none_or(|f| f.retry_at <= o.now)
+}
+
+pub fn decide(o: &Observed<'_>) -> Plan {
+    let mut plan = Plan {
+        state: AccountState::PendingAuth,
+        conditions: Vec::new(),
+        link: LinkPlan::Clear,
+        publish: false,
+        remove_credentials: false,
+        next_refresh_at: None,
+        requeue_after: None,
+    };
+    if o.account.spec.disconnected == Some(true) {
+        plan.state = AccountState::Disconnected;
+        plan.remove_credentials = true;
+        plan.conditions.push(not_ready(
+            "Disconnected",
+            "spec.disconnected is true; credentials were removed",
+        ));
+        return plan;
+    }
+    let conn = match o.connection {
+        Ok(c) => c,
+        Err(issue) => {
+            plan.state = AccountState::Error;
+            plan.conditions.push(not_ready(issue.reason, &issue.message));
+            return plan;
+        }
+    };
+    if o.secret == Ownership::Foreign {
+        plan.state = AccountState::Error;
+        plan.conditions.push(not_ready(
+            "SecretConflict",
+            "a Secret with the name in spec.secretName exists and was not created by the operator for this account; \
+             it is left untouched. Choose another spec.secretName or delete that Secret",
+        ));
+        return plan;
+    }
+
+    let tokens = usable_tokens(o.record);
+    let missing_scopes: Vec<&str> = match tokens {
+        Some(t) => conn
+            .scopes
+            .iter()
+            .filter(|s| !t.scopes.contains(s))
+            .map(String::as_str)
+            .collect(),
+        None => Vec::new(),
+    };
+    let reauthorize = reauthorize_requested(o.account);
+    let outstanding = o
+        .link
+        .filter(|l| o.record.completed_link.as_deref() != Some(l.nonce.as_str()));
+    let wanted = tokens.is_none() || !missing_scopes.is_empty() || reauthorize || outstanding.is_some();
+    plan.link = match outstanding {
+        _ if !wanted => LinkPlan::Clear,
+        Some(l) if !reauthorize && l.exp > o.now.as_second() => LinkPlan::Keep,
+        _ => LinkPlan::Issue {
+            expires_at: o.now + conn.link_ttl,
+        },
+    };
+    let link_expiry = match &plan.link {
+        LinkPlan::Keep => outstanding.map(|l| l.exp),
+        LinkPlan::Issue { expires_at } => Some(expires_at.as_second()),
+        LinkPlan::Clear => None,
+    };
+
+    match tokens {
+        None if o.record.rejected => {
+            plan.state = AccountState::Expired;
+            plan.conditions.push(not_ready(
+                "RefreshRejected",
+                "the provider rejected the refresh token; the user must authorize again through the new link",
+            ));
+        }
+        None => {
+            plan.state = AccountState::PendingAuth;
+            let err = o
+                .record
+                .flow_error
+                .as_ref()
+                .filter(|e| outstanding.is_some_and(|l| l.nonce == e.link));
+            plan.conditions.push(match err {
+                Some(e) => Cond {
+                    type_: crate::api::conditions::READY,
+                    ok: false,
+                    reason: reason(&e.reason),
+                    message: e.message.clone(),
+                },
+                None => not_ready(
+                    "AwaitingAuthorization",
+                    "waiting for the user to open status.authorizationLink",
+                ),
+            });
+        }
+        Some(t) => {
+            let expired = t.expires_at.is_some_and(|e| e <= o.now);
+            plan.state = if expired {
+                AccountState::Expired
+            } else {
+                AccountState::Active
+            };
+            plan.publish = !o.secret_current;
+            plan.next_refresh_at = schedule::refresh_at(t, conn.refresh_before, &uid(o.account));
+            plan.conditions.push(if expired {
+                not_ready("TokenExpired", "the access token expired and could not be renewed yet")
+            } else if !missing_scopes.is_empty() {
+                not_ready_owned(
+                    "ScopesChanged",
+                    format!(
+                        "the Connection now asks for scopes the grant lacks ({}); the current token keeps working \
+                         until the user authorizes again through the new link",
+                        missing_scopes.join(", ")
+                    ),
+                )
+            } else if reauthorize || outstanding.is_some() {
+                ready("Active", "credentials are valid; a re-authorization link is waiting for the user")
+            } else {
+                ready("Active", "credentials are valid and published")
+            });
+            plan.conditions.push(match o.refresh_failure {
+                Some(f) => Cond {
+                    type_: TOKEN_REFRESH,
+                    ok: false,
+                    reason: "RefreshFailing",
+                    message: format!(
+                        "{} (attempt {}, retrying at {})",
+                        f.message, f.attempts, f.retry_at
+                    ),
+                },
+                None => Cond {
+                    type_: TOKEN_REFRESH,
+                    ok: true,
+                    reason: "Renewed",
+                    message: "token renewal is on schedule".into(),
+                },
+            });
+        }
+    }
+
+    let retry_at = o.refresh_failure.map(|f| f.retry_at);
+    let next = [
+        plan.next_refresh_at.map(|t| t.max(retry_at.unwrap_or(t))),
+        link_expiry.and_then(|s| Timestamp::from_second(s).ok()),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    plan.requeue_after = next.map(|t| {
+        let d = t.duration_since(o.now).max(SignedDuration::from_millis(100));
+        Duration::try_from(d).unwrap_or(Duration::from_secs(1))
+    });
+    plan
+}
+
+fn usable_tokens(record: &Record) -> Option<&crate::store::TokenSet> {
+    record.tokens.as_ref().filter(|_| !record.rejected)
+}
+
+fn uid(account: &ConnectedAccount) -> String {
+    account.metadata.uid.clone().unwrap_or_default()
+}
+
+/// The annotation carries a value the operator has not acted on yet.
+pub fn reauthorize_requested(account: &ConnectedAccount) -> bool {
+    let wanted = account
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REAUTHORIZE_ANNOTATION));
+    let seen = account
+        .status
+        .as_ref()
+        .and_then(|s| s.reauthorize_request.as_ref());
+    wanted.is_some() && wanted != seen
+}
+
+fn ready(reason: &'static str, message: &str) -> Cond {
+    Cond {
+        type_: crate::api::conditions::READY,
+        ok: true,
+        reason,
+        message: message.to_owned(),
+    }
+}
+
+fn not_ready(reason: &'static str, message: &str) -> Cond {
+    not_ready_owned(reason, message.to_owned())
+}
+
+fn not_ready_owned(reason: &'static str, message: String) -> Cond {
+    Cond {
+        type_: crate::api::conditions::READY,
+        ok: false,
+        reason,
+        message,
+    }
+}
+
+/// Flow error reasons come from the gateway as strings; map them to the static set.
+fn reason(r: &str) -> &'static str {
+    match r {
+        "AccessDenied" => "AccessDenied",
+        "ExchangeFailed" => "ExchangeFailed",
+        _ => "AuthorizationFailed",
+    }
+}
+
+#[cfg(test)]
+mod tests;

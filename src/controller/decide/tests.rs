@@ -1,0 +1,266 @@
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+use crate::api::{ConnectedAccount, ConnectedAccountStatus};
+use crate::store::{FlowError, Record, TokenSet};
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + s).unwrap()
+}
+
+fn account() -> ConnectedAccount {
+    let mut a: ConnectedAccount = serde_json::from_value(serde_json::json!({
+        "apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount",
+        "metadata": {"name": "alice", "namespace": "ns", "uid": "u-1", "generation": 1},
+        "spec": {"connectionRef": {"name": "gmail"}, "identifier": "alice@example.com"}
+    }))
+    .unwrap();
+    a.status = Some(ConnectedAccountStatus::default());
+    a
+}
+
+fn conn() -> ConnectionView {
+    ConnectionView {
+        link_ttl: SignedDuration::from_hours(24),
+        refresh_before: None,
+        scopes: vec!["email".into()],
+    }
+}
+
+fn tokens(obtained: i64, lifetime: i64) -> TokenSet {
+    TokenSet {
+        access_token: "a".into(),
+        refresh_token: Some("r".into()),
+        token_type: "Bearer".into(),
+        expires_at: Some(t(obtained + lifetime)),
+        scopes: vec!["email".into()],
+        obtained_at: t(obtained),
+        metadata: BTreeMap::new(),
+    }
+}
+
+fn link(nonce: &str, exp: i64) -> LinkClaims {
+    LinkClaims {
+        ns: "ns".into(),
+        name: "alice".into(),
+        uid: "u-1".into(),
+        nonce: nonce.into(),
+        exp: t(exp).as_second(),
+    }
+}
+
+struct Case {
+    account: ConnectedAccount,
+    conn: Result<ConnectionView, ConnectionIssue>,
+    record: Record,
+    link: Option<LinkClaims>,
+    secret: Ownership,
+    secret_current: bool,
+    failure: Option<RefreshFailure>,
+    now: Timestamp,
+}
+
+impl Case {
+    fn new() -> Self {
+        Case {
+            account: account(),
+            conn: Ok(conn()),
+            record: Record::default(),
+            link: None,
+            secret: Ownership::Missing,
+            secret_current: false,
+            failure: None,
+            now: t(0),
+        }
+    }
+    fn observed(&self) -> Observed<'_> {
+        Observed {
+            account: &self.account,
+            connection: self.conn.as_ref(),
+            record: &self.record,
+            link: self.link.as_ref(),
+            secret: self.secret,
+            secret_current: self.secret_current,
+            refresh_failure: self.failure.as_ref(),
+            now: self.now,
+        }
+    }
+    fn plan(&self) -> Plan {
+        decide(&self.observed())
+    }
+}
+
+fn ready_reason(p: &Plan) -> &'static str {
+    p.conditions.iter().find(|c| c.type_ == "Ready").unwrap().reason
+}
+
+#[test]
+fn new_account_gets_a_link_and_waits() {
+    let p = Case::new().plan();
+    assert_eq!(p.state, AccountState::PendingAuth);
+    assert_eq!(
+        p.link,
+        LinkPlan::Issue {
+            expires_at: t(0) + SignedDuration::from_hours(24)
+        }
+    );
+    assert_eq!(ready_reason(&p), "AwaitingAuthorization");
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(24 * 3600)));
+}
+
+#[test]
+fn a_valid_link_is_kept_and_an_expired_one_replaced() {
+    let mut c = Case::new();
+    c.link = Some(link("n1", 100));
+    assert_eq!(c.plan().link, LinkPlan::Keep);
+    c.now = t(100);
+    assert!(matches!(c.plan().link, LinkPlan::Issue { .. }));
+}
+
+#[test]
+fn completed_link_makes_the_account_active_and_publishes() {
+    let mut c = Case::new();
+    c.link = Some(link("n1", 100));
+    c.record = Record {
+        tokens: Some(tokens(0, 3600)),
+        completed_link: Some("n1".into()),
+        ..Default::default()
+    };
+    let p = c.plan();
+    assert_eq!(p.state, AccountState::Active);
+    assert_eq!(p.link, LinkPlan::Clear);
+    assert!(p.publish);
+    assert_eq!(ready_reason(&p), "Active");
+    assert!(p.next_refresh_at.unwrap() < t(3600));
+    c.secret = Ownership::Ours;
+    c.secret_current = true;
+    assert!(!c.plan().publish, "nothing to write when the Secret is current");
+}
+
+#[test]
+fn refresh_is_due_at_the_scheduled_time_and_not_during_backoff() {
+    let mut c = Case::new();
+    c.record = Record {
+        tokens: Some(tokens(0, 3600)),
+        ..Default::default()
+    };
+    assert!(!refresh_due(&c.observed()));
+    c.now = t(2500);
+    assert!(refresh_due(&c.observed()));
+    c.failure = Some(RefreshFailure {
+        message: "503".into(),
+        attempts: 1,
+        retry_at: t(2510),
+    });
+    assert!(!refresh_due(&c.observed()));
+    let p = c.plan();
+    assert_eq!(
+        p.state,
+        AccountState::Active,
+        "still ACTIVE while the token is valid"
+    );
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(10)));
+    assert!(p.conditions.iter().any(|c| c.type_ == TOKEN_REFRESH && !c.ok));
+}
+
+#[test]
+fn rejected_refresh_means_expired_with_a_new_link() {
+    let mut c = Case::new();
+    c.record = Record {
+        tokens: Some(tokens(0, 60)),
+        rejected: true,
+        ..Default::default()
+    };
+    let p = c.plan();
+    assert_eq!(p.state, AccountState::Expired);
+    assert!(matches!(p.link, LinkPlan::Issue { .. }));
+    assert_eq!(ready_reason(&p), "RefreshRejected");
+    assert!(!p.publish);
+}
+
+#[test]
+fn disconnected_removes_credentials_and_clears_the_link() {
+    let mut c = Case::new();
+    c.account.spec.disconnected = Some(true);
+    c.record = Record {
+        tokens: Some(tokens(0, 60)),
+        ..Default::default()
+    };
+    c.link = Some(link("n1", 100));
+    let p = c.plan();
+    assert_eq!(p.state, AccountState::Disconnected);
+    assert!(p.remove_credentials);
+    assert_eq!(p.link, LinkPlan::Clear);
+}
+
+#[test]
+fn connection_problems_and_foreign_secrets_are_errors() {
+    let mut c = Case::new();
+    c.conn = Err(ConnectionIssue {
+        reason: "ConnectionNotFound",
+        message: "no Connection gmail".into(),
+    });
+    assert_eq!(c.plan().state, AccountState::Error);
+    assert_eq!(ready_reason(&c.plan()), "ConnectionNotFound");
+    let mut c = Case::new();
+    c.secret = Ownership::Foreign;
+    c.record = Record {
+        tokens: Some(tokens(0, 60)),
+        ..Default::default()
+    };
+    assert_eq!(ready_reason(&c.plan()), "SecretConflict");
+    assert!(!c.plan().publish);
+}
+
+#[test]
+fn added_scopes_keep_the_account_active_but_not_ready_with_a_link() {
+    let mut c = Case::new();
+    c.record = Record {
+        tokens: Some(tokens(0, 3600)),
+        ..Default::default()
+    };
+    c.conn.as_mut().unwrap().scopes.push("calendar".into());
+    let p = c.plan();
+    assert_eq!(p.state, AccountState::Active);
+    assert_eq!(ready_reason(&p), "ScopesChanged");
+    assert!(matches!(p.link, LinkPlan::Issue { .. }));
+}
+
+#[test]
+fn reauthorize_annotation_issues_a_fresh_link_once() {
+    let mut c = Case::new();
+    c.record = Record {
+        tokens: Some(tokens(0, 3600)),
+        ..Default::default()
+    };
+    c.link = Some(link("n1", 100));
+    c.account.metadata.annotations = Some(BTreeMap::from([(
+        REAUTHORIZE_ANNOTATION.to_owned(),
+        "1".to_owned(),
+    )]));
+    assert!(
+        matches!(c.plan().link, LinkPlan::Issue { .. }),
+        "even a valid link is replaced"
+    );
+    c.account.status.as_mut().unwrap().reauthorize_request = Some("1".into());
+    assert_eq!(c.plan().link, LinkPlan::Keep);
+    assert_eq!(c.plan().state, AccountState::Active);
+    c.record.completed_link = Some("n1".into());
+    assert_eq!(c.plan().link, LinkPlan::Clear);
+}
+
+#[test]
+fn a_declined_authorization_is_shown_on_the_current_link_only() {
+    let mut c = Case::new();
+    c.link = Some(link("n1", 100));
+    c.record.flow_error = Some(FlowError {
+        reason: "AccessDenied".into(),
+        message: "the user declined".into(),
+        link: "n1".into(),
+    });
+    assert_eq!(ready_reason(&c.plan()), "AccessDenied");
+    c.link = Some(link("n2", 100));
+    assert_eq!(ready_reason(&c.plan()), "AwaitingAuthorization");
+}

@@ -1,0 +1,257 @@
+//! The controllers: one for ConnectedAccounts (the lifecycle), one for Connections (validation).
+//!
+//! Accounts are re-triggered by their Connection, by their operator-side credential copy (the
+//! gateway writes it when a user completes a flow) and by their agent Secret (deleted by hand:
+//! rebuilt). All of these are read from watch caches; only Secrets the operator labels are cached.
+
+pub mod account;
+pub mod connection;
+pub mod decide;
+pub mod schedule;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, finalizer, watcher};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::api::{ConnectedAccount, Connection};
+use crate::config::Config;
+use crate::links::Signer;
+use crate::store::credentials::CredentialStore;
+use crate::store::{ACCOUNT_LABEL, ACCOUNT_NAMESPACE_LABEL, agent_secret};
+use decide::RefreshFailure;
+
+/// Reconcile errors. `category()` names them for logs and metrics without formatting details.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the credential record changed concurrently")]
+    Conflict,
+    #[error("the credential record is unreadable")]
+    CorruptRecord,
+    #[error("finalizer: {0}")]
+    Finalizer(Box<finalizer::Error<Error>>),
+    #[error("watch caches are not synced yet")]
+    NotSynced,
+}
+
+impl Error {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Conflict => "conflict",
+            Error::CorruptRecord => "corrupt_record",
+            Error::Finalizer(_) => "finalizer",
+            Error::NotSynced => "not_synced",
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub config: Arc<Config>,
+    pub signer: Signer,
+    pub http: reqwest::Client,
+    pub credentials: CredentialStore,
+    pub connections: Store<Connection>,
+    pub records: Store<Secret>,
+    pub agent_secrets: Store<Secret>,
+    recorder: Recorder,
+    failures: Mutex<HashMap<String, RefreshFailure>>,
+}
+
+impl Context {
+    async fn wait_for_caches(&self) -> Result<(), Error> {
+        let all = async {
+            let _ = self.connections.wait_until_ready().await;
+            let _ = self.records.wait_until_ready().await;
+            let _ = self.agent_secrets.wait_until_ready().await;
+        };
+        tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .map_err(|_| Error::NotSynced)
+    }
+
+    fn failure(&self, uid: &str) -> Option<RefreshFailure> {
+        self.failures.lock().ok().and_then(|f| f.get(uid).cloned())
+    }
+
+    fn set_failure(&self, uid: &str, failure: RefreshFailure) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.insert(uid.to_owned(), failure);
+        }
+    }
+
+    fn clear_failure(&self, uid: &str) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(uid);
+        }
+    }
+
+    /// Records an Event on the account; failures to record are logged, never fatal.
+    async fn event(
+        &self,
+        account: &ConnectedAccount,
+        kind: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = account::event(kind, reason, action, note);
+        if let Err(e) = self.recorder.publish(&ev, &account.object_ref(&())).await {
+            tracing::debug!(error = %e, "cannot record event");
+        }
+    }
+}
+
+/// Handles to the running controllers.
+pub struct Running {
+    /// Resolves when every cache has synced (for `/readyz`).
+    pub ready: tokio::sync::watch::Receiver<bool>,
+}
+
+fn api_for<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs both controllers until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    config: Arc<Config>,
+    signer: Signer,
+    ready: tokio::sync::watch::Sender<bool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), reqwest::Error> {
+    let watch_ns = config.watch_namespace.as_deref();
+    let accounts: Api<ConnectedAccount> = api_for(&client, watch_ns);
+    let connections: Api<Connection> = api_for(&client, watch_ns);
+    let agent_secrets: Api<Secret> = api_for(&client, watch_ns);
+    let records: Api<Secret> = Api::namespaced(client.clone(), &config.namespace);
+
+    let (conn_store, conn_writer) = reflector::store();
+    let conn_stream = watcher(connections.clone(), watcher::Config::default())
+        .default_backoff()
+        .reflect(conn_writer)
+        .touched_objects();
+    let (record_store, record_writer) = reflector::store();
+    let record_stream = watcher(
+        records,
+        watcher::Config::default().labels(&CredentialStore::selector()),
+    )
+    .default_backoff()
+    .reflect(record_writer)
+    .touched_objects();
+    let (secret_store, secret_writer) = reflector::store();
+    let secret_stream = watcher(
+        agent_secrets,
+        watcher::Config::default().labels(&agent_secret::selector()),
+    )
+    .default_backoff()
+    .reflect(secret_writer)
+    .touched_objects();
+
+    let reporter = Reporter {
+        controller: "agent-auth-operator".into(),
+        instance: Some(config.instance.clone()),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        credentials: CredentialStore::new(client.clone(), &config.namespace),
+        http: crate::auth::oauth2::http_client()?,
+        recorder: Recorder::new(client.clone(), reporter),
+        signer,
+        config: config.clone(),
+        connections: conn_store.clone(),
+        records: record_store.clone(),
+        agent_secrets: secret_store.clone(),
+        failures: Mutex::default(),
+    });
+
+    let account_controller = Controller::new(accounts, watcher::Config::default().any_semantic());
+    let account_store = account_controller.store();
+    let by_connection = {
+        let account_store = account_store.clone();
+        move |conn: Connection| {
+            let ns = conn.namespace();
+            let name = conn.name_any();
+            account_store
+                .state()
+                .into_iter()
+                .filter(|a| a.namespace() == ns && a.spec.connection_ref.name == name)
+                .map(|a| ObjectRef::from_obj(&*a))
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_record = |s: Secret| {
+        let labels = s.labels();
+        let (ns, name) = (labels.get(ACCOUNT_NAMESPACE_LABEL)?, labels.get(ACCOUNT_LABEL)?);
+        Some(ObjectRef::<ConnectedAccount>::new(name).within(ns))
+    };
+
+    let shutdown = shutdown.shared();
+
+    let accounts_fut = account_controller
+        .owns_stream(secret_stream)
+        .watches_stream(conn_stream, by_connection)
+        .watches_stream(record_stream, by_record)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(account::reconcile, error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "account reconcile failed");
+            }
+        });
+    let connections_fut = Controller::new(connections, watcher::Config::default().any_semantic())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(connection::reconcile, conn_error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let readiness = {
+        let ctx = ctx.clone();
+        let account_store = account_store.clone();
+        async move {
+            let _ = account_store.wait_until_ready().await;
+            if ctx.wait_for_caches().await.is_ok() {
+                let _ = ready.send(true);
+                tracing::info!("caches synced; ready");
+            }
+            futures::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = futures::future::join(accounts_fut, connections_fut) => {}
+        _ = readiness => {}
+    }
+    Ok(())
+}
+
+fn error_policy(account: Arc<ConnectedAccount>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(account = %account.name_any(), namespace = ?account.namespace(), category = err.category(), error = %err, "reconcile failed");
+    match err {
+        Error::Conflict => Action::requeue(Duration::from_millis(200)),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+fn conn_error_policy(conn: Arc<Connection>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(connection = %conn.name_any(), category = err.category(), error = %err, "connection reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}

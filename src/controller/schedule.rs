@@ -1,0 +1,124 @@
+//! When to renew a token, and how long to wait after a failed renewal.
+//!
+//! Renewal happens at `expires_at - before - jitter`. `before` is the Connection's
+//! `spec.refresh.before`, or else a third of the token's lifetime, at least one minute but never
+//! more than half the lifetime (so a short-lived token is not renewed the moment it arrives).
+//! Jitter (up to a tenth of `before`) is derived from the account UID and the token's issue time,
+//! so many tokens issued together spread out, yet a reconcile always computes the same time: no
+//! status churn, no hot loop.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::store::TokenSet;
+
+/// When `tokens` should be renewed, or `None` when they cannot be (no expiry or no refresh token).
+pub fn refresh_at(tokens: &TokenSet, before: Option<SignedDuration>, uid: &str) -> Option<Timestamp> {
+    let expires_at = tokens.expires_at?;
+    tokens.refresh_token.as_ref()?;
+    let lifetime = expires_at
+        .duration_since(tokens.obtained_at)
+        .max(SignedDuration::ZERO);
+    let half = lifetime / 2;
+    let before = match before {
+        Some(b) if b < lifetime => b,
+        Some(_) => half,
+        None => (lifetime / 3).max(SignedDuration::from_secs(60).min(half)),
+    };
+    let mut h = DefaultHasher::new();
+    (uid, tokens.obtained_at.as_second()).hash(&mut h);
+    let spread = (before / 10).as_millis().max(1) as u64;
+    let jitter = SignedDuration::from_millis((h.finish() % spread) as i64);
+    Some(expires_at - before - jitter)
+}
+
+/// Delay before retry number `attempt` (1-based) after a transient failure: 5 s doubling to 5 min,
+/// plus up to 20% jitter.
+pub fn backoff(attempt: u32, uid: &str) -> Duration {
+    let base = Duration::from_secs(5).saturating_mul(1u32 << attempt.saturating_sub(1).min(10));
+    let base = base.min(Duration::from_secs(300));
+    let mut h = DefaultHasher::new();
+    (uid, attempt).hash(&mut h);
+    let spread = (base.as_millis() as u64 / 5).max(1);
+    base + Duration::from_millis(h.finish() % spread)
+}
+
+/// Parses a Go-style duration (`90s`, `15m`, `24h`, `1h30m`).
+pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))?;
+    SignedDuration::try_from(d).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(lifetime_s: i64) -> TokenSet {
+        let t0 = Timestamp::from_second(1_000_000).unwrap();
+        TokenSet {
+            refresh_token: Some("r".into()),
+            obtained_at: t0,
+            expires_at: Some(t0 + SignedDuration::from_secs(lifetime_s)),
+            ..Default::default()
+        }
+    }
+
+    fn lead(t: &TokenSet, before: Option<SignedDuration>, uid: &str) -> i64 {
+        t.expires_at
+            .unwrap()
+            .duration_since(refresh_at(t, before, uid).unwrap())
+            .as_secs()
+    }
+
+    #[test]
+    fn default_is_a_third_of_the_lifetime_with_bounded_jitter() {
+        let t = tokens(3600);
+        for uid in ["a", "b", "c", "d"] {
+            let l = lead(&t, None, uid);
+            assert!((1200..=1320).contains(&l), "lead {l}s for {uid}");
+        }
+        assert_eq!(
+            refresh_at(&t, None, "a"),
+            refresh_at(&t, None, "a"),
+            "deterministic"
+        );
+    }
+
+    #[test]
+    fn at_least_a_minute_but_never_more_than_half_the_lifetime() {
+        assert!((60..=66).contains(&lead(&tokens(150), None, "u")));
+        assert!((30..=33).contains(&lead(&tokens(60), None, "u")));
+    }
+
+    #[test]
+    fn explicit_before_wins_unless_it_exceeds_the_lifetime() {
+        assert!((45..=49).contains(&lead(&tokens(60), Some(SignedDuration::from_secs(45)), "u")));
+        assert!((30..=33).contains(&lead(&tokens(60), Some(SignedDuration::from_secs(600)), "u")));
+    }
+
+    #[test]
+    fn no_refresh_without_expiry_or_refresh_token() {
+        let mut t = tokens(60);
+        t.refresh_token = None;
+        assert_eq!(refresh_at(&t, None, "u"), None);
+        let mut t = tokens(60);
+        t.expires_at = None;
+        assert_eq!(refresh_at(&t, None, "u"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert!(backoff(1, "u") >= Duration::from_secs(5) && backoff(1, "u") < Duration::from_secs(7));
+        assert!(backoff(3, "u") >= Duration::from_secs(20));
+        assert!(backoff(30, "u") <= Duration::from_secs(360));
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("1h30m").unwrap(), SignedDuration::from_secs(5400));
+        assert_eq!(parse_duration("45s").unwrap(), SignedDuration::from_secs(45));
+        assert!(parse_duration("soon").is_err());
+    }
+}

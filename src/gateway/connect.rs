@@ -1,0 +1,99 @@
+//! `GET /connect/{token}`: verify the link and send the user to the provider.
+//!
+//! Opening a link does not spend it (mail scanners and link previews open links too): only a
+//! completed authorization does.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use kube::api::Api;
+
+use super::{Gateway, SESSION_COOKIE, STATE_TTL_SECS, pages};
+use crate::api::{AccountState, ConnectedAccount, Connection};
+use crate::auth::connection as conn_auth;
+use crate::links::{self, LinkClaims, StateClaims, TokenError};
+
+pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Response {
+    let now = Timestamp::now().as_second();
+    let claims = match gw.signer.verify_link(&token, now) {
+        Ok(c) => c,
+        Err(TokenError::Expired) => return pages::expired_link(),
+        Err(e) => {
+            tracing::info!(reason = %e, "refused link");
+            return pages::invalid_link();
+        }
+    };
+    let account = match current_account(&gw, &claims).await {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let link_token = account
+        .status
+        .as_ref()
+        .and_then(|s| s.authorization_link.as_deref())
+        .and_then(links::token_of);
+    if link_token != Some(token.as_str())
+        || account.status.as_ref().and_then(|s| s.state) == Some(AccountState::Disconnected)
+    {
+        tracing::info!(account = %claims.name, namespace = %claims.ns, "refused a spent or replaced link");
+        return pages::used_link();
+    }
+    let conns: Api<Connection> = Api::namespaced(gw.client.clone(), &claims.ns);
+    let conn = match conns.get_opt(&account.spec.connection_ref.name).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return pages::unavailable("This app is not configured. Contact the platform team."),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read connection");
+            return pages::unavailable("Please try again in a moment.");
+        }
+    };
+    let oauth = match conn_auth::oauth_client(&gw.client, &gw.config, &conn).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(connection = %account.spec.connection_ref.name, error = %e, "connection unusable");
+            return pages::unavailable("This app is not configured correctly. Contact the platform team.");
+        }
+    };
+    let sid = links::random_id();
+    let state = gw.signer.issue_state(&StateClaims {
+        ns: claims.ns.clone(),
+        name: claims.name.clone(),
+        uid: claims.uid.clone(),
+        link: claims.nonce.clone(),
+        sid: sid.clone(),
+        exp: now + STATE_TTL_SECS,
+    });
+    let target = oauth.authorize_url(&state, &gw.signer.pkce_verifier(&sid));
+    tracing::info!(account = %claims.name, namespace = %claims.ns, "sending user to the provider");
+    let cookie = session_cookie(&gw, &sid);
+    let mut resp = (StatusCode::FOUND, [(header::LOCATION, target.as_str())]).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// The account a link or state names, if it still exists with the same UID.
+pub async fn current_account(gw: &Gateway, claims: &LinkClaims) -> Result<ConnectedAccount, Response> {
+    let api: Api<ConnectedAccount> = Api::namespaced(gw.client.clone(), &claims.ns);
+    match api.get_opt(&claims.name).await {
+        Ok(Some(a)) if a.metadata.uid.as_deref() == Some(claims.uid.as_str()) => Ok(a),
+        Ok(_) => {
+            tracing::info!(account = %claims.name, namespace = %claims.ns, "link names an account that no longer exists");
+            Err(pages::invalid_link())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read account");
+            Err(pages::unavailable("Please try again in a moment."))
+        }
+    }
+}
+
+fn session_cookie(gw: &Gateway, sid: &str) -> String {
+    let path = url::Url::parse(&gw.config.redirect_uri())
+        .map(|u| u.path().to_owned())
+        .unwrap_or_else(|_| "/".into());
+    let secure = if gw.config.secure() { "; Secure" } else { "" };
+    format!("{SESSION_COOKIE}={sid}; Path={path}; Max-Age={STATE_TTL_SECS}; HttpOnly; SameSite=Lax{secure}")
+}

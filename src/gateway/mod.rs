@@ -1,0 +1,88 @@
+//! The gateway: the only internet-facing part. Users open their authorization link here, get sent
+//! to the provider, and come back to the callback. It keeps no state of its own (everything is in
+//! the signed link/state, the account, and the operator's credential copy), so every replica can
+//! serve every request, before and after restarts.
+
+mod callback;
+mod connect;
+pub mod pages;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::routing::get;
+use kube::Client;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::Config;
+use crate::links::Signer;
+use crate::store::credentials::CredentialStore;
+
+/// Name of the cookie that binds an authorization attempt to the browser that started it.
+pub const SESSION_COOKIE: &str = "agentauth_session";
+/// How long a user has at the provider before the attempt's `state` expires.
+pub const STATE_TTL_SECS: i64 = 600;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct Gateway {
+    pub client: Client,
+    pub config: Arc<Config>,
+    pub signer: Signer,
+    pub http: reqwest::Client,
+    pub credentials: CredentialStore,
+}
+
+/// The gateway's routes with security headers, body and time limits.
+pub fn router(gw: Gateway) -> Router {
+    let headers: [(HeaderName, &'static str); 6] = [
+        (header::CACHE_CONTROL, "no-store"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        // Links carry tokens in the path: never leak them through Referer.
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+    ];
+    let mut router = Router::new()
+        .route("/connect/{token}", get(connect::connect))
+        .route("/oauth/callback", get(callback::callback))
+        .fallback(|| async { pages::not_found() })
+        .with_state(gw)
+        .layer(RequestBodyLimitLayer::new(16 * 1024))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(20),
+        ));
+    for (name, value) in headers {
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    router
+}
+
+/// Serves the gateway until `shutdown` resolves.
+pub async fn serve(
+    gw: Gateway,
+    addr: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "gateway listening");
+    axum::serve(listener, router(gw))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

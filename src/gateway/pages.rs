@@ -1,0 +1,94 @@
+//! The few HTML pages the gateway shows users: plain, self-contained, no scripts, and never
+//! carrying a token, code or secret.
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+/// A page with a title and one paragraph. `status` tells browsers and tests what happened.
+pub fn page(status: StatusCode, title: &str, message: &str) -> Response {
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;\
+         padding:0 1rem;color:#1f2328}}h1{{font-size:1.4rem}}</style></head>\
+         <body><main><h1>{title}</h1><p>{message}</p></main></body></html>\n",
+        title = escape(title),
+        message = escape(message),
+    );
+    (status, Html(body)).into_response()
+}
+
+pub fn success() -> Response {
+    page(
+        StatusCode::OK,
+        "Account connected",
+        "You can close this window and return to the app.",
+    )
+}
+
+pub fn invalid_link() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "This link is not valid",
+        "Check that you copied the whole link, or ask for a new one.",
+    )
+}
+
+pub fn expired_link() -> Response {
+    page(
+        StatusCode::GONE,
+        "This link has expired",
+        "Ask for a new authorization link.",
+    )
+}
+
+pub fn used_link() -> Response {
+    page(
+        StatusCode::GONE,
+        "This link was already used",
+        "The authorization through this link is complete or the link was replaced. Ask for a new link if you need one.",
+    )
+}
+
+pub fn bad_request(message: &str) -> Response {
+    page(StatusCode::BAD_REQUEST, "Something went wrong", message)
+}
+
+pub fn unavailable(message: &str) -> Response {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        message,
+    )
+}
+
+pub fn not_found() -> Response {
+    page(StatusCode::NOT_FOUND, "Not found", "There is nothing here.")
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            super::escape("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! The agent-facing Secret: the contract with agent pods.
+//!
+//! Keys (files when mounted): `authorization` (the whole auth header value), `access_token`,
+//! `token_type`, `expires_at` (RFC 3339), `scope`, and `credentials.json` with all of these plus
+//! provider metadata. Refresh tokens never appear here. The Secret is labelled, owned by its
+//! account (so it is garbage-collected with it) and only ever written when it is ours.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::{ACCOUNT_LABEL, FIELD_MANAGER, MANAGED_BY, ROLE_LABEL, TokenSet};
+use crate::api::ConnectedAccount;
+
+/// Value of [`ROLE_LABEL`] on agent-facing Secrets.
+pub const ROLE: &str = "agent";
+
+/// Label selector matching every agent-facing Secret.
+pub fn selector() -> String {
+    format!("{}={},{ROLE_LABEL}={ROLE}", MANAGED_BY.0, MANAGED_BY.1)
+}
+
+/// Whose a Secret of the wanted name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    Missing,
+    /// Created by the operator for this very account (label and controller owner reference).
+    Ours,
+    /// Someone else's: never written, never deleted.
+    Foreign,
+}
+
+pub fn ownership(secret: Option<&Secret>, account: &ConnectedAccount) -> Ownership {
+    let Some(secret) = secret else {
+        return Ownership::Missing;
+    };
+    let labelled = secret.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
+    let owned = secret
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == account.metadata.uid.as_ref());
+    if labelled && owned {
+        Ownership::Ours
+    } else {
+        Ownership::Foreign
+    }
+}
+
+/// The Secret's data for a token set.
+pub fn render(tokens: &TokenSet) -> BTreeMap<String, String> {
+    let expires_at = tokens.expires_at.map(|t| t.to_string());
+    let scope = tokens.scopes.join(" ");
+    let mut doc = json!({
+        "authorization": tokens.authorization(),
+        "access_token": tokens.access_token,
+        "token_type": tokens.token_type,
+        "scope": scope,
+    });
+    if let (Some(e), Some(obj)) = (&expires_at, doc.as_object_mut()) {
+        obj.insert("expires_at".into(), json!(e));
+    }
+    if let (false, Some(obj)) = (tokens.metadata.is_empty(), doc.as_object_mut()) {
+        obj.insert("metadata".into(), json!(tokens.metadata));
+    }
+    let mut data = BTreeMap::from([
+        ("authorization".to_owned(), tokens.authorization()),
+        ("access_token".to_owned(), tokens.access_token.clone()),
+        ("token_type".to_owned(), tokens.token_type.clone()),
+        ("scope".to_owned(), scope),
+        ("credentials.json".to_owned(), doc.to_string()),
+    ]);
+    if let Some(e) = expires_at {
+        data.insert("expires_at".to_owned(), e);
+    }
+    data
+}
+
+/// Whether `secret` already holds exactly `data`.
+pub fn holds(secret: Option<&Secret>, data: &BTreeMap<String, String>) -> bool {
+    let Some(current) = secret.and_then(|s| s.data.as_ref()) else {
+        return false;
+    };
+    current.len() == data.len()
+        && data
+            .iter()
+            .all(|(k, v)| current.get(k).map(|b| b.0.as_slice()) == Some(v.as_bytes()))
+}
+
+/// Server-side applies the Secret for `account` with `data`. Call only when [`ownership`] is not
+/// `Foreign`.
+pub async fn apply(
+    api: &Api<Secret>,
+    account: &ConnectedAccount,
+    name: &str,
+    data: &BTreeMap<String, String>,
+) -> Result<(), kube::Error> {
+    let owner = account.controller_owner_ref(&());
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
+                (ROLE_LABEL.to_owned(), ROLE.to_owned()),
+                (ACCOUNT_LABEL.to_owned(), account.name_any()),
+            ])),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let mut value = serde_json::to_value(&secret).map_err(kube::Error::SerdeError)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("apiVersion".into(), json!("v1"));
+        obj.insert("kind".into(), json!("Secret"));
+    }
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&value),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes the Secret if it is ours; absent is fine.
+pub async fn delete(api: &Api<Secret>, name: &str) -> Result<(), kube::Error> {
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_the_documented_keys_and_no_refresh_token() {
+        let t = TokenSet {
+            access_token: "at".into(),
+            refresh_token: Some("rt-must-not-appear".into()),
+            token_type: "Bearer".into(),
+            expires_at: Some(jiff::Timestamp::from_second(1_800_000_000).unwrap()),
+            scopes: vec!["openid".into(), "email".into()],
+            obtained_at: jiff::Timestamp::UNIX_EPOCH,
+            metadata: BTreeMap::from([("team".to_owned(), json!({"id": "T1"}))]),
+        };
+        let d = render(&t);
+        assert_eq!(d["authorization"], "Bearer at");
+        assert_eq!(d["expires_at"], "2027-01-15T08:00:00Z");
+        assert_eq!(d["scope"], "openid email");
+        let doc: serde_json::Value = serde_json::from_str(&d["credentials.json"]).unwrap();
+        assert_eq!(doc["metadata"]["team"]["id"], "T1");
+        assert!(d.values().all(|v| !v.contains("rt-must-not-appear")));
+        let secret = Secret {
+            data: Some(
+                d.iter()
+                    .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        assert!(holds(Some(&secret), &d));
+    }
+}
