@@ -185,6 +185,14 @@ impl Dex {
     }
 }
 
+impl Dex {
+    /// Removes Dex's directory (for shared instances that are never dropped; the process itself
+    /// dies with the test binary).
+    pub fn remove_dir(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Drop for Dex {
     fn drop(&mut self) {
         if let Some(mut p) = self.proc.take() {

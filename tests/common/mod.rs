@@ -2,6 +2,8 @@
 //! fresh namespace per test, and polling with deadlines.
 
 pub mod dex;
+pub mod fixtures;
+pub mod operator;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

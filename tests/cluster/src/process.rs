@@ -219,10 +219,24 @@ pub fn at_exit(hook: extern "C" fn()) {
     }
 }
 
-/// Runs a future to completion on a private single-threaded runtime.
-pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt.block_on(f),
-        Err(e) => std::panic::panic_any(format!("cannot build a Tokio runtime: {e}")),
-    }
+/// Runs a future to completion on a private single-threaded runtime, on a thread of its own so
+/// that it also works when called from inside another runtime (a `#[tokio::test]`).
+pub fn block_on<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        let worker =
+            scope.spawn(
+                || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt.block_on(f),
+                    Err(e) => std::panic::panic_any(format!("cannot build a Tokio runtime: {e}")),
+                },
+            );
+        match worker.join() {
+            Ok(out) => out,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }

@@ -1,0 +1,156 @@
+//! Resources and waits that the OAuth tests share.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection};
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use serde_json::json;
+
+use super::dex::Dex;
+use super::eventually;
+
+/// How long a test waits for the operator to react.
+pub const REACT: Duration = Duration::from_secs(30);
+
+/// Creates the client-secret Secret and a Connection for Dex with `scopes`.
+pub async fn dex_connection(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    dex: &Dex,
+    scopes: &[&str],
+) -> Connection {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-oauth")),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([(
+            "client-secret".to_owned(),
+            dex.client_secret.clone(),
+        )])),
+        ..Default::default()
+    };
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create client secret: {e}"),
+    }
+    let conn: Connection = serde_json::from_value(json!({
+        "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection",
+        "metadata": {"name": name},
+        "spec": {
+            "authType": "OAuth2",
+            "oauth2": {
+                "clientId": dex.client_id,
+                "clientSecretRef": {"name": format!("{name}-oauth"), "key": "client-secret"},
+                "authorizationUrl": dex.authorization_url(),
+                "tokenUrl": dex.token_url(),
+                "scopes": scopes,
+            },
+            "authorizationLink": {"ttl": "1h"},
+        }
+    }))
+    .unwrap();
+    Api::<Connection>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &conn)
+        .await
+        .unwrap()
+}
+
+/// Creates a ConnectedAccount for `connection`.
+pub async fn account(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    connection: &str,
+    extra_spec: serde_json::Value,
+) -> ConnectedAccount {
+    let mut spec =
+        json!({"connectionRef": {"name": connection}, "identifier": format!("{name}@example.com")});
+    if let (Some(s), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        s.extend(extra.clone());
+    }
+    let a: ConnectedAccount = serde_json::from_value(json!({
+        "apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .unwrap();
+    Api::<ConnectedAccount>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &a)
+        .await
+        .unwrap()
+}
+
+/// Waits until the account satisfies `pred`, and returns it.
+pub async fn wait_account(
+    api: &Api<ConnectedAccount>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&ConnectedAccount) -> bool,
+) -> ConnectedAccount {
+    eventually(REACT, &format!("{name}: {what}"), || async {
+        let a = api.get_opt(name).await.ok().flatten()?;
+        pred(&a).then_some(a)
+    })
+    .await
+}
+
+pub fn state(a: &ConnectedAccount) -> Option<AccountState> {
+    a.status.as_ref().and_then(|s| s.state)
+}
+
+pub fn link(a: &ConnectedAccount) -> Option<String> {
+    a.status.as_ref().and_then(|s| s.authorization_link.clone())
+}
+
+/// The Ready condition's (status, reason).
+pub fn ready(a: &ConnectedAccount) -> Option<(String, String)> {
+    let c = a
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+/// Waits for `state` with a link in the status, and returns the account.
+pub async fn wait_state(api: &Api<ConnectedAccount>, name: &str, want: AccountState) -> ConnectedAccount {
+    wait_account(api, name, &format!("state {want:?}"), |a| state(a) == Some(want)).await
+}
+
+/// The text data of a Secret.
+pub fn secret_text(s: &Secret) -> BTreeMap<String, String> {
+    s.data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect()
+}
+
+/// Reasons of the Events recorded for an object.
+pub async fn event_reasons(client: &kube::Client, ns: &str, name: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    events
+        .list(&lp)
+        .await
+        .map(|l| l.items.into_iter().filter_map(|e| e.reason).collect())
+        .unwrap_or_default()
+}
+
+/// All Events of a namespace, as JSON text (for secret scans).
+pub async fn events_text(client: &kube::Client, ns: &str) -> String {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    events
+        .list(&ListParams::default())
+        .await
+        .map(|l| serde_json::to_string(&l.items).unwrap_or_default())
+        .unwrap_or_default()
+}

@@ -1,0 +1,190 @@
+//! The operator under test, run as its real binary against the test control plane, with a real
+//! Dex in front of it: one stack per test binary, shared by its tests (each in its own namespace).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use agentauth_testcluster::{Cluster, Proc, at_exit, block_on, free_port};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ObjectMeta, PostParams};
+
+use super::dex::{Dex, DexOptions};
+
+/// The operator's own namespace in tests.
+pub const OPERATOR_NS: &str = "agent-auth-system";
+/// Access-token lifetime Dex issues in tests: short, so refresh happens within a test.
+pub const TOKEN_TTL: &str = "20s";
+
+/// A running operator process.
+pub struct Operator {
+    proc: Mutex<Option<Proc>>,
+    starts: Mutex<u32>,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    gateway_port: u16,
+    admin_port: u16,
+    pub gateway_url: String,
+    pub admin_url: String,
+}
+
+impl Operator {
+    pub fn start(cluster: &Cluster) -> Result<Operator, String> {
+        let (gateway_port, admin_port) = (free_port()?, free_port()?);
+        let dir = cluster.dir().join("operator");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let op = Operator {
+            proc: Mutex::new(None),
+            starts: Mutex::new(0),
+            dir,
+            kubeconfig: cluster.kubeconfig_path().to_owned(),
+            gateway_port,
+            admin_port,
+            gateway_url: format!("http://127.0.0.1:{gateway_port}"),
+            admin_url: format!("http://127.0.0.1:{admin_port}"),
+        };
+        op.spawn()?;
+        Ok(op)
+    }
+
+    fn spawn(&self) -> Result<(), String> {
+        let n = {
+            let mut s = self.starts.lock().map_err(|_| "poisoned")?;
+            *s += 1;
+            *s
+        };
+        let args = [
+            "run".to_owned(),
+            format!("--namespace={OPERATOR_NS}"),
+            format!("--gateway-url={}", self.gateway_url),
+            format!("--gateway-addr=127.0.0.1:{}", self.gateway_port),
+            format!("--admin-addr=127.0.0.1:{}", self.admin_port),
+            "--log-format=json".to_owned(),
+            "--log-level=info,agent_auth_operator=debug".to_owned(),
+        ];
+        let kubeconfig = self.kubeconfig.display().to_string();
+        let bin = PathBuf::from(env!("CARGO_BIN_EXE_agent-auth-operator"));
+        let proc = Proc::spawn(
+            &self.dir,
+            &format!("operator-{n}"),
+            &bin,
+            &args,
+            &[("KUBECONFIG", &kubeconfig)],
+        )?;
+        *self.proc.lock().map_err(|_| "poisoned")? = Some(proc);
+        self.wait_ready()
+    }
+
+    /// Polls `/readyz` until the caches have synced.
+    pub fn wait_ready(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = format!("{}/readyz", self.admin_url);
+        loop {
+            let ok = block_on(async {
+                reqwest::get(&url)
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            });
+            if ok {
+                return Ok(());
+            }
+            if let Some(p) = self.proc.lock().map_err(|_| "poisoned")?.as_mut()
+                && let Some(status) = p.exited()
+            {
+                return Err(format!("operator exited ({status}):\n{}", p.log_tail(30)));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("operator not ready after 60s:\n{}", self.logs()));
+            }
+            std::thread::sleep(Duration::from_millis(100)); // poll interval
+        }
+    }
+
+    /// SIGKILLs the process, as a crash would.
+    pub fn kill(&self) {
+        if let Ok(mut p) = self.proc.lock()
+            && let Some(mut p) = p.take()
+        {
+            p.kill();
+        }
+    }
+
+    /// Kills and starts the operator again on the same ports.
+    pub fn restart(&self) -> Result<(), String> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Everything every incarnation of the operator has logged.
+    pub fn logs(&self) -> String {
+        let n = self.starts.lock().map(|s| *s).unwrap_or(0);
+        (1..=n)
+            .map(|i| std::fs::read_to_string(self.dir.join(format!("operator-{i}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Dex and the operator, wired to each other.
+pub struct Stack {
+    pub dex: Dex,
+    pub operator: Operator,
+}
+
+static STACK: OnceLock<Mutex<Option<&'static Stack>>> = OnceLock::new();
+
+/// The stack of this test binary, started on first use (after the control plane and CRDs).
+pub fn stack() -> &'static Stack {
+    let cell = STACK.get_or_init(|| Mutex::new(None));
+    let mut guard = cell.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = *guard {
+        return s;
+    }
+    let stack = start().unwrap_or_else(|e| panic!("cannot start the test stack: {e}"));
+    let stack: &'static Stack = Box::leak(Box::new(stack));
+    *guard = Some(stack);
+    at_exit(stop_stack);
+    stack
+}
+
+extern "C" fn stop_stack() {
+    if let Some(Ok(guard)) = STACK.get().map(|m| m.lock())
+        && let Some(s) = *guard
+    {
+        s.operator.kill();
+        s.dex.remove_dir();
+    }
+}
+
+fn start() -> Result<Stack, String> {
+    let cluster = agentauth_testcluster::shared()?;
+    block_on(async {
+        let client = cluster.client().await?;
+        super::install_crds(&client).await;
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(OPERATOR_NS.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match Api::<Namespace>::all(client)
+            .create(&PostParams::default(), &ns)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(e) => Err(format!("cannot create {OPERATOR_NS}: {e}")),
+        }
+    })?;
+    let operator = Operator::start(cluster)?;
+    let dex = Dex::start_with(
+        &format!("{}/oauth/callback", operator.gateway_url),
+        DexOptions {
+            id_token_ttl: TOKEN_TTL,
+        },
+    )?;
+    Ok(Stack { dex, operator })
+}

@@ -1,0 +1,245 @@
+//! The OAuth 2.0 lifecycle end to end: real kube-apiserver, real Dex, the operator binary, and a
+//! scripted user. Every assertion is something a platform engineer or user would see.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+
+use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection};
+use common::dex::{browser, login};
+use common::fixtures::*;
+use common::operator::{OPERATOR_NS, stack};
+use common::{eventually, setup};
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+async fn credential_copies(client: &kube::Client, uid: &str) -> Option<Secret> {
+    Api::<Secret>::namespaced(client.clone(), OPERATOR_NS)
+        .get_opt(&format!("agentauth-{uid}"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
+    let env = setup("oauth-life").await;
+    let s = stack();
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let user = s.dex.user(0);
+
+    dex_connection(client, ns, "dex", &s.dex, &["openid", "email", "offline_access"]).await;
+    let conns: Api<Connection> = Api::namespaced(client.clone(), ns);
+    let conn = eventually(REACT, "Connection Ready", || async {
+        let c = conns.get("dex").await.ok()?;
+        let st = c.status.clone()?;
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(c)
+    })
+    .await;
+    assert_eq!(
+        conn.status.unwrap().redirect_uri.unwrap(),
+        format!("{}/oauth/callback", s.operator.gateway_url)
+    );
+
+    account(client, ns, "alice", "dex", json!({})).await;
+    let pending = wait_state(&accounts, "alice", AccountState::PendingAuth).await;
+    let first_link = link(&pending).expect("a link while PENDING_AUTH");
+    assert!(first_link.starts_with(&format!("{}/connect/", s.operator.gateway_url)));
+    assert!(
+        pending
+            .status
+            .as_ref()
+            .unwrap()
+            .authorization_link_expires_at
+            .is_some()
+    );
+    assert_eq!(
+        ready(&pending),
+        Some(("False".into(), "AwaitingAuthorization".into()))
+    );
+
+    // The user opens the link and signs in at Dex.
+    let page = login(&browser(), &first_link, &user).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Account connected"));
+
+    let active = wait_state(&accounts, "alice", AccountState::Active).await;
+    let st = active.status.clone().unwrap();
+    assert_eq!(st.secret_name.as_deref(), Some("alice-credentials"));
+    assert!(st.authorization_link.is_none(), "the link is spent");
+    assert!(st.expires_at.is_some() && st.next_refresh_at.is_some() && st.last_refreshed_at.is_some());
+    assert_eq!(ready(&active), Some(("True".into(), "Active".into())));
+
+    let secret = eventually(REACT, "agent Secret", || async {
+        secrets.get_opt("alice-credentials").await.unwrap()
+    })
+    .await;
+    let data = secret_text(&secret);
+    for key in [
+        "authorization",
+        "access_token",
+        "token_type",
+        "expires_at",
+        "scope",
+        "credentials.json",
+    ] {
+        assert!(data.contains_key(key), "agent Secret has {key}");
+    }
+    assert_eq!(data["authorization"], format!("Bearer {}", data["access_token"]));
+    assert_eq!(
+        secret.labels()["app.kubernetes.io/managed-by"],
+        "agent-auth-operator"
+    );
+    let me: serde_json::Value = reqwest::Client::new()
+        .get(s.dex.userinfo_url())
+        .header("Authorization", &data["authorization"])
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me["email"], user.email,
+        "the published token works at the provider"
+    );
+
+    // The operator's copy holds the refresh token; the agent Secret does not.
+    let copy = credential_copies(client, &active.uid().unwrap())
+        .await
+        .expect("operator-side copy");
+    let record: serde_json::Value = serde_json::from_slice(&copy.data.unwrap()["record.json"].0).unwrap();
+    let refresh_token = record["tokens"]["refreshToken"]
+        .as_str()
+        .expect("refresh token stored")
+        .to_owned();
+    assert!(data.values().all(|v| !v.contains(&refresh_token)));
+
+    // Refresh before expiry: same Secret, new access token.
+    let uid_before = secret.uid();
+    let refreshed = eventually(
+        std::time::Duration::from_secs(60),
+        "access token refreshed",
+        || async {
+            let s = secrets.get_opt("alice-credentials").await.ok()??;
+            (secret_text(&s)["access_token"] != data["access_token"]).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(refreshed.uid(), uid_before, "updated in place");
+    let after = accounts.get("alice").await.unwrap();
+    assert_eq!(state(&after), Some(AccountState::Active));
+    assert!(
+        event_reasons(client, ns, "alice")
+            .await
+            .contains(&"Refreshed".to_owned())
+    );
+
+    // Reauthorize: a fresh link while the old credentials keep working.
+    let patch = json!({"metadata": {"annotations": {"agentauth.dev/reauthorize": "1"}}});
+    accounts
+        .patch("alice", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let reauth = wait_account(&accounts, "alice", "reauthorization link", |a| link(a).is_some()).await;
+    assert_eq!(state(&reauth), Some(AccountState::Active));
+    assert!(secrets.get_opt("alice-credentials").await.unwrap().is_some());
+    let page = login(&browser(), &link(&reauth).unwrap(), &user).await.unwrap();
+    assert_eq!(page.status(), 200);
+    wait_account(&accounts, "alice", "link spent after re-authorization", |a| {
+        link(a).is_none() && state(a) == Some(AccountState::Active)
+    })
+    .await;
+
+    // A spent link is refused.
+    let reused = browser().get(link(&reauth).unwrap()).send().await.unwrap();
+    assert_eq!(reused.status(), 410);
+
+    // Disconnect removes every copy; clearing it issues a new link.
+    let patch = json!({"spec": {"disconnected": true}});
+    accounts
+        .patch("alice", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let disconnected = wait_state(&accounts, "alice", AccountState::Disconnected).await;
+    assert!(link(&disconnected).is_none());
+    eventually(REACT, "agent Secret removed", || async {
+        secrets
+            .get_opt("alice-credentials")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        credential_copies(client, &disconnected.uid().unwrap())
+            .await
+            .is_none()
+    );
+    let patch = json!({"spec": {"disconnected": false}});
+    accounts
+        .patch("alice", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let again = wait_account(&accounts, "alice", "new link after reconnect", |a| {
+        state(a) == Some(AccountState::PendingAuth) && link(a).is_some()
+    })
+    .await;
+    assert_ne!(link(&again), Some(first_link));
+    let page = login(&browser(), &link(&again).unwrap(), &user).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let active = wait_state(&accounts, "alice", AccountState::Active).await;
+
+    // Delete: the finalizer removes every stored copy, then the account goes.
+    let uid = active.uid().unwrap();
+    eventually(REACT, "credential copy present", || async {
+        credential_copies(client, &uid).await
+    })
+    .await;
+    accounts.delete("alice", &DeleteParams::default()).await.unwrap();
+    eventually(REACT, "account gone", || async {
+        accounts.get_opt("alice").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(credential_copies(client, &uid).await.is_none());
+    eventually(REACT, "agent Secret gone", || async {
+        secrets
+            .get_opt("alice-credentials")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    // Nothing secret leaked into logs, Events or status.
+    let logs = s.operator.logs();
+    let events = events_text(client, ns).await;
+    let statuses =
+        serde_json::to_string(&accounts.list(&ListParams::default()).await.unwrap().items).unwrap();
+    for (what, value) in [
+        ("access token", data["access_token"].as_str()),
+        (
+            "refreshed access token",
+            secret_text(&refreshed)["access_token"].as_str(),
+        ),
+        ("refresh token", refresh_token.as_str()),
+        ("client secret", s.dex.client_secret.as_str()),
+    ] {
+        for (place, text) in [
+            ("operator logs", &logs),
+            ("events", &events),
+            ("status", &statuses),
+        ] {
+            assert!(!text.contains(value), "{what} appears in {place}");
+        }
+    }
+}
