@@ -243,3 +243,231 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
         }
     }
 }
+
+#[tokio::test]
+async fn token_revoked_at_the_provider_ends_in_expired_with_a_new_link() {
+    let env = setup("oauth-revoked").await;
+    let s = stack();
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let user = s.dex.user(1);
+    dex_connection(client, ns, "dex", &s.dex, &["openid", "email", "offline_access"]).await;
+    account(client, ns, "bob", "dex", json!({})).await;
+    let pending = wait_account(&accounts, "bob", "link", |a| link(a).is_some()).await;
+    assert_eq!(
+        login(&browser(), &link(&pending).unwrap(), &user)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    wait_state(&accounts, "bob", AccountState::Active).await;
+
+    s.dex.revoke_refresh_tokens(&user).unwrap();
+    let expired = eventually(std::time::Duration::from_secs(60), "bob EXPIRED", || async {
+        let a = accounts.get("bob").await.ok()?;
+        (state(&a) == Some(AccountState::Expired)).then_some(a)
+    })
+    .await;
+    assert!(link(&expired).is_some(), "a new link for the user");
+    assert_eq!(ready(&expired), Some(("False".into(), "RefreshRejected".into())));
+    assert!(
+        event_reasons(client, ns, "bob")
+            .await
+            .contains(&"RefreshRejected".to_owned())
+    );
+
+    // The user authorizes again through the new link.
+    assert_eq!(
+        login(&browser(), &link(&expired).unwrap(), &user)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    wait_state(&accounts, "bob", AccountState::Active).await;
+}
+
+#[tokio::test]
+async fn missing_connection_is_an_error_until_it_appears() {
+    let env = setup("oauth-noconn").await;
+    let s = stack();
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    account(client, ns, "carol", "later", json!({})).await;
+    let err = wait_state(&accounts, "carol", AccountState::Error).await;
+    assert_eq!(ready(&err), Some(("False".into(), "ConnectionNotFound".into())));
+    assert!(link(&err).is_none());
+    assert!(
+        event_reasons(client, ns, "carol")
+            .await
+            .contains(&"ConnectionNotFound".to_owned())
+    );
+
+    dex_connection(client, ns, "later", &s.dex, &["openid"]).await;
+    let fixed = wait_state(&accounts, "carol", AccountState::PendingAuth).await;
+    assert!(link(&fixed).is_some());
+}
+
+#[tokio::test]
+async fn connection_without_its_client_secret_marks_only_its_own_accounts() {
+    let env = setup("oauth-badconn").await;
+    let s = stack();
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    dex_connection(client, ns, "good", &s.dex, &["openid"]).await;
+    let mut broken: Connection = serde_json::from_value(json!({
+        "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection", "metadata": {"name": "broken"},
+        "spec": {"authType": "OAuth2", "oauth2": {
+            "clientId": "x", "clientSecretRef": {"name": "nope", "key": "k"},
+            "authorizationUrl": s.dex.authorization_url(), "tokenUrl": s.dex.token_url()}}
+    }))
+    .unwrap();
+    broken = Api::<Connection>::namespaced(client.clone(), ns)
+        .create(&Default::default(), &broken)
+        .await
+        .unwrap();
+    account(client, ns, "on-broken", &broken.name_any(), json!({})).await;
+    account(client, ns, "on-good", "good", json!({})).await;
+    let bad = wait_state(&accounts, "on-broken", AccountState::Error).await;
+    assert_eq!(ready(&bad).unwrap().1, "ConnectionNotReady");
+    let msg = bad
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
+    assert!(msg.contains("Secret nope not found"), "{msg}");
+    wait_state(&accounts, "on-good", AccountState::PendingAuth).await;
+}
+
+#[tokio::test]
+async fn added_scopes_ask_for_reauthorization_while_the_old_token_keeps_working() {
+    let env = setup("oauth-scopes").await;
+    let s = stack();
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let user = s.dex.user(2);
+    dex_connection(client, ns, "dex", &s.dex, &["openid", "offline_access"]).await;
+    account(client, ns, "dan", "dex", json!({})).await;
+    let pending = wait_account(&accounts, "dan", "link", |a| link(a).is_some()).await;
+    assert_eq!(
+        login(&browser(), &link(&pending).unwrap(), &user)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let active = wait_state(&accounts, "dan", AccountState::Active).await;
+    assert_eq!(
+        active.status.unwrap().granted_scopes,
+        vec!["openid", "offline_access"]
+    );
+
+    let patch = json!({"spec": {"oauth2": {"scopes": ["openid", "offline_access", "email"]}}});
+    Api::<Connection>::namespaced(client.clone(), ns)
+        .patch("dex", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let changed = wait_account(&accounts, "dan", "ScopesChanged", |a| {
+        ready(a).is_some_and(|r| r.1 == "ScopesChanged")
+    })
+    .await;
+    assert_eq!(
+        state(&changed),
+        Some(AccountState::Active),
+        "the old token keeps working"
+    );
+    assert!(link(&changed).is_some());
+    assert!(secrets.get_opt("dan-credentials").await.unwrap().is_some());
+
+    assert_eq!(
+        login(&browser(), &link(&changed).unwrap(), &user)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let done = wait_account(&accounts, "dan", "Ready after re-consent", |a| {
+        ready(a).is_some_and(|r| r.0 == "True")
+    })
+    .await;
+    assert!(done.status.unwrap().granted_scopes.contains(&"email".to_owned()));
+}
+
+#[tokio::test]
+async fn a_secret_the_operator_did_not_create_is_never_overwritten() {
+    let env = setup("oauth-conflict").await;
+    let s = stack();
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let theirs: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "shared"}, "stringData": {"password": "hunter2"}
+    }))
+    .unwrap();
+    secrets.create(&Default::default(), &theirs).await.unwrap();
+    dex_connection(client, ns, "dex", &s.dex, &["openid", "offline_access"]).await;
+    account(client, ns, "erin", "dex", json!({"secretName": "shared"})).await;
+    let pending = wait_account(&accounts, "erin", "link", |a| link(a).is_some()).await;
+    assert_eq!(
+        login(&browser(), &link(&pending).unwrap(), &s.dex.user(3))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let err = wait_state(&accounts, "erin", AccountState::Error).await;
+    assert_eq!(ready(&err).unwrap().1, "SecretConflict");
+    let still = secrets.get("shared").await.unwrap();
+    assert_eq!(
+        secret_text(&still),
+        [("password".to_owned(), "hunter2".to_owned())].into()
+    );
+    assert!(still.owner_references().is_empty());
+}
+
+#[tokio::test]
+async fn the_api_server_rejects_malformed_connections_with_a_message() {
+    let env = setup("oauth-schema").await;
+    let conns: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        &env.ns,
+        &kube::api::ApiResource::erase::<Connection>(&()),
+    );
+    let cases = [
+        (json!({"authType": "OAuth2"}), "spec.oauth2 must be set"),
+        (
+            json!({"authType": "Kerberos", "oauth2": {"clientId": "c"}}),
+            "Unsupported value",
+        ),
+        (
+            json!({"authType": "OAuth2", "oauth2": {"clientId": "c", "authorizationUrl": "not a url", "tokenUrl": "https://t.test/token"}}),
+            "must be an http(s) URL",
+        ),
+        (
+            json!({"authType": "OAuth2", "oauth2": {"clientId": "c"}}),
+            "authorizationUrl and tokenUrl are required",
+        ),
+        (
+            json!({"authType": "OAuth2", "provider": "google", "oauth2": {"clientId": "c"}, "authorizationLink": {"ttl": "tomorrow"}}),
+            "spec.authorizationLink.ttl",
+        ),
+    ];
+    for (i, (spec, expected)) in cases.into_iter().enumerate() {
+        let mut obj = kube::api::DynamicObject::new(
+            &format!("bad-{i}"),
+            &kube::api::ApiResource::erase::<Connection>(&()),
+        );
+        obj.data = json!({"spec": spec});
+        let err = conns
+            .create(&Default::default(), &obj)
+            .await
+            .expect_err("rejected")
+            .to_string();
+        assert!(err.contains(expected), "case {i}: expected {expected:?} in {err}");
+    }
+}
