@@ -64,7 +64,7 @@ pub async fn callback(State(gw): State<Gateway>, headers: HeaderMap, RawQuery(qu
         Ok(a) => a,
         Err(resp) => return resp,
     };
-    if !link_is_current(&gw, &account, &claims) {
+    if !link_is_current(&gw, &account, &claims) || link_spent(&gw, &account, &claims).await {
         tracing::info!(account = %claims.name, namespace = %claims.ns, "OAuth state for a spent or replaced link");
         return pages::used_link();
     }
@@ -170,6 +170,15 @@ fn link_is_current(gw: &Gateway, account: &ConnectedAccount, claims: &StateClaim
         .and_then(links::token_of)
         .and_then(|t| gw.signer.read_link(t));
     current.is_some_and(|l| l.nonce == claims.link)
+}
+
+/// The status may still show a link whose authorization just completed (the controller has not
+/// caught up): the operator's copy is the authority on that.
+async fn link_spent(gw: &Gateway, account: &ConnectedAccount, claims: &StateClaims) -> bool {
+    match gw.credentials.get(&account.uid().unwrap_or_default()).await {
+        Ok(v) => v.record.completed_link.as_deref() == Some(claims.link.as_str()),
+        Err(_) => false,
+    }
 }
 
 enum Completion {

@@ -1,0 +1,298 @@
+//! Hostile and unlucky input at the gateway: tampered, forged, expired, spent and moved links and
+//! states, garbage, a user who declines. Every refusal is a 4xx HTML page with security headers,
+//! and the account is left as it was.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+
+use agent_auth_operator::api::{AccountState, ConnectedAccount};
+use agent_auth_operator::links::{LinkClaims, Signer, StateClaims, random_key};
+use base64::Engine;
+use common::dex::{authorize_until, browser, browser_until};
+use common::fixtures::*;
+use common::operator::{OPERATOR_NS, stack};
+use common::setup;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use serde_json::json;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// The operator's real signing key, read as an administrator could.
+async fn operator_signer(client: &kube::Client) -> Signer {
+    let s = Api::<Secret>::namespaced(client.clone(), OPERATOR_NS)
+        .get("agent-auth-operator-signing-key")
+        .await
+        .unwrap();
+    Signer::new(&s.data.unwrap()["hmac-sha256"].0).unwrap()
+}
+
+fn claims_of(link: &str) -> LinkClaims {
+    let token = link.rsplit_once("/connect/").unwrap().1;
+    serde_json::from_slice(&B64.decode(token.split_once('.').unwrap().0).unwrap()).unwrap()
+}
+
+/// Asserts an HTML refusal with the gateway's security headers.
+async fn assert_refused(resp: reqwest::Response, status: u16, what: &str) {
+    assert_eq!(resp.status(), status, "{what}");
+    let h = resp.headers().clone();
+    assert_eq!(h["cache-control"], "no-store", "{what}");
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'"),
+        "{what}"
+    );
+    assert_eq!(h["referrer-policy"], "no-referrer", "{what}");
+    assert!(
+        h["content-type"].to_str().unwrap().starts_with("text/html"),
+        "{what}"
+    );
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("<h1>"), "{what}: {body}");
+}
+
+async fn pending_account(env: &common::TestEnv, name: &str) -> ConnectedAccount {
+    let accounts: Api<ConnectedAccount> = Api::namespaced(env.client.clone(), &env.ns);
+    account(&env.client, &env.ns, name, "dex", json!({})).await;
+    wait_account(&accounts, name, "link", |a| link(a).is_some()).await
+}
+
+#[tokio::test]
+async fn tampered_forged_expired_moved_and_garbage_links_are_refused() {
+    let env = setup("gw-links").await;
+    let s = stack();
+    dex_connection(&env.client, &env.ns, "dex", &s.dex, &["openid"]).await;
+    let a = pending_account(&env, "frank").await;
+    let b = pending_account(&env, "grace").await;
+    let good = link(&a).unwrap();
+    let http = browser_until(&s.dex.issuer);
+    let gw = &s.operator.gateway_url;
+
+    let ok = http.get(&good).send().await.unwrap();
+    assert_eq!(ok.status(), 302, "a valid link redirects to the provider");
+    let location = ok.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(&s.dex.authorization_url()));
+    for param in [
+        "state=",
+        "code_challenge=",
+        "code_challenge_method=S256",
+        "scope=openid",
+    ] {
+        assert!(location.contains(param), "{param} in the authorization URL");
+    }
+    assert!(ok.headers()["set-cookie"].to_str().unwrap().contains("HttpOnly"));
+    // Opening the link does not spend it.
+    assert_eq!(http.get(&good).send().await.unwrap().status(), 302);
+
+    let mut tampered = good.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    assert_refused(
+        http.get(&tampered).send().await.unwrap(),
+        404,
+        "tampered signature",
+    )
+    .await;
+
+    let signer = operator_signer(&env.client).await;
+    let forged = Signer::new(&random_key()).unwrap().issue_link(&claims_of(&good));
+    assert_refused(
+        http.get(format!("{gw}/connect/{forged}")).send().await.unwrap(),
+        404,
+        "another key",
+    )
+    .await;
+
+    let mut expired = claims_of(&good);
+    expired.exp = 1;
+    let expired = signer.issue_link(&expired);
+    assert_refused(
+        http.get(format!("{gw}/connect/{expired}")).send().await.unwrap(),
+        410,
+        "expired",
+    )
+    .await;
+
+    let mut moved = claims_of(&good);
+    moved.name = b.metadata.name.clone().unwrap();
+    let moved = signer.issue_link(&moved);
+    assert_refused(
+        http.get(format!("{gw}/connect/{moved}")).send().await.unwrap(),
+        404,
+        "moved to another account",
+    )
+    .await;
+
+    let mut stale = claims_of(&good);
+    stale.nonce = "not-the-current-one".into();
+    let stale = signer.issue_link(&stale);
+    assert_refused(
+        http.get(format!("{gw}/connect/{stale}")).send().await.unwrap(),
+        410,
+        "replaced link",
+    )
+    .await;
+
+    for garbage in [
+        "%FF%FE%00",
+        "a.b",
+        "..",
+        &"x".repeat(5000),
+        "%3Cscript%3E.%3C%2Fscript%3E",
+    ] {
+        let resp = http.get(format!("{gw}/connect/{garbage}")).send().await.unwrap();
+        assert!(
+            resp.status().is_client_error(),
+            "garbage {garbage:.20}: {}",
+            resp.status()
+        );
+    }
+    assert_refused(
+        http.get(format!("{gw}/nope")).send().await.unwrap(),
+        404,
+        "unknown path",
+    )
+    .await;
+
+    let accounts: Api<ConnectedAccount> = Api::namespaced(env.client.clone(), &env.ns);
+    let after = accounts.get("frank").await.unwrap();
+    assert_eq!(link(&after), Some(good), "refusals change nothing");
+    assert_eq!(state(&after), Some(AccountState::PendingAuth));
+}
+
+#[tokio::test]
+async fn tampered_replayed_and_foreign_states_are_refused() {
+    let env = setup("gw-states").await;
+    let s = stack();
+    dex_connection(&env.client, &env.ns, "dex", &s.dex, &["openid", "offline_access"]).await;
+    let a = pending_account(&env, "heidi").await;
+    let b = pending_account(&env, "ivan").await;
+    let gw = &s.operator.gateway_url;
+    let callback = format!("{gw}/oauth/callback");
+    let http = browser_until(&callback);
+
+    // Walk heidi's flow up to the redirect back to the gateway, without following it.
+    let back = authorize_until(&http, &link(&a).unwrap(), &s.dex.user(4), &callback)
+        .await
+        .unwrap();
+    let state = back
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let code = back
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+
+    for (query, what) in [
+        (String::new(), "no parameters"),
+        ("state=garbage&code=x".to_owned(), "garbage state"),
+        (
+            format!("state={}x&code={code}", &state[..state.len() - 1]),
+            "tampered state",
+        ),
+        (format!("state={state}"), "no code"),
+        ("state=%FF%FE&code=%00".to_owned(), "non-UTF-8"),
+    ] {
+        assert_refused(
+            http.get(format!("{callback}?{query}")).send().await.unwrap(),
+            400,
+            what,
+        )
+        .await;
+    }
+    // Without the browser session that started it.
+    let stranger = browser();
+    assert_refused(
+        stranger.get(back.as_str()).send().await.unwrap(),
+        400,
+        "another browser",
+    )
+    .await;
+
+    // A state for another account (signed by the operator) with heidi's session cookie and code.
+    let signer = operator_signer(&env.client).await;
+    let mut claims: StateClaims =
+        serde_json::from_slice(&B64.decode(state.split_once('.').unwrap().0).unwrap()).unwrap();
+    claims.name = b.metadata.name.clone().unwrap();
+    claims.uid = b.metadata.uid.clone().unwrap();
+    let foreign = signer.issue_state(&claims);
+    let resp = http
+        .get(format!("{callback}?state={foreign}&code={code}"))
+        .send()
+        .await
+        .unwrap();
+    assert_refused(resp, 410, "state moved to another account").await;
+
+    // The real callback completes; replaying it is refused.
+    let done = http.get(back.as_str()).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    assert_refused(
+        http.get(back.as_str()).send().await.unwrap(),
+        410,
+        "replayed state",
+    )
+    .await;
+
+    let accounts: Api<ConnectedAccount> = Api::namespaced(env.client.clone(), &env.ns);
+    wait_state(&accounts, "heidi", AccountState::Active).await;
+    assert_eq!(
+        common::fixtures::state(&accounts.get("ivan").await.unwrap()),
+        Some(AccountState::PendingAuth)
+    );
+}
+
+#[tokio::test]
+async fn a_user_who_declines_sees_a_clear_page_and_the_account_waits() {
+    let env = setup("gw-denied").await;
+    let s = stack();
+    dex_connection(&env.client, &env.ns, "dex", &s.dex, &["openid"]).await;
+    let a = pending_account(&env, "judy").await;
+    let http = browser_until(&s.dex.issuer);
+    let to_dex = http.get(link(&a).unwrap()).send().await.unwrap();
+    let location = reqwest::Url::parse(to_dex.headers()["location"].to_str().unwrap()).unwrap();
+    let state = location
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+
+    let callback = format!("{}/oauth/callback", s.operator.gateway_url);
+    let resp = http
+        .get(&callback)
+        .query(&[
+            ("error", "access_denied"),
+            ("error_description", "<b>nope</b>"),
+            ("state", &state),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("You declined access") && !body.contains("<b>nope</b>"));
+
+    let accounts: Api<ConnectedAccount> = Api::namespaced(env.client.clone(), &env.ns);
+    let after = wait_account(&accounts, "judy", "AccessDenied", |a| {
+        ready(a).is_some_and(|r| r.1 == "AccessDenied")
+    })
+    .await;
+    assert_eq!(common::fixtures::state(&after), Some(AccountState::PendingAuth));
+    assert_eq!(link(&after), link(&a), "the link stays valid for another try");
+    let msg = after
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
+    assert!(msg.contains("declined"), "{msg}");
+}
