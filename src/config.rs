@@ -15,6 +15,8 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     /// Identity used in Events and leases (the pod name in a cluster).
     pub instance: String,
+    /// Run the controllers only while holding the Lease (needed when replicas > 1).
+    pub leader_election: bool,
 }
 
 impl Config {

@@ -48,6 +48,9 @@ struct RunArgs {
     /// This instance's name in Events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME", default_value = "agent-auth-operator")]
     instance: String,
+    /// Elect one replica to run the controllers (required when running more than one replica).
+    #[arg(long, env = "LEADER_ELECTION")]
+    leader_election: bool,
 }
 
 #[tokio::main]
@@ -77,6 +80,7 @@ async fn main() -> ExitCode {
                 gateway_addr: args.gateway_addr,
                 admin_addr: args.admin_addr,
                 instance: args.instance,
+                leader_election: args.leader_election,
             };
             match run::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -5,14 +5,24 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 
+use kube_lease_manager::LeaseManagerBuilder;
+
 use crate::config::Config;
 use crate::links::Signer;
 use crate::store::credentials::CredentialStore;
 use crate::store::signing_key;
 use crate::{admin, controller, gateway};
 
+/// Name of the Lease that elects the replica running the controllers.
+const LEASE_NAME: &str = "agent-auth-operator";
+/// A leader that stops renewing is replaced after this long.
+const LEASE_SECONDS: u64 = 15;
+const LEASE_GRACE_SECONDS: u64 = 5;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    #[error("leader election failed: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
     #[error("cannot connect to Kubernetes: {0}")]
     Kube(#[from] kube::Error),
     #[error("cannot load the signing key: {0}")]
@@ -42,12 +52,72 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     };
     let gateway = gateway::serve(gw, config.gateway_addr, shutdown.clone());
     let admin = admin::serve(config.admin_addr, ready_rx, shutdown.clone());
-    let controllers = controller::run(client, config.clone(), signer, ready_tx, shutdown.clone());
+    let ready_tx = Arc::new(ready_tx);
+    let controllers = async {
+        if config.leader_election {
+            lead(client, config.clone(), signer, ready_tx, shutdown.clone()).await
+        } else {
+            controller::run(client, config.clone(), signer, ready_tx, shutdown.clone())
+                .await
+                .map_err(RunError::from)
+        }
+    };
     let (g, a, c) = tokio::join!(gateway, admin, controllers);
     g?;
     a?;
     c?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs the controllers only while this replica holds the lease, so exactly one process reconciles
+/// (and refreshes tokens) at a time. The gateway serves on every replica regardless.
+async fn lead(
+    client: kube::Client,
+    config: Arc<Config>,
+    signer: Signer,
+    ready: Arc<tokio::sync::watch::Sender<bool>>,
+    shutdown: futures::future::Shared<impl std::future::Future<Output = ()> + Send + 'static>,
+) -> Result<(), RunError> {
+    let lease = LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+        .with_namespace(&config.namespace)
+        .with_identity(&config.instance)
+        .with_duration(LEASE_SECONDS)
+        .with_grace(LEASE_GRACE_SECONDS)
+        .build()
+        .await?;
+    let (mut leader, task) = lease.watch().await;
+    // A follower serves the gateway, which needs no caches.
+    let _ = ready.send(true);
+    loop {
+        tokio::select! {
+            _ = shutdown.clone() => break,
+            r = leader.wait_for(|l| *l) => if r.is_err() { break },
+        }
+        tracing::info!(instance = %config.instance, "acquired the lease; starting controllers");
+        let lost = {
+            let mut l = leader.clone();
+            async move {
+                let _ = l.wait_for(|l| !*l).await;
+            }
+        };
+        let stop = futures::future::select(Box::pin(shutdown.clone()), Box::pin(lost)).map(|_| ());
+        controller::run(
+            client.clone(),
+            config.clone(),
+            signer.clone(),
+            ready.clone(),
+            stop,
+        )
+        .await?;
+        if shutdown.clone().now_or_never().is_some() {
+            break;
+        }
+        tracing::warn!(instance = %config.instance, "lost the lease; controllers stopped");
+    }
+    drop(leader);
+    // Dropping the receiver makes the lease task release the lease for the next leader.
+    let _ = task.await;
     Ok(())
 }
 

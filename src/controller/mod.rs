@@ -114,12 +114,6 @@ impl Context {
     }
 }
 
-/// Handles to the running controllers.
-pub struct Running {
-    /// Resolves when every cache has synced (for `/readyz`).
-    pub ready: tokio::sync::watch::Receiver<bool>,
-}
-
 fn api_for<K>(client: &Client, ns: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -133,12 +127,12 @@ where
     }
 }
 
-/// Runs both controllers until `shutdown` resolves.
+/// Runs both controllers until `shutdown` resolves; sets `ready` once every cache has synced.
 pub async fn run(
     client: Client,
     config: Arc<Config>,
     signer: Signer,
-    ready: tokio::sync::watch::Sender<bool>,
+    ready: Arc<tokio::sync::watch::Sender<bool>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), reqwest::Error> {
     let watch_ns = config.watch_namespace.as_deref();

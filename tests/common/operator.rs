@@ -17,7 +17,17 @@ pub const OPERATOR_NS: &str = "agent-auth-system";
 /// Access-token lifetime Dex issues in tests: short, so refresh happens within a test.
 pub const TOKEN_TTL: &str = "20s";
 
-/// A running operator process.
+/// How to run one operator process.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorOptions {
+    /// Public gateway URL; default: this process's own gateway address.
+    pub gateway_url: Option<String>,
+    pub leader_election: bool,
+    /// Instance name (Events, lease identity); default `operator`.
+    pub instance: Option<String>,
+}
+
+/// A running operator process. Killed on drop.
 pub struct Operator {
     proc: Mutex<Option<Proc>>,
     starts: Mutex<u32>,
@@ -25,15 +35,25 @@ pub struct Operator {
     kubeconfig: PathBuf,
     gateway_port: u16,
     admin_port: u16,
+    options: OperatorOptions,
+    /// The public gateway URL (redirect URIs point here).
     pub gateway_url: String,
+    /// This process's own gateway address (differs from `gateway_url` for extra replicas).
+    pub local_gateway_url: String,
     pub admin_url: String,
 }
 
 impl Operator {
     pub fn start(cluster: &Cluster) -> Result<Operator, String> {
+        Self::start_with(cluster, OperatorOptions::default())
+    }
+
+    pub fn start_with(cluster: &Cluster, options: OperatorOptions) -> Result<Operator, String> {
         let (gateway_port, admin_port) = (free_port()?, free_port()?);
-        let dir = cluster.dir().join("operator");
+        let instance = options.instance.clone().unwrap_or_else(|| "operator".into());
+        let dir = cluster.dir().join(&instance);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let local = format!("http://127.0.0.1:{gateway_port}");
         let op = Operator {
             proc: Mutex::new(None),
             starts: Mutex::new(0),
@@ -41,8 +61,10 @@ impl Operator {
             kubeconfig: cluster.kubeconfig_path().to_owned(),
             gateway_port,
             admin_port,
-            gateway_url: format!("http://127.0.0.1:{gateway_port}"),
+            gateway_url: options.gateway_url.clone().unwrap_or_else(|| local.clone()),
+            local_gateway_url: local,
             admin_url: format!("http://127.0.0.1:{admin_port}"),
+            options,
         };
         op.spawn()?;
         Ok(op)
@@ -54,8 +76,12 @@ impl Operator {
             *s += 1;
             *s
         };
-        let args = [
+        let mut args = vec![
             "run".to_owned(),
+            format!(
+                "--instance={}",
+                self.options.instance.as_deref().unwrap_or("operator")
+            ),
             format!("--namespace={OPERATOR_NS}"),
             format!("--gateway-url={}", self.gateway_url),
             format!("--gateway-addr=127.0.0.1:{}", self.gateway_port),
@@ -63,6 +89,9 @@ impl Operator {
             "--log-format=json".to_owned(),
             "--log-level=info,agent_auth_operator=debug".to_owned(),
         ];
+        if self.options.leader_election {
+            args.push("--leader-election".to_owned());
+        }
         let kubeconfig = self.kubeconfig.display().to_string();
         let bin = PathBuf::from(env!("CARGO_BIN_EXE_agent-auth-operator"));
         let proc = Proc::spawn(
@@ -127,6 +156,12 @@ impl Operator {
     }
 }
 
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Dex and the operator, wired to each other.
 pub struct Stack {
     pub dex: Dex,
@@ -158,7 +193,8 @@ extern "C" fn stop_stack() {
     }
 }
 
-fn start() -> Result<Stack, String> {
+/// Installs the CRDs and creates the operator's namespace (idempotent).
+pub fn prepare_cluster() -> Result<&'static Cluster, String> {
     let cluster = agentauth_testcluster::shared()?;
     block_on(async {
         let client = cluster.client().await?;
@@ -179,6 +215,11 @@ fn start() -> Result<Stack, String> {
             Err(e) => Err(format!("cannot create {OPERATOR_NS}: {e}")),
         }
     })?;
+    Ok(cluster)
+}
+
+fn start() -> Result<Stack, String> {
+    let cluster = prepare_cluster()?;
     let operator = Operator::start(cluster)?;
     let dex = Dex::start_with(
         &format!("{}/oauth/callback", operator.gateway_url),
