@@ -73,7 +73,7 @@ async fn tampered_forged_expired_moved_and_garbage_links_are_refused() {
     let ok = http.get(&good).send().await.unwrap();
     assert_eq!(ok.status(), 302, "a valid link redirects to the provider");
     let location = ok.headers()["location"].to_str().unwrap().to_owned();
-    assert!(location.starts_with(&s.dex.authorization_url()));
+    assert!(location.starts_with(s.dex.authorization_url()));
     for param in [
         "state=",
         "code_challenge=",
