@@ -2,11 +2,16 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test deps control-plane lint crds check-crds unit cluster
+.PHONY: test demo deps control-plane lint crds unit cluster
 
 ## Install dependencies, build the control plane (cached), lint, and run unit + integration tests.
 test: deps control-plane lint
 	$(CARGO) test --workspace --locked
+
+## Run the product locally: control plane, Dex, the operator, two sample accounts (Ctrl-C stops).
+demo: deps control-plane
+	$(CARGO) build --locked --bin agent-auth-operator
+	$(CARGO) run --locked --quiet -p agentauth-testcluster --bin demo -- target/debug/agent-auth-operator
 
 deps:
 	@scripts/install-deps.sh
@@ -29,4 +34,4 @@ unit:
 
 ## Run the test control plane by hand; prints `export KUBECONFIG=...`.
 cluster: control-plane
-	$(CARGO) run --quiet -p agentauth-testcluster
+	$(CARGO) run --quiet -p agentauth-testcluster --bin testcluster

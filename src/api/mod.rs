@@ -24,7 +24,37 @@ pub const GROUP: &str = "agentauth.dev";
 
 /// Every CRD the operator serves, in the order `agent-auth-operator crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Connection::crd(), ConnectedAccount::crd()]
+    vec![reflow(Connection::crd()), reflow(ConnectedAccount::crd())]
+}
+
+/// Joins the hard-wrapped lines of doc comments so that `kubectl explain` wraps them itself;
+/// blank lines still separate paragraphs.
+fn reflow(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map.iter_mut() {
+                    match child {
+                        serde_json::Value::String(text) if k == "description" => {
+                            *text = text
+                                .split("\n\n")
+                                .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+                                .collect::<Vec<_>>()
+                                .join("\n\n");
+                        }
+                        _ => walk(child),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    walk(&mut value);
+    serde_json::from_value(value).unwrap_or(crd)
 }
 
 /// The CRDs as one multi-document YAML stream (the content of `crds/`).

@@ -451,7 +451,11 @@ async fn announce(
         } else {
             EventType::Normal
         };
-        let state = new.state.map(|s| format!("{s:?}")).unwrap_or_default();
+        let state = new
+            .state
+            .and_then(|s| serde_json::to_value(s).ok())
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         ctx.event(
             account,
             kind,

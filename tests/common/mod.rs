@@ -1,7 +1,7 @@
 //! Shared set-up for integration tests: the real control plane of this test binary, the CRDs, a
 //! fresh namespace per test, and polling with deadlines.
 
-pub mod dex;
+pub use agentauth_testcluster::dex;
 pub mod fixtures;
 pub mod operator;
 

@@ -23,7 +23,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use agentauth_testcluster::{Proc, free_port};
+use crate::{Proc, free_port};
 use reqwest::{Client, Response, Url, redirect};
 
 /// Id of the static client Dex knows.
@@ -95,7 +95,7 @@ impl Dex {
     /// [`Dex::start`] with options.
     pub fn start_with(redirect_uri: &str, opts: DexOptions<'_>) -> Result<Dex, String> {
         let id_token_ttl = parse_go_duration(opts.id_token_ttl)?;
-        let bins = agentauth_testcluster::binaries()?;
+        let bins = crate::binaries()?;
         sweep_stale_dirs();
         let mut last = String::new();
         // A port found free can be taken before Dex binds it; that race is retried, nothing else.

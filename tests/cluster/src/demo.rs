@@ -1,0 +1,154 @@
+//! `make demo`: the product on one machine. A real control plane, Dex as the OAuth provider, the
+//! operator binary, and two sample accounts whose authorization links are printed. Ctrl-C stops all.
+//!
+//!     demo [path/to/agent-auth-operator]   (default: target/debug/agent-auth-operator)
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use agentauth_testcluster::dex::{Dex, DexOptions};
+use agentauth_testcluster::{Proc, binaries, free_port, shared, wait_for_signal};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let operator_bin = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "target/debug/agent-auth-operator".into());
+    if !operator_bin.is_file() {
+        return Err(format!(
+            "{} not found; run `cargo build` first",
+            operator_bin.display()
+        ));
+    }
+    let cluster = shared()?;
+    let kubeconfig = cluster.kubeconfig_path().to_owned();
+    let kubectl = binaries()?.kubectl.clone();
+    let run_kubectl = |args: &[&str], stdin: Option<&str>| -> Result<String, String> {
+        let mut child = Command::new(&kubectl)
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+            input.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+
+    let crds = Command::new(&operator_bin)
+        .arg("crd")
+        .output()
+        .map_err(|e| e.to_string())?;
+    run_kubectl(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&String::from_utf8_lossy(&crds.stdout)),
+    )?;
+    run_kubectl(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/connectedaccounts.agentauth.dev",
+            "crd/connections.agentauth.dev",
+        ],
+        None,
+    )?;
+    for ns in ["agent-auth-system", "demo"] {
+        let _ = run_kubectl(&["create", "namespace", ns], None);
+    }
+
+    let (gateway_port, admin_port) = (free_port()?, free_port()?);
+    let gateway_url = format!("http://127.0.0.1:{gateway_port}");
+    let dex = Dex::start_with(
+        &format!("{gateway_url}/oauth/callback"),
+        DexOptions { id_token_ttl: "5m" },
+    )?;
+    let dir = cluster.dir().to_owned();
+    let args = [
+        "run".to_owned(),
+        "--namespace=agent-auth-system".to_owned(),
+        format!("--gateway-url={gateway_url}"),
+        format!("--gateway-addr=127.0.0.1:{gateway_port}"),
+        format!("--admin-addr=127.0.0.1:{admin_port}"),
+    ];
+    let kc = kubeconfig.display().to_string();
+    let _operator = Proc::spawn(&dir, "operator", &operator_bin, &args, &[("KUBECONFIG", &kc)])?;
+
+    let samples = include_str!("../../../examples/demo.yaml")
+        .replace("DEX_CLIENT_SECRET", &dex.client_secret)
+        .replace("DEX_CLIENT_ID", &dex.client_id)
+        .replace("DEX_AUTHORIZATION_URL", dex.authorization_url())
+        .replace("DEX_TOKEN_URL", dex.token_url());
+    run_kubectl(&["apply", "-f", "-"], Some(&samples))?;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let links = loop {
+        let out = run_kubectl(
+            &[
+                "get",
+                "connectedaccounts",
+                "-n",
+                "demo",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name} {.status.authorizationLink}{\"\\n\"}{end}",
+            ],
+            None,
+        )?;
+        let ready: Vec<String> = out
+            .lines()
+            .filter(|l| l.split_whitespace().count() == 2)
+            .map(str::to_owned)
+            .collect();
+        if ready.len() == 2 {
+            break ready;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no links after 60s; operator log: {}",
+                dir.join("operator.log").display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250)); // poll interval
+    };
+
+    println!("\nagent-auth-operator demo is running.\n");
+    println!("  export KUBECONFIG={}", kubeconfig.display());
+    println!("  alias kubectl={}", kubectl.display());
+    println!("  kubectl get agentauth -A\n");
+    println!("Open a link in a browser on this machine and sign in at Dex as user0@example.com (alice) or");
+    println!("user1@example.com (bob), password \"password\":\n");
+    for l in &links {
+        println!("  {l}");
+    }
+    println!("\nThen: kubectl wait -n demo connectedaccount/alice --for=jsonpath='{{.status.state}}'=ACTIVE");
+    println!(
+        "      kubectl get secret -n demo alice-credentials -o jsonpath='{{.data.authorization}}' | base64 -d"
+    );
+    println!("\nLogs: {}", dir.display());
+    println!("Ctrl-C stops everything.");
+    wait_for_signal();
+    cluster.stop();
+    Ok(())
+}
