@@ -296,3 +296,73 @@ async fn a_user_who_declines_sees_a_clear_page_and_the_account_waits() {
         .message;
     assert!(msg.contains("declined"), "{msg}");
 }
+
+#[tokio::test]
+async fn a_failed_code_exchange_shows_a_page_and_the_success_url_is_honoured() {
+    let env = setup("gw-exchange").await;
+    let s = stack();
+    dex_connection(&env.client, &env.ns, "dex", &s.dex, &["openid"]).await;
+    let accounts: Api<ConnectedAccount> = Api::namespaced(env.client.clone(), &env.ns);
+    let a = pending_account(&env, "ken").await;
+    let callback = format!("{}/oauth/callback", s.operator.gateway_url);
+    let http = browser_until(&callback);
+    let back = authorize_until(&http, &link(&a).unwrap(), &s.dex.user(5), &callback)
+        .await
+        .unwrap();
+    let state = back
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let code = back
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+
+    // A code the provider never issued: the exchange fails, the user sees why, the link survives.
+    let resp = http
+        .get(&callback)
+        .query(&[("state", state.as_str()), ("code", "forged-code")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert!(resp.text().await.unwrap().contains("did not accept"));
+    let failed = wait_account(&accounts, "ken", "ExchangeFailed", |a| {
+        ready(a).is_some_and(|r| r.1 == "ExchangeFailed")
+    })
+    .await;
+    assert_eq!(common::fixtures::state(&failed), Some(AccountState::PendingAuth));
+    assert_eq!(link(&failed), link(&a));
+
+    // With a success URL on the Connection, the real code completes and redirects there.
+    // (a page on the gateway's own host, so the test can follow the redirect)
+    let success = format!("{}/welcome-back", s.operator.gateway_url);
+    let patch = json!({"spec": {"successRedirectUrl": success}});
+    Api::<agent_auth_operator::api::Connection>::namespaced(env.client.clone(), &env.ns)
+        .patch(
+            "dex",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let done = http
+        .get(&callback)
+        .query(&[("state", state.as_str()), ("code", code.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        done.url().as_str(),
+        success,
+        "redirected to the Connection's success URL"
+    );
+    wait_state(&accounts, "ken", AccountState::Active).await;
+
+    // The code never shows up in the operator's logs.
+    assert!(!s.operator.logs().contains(&code), "authorization code in logs");
+}

@@ -471,3 +471,171 @@ async fn the_api_server_rejects_malformed_connections_with_a_message() {
         assert!(err.contains(expected), "case {i}: expected {expected:?} in {err}");
     }
 }
+
+#[tokio::test]
+async fn a_converged_account_costs_no_writes_and_status_has_one_field_manager() {
+    let env = setup("oauth-quiet").await;
+    let s = stack();
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    dex_connection(client, ns, "dex", &s.dex, &["openid"]).await;
+    account(client, ns, "leo", "dex", json!({})).await;
+    let converged = wait_account(&accounts, "leo", "link", |a| link(a).is_some()).await;
+    let managers: Vec<String> = converged
+        .metadata
+        .managed_fields
+        .clone()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.subresource.as_deref() == Some("status"))
+        .filter_map(|m| m.manager)
+        .collect();
+    assert_eq!(
+        managers,
+        vec!["agent-auth-operator"],
+        "status is applied by one named field manager"
+    );
+
+    // A label change triggers a reconcile that has nothing to do: the status stays byte-identical
+    // and the only new resourceVersion is our own patch.
+    let reconciles = || {
+        s.operator
+            .logs()
+            .lines()
+            .filter(|l| l.contains("\"leo\"") && l.contains("reconciled"))
+            .count()
+    };
+    let before = reconciles();
+    let patch = json!({"metadata": {"labels": {"touched": "yes"}}});
+    let touched = accounts
+        .patch("leo", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let rv = touched.resource_version();
+    // Wait until the operator has reconciled the change, then check it wrote nothing.
+    eventually(REACT, "reconcile of the touched account", || async {
+        (reconciles() > before).then_some(())
+    })
+    .await;
+    let after = accounts.get("leo").await.unwrap();
+    assert_eq!(after.resource_version(), rv, "no write after a no-op reconcile");
+    assert_eq!(after.status, converged.status);
+}
+
+#[tokio::test]
+async fn deleting_an_account_revokes_its_token_at_the_provider() {
+    use std::sync::{Arc, Mutex};
+    let env = setup("oauth-revoke").await;
+    let s = stack();
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let user = s.dex.user(6);
+
+    // Dex has no RFC 7009 endpoint: serve one that checks the client's credentials and the form,
+    // then revokes at Dex through its admin API.
+    let calls: Arc<Mutex<Vec<(bool, String, String)>>> = Arc::default();
+    let expected_auth = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{}:{}", s.dex.client_id, s.dex.client_secret)
+        )
+    );
+    let app = axum::Router::new().route(
+        "/revoke",
+        axum::routing::post({
+            let calls = calls.clone();
+            let user = user.clone();
+            move |headers: axum::http::HeaderMap,
+                  axum::Form(form): axum::Form<std::collections::HashMap<String, String>>| {
+                let calls = calls.clone();
+                let user = user.clone();
+                async move {
+                    let authed = headers.get("authorization").and_then(|v| v.to_str().ok())
+                        == Some(expected_auth.as_str());
+                    let hint = form.get("token_type_hint").cloned().unwrap_or_default();
+                    let token = form.get("token").cloned().unwrap_or_default();
+                    calls.lock().unwrap().push((authed, hint, token));
+                    if authed {
+                        tokio::task::spawn_blocking(move || stack().dex.revoke_refresh_tokens(&user))
+                            .await
+                            .unwrap()
+                            .unwrap();
+                    }
+                    if authed {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::UNAUTHORIZED
+                    }
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let revocation_url = format!("http://{}/revoke", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    dex_connection(client, ns, "dex", &s.dex, &["openid", "offline_access"]).await;
+    let patch = json!({"spec": {"oauth2": {"revocationUrl": revocation_url}}});
+    Api::<Connection>::namespaced(client.clone(), ns)
+        .patch("dex", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    account(client, ns, "mia", "dex", json!({})).await;
+    let pending = wait_account(&accounts, "mia", "link", |a| link(a).is_some()).await;
+    assert_eq!(
+        login(&browser(), &link(&pending).unwrap(), &user)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let active = wait_state(&accounts, "mia", AccountState::Active).await;
+    let uid = active.uid().unwrap();
+    let copy = eventually(REACT, "credential copy", || async {
+        credential_copies(client, &uid).await
+    })
+    .await;
+    let record: serde_json::Value = serde_json::from_slice(&copy.data.unwrap()["record.json"].0).unwrap();
+    assert!(record["tokens"]["refreshToken"].is_string());
+
+    accounts.delete("mia", &DeleteParams::default()).await.unwrap();
+    eventually(REACT, "account gone", || async {
+        accounts.get_opt("mia").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let seen = calls.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        1,
+        "one revocation call; operator said: {}",
+        s.operator
+            .logs()
+            .lines()
+            .filter(|l| l.contains("mia") || l.contains("revo"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let (authed, hint, token) = &seen[0];
+    assert!(*authed, "client authenticated at the revocation endpoint");
+    assert_eq!(hint, "refresh_token");
+    // The operator may have rotated the token since we read it; it sends the one it holds.
+    assert!(!token.is_empty());
+    let current = token.clone();
+    let refresh = reqwest::Client::new()
+        .post(s.dex.token_url())
+        .basic_auth(&s.dex.client_id, Some(&s.dex.client_secret))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", current.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refresh.status(),
+        400,
+        "the revoked refresh token no longer works at Dex"
+    );
+    assert!(credential_copies(client, &uid).await.is_none());
+}

@@ -11,10 +11,9 @@ use oauth2::basic::{
     BasicTokenIntrospectionResponse, BasicTokenType,
 };
 use oauth2::{
-    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
-    EndpointSet, ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
-    RequestTokenError, RevocationUrl, Scope, StandardRevocableToken, StandardTokenResponse, TokenResponse,
-    TokenUrl,
+    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
+    ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
+    Scope, StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +42,7 @@ type Client = oauth2::Client<
     EndpointSet,
     EndpointNotSet,
     EndpointNotSet,
-    EndpointMaybeSet,
+    EndpointNotSet,
     EndpointSet,
 >;
 
@@ -163,6 +162,16 @@ impl Settings {
 pub struct OAuthClient {
     client: Client,
     settings: Settings,
+    client_secret: Option<String>,
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
 }
 
 impl OAuthClient {
@@ -178,27 +187,21 @@ impl OAuthClient {
             .set_auth_uri(AuthUrl::new(settings.authorization_url.clone()).map_err(bad("authorizationUrl"))?)
             .set_token_uri(TokenUrl::new(settings.token_url.clone()).map_err(bad("tokenUrl"))?)
             .set_redirect_uri(RedirectUrl::new(redirect_uri.to_owned()).map_err(bad("redirect URI"))?)
-            .set_revocation_url_option(
-                settings
-                    .revocation_url
-                    .clone()
-                    .map(RevocationUrl::new)
-                    .transpose()
-                    .map_err(bad("revocationUrl"))?,
-            )
             .set_auth_type(match settings.auth_method {
                 TokenEndpointAuthMethod::ClientSecretBasic => oauth2::AuthType::BasicAuth,
                 TokenEndpointAuthMethod::ClientSecretPost | TokenEndpointAuthMethod::None => {
                     oauth2::AuthType::RequestBody
                 }
             });
-        if let (Some(secret), false) = (
-            client_secret,
-            settings.auth_method == TokenEndpointAuthMethod::None,
-        ) {
-            client = client.set_client_secret(ClientSecret::new(secret));
+        let client_secret = client_secret.filter(|_| settings.auth_method != TokenEndpointAuthMethod::None);
+        if let Some(secret) = &client_secret {
+            client = client.set_client_secret(ClientSecret::new(secret.clone()));
         }
-        Ok(Self { client, settings })
+        Ok(Self {
+            client,
+            settings,
+            client_secret,
+        })
     }
 
     /// The provider URL to send the user to, for `state` and the session's PKCE verifier.
@@ -259,25 +262,43 @@ impl OAuthClient {
 
     /// Revokes the refresh token (or else the access token) at the RFC 7009 endpoint, if the
     /// Connection has one. Returns `Ok(false)` when there is nothing to call.
+    ///
+    /// Done here rather than by the `oauth2` crate, which refuses plain-HTTP endpoints outright: we
+    /// require HTTPS too, except on loopback addresses (local providers, tests).
     pub async fn revoke(&self, http: &reqwest::Client, tokens: &TokenSet) -> Result<bool, String> {
-        if self.settings.revocation_url.is_none() {
+        let Some(endpoint) = &self.settings.revocation_url else {
             return Ok(false);
-        }
-        let token = match &tokens.refresh_token {
-            Some(r) => StandardRevocableToken::RefreshToken(RefreshToken::new(r.clone())),
-            None => {
-                StandardRevocableToken::AccessToken(oauth2::AccessToken::new(tokens.access_token.clone()))
-            }
         };
-        let req = self.client.revoke_token(token).map_err(|e| e.to_string())?;
-        req.request_async(http).await.map_err(|e| match e {
-            RequestTokenError::ServerResponse(r) => format!("revocation refused: {}", r.error()),
-            RequestTokenError::Request(_) => "revocation endpoint unreachable".to_owned(),
-            RequestTokenError::Parse(..) | RequestTokenError::Other(_) => {
-                "revocation endpoint answered oddly".to_owned()
+        let url = url::Url::parse(endpoint).map_err(|e| format!("revocationUrl is not a valid URL: {e}"))?;
+        if url.scheme() != "https" && !is_loopback(&url) {
+            return Err("revocationUrl must use https".to_owned());
+        }
+        let (token, hint) = match &tokens.refresh_token {
+            Some(r) => (r.as_str(), "refresh_token"),
+            None => (tokens.access_token.as_str(), "access_token"),
+        };
+        let mut form = vec![("token", token), ("token_type_hint", hint)];
+        let client_id = self.settings.client_id.as_str();
+        let mut req = http.post(url);
+        match (&self.client_secret, self.settings.auth_method) {
+            (Some(secret), TokenEndpointAuthMethod::ClientSecretBasic) => {
+                req = req.basic_auth(client_id, Some(secret))
             }
-        })?;
-        Ok(true)
+            (Some(secret), TokenEndpointAuthMethod::ClientSecretPost) => {
+                form.extend([("client_id", client_id), ("client_secret", secret.as_str())]);
+            }
+            _ => form.push(("client_id", client_id)),
+        }
+        let resp = req
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| format!("revocation endpoint unreachable: {}", chain(&e)))?;
+        // RFC 7009 2.2: 200 means revoked (or already invalid).
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            s => Err(format!("revocation refused with HTTP {}", s.as_u16())),
+        }
     }
 
     fn token_set(&self, resp: Response, now: Timestamp) -> TokenSet {
@@ -407,6 +428,19 @@ mod tests {
                 .0
                 .contains("unknown provider")
         );
+    }
+
+    #[tokio::test]
+    async fn revocation_needs_https_except_on_loopback() {
+        let mut s = spec();
+        s.revocation_url = Some("http://provider.example.test/revoke".into());
+        let settings = Settings::resolve(Some("google"), &s).unwrap();
+        let c = OAuthClient::new(settings, None, "https://gw.test/oauth/callback").unwrap();
+        let err = c.revoke(&http_client().unwrap(), &TokenSet::default()).await.unwrap_err();
+        assert!(err.contains("https"), "{err}");
+        assert!(is_loopback(&url::Url::parse("http://127.0.0.1:8/x").unwrap()));
+        assert!(is_loopback(&url::Url::parse("http://[::1]/x").unwrap()));
+        assert!(!is_loopback(&url::Url::parse("http://10.0.0.1/x").unwrap()));
     }
 
     #[test]

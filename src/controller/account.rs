@@ -229,7 +229,9 @@ async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Erro
         conditions: conds,
         observed_generation: account.metadata.generation,
     };
-    if status != old {
+    let changed = status != old;
+    tracing::debug!(account = %account.name_any(), namespace = %ns, state = ?plan.state, changed, "reconciled");
+    if changed {
         let api: Api<ConnectedAccount> = Api::namespaced(ctx.client.clone(), &ns);
         let patch =
             json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount", "status": status});
