@@ -58,6 +58,19 @@ impl Cluster {
     /// kube-controller-manager and waits until the API server reports ready.
     ///
     pub fn start() -> Result<Cluster, String> {
+        // A port picked as free can be taken by another process before ours binds it: try again
+        // with fresh ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once() {
+                Err(e) if attempt < 4 && e.contains("address already in use") => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once() -> Result<Cluster, String> {
         let bins = process::binaries()?;
         process::sweep_stale_dirs();
         let dir = std::env::temp_dir().join(format!("agentauth-cluster-{}", std::process::id()));
