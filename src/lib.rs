@@ -10,6 +10,8 @@ pub mod config;
 pub mod controller;
 pub mod gateway;
 pub mod links;
+pub mod metrics;
+pub mod plugin;
 pub mod run;
 pub mod store;
 pub mod telemetry;

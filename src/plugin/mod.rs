@@ -1,0 +1,1 @@
+//! `kubectl agentauth`: the kubectl plugin (binary `kubectl-agentauth`).
