@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 pub struct Config {
     /// The operator's own namespace: signing key and credential copies live here.
     pub namespace: String,
-    /// Watch only this namespace for accounts and Connections; `None` watches all.
-    pub watch_namespace: Option<String>,
+    /// Watch only these namespaces for accounts and Connections; empty watches all.
+    pub watch_namespaces: Vec<String>,
     /// The gateway's public base URL, e.g. `https://connect.example.com` (no trailing slash).
     pub gateway_url: url::Url,
     pub gateway_addr: SocketAddr,

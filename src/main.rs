@@ -33,9 +33,10 @@ struct RunArgs {
     /// The operator's own namespace (signing key and credential copies live here).
     #[arg(long, env = "POD_NAMESPACE", default_value = "agent-auth-system")]
     namespace: String,
-    /// Watch only this namespace for ConnectedAccounts and Connections (default: all).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated) for ConnectedAccounts and Connections
+    /// (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
     /// Public base URL of the gateway, as users reach it (e.g. https://connect.example.com).
     #[arg(long, env = "GATEWAY_URL")]
     gateway_url: url::Url,
@@ -75,7 +76,12 @@ async fn main() -> ExitCode {
             }
             let config = Config {
                 namespace: args.namespace,
-                watch_namespace: args.watch_namespace,
+                watch_namespaces: args
+                    .watch_namespaces
+                    .into_iter()
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| !n.is_empty())
+                    .collect(),
                 gateway_url: args.gateway_url,
                 gateway_addr: args.gateway_addr,
                 admin_addr: args.admin_addr,

@@ -1,1 +1,279 @@
-//! Prometheus metrics.
+//! Prometheus metrics, served on the admin port at `/metrics`.
+//!
+//! Labels are bounded: namespace, account or Connection name, state, result, route and status
+//! class. No label or value ever carries credential material.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, text::encode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::api::AccountState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabels {
+    pub namespace: String,
+    pub connection: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefreshLabels {
+    pub namespace: String,
+    pub connection: String,
+    /// `success`, `rejected` or `failed`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: String,
+    pub category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route template, e.g. `/connect/{token}` (never the token).
+    pub route: String,
+    pub status: u16,
+}
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    registry: Registry,
+    accounts: Family<AccountLabels, Gauge>,
+    known: Mutex<HashMap<String, AccountLabels>>,
+    token_expiry: Family<AccountRef, Gauge>,
+    refreshes: Family<RefreshLabels, Counter>,
+    reconcile_duration: Family<ReconcileLabels, Histogram>,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<ReconcileLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("agentauth");
+        let accounts = Family::<AccountLabels, Gauge>::default();
+        registry.register(
+            "accounts",
+            "ConnectedAccounts by namespace, connection and state",
+            accounts.clone(),
+        );
+        let token_expiry = Family::<AccountRef, Gauge>::default();
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "When each account's access token expires (Unix time)",
+            token_expiry.clone(),
+        );
+        let refreshes = Family::<RefreshLabels, Counter>::default();
+        registry.register("refreshes", "Token refresh attempts by result", refreshes.clone());
+        let reconcile_duration = Family::<ReconcileLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 14))
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time per reconcile",
+            reconcile_duration.clone(),
+        );
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by error category",
+            reconcile_errors.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "gateway_requests",
+            "Gateway requests by route and status",
+            requests.clone(),
+        );
+        let request_duration = Family::<ReconcileLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+        });
+        registry.register(
+            "gateway_request_duration_seconds",
+            "Gateway latency by route",
+            request_duration.clone(),
+        );
+        Self {
+            registry,
+            accounts,
+            known: Mutex::default(),
+            token_expiry,
+            refreshes,
+            reconcile_duration,
+            reconcile_errors,
+            requests,
+            request_duration,
+        }
+    }
+
+    /// Records an account's current state (moving it between state series).
+    pub fn account_state(
+        &self,
+        uid: &str,
+        namespace: &str,
+        name: &str,
+        connection: &str,
+        state: AccountState,
+        expires_at: Option<i64>,
+    ) {
+        let labels = AccountLabels {
+            namespace: namespace.to_owned(),
+            connection: connection.to_owned(),
+            state: state_name(state),
+        };
+        if let Ok(mut known) = self.known.lock() {
+            match known.insert(uid.to_owned(), labels.clone()) {
+                Some(old) if old == labels => {}
+                Some(old) => {
+                    self.accounts.get_or_create(&old).dec();
+                    self.accounts.get_or_create(&labels).inc();
+                }
+                None => {
+                    self.accounts.get_or_create(&labels).inc();
+                }
+            }
+        }
+        let key = AccountRef {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        match expires_at {
+            Some(t) => {
+                self.token_expiry.get_or_create(&key).set(t);
+            }
+            None => {
+                self.token_expiry.remove(&key);
+            }
+        }
+    }
+
+    /// Forgets a deleted account.
+    pub fn account_deleted(&self, uid: &str, namespace: &str, name: &str) {
+        if let Ok(mut known) = self.known.lock()
+            && let Some(old) = known.remove(uid)
+        {
+            self.accounts.get_or_create(&old).dec();
+        }
+        self.token_expiry.remove(&AccountRef {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+
+    pub fn refresh(&self, namespace: &str, connection: &str, result: &str) {
+        let labels = RefreshLabels {
+            namespace: namespace.to_owned(),
+            connection: connection.to_owned(),
+            result: result.to_owned(),
+        };
+        self.refreshes.get_or_create(&labels).inc();
+    }
+
+    pub fn reconciled(&self, controller: &str, took: Duration, error_category: Option<&str>) {
+        self.reconcile_duration
+            .get_or_create(&ReconcileLabels {
+                controller: controller.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+        if let Some(category) = error_category {
+            let labels = ErrorLabels {
+                controller: controller.to_owned(),
+                category: category.to_owned(),
+            };
+            self.reconcile_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    pub fn request(&self, route: &str, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&ReconcileLabels {
+                controller: route.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+fn state_name(state: AccountState) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_move_between_state_series_and_vanish_on_delete() {
+        let m = Metrics::new();
+        m.account_state("u1", "ns", "alice", "gmail", AccountState::PendingAuth, None);
+        m.account_state(
+            "u1",
+            "ns",
+            "alice",
+            "gmail",
+            AccountState::Active,
+            Some(1_800_000_000),
+        );
+        let text = m.render();
+        assert!(
+            text.contains(r#"agentauth_accounts{namespace="ns",connection="gmail",state="PENDING_AUTH"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"agentauth_accounts{namespace="ns",connection="gmail",state="ACTIVE"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"agentauth_token_expiry_timestamp_seconds{namespace="ns",name="alice"} 1800000000"#
+            )
+        );
+        m.account_deleted("u1", "ns", "alice");
+        let text = m.render();
+        assert!(text.contains(r#"state="ACTIVE"} 0"#));
+        assert!(!text.contains("token_expiry_timestamp_seconds{"));
+    }
+}

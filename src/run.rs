@@ -42,6 +42,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let config = Arc::new(config);
     let shutdown = shutdown_signal().shared();
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
 
     let gw = gateway::Gateway {
         client: client.clone(),
@@ -49,17 +50,33 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         signer: signer.clone(),
         http: crate::auth::oauth2::http_client()?,
         credentials: CredentialStore::new(client.clone(), &config.namespace),
+        metrics: metrics.clone(),
     };
     let gateway = gateway::serve(gw, config.gateway_addr, shutdown.clone());
-    let admin = admin::serve(config.admin_addr, ready_rx, shutdown.clone());
+    let admin = admin::serve(config.admin_addr, ready_rx, metrics.clone(), shutdown.clone());
     let ready_tx = Arc::new(ready_tx);
     let controllers = async {
         if config.leader_election {
-            lead(client, config.clone(), signer, ready_tx, shutdown.clone()).await
+            lead(
+                client,
+                config.clone(),
+                signer,
+                metrics.clone(),
+                ready_tx,
+                shutdown.clone(),
+            )
+            .await
         } else {
-            controller::run(client, config.clone(), signer, ready_tx, shutdown.clone())
-                .await
-                .map_err(RunError::from)
+            controller::run_all(
+                client,
+                config.clone(),
+                signer,
+                metrics.clone(),
+                ready_tx,
+                shutdown.clone(),
+            )
+            .await
+            .map_err(RunError::from)
         }
     };
     let (g, a, c) = tokio::join!(gateway, admin, controllers);
@@ -76,6 +93,7 @@ async fn lead(
     client: kube::Client,
     config: Arc<Config>,
     signer: Signer,
+    metrics: Arc<crate::metrics::Metrics>,
     ready: Arc<tokio::sync::watch::Sender<bool>>,
     shutdown: futures::future::Shared<impl std::future::Future<Output = ()> + Send + 'static>,
 ) -> Result<(), RunError> {
@@ -101,11 +119,14 @@ async fn lead(
                 let _ = l.wait_for(|l| !*l).await;
             }
         };
-        let stop = futures::future::select(Box::pin(shutdown.clone()), Box::pin(lost)).map(|_| ());
-        controller::run(
+        let stop = futures::future::select(Box::pin(shutdown.clone()), Box::pin(lost))
+            .map(|_| ())
+            .shared();
+        controller::run_all(
             client.clone(),
             config.clone(),
             signer.clone(),
+            metrics.clone(),
             ready.clone(),
             stop,
         )

@@ -197,6 +197,21 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
     let page = login(&browser(), &link(&again).unwrap(), &user).await.unwrap();
     assert_eq!(page.status(), 200);
     let active = wait_state(&accounts, "alice", AccountState::Active).await;
+    let metrics = reqwest::get(format!("{}/metrics", s.operator.admin_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            r#"agentauth_accounts{{namespace="{ns}",connection="dex",state="ACTIVE"}} 1"#
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        r#"agentauth_token_expiry_timestamp_seconds{{namespace="{ns}",name="alice"}}"#
+    )));
 
     // Delete: the finalizer removes every stored copy, then the account goes.
     let uid = active.uid().unwrap();
@@ -220,7 +235,21 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
     })
     .await;
 
-    // Nothing secret leaked into logs, Events or status.
+    // Metrics report what happened.
+    let metrics = reqwest::get(format!("{}/metrics", s.operator.admin_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refreshes =
+        format!(r#"agentauth_refreshes_total{{namespace="{ns}",connection="dex",result="success"}}"#);
+    assert!(metrics.contains(&refreshes), "refresh counter in:\n{metrics}");
+    assert!(metrics.contains(r#"agentauth_gateway_requests_total{route="/connect/{token}",status="302"}"#));
+    assert!(metrics.contains(r#"agentauth_gateway_requests_total{route="/oauth/callback",status="200"}"#));
+    assert!(metrics.contains(r#"agentauth_reconcile_duration_seconds_count{controller="account"}"#));
+
+    // Nothing secret leaked into logs, Events, status or metrics.
     let logs = s.operator.logs();
     let events = events_text(client, ns).await;
     let statuses =

@@ -34,6 +34,7 @@ async fn flow_survives_a_restart_and_completes_on_another_replica() {
             leader_election: true,
             instance: Some("replica-b".into()),
             gateway_url: Some(a.gateway_url.clone()),
+            ..Default::default()
         },
     )
     .unwrap();

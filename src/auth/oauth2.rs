@@ -436,7 +436,10 @@ mod tests {
         s.revocation_url = Some("http://provider.example.test/revoke".into());
         let settings = Settings::resolve(Some("google"), &s).unwrap();
         let c = OAuthClient::new(settings, None, "https://gw.test/oauth/callback").unwrap();
-        let err = c.revoke(&http_client().unwrap(), &TokenSet::default()).await.unwrap_err();
+        let err = c
+            .revoke(&http_client().unwrap(), &TokenSet::default())
+            .await
+            .unwrap_err();
         assert!(err.contains("https"), "{err}");
         assert!(is_loopback(&url::Url::parse("http://127.0.0.1:8/x").unwrap()));
         assert!(is_loopback(&url::Url::parse("http://[::1]/x").unwrap()));

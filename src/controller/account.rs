@@ -36,6 +36,18 @@ pub const FINALIZER: &str = "agentauth.dev/cleanup";
 /// Default `spec.authorizationLink.ttl`.
 const DEFAULT_LINK_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
+/// [`reconcile`] with its duration and outcome recorded in metrics.
+pub async fn reconcile_measured(account: Arc<ConnectedAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile(account, ctx.clone()).await;
+    ctx.metrics.reconciled(
+        "account",
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
+}
+
 pub async fn reconcile(account: Arc<ConnectedAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.wait_for_caches().await?;
     let ns = account.namespace().unwrap_or_default();
@@ -229,6 +241,14 @@ async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Erro
         conditions: conds,
         observed_generation: account.metadata.generation,
     };
+    ctx.metrics.account_state(
+        &uid,
+        &ns,
+        &account.name_any(),
+        &account.spec.connection_ref.name,
+        plan.state,
+        status.expires_at.as_ref().map(|t| t.0.as_second()),
+    );
     let changed = status != old;
     tracing::debug!(account = %account.name_any(), namespace = %ns, state = ?plan.state, changed, "reconciled");
     if changed {
@@ -269,6 +289,16 @@ async fn refresh(
         }),
     };
     let mut record = versioned.record.clone();
+    let result = match &outcome {
+        Ok(_) => "success",
+        Err(TokenEndpointError::Rejected { .. }) => "rejected",
+        Err(_) => "failed",
+    };
+    ctx.metrics.refresh(
+        &account.namespace().unwrap_or_default(),
+        &account.spec.connection_ref.name,
+        result,
+    );
     match outcome {
         Ok(tokens) => {
             record.tokens = Some(tokens);
@@ -430,6 +460,8 @@ async fn cleanup(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Er
         .get(&ObjectRef::new(&secret_name(account)).within(&ns));
     let ownership = agent_secret::ownership(secret.as_deref(), account);
     discard_credentials(account, conn.as_deref(), ctx, ownership).await?;
+    ctx.metrics
+        .account_deleted(&account.uid().unwrap_or_default(), &ns, &account.name_any());
     tracing::info!(account = %account.name_any(), namespace = %ns, "credentials removed for deleted account");
     Ok(Action::await_change())
 }

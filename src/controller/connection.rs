@@ -37,6 +37,18 @@ pub fn validate(conn: &Connection) -> Result<(), String> {
     Ok(())
 }
 
+/// [`reconcile`] with its duration and outcome recorded in metrics.
+pub async fn reconcile_measured(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile(conn, ctx.clone()).await;
+    ctx.metrics.reconciled(
+        "connection",
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
+}
+
 pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = conn.namespace().unwrap_or_default();
     let mut outcome = validate(&conn).map_err(|m| ("InvalidSpec", m));

@@ -66,6 +66,7 @@ pub struct Context {
     pub connections: Store<Connection>,
     pub records: Store<Secret>,
     pub agent_secrets: Store<Secret>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, RefreshFailure>>,
 }
@@ -131,11 +132,13 @@ where
 pub async fn run(
     client: Client,
     config: Arc<Config>,
+    watch_ns: Option<String>,
     signer: Signer,
+    metrics: Arc<crate::metrics::Metrics>,
     ready: Arc<tokio::sync::watch::Sender<bool>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), reqwest::Error> {
-    let watch_ns = config.watch_namespace.as_deref();
+    let watch_ns = watch_ns.as_deref();
     let accounts: Api<ConnectedAccount> = api_for(&client, watch_ns);
     let connections: Api<Connection> = api_for(&client, watch_ns);
     let agent_secrets: Api<Secret> = api_for(&client, watch_ns);
@@ -178,6 +181,7 @@ pub async fn run(
         records: record_store.clone(),
         agent_secrets: secret_store.clone(),
         failures: Mutex::default(),
+        metrics,
     });
 
     let account_controller = Controller::new(accounts, watcher::Config::default().any_semantic());
@@ -208,7 +212,7 @@ pub async fn run(
         .watches_stream(conn_stream, by_connection)
         .watches_stream(record_stream, by_record)
         .graceful_shutdown_on(shutdown.clone())
-        .run(account::reconcile, error_policy, ctx.clone())
+        .run(account::reconcile_measured, error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "account reconcile failed");
@@ -216,7 +220,7 @@ pub async fn run(
         });
     let connections_fut = Controller::new(connections, watcher::Config::default().any_semantic())
         .graceful_shutdown_on(shutdown.clone())
-        .run(connection::reconcile, conn_error_policy, ctx.clone())
+        .run(connection::reconcile_measured, conn_error_policy, ctx.clone())
         .for_each(|_| async {});
     let readiness = {
         let ctx = ctx.clone();
@@ -248,4 +252,50 @@ fn error_policy(account: Arc<ConnectedAccount>, err: &Error, _ctx: Arc<Context>)
 fn conn_error_policy(conn: Arc<Connection>, err: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(connection = %conn.name_any(), category = err.category(), error = %err, "connection reconcile failed");
     Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs one set of controllers per watched namespace (or one for all namespaces) until `shutdown`
+/// resolves; `ready` turns true once every set has synced its caches.
+pub async fn run_all<F>(
+    client: Client,
+    config: Arc<Config>,
+    signer: Signer,
+    metrics: Arc<crate::metrics::Metrics>,
+    ready: Arc<tokio::sync::watch::Sender<bool>>,
+    shutdown: F,
+) -> Result<(), reqwest::Error>
+where
+    F: std::future::Future<Output = ()> + Clone + Send + 'static,
+{
+    let scopes: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.watch_namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut flags = Vec::new();
+    let mut sets = Vec::new();
+    for scope in scopes {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        flags.push(rx);
+        sets.push(run(
+            client.clone(),
+            config.clone(),
+            scope,
+            signer.clone(),
+            metrics.clone(),
+            Arc::new(tx),
+            shutdown.clone(),
+        ));
+    }
+    let all_ready = async move {
+        for mut f in flags {
+            let _ = f.wait_for(|r| *r).await;
+        }
+        let _ = ready.send(true);
+        futures::future::pending::<()>().await;
+    };
+    tokio::select! {
+        results = futures::future::join_all(sets) => results.into_iter().collect::<Result<Vec<_>, _>>().map(|_| ()),
+        _ = all_ready => Ok(()),
+    }
 }

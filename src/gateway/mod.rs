@@ -36,6 +36,7 @@ pub struct Gateway {
     pub signer: Signer,
     pub http: reqwest::Client,
     pub credentials: CredentialStore,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The gateway's routes with security headers, body and time limits.
@@ -55,11 +56,29 @@ pub fn router(gw: Gateway) -> Router {
             "same-origin",
         ),
     ];
+    let metrics = gw.metrics.clone();
     let mut router = Router::new()
         .route("/connect/{token}", get(connect::connect))
         .route("/oauth/callback", get(callback::callback))
         .fallback(|| async { pages::not_found() })
         .with_state(gw)
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let metrics = metrics.clone();
+                async move {
+                    // The route template, never the path itself: paths carry tokens.
+                    let route = req
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map_or("other", |p| p.as_str())
+                        .to_owned();
+                    let started = std::time::Instant::now();
+                    let resp = next.run(req).await;
+                    metrics.request(&route, resp.status().as_u16(), started.elapsed());
+                    resp
+                }
+            },
+        ))
         .layer(RequestBodyLimitLayer::new(16 * 1024))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

@@ -25,6 +25,8 @@ pub struct OperatorOptions {
     pub leader_election: bool,
     /// Instance name (Events, lease identity); default `operator`.
     pub instance: Option<String>,
+    /// More `run` flags, e.g. `--watch-namespaces=a,b`.
+    pub extra_args: Vec<String>,
 }
 
 /// A running operator process. Killed on drop.
@@ -92,6 +94,7 @@ impl Operator {
         if self.options.leader_election {
             args.push("--leader-election".to_owned());
         }
+        args.extend(self.options.extra_args.iter().cloned());
         let kubeconfig = self.kubeconfig.display().to_string();
         let bin = PathBuf::from(env!("CARGO_BIN_EXE_agent-auth-operator"));
         let proc = Proc::spawn(
