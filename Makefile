@@ -4,14 +4,16 @@ CARGO ?= cargo
 
 .PHONY: test demo deps control-plane lint crds unit cluster
 
-## Install dependencies, build the control plane (cached), lint, and run unit + integration tests.
+## Install dependencies, build the control plane (cached), lint, and run unit + integration tests,
+## then the demo end to end without a user.
 test: deps control-plane lint
 	$(CARGO) test --workspace --locked
+	$(MAKE) --no-print-directory demo DEMO_FLAGS=--non-interactive
 
 ## Run the product locally: control plane, Dex, the operator, two sample accounts (Ctrl-C stops).
 demo: deps control-plane
 	$(CARGO) build --locked --bin agent-auth-operator
-	$(CARGO) run --locked --quiet -p agentauth-testcluster --bin demo -- target/debug/agent-auth-operator
+	$(CARGO) run --locked --quiet -p agentauth-testcluster --bin demo -- $(DEMO_FLAGS) target/debug/agent-auth-operator
 
 deps:
 	@scripts/install-deps.sh

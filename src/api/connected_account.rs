@@ -23,7 +23,7 @@ pub const REAUTHORIZE_ANNOTATION: &str = "agentauth.dev/reauthorize";
     printcolumn = r#"{"name":"Connection","type":"string","jsonPath":".spec.connectionRef.name"}"#,
     printcolumn = r#"{"name":"Identifier","type":"string","jsonPath":".spec.identifier"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.state"}"#,
-    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".status.expiresAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Link","type":"string","jsonPath":".status.authorizationLink","priority":1}"#
 )]

@@ -1,7 +1,10 @@
 //! `make demo`: the product on one machine. A real control plane, Dex as the OAuth provider, the
 //! operator binary, and two sample accounts whose authorization links are printed. Ctrl-C stops all.
 //!
-//!     demo [path/to/agent-auth-operator]   (default: target/debug/agent-auth-operator)
+//!     demo [--non-interactive] [path/to/agent-auth-operator]   (default: target/debug/agent-auth-operator)
+//!
+//! `--non-interactive` plays the user for alice (signs in at Dex), waits with `kubectl wait` until
+//! the account is ACTIVE, shows it and its Secret's keys, and exits: the self-check `make test` runs.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,6 +13,56 @@ use std::time::{Duration, Instant};
 
 use agentauth_testcluster::dex::{Dex, DexOptions};
 use agentauth_testcluster::{Proc, binaries, free_port, shared, wait_for_signal};
+
+/// Signs in as alice, waits for ACTIVE, and shows the result.
+fn play_alice(
+    dex: &Dex,
+    links: &[String],
+    kubectl: &dyn Fn(&[&str], Option<&str>) -> Result<String, String>,
+) -> Result<(), String> {
+    let link = links
+        .iter()
+        .find_map(|l| l.strip_prefix("alice "))
+        .ok_or("no link for alice")?
+        .to_owned();
+    println!("\n[non-interactive] signing in at Dex as user0@example.com through alice's link");
+    let user = dex.user(0);
+    let status = agentauth_testcluster::block_on(async move {
+        let page =
+            agentauth_testcluster::dex::login(&agentauth_testcluster::dex::browser(), &link, &user).await?;
+        Ok::<_, String>(page.status())
+    })?;
+    if !status.is_success() {
+        return Err(format!("the gateway answered {status} at the end of the login"));
+    }
+    kubectl(
+        &[
+            "wait",
+            "-n",
+            "demo",
+            "connectedaccount/alice",
+            "--for=jsonpath={.status.state}=ACTIVE",
+            "--timeout=60s",
+        ],
+        None,
+    )?;
+    println!("{}", kubectl(&["get", "agentauth", "-n", "demo"], None)?);
+    let keys = kubectl(
+        &[
+            "get",
+            "secret",
+            "-n",
+            "demo",
+            "alice-credentials",
+            "-o",
+            "go-template={{range $k, $v := .data}}{{$k}} {{end}}",
+        ],
+        None,
+    )?;
+    println!("Secret demo/alice-credentials holds: {keys}");
+    println!("[non-interactive] alice is ACTIVE; stopping.");
+    Ok(())
+}
 
 fn main() -> ExitCode {
     match run() {
@@ -22,8 +75,11 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
-    let operator_bin = std::env::args()
-        .nth(1)
+    let cli: Vec<String> = std::env::args().skip(1).collect();
+    let non_interactive = cli.iter().any(|a| a == "--non-interactive");
+    let operator_bin = cli
+        .iter()
+        .find(|a| !a.starts_with("--"))
         .map(PathBuf::from)
         .unwrap_or_else(|| "target/debug/agent-auth-operator".into());
     if !operator_bin.is_file() {
@@ -147,6 +203,9 @@ fn run() -> Result<(), String> {
         "      kubectl get secret -n demo alice-credentials -o jsonpath='{{.data.authorization}}' | base64 -d"
     );
     println!("\nLogs: {}", dir.display());
+    if non_interactive {
+        return play_alice(&dex, &links, &run_kubectl);
+    }
     println!("Ctrl-C stops everything.");
     wait_for_signal();
     cluster.stop();
