@@ -1,5 +1,7 @@
 //! Shared set-up for integration tests: the real control plane of this test binary, the CRDs, a
 //! fresh namespace per test, and polling with deadlines.
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
 
 pub use agentauth_testcluster::dex;
 pub mod fixtures;
@@ -17,6 +19,11 @@ use kube::{Client, ResourceExt};
 pub struct TestEnv {
     pub client: Client,
     pub ns: String,
+}
+
+/// The control plane of this test binary.
+pub fn cluster() -> Result<&'static agentauth_testcluster::Cluster, String> {
+    agentauth_testcluster::shared()
 }
 
 /// Starts (once per binary) the control plane, installs the CRDs and waits until they are
