@@ -14,11 +14,14 @@ use std::time::{Duration, Instant};
 use agentauth_testcluster::dex::{Dex, DexOptions};
 use agentauth_testcluster::{Proc, binaries, free_port, shared, wait_for_signal};
 
+/// Runs kubectl with optional standard input and returns its output.
+type Kubectl<'a> = &'a dyn Fn(&[&str], Option<&str>) -> Result<String, String>;
+
 /// Signs in as alice, waits for ACTIVE, and shows the result.
 fn play_alice(
     dex: &Dex,
     links: &[String],
-    kubectl: &dyn Fn(&[&str], Option<&str>) -> Result<String, String>,
+    kubectl: Kubectl<'_>,
 ) -> Result<(), String> {
     let link = links
         .iter()
