@@ -1,11 +1,10 @@
-//! Proves the Dex harness (`tests/common/dex.rs`) on its own, without the operator: a scripted user
+//! Proves the Dex harness (`agentauth_testcluster::dex`) on its own, without the operator: a scripted user
 //! completes Dex's authorization code flow, the code is exchanged for tokens, the access token works
 //! at userinfo, the refresh token refreshes (and rotates), and a revocation through Dex's gRPC API
 //! makes the next refresh fail with an OAuth error.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-#[allow(dead_code)] // the control-plane helpers are not needed here
 mod common;
 
 use std::io::{Read, Write};
