@@ -223,3 +223,41 @@ mod tests {
         assert!((43..=128).contains(&v.len()));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Whatever arrives in a URL, verification answers with an error, never a panic, and never
+        /// accepts something that was not signed.
+        #[test]
+        fn arbitrary_tokens_are_refused_without_panicking(token in ".{0,1500}") {
+            let s = Signer::new(b"0123456789abcdef0123456789abcdef").unwrap();
+            prop_assert!(s.verify_link(&token, 0).is_err());
+            prop_assert!(s.verify_state(&token, 0).is_err());
+            prop_assert!(s.read_link(&token).is_none());
+        }
+
+        /// Signed tokens with any claims round-trip; flipping any byte breaks them.
+        #[test]
+        fn signed_tokens_round_trip_and_any_flip_is_caught(
+            name in "[a-z0-9-]{1,63}", uid in "[a-f0-9-]{1,40}", exp in 1i64..4_000_000_000, flip in 0usize..2000, bit in 0u8..8,
+        ) {
+            let s = Signer::new(&random_key()).unwrap();
+            let claims = LinkClaims { ns: "ns".into(), name, uid, nonce: random_id(), exp };
+            let token = s.issue_link(&claims);
+            prop_assert_eq!(s.verify_link(&token, exp - 1), Ok(claims));
+            let mut bytes = token.into_bytes();
+            let i = flip % bytes.len();
+            bytes[i] ^= 1 << bit;
+            if let Ok(t) = String::from_utf8(bytes) {
+                prop_assert!(s.verify_link(&t, 0).is_err());
+            }
+        }
+    }
+}

@@ -463,3 +463,31 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Token endpoint bodies of any shape parse to a token set or an error, never a panic.
+        #[test]
+        fn token_responses_of_any_shape_never_panic(body in prop_oneof![
+            ".{0,300}".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..300),
+            (".{0,40}", "[a-zA-Z]{0,10}", any::<i64>(), ".{0,40}").prop_map(|(t, ty, e, sc)| {
+                serde_json::json!({"access_token": t, "token_type": ty, "expires_in": e, "scope": sc}).to_string().into_bytes()
+            }),
+        ]) {
+            if let Ok(resp) = serde_json::from_slice::<Response>(&body) {
+                let settings = Settings::resolve(Some("google"), &serde_json::from_value(serde_json::json!({"clientId": "c"})).unwrap()).unwrap();
+                let client = OAuthClient::new(settings, None, "https://gw.test/cb").unwrap();
+                let t = client.token_set(resp, jiff::Timestamp::UNIX_EPOCH);
+                prop_assert!(t.metadata.keys().all(|k| !NOT_METADATA.contains(&k.as_str())));
+            }
+        }
+    }
+}
