@@ -66,9 +66,12 @@ pub enum TokenEndpointError {
         code: String,
         description: Option<String>,
     },
-    /// Network trouble, 5xx, rate limits, malformed responses: worth retrying.
+    /// Network trouble, 5xx, malformed responses: worth retrying.
     #[error("token endpoint unavailable: {0}")]
     Transient(String),
+    /// 429/503 with `Retry-After`: retry, but not before the provider asked.
+    #[error("token endpoint asked to retry after {}s: {message}", retry_after.as_secs())]
+    RetryAfter { message: String, retry_after: Duration },
 }
 
 fn describe(d: &Option<String>) -> String {
@@ -251,13 +254,23 @@ impl OAuthClient {
             });
         };
         let token = RefreshToken::new(refresh);
-        let resp = self
+        let watching = RetryAfterWatch {
+            http: http.clone(),
+            retry_after: Default::default(),
+        };
+        let result = self
             .client
             .exchange_refresh_token(&token)
-            .request_async(http)
-            .await
-            .map_err(classify)?;
-        Ok(current.renewed_by(self.token_set(resp, now)))
+            .request_async(&watching)
+            .await;
+        let waited = watching.retry_after.lock().ok().and_then(|s| *s);
+        match (result.map_err(classify), waited) {
+            (Ok(resp), _) => Ok(current.renewed_by(self.token_set(resp, now))),
+            (Err(TokenEndpointError::Transient(message)), Some(retry_after)) => {
+                Err(TokenEndpointError::RetryAfter { message, retry_after })
+            }
+            (Err(e), _) => Err(e),
+        }
     }
 
     /// Revokes the refresh token (or else the access token) at the RFC 7009 endpoint, if the
@@ -376,6 +389,48 @@ fn chain(e: &dyn std::error::Error) -> String {
         src = s.source();
     }
     truncate(&out, 300)
+}
+
+/// An HTTP client for the `oauth2` crate that remembers the `Retry-After` of a 429/503 answer
+/// (the crate's errors do not carry headers).
+struct RetryAfterWatch {
+    http: reqwest::Client,
+    retry_after: std::sync::Arc<std::sync::Mutex<Option<Duration>>>,
+}
+
+type HttpFuture<'c> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<oauth2::HttpResponse, oauth2::HttpClientError<reqwest::Error>>,
+            > + Send
+            + Sync
+            + 'c,
+    >,
+>;
+
+impl<'c> oauth2::AsyncHttpClient<'c> for RetryAfterWatch {
+    type Error = oauth2::HttpClientError<reqwest::Error>;
+    type Future = HttpFuture<'c>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let resp = oauth2::AsyncHttpClient::call(&self.http, request).await?;
+            if matches!(resp.status().as_u16(), 429 | 503)
+                && let Some(d) = parse_retry_after(resp.headers())
+                && let Ok(mut slot) = self.retry_after.lock()
+            {
+                *slot = Some(d);
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// `Retry-After` in seconds (HTTP dates are rare at token endpoints and are ignored), capped at an
+/// hour so a hostile provider cannot park an account forever.
+fn parse_retry_after(headers: &oauth2::http::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers.get("retry-after")?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
 }
 
 /// The HTTP client for token endpoints: no redirects (the oauth2 crate requires it, against SSRF),

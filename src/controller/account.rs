@@ -333,8 +333,11 @@ async fn refresh(
         }
         Err(e) => {
             let attempts = ctx.failure(&uid).map_or(1, |f| f.attempts + 1);
-            let retry_at =
-                now + jiff::SignedDuration::try_from(schedule::backoff(attempts, &uid)).unwrap_or_default();
+            let mut wait = schedule::backoff(attempts, &uid);
+            if let TokenEndpointError::RetryAfter { retry_after, .. } = &e {
+                wait = wait.max(*retry_after);
+            }
+            let retry_at = now + jiff::SignedDuration::try_from(wait).unwrap_or_default();
             let message = e.to_string();
             tracing::warn!(account = %account.name_any(), attempts, error = %message, "refresh failed; backing off");
             if attempts == 1 {

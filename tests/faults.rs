@@ -1,0 +1,268 @@
+//! Faults at the provider: a fault-injecting proxy (test code) sits in front of Dex's token
+//! endpoint. Each fault gives the documented state and condition, retries back off (requests are
+//! counted), `Retry-After` is honoured, and nothing panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use common::dex::{browser, login};
+use common::fixtures::*;
+use common::operator::stack;
+use common::{eventually, setup};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    None,
+    ServerError,
+    Truncated,
+    InvalidGrant,
+    InvalidClient,
+    RateLimited,
+    Slow,
+}
+
+#[derive(Default)]
+struct Proxy {
+    fault: Mutex<Option<Fault>>,
+    /// Refresh requests seen while a fault was active.
+    faulted_refreshes: Mutex<u32>,
+}
+
+/// Starts the proxy; returns its token URL.
+async fn start_proxy(proxy: Arc<Proxy>, upstream: String) -> String {
+    let app = axum::Router::new().route(
+        "/token",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let proxy = proxy.clone();
+            let upstream = upstream.clone();
+            async move {
+                let fault = proxy.fault.lock().unwrap().unwrap_or(Fault::None);
+                let refresh = body.contains("grant_type=refresh_token");
+                if fault != Fault::None && refresh {
+                    *proxy.faulted_refreshes.lock().unwrap() += 1;
+                    return match fault {
+                        Fault::ServerError => {
+                            (StatusCode::SERVICE_UNAVAILABLE, "upstream down").into_response()
+                        }
+                        Fault::Truncated => (
+                            StatusCode::OK,
+                            [("content-type", "application/json")],
+                            r#"{"access_token":"ab"#,
+                        )
+                            .into_response(),
+                        Fault::InvalidGrant => (
+                            StatusCode::BAD_REQUEST,
+                            [("content-type", "application/json")],
+                            r#"{"error":"invalid_grant"}"#,
+                        )
+                            .into_response(),
+                        Fault::InvalidClient => (
+                            StatusCode::UNAUTHORIZED,
+                            [("content-type", "application/json")],
+                            r#"{"error":"invalid_client"}"#,
+                        )
+                            .into_response(),
+                        Fault::RateLimited => (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            [("retry-after", "40")],
+                            "slow down",
+                        )
+                            .into_response(),
+                        Fault::Slow => futures::future::pending().await, // a provider that never answers
+                        Fault::None => unreachable!(),
+                    };
+                }
+                let mut req = reqwest::Client::new()
+                    .post(&upstream)
+                    .body(body)
+                    .header("content-type", "application/x-www-form-urlencoded");
+                if let Some(auth) = headers.get("authorization") {
+                    req = req.header("authorization", auth.to_str().unwrap());
+                }
+                let resp = req.send().await.unwrap();
+                let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+                (
+                    status,
+                    [("content-type", "application/json")],
+                    resp.text().await.unwrap(),
+                )
+                    .into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// An ACTIVE account whose Connection's token URL is the proxy; returns its API and the proxy.
+async fn active_behind_proxy(env: &common::TestEnv, user: usize) -> (Api<ConnectedAccount>, Arc<Proxy>) {
+    let s = stack();
+    let proxy = Arc::new(Proxy::default());
+    let token_url = start_proxy(proxy.clone(), s.dex.token_url().to_owned()).await;
+    dex_connection(&env.client, &env.ns, "dex", &s.dex, &["openid", "offline_access"]).await;
+    let patch = json!({"spec": {"oauth2": {"tokenUrl": token_url}}});
+    Api::<Connection>::namespaced(env.client.clone(), &env.ns)
+        .patch("dex", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let accounts: Api<ConnectedAccount> = Api::namespaced(env.client.clone(), &env.ns);
+    // Wait until the Connection change reached the account, so the link is for the proxied client.
+    account(&env.client, &env.ns, "acct", "dex", json!({})).await;
+    let pending = wait_account(&accounts, "acct", "link", |a| link(a).is_some()).await;
+    assert_eq!(
+        login(&browser(), &link(&pending).unwrap(), &s.dex.user(user))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    wait_state(&accounts, "acct", AccountState::Active).await;
+    (accounts, proxy)
+}
+
+fn refresh_condition(a: &ConnectedAccount) -> Option<(String, String, String)> {
+    let c = a
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "TokenRefresh")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn server_errors_back_off_keep_the_account_active_then_recover() {
+    let env = setup("fault-5xx").await;
+    let (accounts, proxy) = active_behind_proxy(&env, 8).await;
+    *proxy.fault.lock().unwrap() = Some(Fault::ServerError);
+    let failing = wait_account(&accounts, "acct", "RefreshFailing", |a| {
+        refresh_condition(a).is_some_and(|c| c.1 == "RefreshFailing")
+    })
+    .await;
+    assert_eq!(
+        state(&failing),
+        Some(AccountState::Active),
+        "still ACTIVE while the token is valid"
+    );
+    let expired = eventually(
+        Duration::from_secs(40),
+        "EXPIRED after the token lapsed",
+        || async {
+            let a = accounts.get("acct").await.ok()?;
+            (state(&a) == Some(AccountState::Expired)).then_some(a)
+        },
+    )
+    .await;
+    assert_eq!(ready(&expired).unwrap().1, "TokenExpired");
+    assert!(link(&expired).is_none(), "no new link for a transient failure");
+    // 5 s, 10 s, 20 s ...: a handful of attempts, not a storm.
+    let attempts = *proxy.faulted_refreshes.lock().unwrap();
+    assert!(
+        (2..=5).contains(&attempts),
+        "{attempts} refresh attempts while failing"
+    );
+
+    *proxy.fault.lock().unwrap() = None;
+    eventually(
+        Duration::from_secs(60),
+        "ACTIVE after the provider recovered",
+        || async {
+            let a = accounts.get("acct").await.ok()?;
+            (state(&a) == Some(AccountState::Active) && refresh_condition(&a).is_some_and(|c| c.0 == "True"))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_responses_and_rejected_clients_are_retried_without_losing_the_account() {
+    for (i, (fault, words)) in [
+        (Fault::Truncated, "malformed token response"),
+        (Fault::InvalidClient, "rejected the client"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let env = setup(&format!("fault-odd-{i}")).await;
+        let (accounts, proxy) = active_behind_proxy(&env, 9 - 2 * i).await;
+        *proxy.fault.lock().unwrap() = Some(fault);
+        let failing = wait_account(&accounts, "acct", &format!("{fault:?} reported"), |a| {
+            refresh_condition(a).is_some_and(|c| c.1 == "RefreshFailing" && c.2.contains(words))
+        })
+        .await;
+        assert_eq!(state(&failing), Some(AccountState::Active));
+        assert!(link(&failing).is_none());
+    }
+}
+
+#[tokio::test]
+async fn invalid_grant_expires_the_account_with_a_new_link() {
+    let env = setup("fault-grant").await;
+    let (accounts, proxy) = active_behind_proxy(&env, 3).await;
+    *proxy.fault.lock().unwrap() = Some(Fault::InvalidGrant);
+    let expired = eventually(Duration::from_secs(40), "EXPIRED", || async {
+        let a = accounts.get("acct").await.ok()?;
+        (state(&a) == Some(AccountState::Expired)).then_some(a)
+    })
+    .await;
+    assert_eq!(ready(&expired).unwrap().1, "RefreshRejected");
+    assert!(link(&expired).is_some());
+    assert_eq!(
+        *proxy.faulted_refreshes.lock().unwrap(),
+        1,
+        "a rejected grant is not retried"
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_are_honoured() {
+    let env = setup("fault-429").await;
+    let (accounts, proxy) = active_behind_proxy(&env, 4).await;
+    *proxy.fault.lock().unwrap() = Some(Fault::RateLimited);
+    let limited = wait_account(&accounts, "acct", "rate limit reported", |a| {
+        refresh_condition(a).is_some_and(|c| c.2.contains("retry after 40s"))
+    })
+    .await;
+    assert_eq!(state(&limited), Some(AccountState::Active));
+    let seen = *proxy.faulted_refreshes.lock().unwrap();
+    assert_eq!(seen, 1, "first attempt: {:?}", refresh_condition(&limited));
+    // Backoff alone would retry after ~5 s; the provider asked for 40 s. Watch for 15 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        assert_eq!(
+            *proxy.faulted_refreshes.lock().unwrap(),
+            seen,
+            "retried before Retry-After"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await; // observation interval
+    }
+}
+
+#[tokio::test]
+async fn a_hung_provider_times_out_and_is_retried() {
+    let env = setup("fault-slow").await;
+    let (accounts, proxy) = active_behind_proxy(&env, 0).await;
+    *proxy.fault.lock().unwrap() = Some(Fault::Slow);
+    let failing = eventually(Duration::from_secs(45), "timeout reported", || async {
+        let a = accounts.get("acct").await.ok()?;
+        refresh_condition(&a)
+            .is_some_and(|c| c.1 == "RefreshFailing" && c.2.contains("request failed"))
+            .then_some(a)
+    })
+    .await;
+    assert!(matches!(
+        state(&failing),
+        Some(AccountState::Active | AccountState::Expired)
+    ));
+}
