@@ -1,0 +1,135 @@
+//! Command line of `kubectl agentauth`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Inspect ConnectedAccounts and hand out their authorization links.
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(name = "kubectl-agentauth", bin_name = "kubectl agentauth", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where to find the cluster, accepted before or after the command.
+#[derive(Args, Debug, Clone, PartialEq, Eq, Default)]
+pub struct GlobalArgs {
+    /// Namespace of the account (default: the namespace of the kubeconfig context, else "default").
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: the current context).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Show an account's state, credentials Secret, timings and recent Events (never the
+    /// credentials or the link itself).
+    Status {
+        /// Name of the ConnectedAccount.
+        account: String,
+        /// Output format: `text` for people, `json` for the account's status as JSON.
+        #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Print the account's current authorization link (to send to the user).
+    Link {
+        /// Name of the ConnectedAccount.
+        account: String,
+    },
+    /// Ask the operator for a fresh authorization link; the current credentials keep working.
+    Reauthorize {
+        /// Name of the ConnectedAccount.
+        account: String,
+        /// Wait until the new link is in the status, and print it.
+        #[arg(long)]
+        wait: bool,
+        /// How long `--wait` waits (e.g. `30s`, `2m`).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s", value_name = "DURATION")]
+        timeout: Duration,
+    },
+}
+
+/// Output formats of `status`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// Human-readable summary.
+    #[default]
+    Text,
+    /// `status` of the ConnectedAccount, as JSON.
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_flags_are_accepted_after_the_command() {
+        let cli = Cli::try_parse_from(["kubectl-agentauth", "link", "alice", "-n", "agents"]).unwrap();
+        assert_eq!(cli.global.namespace.as_deref(), Some("agents"));
+        assert_eq!(
+            cli.command,
+            Command::Link {
+                account: "alice".into()
+            }
+        );
+        let cli = Cli::try_parse_from([
+            "kubectl-agentauth",
+            "--context",
+            "prod",
+            "--kubeconfig",
+            "/tmp/kc",
+            "status",
+            "alice",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.context.as_deref(), Some("prod"));
+        assert_eq!(cli.global.kubeconfig, Some(PathBuf::from("/tmp/kc")));
+        assert!(matches!(
+            cli.command,
+            Command::Status {
+                output: OutputFormat::Json,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn reauthorize_wait_defaults_to_thirty_seconds() {
+        let cli = Cli::try_parse_from(["kubectl-agentauth", "reauthorize", "alice", "--wait"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Command::Reauthorize {
+                account: "alice".into(),
+                wait: true,
+                timeout: Duration::from_secs(30)
+            }
+        );
+        let cli =
+            Cli::try_parse_from(["kubectl-agentauth", "reauthorize", "alice", "--timeout", "2m"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Reauthorize { timeout, wait: false, .. } if timeout == Duration::from_secs(120))
+        );
+        assert!(
+            Cli::try_parse_from(["kubectl-agentauth", "reauthorize", "alice", "--timeout", "soon"]).is_err()
+        );
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
