@@ -679,15 +679,34 @@ async fn a_deleted_agent_secret_is_rebuilt_from_the_operators_copy() {
     dex_connection(client, ns, "dex", &s.dex, &["openid", "offline_access"]).await;
     account(client, ns, "nia", "dex", json!({})).await;
     let pending = wait_account(&accounts, "nia", "link", |a| link(a).is_some()).await;
-    assert_eq!(login(&browser(), &link(&pending).unwrap(), &s.dex.user(7)).await.unwrap().status(), 200);
+    assert_eq!(
+        login(&browser(), &link(&pending).unwrap(), &s.dex.user(7))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     wait_state(&accounts, "nia", AccountState::Active).await;
-    let original = eventually(REACT, "agent Secret", || async { secrets.get_opt("nia-credentials").await.unwrap() }).await;
+    let original = eventually(REACT, "agent Secret", || async {
+        secrets.get_opt("nia-credentials").await.unwrap()
+    })
+    .await;
 
-    secrets.delete("nia-credentials", &DeleteParams::default()).await.unwrap();
+    secrets
+        .delete("nia-credentials", &DeleteParams::default())
+        .await
+        .unwrap();
     let rebuilt = eventually(REACT, "agent Secret rebuilt", || async {
-        secrets.get_opt("nia-credentials").await.unwrap().filter(|s| s.uid() != original.uid())
+        secrets
+            .get_opt("nia-credentials")
+            .await
+            .unwrap()
+            .filter(|s| s.uid() != original.uid())
     })
     .await;
     assert!(secret_text(&rebuilt)["authorization"].starts_with("Bearer "));
-    assert_eq!(state(&accounts.get("nia").await.unwrap()), Some(AccountState::Active));
+    assert_eq!(
+        state(&accounts.get("nia").await.unwrap()),
+        Some(AccountState::Active)
+    );
 }

@@ -18,11 +18,7 @@ use agentauth_testcluster::{Proc, binaries, free_port, shared, wait_for_signal};
 type Kubectl<'a> = &'a dyn Fn(&[&str], Option<&str>) -> Result<String, String>;
 
 /// Signs in as alice, waits for ACTIVE, and shows the result.
-fn play_alice(
-    dex: &Dex,
-    links: &[String],
-    kubectl: Kubectl<'_>,
-) -> Result<(), String> {
+fn play_alice(dex: &Dex, links: &[String], kubectl: Kubectl<'_>) -> Result<(), String> {
     let link = links
         .iter()
         .find_map(|l| l.strip_prefix("alice "))
