@@ -29,6 +29,7 @@ lint:
 ## Regenerate crds/ from the Rust types.
 crds:
 	$(CARGO) run --quiet -- crd > crds/agentauth.dev.yaml
+	cp crds/agentauth.dev.yaml charts/agent-auth-operator/files/agentauth.dev.yaml
 
 ## Unit tests only (no control plane).
 unit:

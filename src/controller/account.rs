@@ -137,6 +137,7 @@ async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Erro
     let ns = account.namespace().unwrap_or_default();
     let resolved = resolve_connection(account, ctx);
     let mut versioned = cached_record(&uid, ctx)?;
+    flush_pending(account, &mut versioned, ctx).await?;
     let name = secret_name(account);
     let cached_secret = ctx.agent_secrets.get(&ObjectRef::new(&name).within(&ns));
     let mut ownership = agent_secret::ownership(cached_secret.as_deref(), account);
@@ -304,7 +305,12 @@ async fn refresh(
             record.tokens = Some(tokens);
             record.rejected = false;
             ctx.clear_failure(&uid);
-            persist(account, versioned, record, ctx).await?;
+            if let Err(e) = persist(account, versioned, record.clone(), ctx).await {
+                // The provider may have rotated the refresh token: keep the only copy of the new one
+                // in memory and write it before anything else once the API answers again.
+                ctx.set_pending(&uid, record);
+                return Err(e);
+            }
             tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "token refreshed");
             ctx.event(
                 account,
@@ -360,6 +366,31 @@ async fn refresh(
             );
         }
     }
+    Ok(())
+}
+
+/// Persists a refreshed record that could not be written earlier (API outage). A newer record in
+/// the store (the user authorized again meanwhile) wins over it.
+async fn flush_pending(
+    account: &ConnectedAccount,
+    versioned: &mut Versioned,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let uid = account.uid().unwrap_or_default();
+    let Some(pending) = ctx.pending(&uid) else {
+        return Ok(());
+    };
+    let fresh = ctx.credentials.get(&uid).await?;
+    let obtained = |v: &Record| v.tokens.as_ref().map(|t| t.obtained_at);
+    if obtained(&fresh.record) > obtained(&pending) {
+        ctx.clear_pending(&uid);
+        *versioned = fresh;
+        return Ok(());
+    }
+    *versioned = fresh;
+    persist(account, versioned, pending, ctx).await?;
+    ctx.clear_pending(&uid);
+    tracing::info!(account = %account.name_any(), "persisted a refreshed token held in memory during an API outage");
     Ok(())
 }
 

@@ -69,18 +69,21 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, RefreshFailure>>,
+    synced: tokio::sync::watch::Receiver<bool>,
+    /// Refreshed records the API did not accept yet (outage): written before anything else.
+    pending: Mutex<HashMap<String, crate::store::Record>>,
 }
 
 impl Context {
+    /// Waits until every cache has synced. Reconciles wait on a watch channel that one task
+    /// sets (`Store::wait_until_ready` wakes only its most recent waiter, so concurrent waiters
+    /// on one store could sleep until their timeout).
     async fn wait_for_caches(&self) -> Result<(), Error> {
-        let all = async {
-            let _ = self.connections.wait_until_ready().await;
-            let _ = self.records.wait_until_ready().await;
-            let _ = self.agent_secrets.wait_until_ready().await;
-        };
-        tokio::time::timeout(Duration::from_secs(30), all)
-            .await
-            .map_err(|_| Error::NotSynced)
+        let mut synced = self.synced.clone();
+        match tokio::time::timeout(Duration::from_secs(30), synced.wait_for(|s| *s)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::NotSynced),
+        }
     }
 
     fn failure(&self, uid: &str) -> Option<RefreshFailure> {
@@ -90,6 +93,22 @@ impl Context {
     fn set_failure(&self, uid: &str, failure: RefreshFailure) {
         if let Ok(mut f) = self.failures.lock() {
             f.insert(uid.to_owned(), failure);
+        }
+    }
+
+    fn pending(&self, uid: &str) -> Option<crate::store::Record> {
+        self.pending.lock().ok().and_then(|p| p.get(uid).cloned())
+    }
+
+    fn set_pending(&self, uid: &str, record: crate::store::Record) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(uid.to_owned(), record);
+        }
+    }
+
+    fn clear_pending(&self, uid: &str) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.remove(uid);
         }
     }
 
@@ -166,6 +185,7 @@ pub async fn run(
     .reflect(secret_writer)
     .touched_objects();
 
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let reporter = Reporter {
         controller: "agent-auth-operator".into(),
         instance: Some(config.instance.clone()),
@@ -181,7 +201,9 @@ pub async fn run(
         records: record_store.clone(),
         agent_secrets: secret_store.clone(),
         failures: Mutex::default(),
+        pending: Mutex::default(),
         metrics,
+        synced: synced_rx,
     });
 
     let account_controller = Controller::new(accounts, watcher::Config::default().any_semantic());
@@ -227,6 +249,10 @@ pub async fn run(
         let account_store = account_store.clone();
         async move {
             let _ = account_store.wait_until_ready().await;
+            let _ = conn_store.wait_until_ready().await;
+            let _ = record_store.wait_until_ready().await;
+            let _ = secret_store.wait_until_ready().await;
+            let _ = synced_tx.send(true);
             if ctx.wait_for_caches().await.is_ok() {
                 let _ = ready.send(true);
                 tracing::info!("caches synced; ready");

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl), the test
-# OAuth provider (Dex) and its revocation helper (tests/dex/revoke) from Go modules, into a cache keyed
-# by version (by source hash for the helper). Present binaries are not rebuilt.
+# OAuth provider (Dex), its revocation helper (tests/dex/revoke) and Helm (for tests/chart.rs) from Go
+# modules, into a cache keyed by version (by source hash for the helper). Present binaries are not
+# rebuilt.
 #
-#   tests/cluster/build.sh            build what is missing, print the bin directories (k8s:etcd:dex:dexrevoke)
+#   tests/cluster/build.sh            build what is missing, print the bin directories (k8s:etcd:dex:dexrevoke:helm)
 #   AGENTAUTH_CACHE_DIR=/x build.sh   use another cache
 #
 # k8s.io/kubernetes and etcd cannot be `go install`ed: their go.mod files replace sibling modules with
@@ -15,6 +16,7 @@ K8S_VERSION=${K8S_VERSION:-1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-3.6.16}
 # Dex publishes no /v2 module path; pin the commit of its v2.45.1 tag by pseudo-version.
 DEX_VERSION=${DEX_VERSION:-v0.0.0-20260303133905-11d2eeb52b42}
+HELM_VERSION=${HELM_VERSION:-3.22.0}
 
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/env.sh"
@@ -24,6 +26,8 @@ log() { echo "build.sh: $*" >&2; }
 # dexrevoke: the test helper in tests/dex/revoke, cached under a hash of its source.
 DEXREVOKE_SRC=$(cd "$here/../dex/revoke" && pwd)
 AGENTAUTH_BIN_DEXREVOKE=$AGENTAUTH_CACHE_DIR/dexrevoke-$(cat "$DEXREVOKE_SRC/main.go" "$DEXREVOKE_SRC/go.mod" "$DEXREVOKE_SRC/go.sum" | sha256sum | cut -c1-16)
+
+AGENTAUTH_BIN_HELM=$AGENTAUTH_CACHE_DIR/helm-v$HELM_VERSION
 
 go_build() { # dir out pkg ldflags
   (cd "$1" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$4" -o "$2.tmp" "$3")
@@ -107,6 +111,29 @@ build_dexrevoke() {
   go_build "$w" "$out/dexrevoke" . "-s -w"
 }
 
-targets=${*:-k8s etcd dex dexrevoke}
+build_helm() {
+  local out=$AGENTAUTH_BIN_HELM
+  if [ -x "$out/helm" ]; then return; fi
+  log "building Helm v$HELM_VERSION into $out"
+  mkdir -p "$out"
+  # helm.sh/helm/v3 has no replace directives: `go install pkg@version` builds it as released. The
+  # ldflags are those of Helm's Makefile: the version `helm version` reports, and the Kubernetes
+  # version of its client-go (used for .Capabilities.KubeVersion in `helm template` and lint).
+  local w; w=$(mktemp -d); trap 'rm -rf "$w"' RETURN
+  local gomod kmin
+  gomod=$(cd "$w" && go mod download -json "helm.sh/helm/v3@v$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  kmin=$(awk '$1 == "k8s.io/client-go" {print $2}' "$gomod" | cut -d. -f2)
+  local ld="-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"
+  ld+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  if [ -n "$kmin" ]; then
+    for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+      ld+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$kmin"
+    done
+  fi
+  (cd "$w" && CGO_ENABLED=0 GOBIN="$w" go install -trimpath -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION")
+  mv "$w/helm" "$out/helm"
+}
+
+targets=${*:-k8s etcd dex dexrevoke helm}
 for t in $targets; do "build_$t"; done
-echo "$AGENTAUTH_BIN_K8S:$AGENTAUTH_BIN_ETCD:$AGENTAUTH_BIN_DEX:$AGENTAUTH_BIN_DEXREVOKE"
+echo "$AGENTAUTH_BIN_K8S:$AGENTAUTH_BIN_ETCD:$AGENTAUTH_BIN_DEX:$AGENTAUTH_BIN_DEXREVOKE:$AGENTAUTH_BIN_HELM"

@@ -6,6 +6,7 @@
 pub use agentauth_testcluster::dex;
 pub mod fixtures;
 pub mod operator;
+pub mod outage;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

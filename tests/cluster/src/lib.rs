@@ -236,6 +236,39 @@ impl Cluster {
             .join("\n")
     }
 
+    /// Takes a component (`etcd`, `kube-apiserver`, `kube-controller-manager`) down for `down`,
+    /// then starts it again with the same flags and waits until the API server is ready again.
+    pub fn outage(&self, component: &str, down: Duration) -> Result<(), String> {
+        {
+            let mut procs = self
+                .procs
+                .lock()
+                .map_err(|_| "cluster lock poisoned".to_owned())?;
+            let p = procs
+                .iter_mut()
+                .find(|p| p.name == component)
+                .ok_or(format!("no component {component}"))?;
+            p.kill();
+        }
+        std::thread::sleep(down); // the outage itself
+        {
+            let mut procs = self
+                .procs
+                .lock()
+                .map_err(|_| "cluster lock poisoned".to_owned())?;
+            let p = procs
+                .iter_mut()
+                .find(|p| p.name == component)
+                .ok_or(format!("no component {component}"))?;
+            p.respawn()?;
+        }
+        let kubeconfig = self.kubeconfig.clone();
+        self.wait_for("the API server after the outage", Duration::from_secs(60), || {
+            let kc = kubeconfig.clone();
+            process::block_on(async move { readyz(&kc).await.is_ok() })
+        })
+    }
+
     /// Kills every process (last started first) and removes the cluster directory. Idempotent.
     pub fn stop(&self) {
         if let Ok(mut procs) = self.procs.lock() {

@@ -15,6 +15,8 @@ pub struct Binaries {
     pub dex: PathBuf,
     /// Test helper that revokes a user's refresh tokens through Dex's gRPC API (`tests/dex/revoke`).
     pub dexrevoke: PathBuf,
+    /// Helm, for the chart tests (`tests/chart.rs`).
+    pub helm: PathBuf,
 }
 
 /// Runs `build.sh` once per process (a no-op when the version-keyed cache is filled) and returns
@@ -28,7 +30,7 @@ fn build() -> Result<Binaries, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("build.sh");
     let out = Command::new("bash")
         .arg(&script)
-        .args(["k8s", "etcd", "dex", "dexrevoke"])
+        .args(["k8s", "etcd", "dex", "dexrevoke", "helm"])
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
@@ -47,7 +49,8 @@ fn build() -> Result<Binaries, String> {
         .unwrap_or_default()
         .split(':')
         .map(PathBuf::from);
-    let (k8s, etcd, dex, dexrevoke) = (
+    let (k8s, etcd, dex, dexrevoke, helm) = (
+        dirs.next().unwrap_or_default(),
         dirs.next().unwrap_or_default(),
         dirs.next().unwrap_or_default(),
         dirs.next().unwrap_or_default(),
@@ -60,6 +63,7 @@ fn build() -> Result<Binaries, String> {
         kubectl: k8s.join("kubectl"),
         dex: dex.join("dex"),
         dexrevoke: dexrevoke.join("dexrevoke"),
+        helm: helm.join("helm"),
     };
     for b in [
         &bins.etcd,
@@ -68,6 +72,7 @@ fn build() -> Result<Binaries, String> {
         &bins.kubectl,
         &bins.dex,
         &bins.dexrevoke,
+        &bins.helm,
     ] {
         if !b.is_file() {
             return Err(format!("{} is missing after build.sh", b.display()));
@@ -81,6 +86,9 @@ pub struct Proc {
     pub name: String,
     child: Child,
     log: PathBuf,
+    bin: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Proc {
@@ -94,7 +102,42 @@ impl Proc {
         env: &[(&str, &str)],
     ) -> Result<Proc, String> {
         let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let child = Self::launch(&log, bin, args, &env, false)?;
+        Ok(Proc {
+            name: name.to_owned(),
+            child,
+            log,
+            bin: bin.to_owned(),
+            args: args.to_vec(),
+            env,
+        })
+    }
+
+    /// Kills the process and starts it again with the same command line, appending to its log.
+    pub fn respawn(&mut self) -> Result<(), String> {
+        self.kill();
+        self.child = Self::launch(&self.log, &self.bin, &self.args, &self.env, true)?;
+        Ok(())
+    }
+
+    fn launch(
+        log: &Path,
+        bin: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        append: bool,
+    ) -> Result<Child, String> {
+        let out = File::options()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(log)
+            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(bin);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
@@ -110,12 +153,7 @@ impl Proc {
                 Ok(())
             });
         }
-        let child = spawn_from_keeper(cmd).map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        Ok(Proc {
-            name: name.to_owned(),
-            child,
-            log,
-        })
+        spawn_from_keeper(cmd).map_err(|e| format!("cannot start {}: {e}", bin.display()))
     }
 
     /// The exit status, if the process has ended.
