@@ -85,4 +85,15 @@ async fn flow_survives_a_restart_and_completes_on_another_replica() {
         "lease held by {holder}"
     );
     assert!(a.logs().contains("acquired the lease") || b.logs().contains("acquired the lease"));
+
+    // SIGTERM stops a replica cleanly, and a leader hands its Lease back on the way out.
+    let leader = if holder == "replica-a" { &a } else { &b };
+    let status = leader.terminate().unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let released = leases.get("agent-auth-operator").await.unwrap().spec.unwrap();
+    assert_ne!(
+        released.holder_identity.as_deref(),
+        Some(holder.as_str()),
+        "lease released on shutdown"
+    );
 }

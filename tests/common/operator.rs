@@ -143,6 +143,31 @@ impl Operator {
         }
     }
 
+    /// Sends SIGTERM and waits (up to 20 s) for the process to exit; returns its exit status.
+    pub fn terminate(&self) -> Result<std::process::ExitStatus, String> {
+        let mut guard = self.proc.lock().map_err(|_| "poisoned")?;
+        let p = guard.as_mut().ok_or("not running")?;
+        let pid = p.pid().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !sent.success() {
+            return Err(format!("kill -TERM {pid} failed"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = p.exited() {
+                *guard = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("still running 20 s after SIGTERM:\n{}", p.log_tail(20)));
+            }
+            std::thread::sleep(Duration::from_millis(50)); // poll interval
+        }
+    }
+
     /// Kills and starts the operator again on the same ports.
     pub fn restart(&self) -> Result<(), String> {
         self.kill();
