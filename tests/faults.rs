@@ -11,7 +11,7 @@ use std::time::Duration;
 use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use common::dex::{browser, login};
+
 use common::fixtures::*;
 use common::operator::stack;
 use common::{eventually, setup};
@@ -117,16 +117,7 @@ async fn active_behind_proxy(env: &common::TestEnv, user: usize) -> (Api<Connect
         .unwrap();
     let accounts: Api<ConnectedAccount> = Api::namespaced(env.client.clone(), &env.ns);
     // Wait until the Connection change reached the account, so the link is for the proxied client.
-    account(&env.client, &env.ns, "acct", "dex", json!({})).await;
-    let pending = wait_account(&accounts, "acct", "link", |a| link(a).is_some()).await;
-    assert_eq!(
-        login(&browser(), &link(&pending).unwrap(), &s.dex.user(user))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    wait_state(&accounts, "acct", AccountState::Active).await;
+    authorized(&env.client, &env.ns, "acct", "dex", &s.dex.user(user)).await;
     (accounts, proxy)
 }
 

@@ -281,16 +281,7 @@ async fn token_revoked_at_the_provider_ends_in_expired_with_a_new_link() {
     let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
     let user = s.dex.user(1);
     dex_connection(client, ns, "dex", &s.dex, &["openid", "email", "offline_access"]).await;
-    account(client, ns, "bob", "dex", json!({})).await;
-    let pending = wait_account(&accounts, "bob", "link", |a| link(a).is_some()).await;
-    assert_eq!(
-        login(&browser(), &link(&pending).unwrap(), &user)
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    wait_state(&accounts, "bob", AccountState::Active).await;
+    authorized(client, ns, "bob", "dex", &user).await;
 
     s.dex.revoke_refresh_tokens(&user).unwrap();
     let expired = eventually(std::time::Duration::from_secs(60), "bob EXPIRED", || async {
@@ -381,16 +372,7 @@ async fn added_scopes_ask_for_reauthorization_while_the_old_token_keeps_working(
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let user = s.dex.user(2);
     dex_connection(client, ns, "dex", &s.dex, &["openid", "offline_access"]).await;
-    account(client, ns, "dan", "dex", json!({})).await;
-    let pending = wait_account(&accounts, "dan", "link", |a| link(a).is_some()).await;
-    assert_eq!(
-        login(&browser(), &link(&pending).unwrap(), &user)
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let active = wait_state(&accounts, "dan", AccountState::Active).await;
+    let active = authorized(client, ns, "dan", "dex", &user).await;
     assert_eq!(
         active.status.unwrap().granted_scopes,
         vec!["openid", "offline_access"]
@@ -610,16 +592,7 @@ async fn deleting_an_account_revokes_its_token_at_the_provider() {
         .patch("dex", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    account(client, ns, "mia", "dex", json!({})).await;
-    let pending = wait_account(&accounts, "mia", "link", |a| link(a).is_some()).await;
-    assert_eq!(
-        login(&browser(), &link(&pending).unwrap(), &user)
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let active = wait_state(&accounts, "mia", AccountState::Active).await;
+    let active = authorized(client, ns, "mia", "dex", &user).await;
     let uid = active.uid().unwrap();
     let copy = eventually(REACT, "credential copy", || async {
         credential_copies(client, &uid).await
@@ -677,16 +650,7 @@ async fn a_deleted_agent_secret_is_rebuilt_from_the_operators_copy() {
     let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     dex_connection(client, ns, "dex", &s.dex, &["openid", "offline_access"]).await;
-    account(client, ns, "nia", "dex", json!({})).await;
-    let pending = wait_account(&accounts, "nia", "link", |a| link(a).is_some()).await;
-    assert_eq!(
-        login(&browser(), &link(&pending).unwrap(), &s.dex.user(7))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    wait_state(&accounts, "nia", AccountState::Active).await;
+    authorized(client, ns, "nia", "dex", &s.dex.user(7)).await;
     let original = eventually(REACT, "agent Secret", || async {
         secrets.get_opt("nia-credentials").await.unwrap()
     })

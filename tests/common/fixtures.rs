@@ -154,3 +154,21 @@ pub async fn events_text(client: &kube::Client, ns: &str) -> String {
         .map(|l| serde_json::to_string(&l.items).unwrap_or_default())
         .unwrap_or_default()
 }
+
+/// Creates an account on `connection`, plays `user` through its link, and returns it once ACTIVE.
+pub async fn authorized(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    connection: &str,
+    user: &super::dex::DexUser,
+) -> ConnectedAccount {
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    account(client, ns, name, connection, json!({})).await;
+    let pending = wait_account(&accounts, name, "link", |a| link(a).is_some()).await;
+    let page = super::dex::login(&super::dex::browser(), &link(&pending).unwrap(), user)
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "authorization page for {name}");
+    wait_state(&accounts, name, AccountState::Active).await
+}

@@ -6,13 +6,11 @@
 use super::*;
 use std::time::Duration;
 
-use super::dex::{browser, login};
 use super::fixtures::*;
 use super::operator::stack;
 use agent_auth_operator::api::{AccountState, ConnectedAccount};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use serde_json::json;
 
 async fn token_works(s: &super::operator::Stack, authorization: &str) -> bool {
     let resp = reqwest::Client::new()
@@ -29,18 +27,8 @@ pub async fn survive(component: &'static str) {
     let env = setup("outage").await;
     let s = stack();
     let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
     dex_connection(client, ns, "dex", &s.dex, &["openid", "email", "offline_access"]).await;
-    account(client, ns, "olga", "dex", json!({})).await;
-    let pending = wait_account(&accounts, "olga", "link", |a| link(a).is_some()).await;
-    assert_eq!(
-        login(&browser(), &link(&pending).unwrap(), &s.dex.user(0))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    wait_state(&accounts, "olga", AccountState::Active).await;
+    authorized(client, ns, "olga", "dex", &s.dex.user(0)).await;
 
     {
         let cluster = super::cluster().unwrap();

@@ -239,34 +239,33 @@ impl Cluster {
     /// Takes a component (`etcd`, `kube-apiserver`, `kube-controller-manager`) down for `down`,
     /// then starts it again with the same flags and waits until the API server is ready again.
     pub fn outage(&self, component: &str, down: Duration) -> Result<(), String> {
-        {
-            let mut procs = self
-                .procs
-                .lock()
-                .map_err(|_| "cluster lock poisoned".to_owned())?;
-            let p = procs
-                .iter_mut()
-                .find(|p| p.name == component)
-                .ok_or(format!("no component {component}"))?;
+        self.with_component(component, |p| {
             p.kill();
-        }
+            Ok(())
+        })?;
         std::thread::sleep(down); // the outage itself
-        {
-            let mut procs = self
-                .procs
-                .lock()
-                .map_err(|_| "cluster lock poisoned".to_owned())?;
-            let p = procs
-                .iter_mut()
-                .find(|p| p.name == component)
-                .ok_or(format!("no component {component}"))?;
-            p.respawn()?;
-        }
+        self.with_component(component, Proc::respawn)?;
         let kubeconfig = self.kubeconfig.clone();
         self.wait_for("the API server after the outage", Duration::from_secs(60), || {
             let kc = kubeconfig.clone();
             process::block_on(async move { readyz(&kc).await.is_ok() })
         })
+    }
+
+    fn with_component(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Proc) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut procs = self
+            .procs
+            .lock()
+            .map_err(|_| "cluster lock poisoned".to_owned())?;
+        let p = procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or(format!("no component {name}"))?;
+        f(p)
     }
 
     /// Kills every process (last started first) and removes the cluster directory. Idempotent.
