@@ -366,3 +366,48 @@ async fn a_failed_code_exchange_shows_a_page_and_the_success_url_is_honoured() {
     // The code never shows up in the operator's logs.
     assert!(!s.operator.logs().contains(&code), "authorization code in logs");
 }
+
+#[tokio::test]
+async fn slow_and_oversized_requests_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _env = setup("gw-limits").await;
+    let s = stack();
+    let addr = s.operator.gateway_url.trim_start_matches("http://").to_owned();
+
+    // Slowloris: headers that never finish. The gateway hangs up (408 or close) within its
+    // 10-second header timeout.
+    let started = std::time::Instant::now();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"GET /connect/x HTTP/1.1\r\nHost: gw\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), conn.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "connection still open after 30 s");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "cut off after {:?}",
+        started.elapsed()
+    );
+
+    // A 200 KB request line is refused without reaching a handler.
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!(
+            "{}/connect/{}",
+            s.operator.gateway_url,
+            "a".repeat(200_000)
+        ))
+        .send()
+        .await;
+    assert!(resp.is_err() || resp.unwrap().status().is_client_error());
+
+    // A large body is refused.
+    let resp = http
+        .post(format!("{}/oauth/callback", s.operator.gateway_url))
+        .body(vec![b'x'; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+}

@@ -85,23 +85,28 @@ fn resolve_connection(
             reason: "ConnectionNotFound",
             message: format!("Connection {name} does not exist in namespace {ns}"),
         })?;
+    // The spec is checked here too, so that editing a Connection does not flip its accounts to
+    // ERROR (and void their links) while the Connection controller catches up. What only the
+    // Connection controller can see (its client secret) comes from its status.
+    let not_ready = |message: String| ConnectionIssue {
+        reason: "ConnectionNotReady",
+        message,
+    };
+    if let Err(m) = super::connection::validate(&conn) {
+        return Err(not_ready(format!("Connection {name} is not valid: {m}")));
+    }
     let status = conn.status.as_ref();
     let ready = status.and_then(|s| conditions::find(&s.conditions, conditions::READY));
     let current = status.and_then(|s| s.observed_generation) == conn.metadata.generation;
     match ready {
-        Some(c) if c.status == "True" && current => {}
-        Some(c) if c.status != "True" => {
-            return Err(ConnectionIssue {
-                reason: "ConnectionNotReady",
-                message: format!("Connection {name} is not ready: {}", c.message),
-            });
+        None => return Err(not_ready(format!("Connection {name} has not been validated yet"))),
+        Some(c) if c.status != "True" && (current || c.reason == super::connection::SECRET_UNAVAILABLE) => {
+            return Err(not_ready(format!(
+                "Connection {name} is not ready: {}",
+                c.message
+            )));
         }
-        _ => {
-            return Err(ConnectionIssue {
-                reason: "ConnectionNotReady",
-                message: format!("Connection {name} has not been validated yet"),
-            });
-        }
+        Some(_) => {}
     }
     let duration = |d: Option<&String>| d.and_then(|s| schedule::parse_duration(s).ok());
     let view = ConnectionView {

@@ -22,6 +22,9 @@ const RECHECK: Duration = Duration::from_secs(300);
 /// How soon a Connection waiting for its client secret looks again.
 const RETRY: Duration = Duration::from_secs(15);
 
+/// Ready reason when the client secret cannot be read.
+pub const SECRET_UNAVAILABLE: &str = "ClientSecretUnavailable";
+
 /// Problems that need no API call to find.
 pub fn validate(conn: &Connection) -> Result<(), String> {
     conn_auth::settings(conn).map_err(|e| e.0)?;
@@ -55,7 +58,7 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
     if outcome.is_ok()
         && let Err(e) = conn_auth::oauth_client(&ctx.client, &ctx.config, &conn).await
     {
-        outcome = Err(("ClientSecretUnavailable", e.0));
+        outcome = Err((SECRET_UNAVAILABLE, e.0));
     }
     let (ok, reason, message) = match &outcome {
         Ok(()) => (true, "Valid", "the Connection is usable".to_owned()),
@@ -81,7 +84,7 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
     }
     Ok(Action::requeue(match outcome {
         Ok(()) => RECHECK,
-        Err(("ClientSecretUnavailable", _)) => RETRY,
+        Err((SECRET_UNAVAILABLE, _)) => RETRY,
         Err(_) => RECHECK,
     }))
 }
