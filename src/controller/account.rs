@@ -37,8 +37,19 @@ pub const FINALIZER: &str = "agentauth.dev/cleanup";
 const DEFAULT_LINK_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
 /// [`reconcile`] with its duration and outcome recorded in metrics.
-pub async fn reconcile_measured(account: Arc<ConnectedAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile_measured(
+    guard: Arc<super::GuardedAccount>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let started = std::time::Instant::now();
+    let account = match &guard.0 {
+        Ok(a) => Arc::new(a.clone()),
+        Err(invalid) => {
+            // Left alone until someone fixes it; the other accounts carry on.
+            tracing::warn!(account = %guard.name_any(), namespace = ?guard.namespace(), error = %invalid, "ignoring a ConnectedAccount that does not match the schema");
+            return Ok(Action::await_change());
+        }
+    };
     let result = reconcile(account, ctx.clone()).await;
     ctx.metrics.reconciled(
         "account",
@@ -78,13 +89,22 @@ fn resolve_connection(
 ) -> Result<(Arc<Connection>, ConnectionView), ConnectionIssue> {
     let ns = account.namespace().unwrap_or_default();
     let name = &account.spec.connection_ref.name;
-    let conn = ctx
+    let guard = ctx
         .connections
         .get(&ObjectRef::new(name).within(&ns))
         .ok_or_else(|| ConnectionIssue {
             reason: "ConnectionNotFound",
             message: format!("Connection {name} does not exist in namespace {ns}"),
         })?;
+    let conn = match &guard.0 {
+        Ok(c) => Arc::new(c.clone()),
+        Err(invalid) => {
+            return Err(ConnectionIssue {
+                reason: "ConnectionNotReady",
+                message: format!("Connection {name} does not match the schema: {invalid}"),
+            });
+        }
+    };
     // The spec is checked here too, so that editing a Connection does not flip its accounts to
     // ERROR (and void their links) while the Connection controller catches up. What only the
     // Connection controller can see (its client secret) comes from its status.

@@ -41,8 +41,18 @@ pub fn validate(conn: &Connection) -> Result<(), String> {
 }
 
 /// [`reconcile`] with its duration and outcome recorded in metrics.
-pub async fn reconcile_measured(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile_measured(
+    guard: Arc<super::GuardedConnection>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let started = std::time::Instant::now();
+    let conn = match &guard.0 {
+        Ok(c) => Arc::new(c.clone()),
+        Err(invalid) => {
+            tracing::warn!(connection = %guard.name_any(), error = %invalid, "ignoring a Connection that does not match the schema");
+            return Ok(Action::await_change());
+        }
+    };
     let result = reconcile(conn, ctx.clone()).await;
     ctx.metrics.reconciled(
         "connection",

@@ -22,7 +22,14 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, finalizer, watcher};
 use kube::{Client, Resource, ResourceExt};
 
+use kube::core::DeserializeGuard;
+
 use crate::api::{ConnectedAccount, Connection};
+
+/// Accounts as watched: an object that does not deserialize is reported, not fatal.
+pub type GuardedAccount = DeserializeGuard<ConnectedAccount>;
+/// Connections as watched.
+pub type GuardedConnection = DeserializeGuard<Connection>;
 use crate::config::Config;
 use crate::links::Signer;
 use crate::store::credentials::CredentialStore;
@@ -63,7 +70,7 @@ pub struct Context {
     pub signer: Signer,
     pub http: reqwest::Client,
     pub credentials: CredentialStore,
-    pub connections: Store<Connection>,
+    pub connections: Store<GuardedConnection>,
     pub records: Store<Secret>,
     pub agent_secrets: Store<Secret>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -158,8 +165,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), reqwest::Error> {
     let watch_ns = watch_ns.as_deref();
-    let accounts: Api<ConnectedAccount> = api_for(&client, watch_ns);
-    let connections: Api<Connection> = api_for(&client, watch_ns);
+    let accounts: Api<GuardedAccount> = api_for(&client, watch_ns);
+    let connections: Api<GuardedConnection> = api_for(&client, watch_ns);
     let agent_secrets: Api<Secret> = api_for(&client, watch_ns);
     let records: Api<Secret> = Api::namespaced(client.clone(), &config.namespace);
 
@@ -210,13 +217,15 @@ pub async fn run(
     let account_store = account_controller.store();
     let by_connection = {
         let account_store = account_store.clone();
-        move |conn: Connection| {
+        move |conn: GuardedConnection| {
             let ns = conn.namespace();
             let name = conn.name_any();
             account_store
                 .state()
                 .into_iter()
-                .filter(|a| a.namespace() == ns && a.spec.connection_ref.name == name)
+                .filter(|a| {
+                    a.namespace() == ns && a.0.as_ref().is_ok_and(|a| a.spec.connection_ref.name == name)
+                })
                 .map(|a| ObjectRef::from_obj(&*a))
                 .collect::<Vec<_>>()
         }
@@ -224,7 +233,7 @@ pub async fn run(
     let by_record = |s: Secret| {
         let labels = s.labels();
         let (ns, name) = (labels.get(ACCOUNT_NAMESPACE_LABEL)?, labels.get(ACCOUNT_LABEL)?);
-        Some(ObjectRef::<ConnectedAccount>::new(name).within(ns))
+        Some(ObjectRef::<GuardedAccount>::new(name).within(ns))
     };
 
     let shutdown = shutdown.shared();
@@ -267,7 +276,7 @@ pub async fn run(
     Ok(())
 }
 
-fn error_policy(account: Arc<ConnectedAccount>, err: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(account: Arc<GuardedAccount>, err: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(account = %account.name_any(), namespace = ?account.namespace(), category = err.category(), error = %err, "reconcile failed");
     match err {
         Error::Conflict => Action::requeue(Duration::from_millis(200)),
@@ -275,7 +284,7 @@ fn error_policy(account: Arc<ConnectedAccount>, err: &Error, _ctx: Arc<Context>)
     }
 }
 
-fn conn_error_policy(conn: Arc<Connection>, err: &Error, _ctx: Arc<Context>) -> Action {
+fn conn_error_policy(conn: Arc<GuardedConnection>, err: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(connection = %conn.name_any(), category = err.category(), error = %err, "connection reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }

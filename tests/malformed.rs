@@ -1,0 +1,61 @@
+//! An object stored in etcd that does not match the operator's types (written while the schema
+//! was looser, e.g. by an older CRD version) is reported and skipped; it stops nothing else.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+
+use agent_auth_operator::api::{self, AccountState, ConnectedAccount};
+use common::fixtures::*;
+use common::operator::stack;
+use common::{eventually, setup};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+#[tokio::test]
+async fn a_malformed_account_does_not_stop_the_controller() {
+    let env = setup("malformed").await;
+    let s = stack();
+    let (client, ns) = (&env.client, env.ns.as_str());
+    dex_connection(client, ns, "dex", &s.dex, &["openid"]).await;
+
+    // Loosen the schema, store an account whose identifier is a number, restore the schema.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut loose = api::crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "ConnectedAccount")
+        .unwrap();
+    let version = &mut loose.spec.versions[0];
+    version.schema = serde_json::from_value(json!({"openAPIV3Schema": {
+        "type": "object", "x-kubernetes-preserve-unknown-fields": true
+    }}))
+    .unwrap();
+    let pp = PatchParams::apply("agentauth-tests").force();
+    crds.patch("connectedaccounts.agentauth.dev", &pp, &Patch::Apply(&loose))
+        .await
+        .unwrap();
+    let raw: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::api::ApiResource::erase::<ConnectedAccount>(&()),
+    );
+    let mut bad = DynamicObject::new("broken", &kube::api::ApiResource::erase::<ConnectedAccount>(&()));
+    bad.data = json!({"spec": {"connectionRef": {"name": "dex"}, "identifier": 12345}});
+    eventually(REACT, "malformed account stored", || async {
+        raw.create(&PostParams::default(), &bad).await.ok().map(|_| ())
+    })
+    .await;
+    common::install_crds(client).await;
+
+    // The controller keeps serving valid accounts created after it.
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    account(client, ns, "fine", "dex", json!({})).await;
+    wait_state(&accounts, "fine", AccountState::PendingAuth).await;
+    eventually(REACT, "the malformed account reported in the log", || async {
+        s.operator
+            .logs()
+            .contains("does not match the schema")
+            .then_some(())
+    })
+    .await;
+}
