@@ -189,6 +189,7 @@ async fn tampered_replayed_and_foreign_states_are_refused() {
         .unwrap()
         .1
         .into_owned();
+    common::hygiene::remember(&code);
 
     for (query, what) in [
         (String::new(), "no parameters"),
@@ -321,6 +322,7 @@ async fn a_failed_code_exchange_shows_a_page_and_the_success_url_is_honoured() {
         .unwrap()
         .1
         .into_owned();
+    common::hygiene::remember(&code);
 
     // A code the provider never issued: the exchange fails, the user sees why, the link survives.
     let resp = http

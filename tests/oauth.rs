@@ -120,6 +120,8 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
         .as_str()
         .expect("refresh token stored")
         .to_owned();
+    common::hygiene::remember(&refresh_token);
+    common::hygiene::remember(&data["access_token"]);
     assert!(data.values().all(|v| !v.contains(&refresh_token)));
 
     // Refresh before expiry: same Secret, new access token.

@@ -170,5 +170,37 @@ pub async fn authorized(
         .await
         .unwrap();
     assert_eq!(page.status(), 200, "authorization page for {name}");
-    wait_state(&accounts, name, AccountState::Active).await
+    let active = wait_state(&accounts, name, AccountState::Active).await;
+    remember_credentials(client, ns, &active).await;
+    active
+}
+
+/// Remembers the account's access and refresh tokens for the exit-time hygiene scan.
+pub async fn remember_credentials(client: &kube::Client, ns: &str, account: &ConnectedAccount) {
+    use kube::ResourceExt;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let name = format!("{}-credentials", account.name_any());
+    let published = eventually(REACT, "agent Secret", || async {
+        secrets.get_opt(&name).await.ok().flatten()
+    })
+    .await;
+    if let Some(t) = published.data.as_ref().and_then(|d| d.get("access_token")) {
+        super::hygiene::remember(&String::from_utf8_lossy(&t.0));
+    }
+    let copies: Api<Secret> = Api::namespaced(client.clone(), super::operator::OPERATOR_NS);
+    let copy = copies
+        .get_opt(&format!("agentauth-{}", account.uid().unwrap_or_default()))
+        .await
+        .ok()
+        .flatten();
+    let record = copy
+        .and_then(|c| c.data)
+        .and_then(|d| d.get("record.json").cloned());
+    if let Some(r) = record.and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.0).ok()) {
+        for key in ["accessToken", "refreshToken"] {
+            if let Some(t) = r["tokens"][key].as_str() {
+                super::hygiene::remember(t);
+            }
+        }
+    }
 }

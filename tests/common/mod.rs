@@ -5,6 +5,7 @@
 
 pub use agentauth_testcluster::dex;
 pub mod fixtures;
+pub mod hygiene;
 pub mod operator;
 pub mod outage;
 

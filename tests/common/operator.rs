@@ -209,7 +209,15 @@ pub fn stack() -> &'static Stack {
     let stack: &'static Stack = Box::leak(Box::new(stack));
     *guard = Some(stack);
     at_exit(stop_stack);
+    // Registered after stop_stack, so it runs before it (atexit runs in reverse order).
+    super::hygiene::remember(&stack.dex.client_secret);
+    super::hygiene::scan_at_exit();
     stack
+}
+
+/// The stack, if this binary started one.
+pub fn running_stack() -> Option<&'static Stack> {
+    STACK.get().and_then(|m| m.lock().ok().and_then(|g| *g))
 }
 
 extern "C" fn stop_stack() {
