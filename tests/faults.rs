@@ -5,121 +5,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use common::proxy::{Fault, active_behind_proxy};
+
 use std::time::Duration;
 
-use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use agent_auth_operator::api::{AccountState, ConnectedAccount};
 
 use common::fixtures::*;
-use common::operator::stack;
 use common::{eventually, setup};
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Fault {
-    None,
-    ServerError,
-    Truncated,
-    InvalidGrant,
-    InvalidClient,
-    RateLimited,
-    Slow,
-}
-
-#[derive(Default)]
-struct Proxy {
-    fault: Mutex<Option<Fault>>,
-    /// Refresh requests seen while a fault was active.
-    faulted_refreshes: Mutex<u32>,
-}
-
-/// Starts the proxy; returns its token URL.
-async fn start_proxy(proxy: Arc<Proxy>, upstream: String) -> String {
-    let app = axum::Router::new().route(
-        "/token",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let proxy = proxy.clone();
-            let upstream = upstream.clone();
-            async move {
-                let fault = proxy.fault.lock().unwrap().unwrap_or(Fault::None);
-                let refresh = body.contains("grant_type=refresh_token");
-                if fault != Fault::None && refresh {
-                    *proxy.faulted_refreshes.lock().unwrap() += 1;
-                    return match fault {
-                        Fault::ServerError => {
-                            (StatusCode::SERVICE_UNAVAILABLE, "upstream down").into_response()
-                        }
-                        Fault::Truncated => (
-                            StatusCode::OK,
-                            [("content-type", "application/json")],
-                            r#"{"access_token":"ab"#,
-                        )
-                            .into_response(),
-                        Fault::InvalidGrant => (
-                            StatusCode::BAD_REQUEST,
-                            [("content-type", "application/json")],
-                            r#"{"error":"invalid_grant"}"#,
-                        )
-                            .into_response(),
-                        Fault::InvalidClient => (
-                            StatusCode::UNAUTHORIZED,
-                            [("content-type", "application/json")],
-                            r#"{"error":"invalid_client"}"#,
-                        )
-                            .into_response(),
-                        Fault::RateLimited => (
-                            StatusCode::TOO_MANY_REQUESTS,
-                            [("retry-after", "40")],
-                            "slow down",
-                        )
-                            .into_response(),
-                        Fault::Slow => futures::future::pending().await, // a provider that never answers
-                        Fault::None => unreachable!(),
-                    };
-                }
-                let mut req = reqwest::Client::new()
-                    .post(&upstream)
-                    .body(body)
-                    .header("content-type", "application/x-www-form-urlencoded");
-                if let Some(auth) = headers.get("authorization") {
-                    req = req.header("authorization", auth.to_str().unwrap());
-                }
-                let resp = req.send().await.unwrap();
-                let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
-                (
-                    status,
-                    [("content-type", "application/json")],
-                    resp.text().await.unwrap(),
-                )
-                    .into_response()
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/token", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
-/// An ACTIVE account whose Connection's token URL is the proxy; returns its API and the proxy.
-async fn active_behind_proxy(env: &common::TestEnv, user: usize) -> (Api<ConnectedAccount>, Arc<Proxy>) {
-    let s = stack();
-    let proxy = Arc::new(Proxy::default());
-    let token_url = start_proxy(proxy.clone(), s.dex.token_url().to_owned()).await;
-    dex_connection(&env.client, &env.ns, "dex", &s.dex, &["openid", "offline_access"]).await;
-    let patch = json!({"spec": {"oauth2": {"tokenUrl": token_url}}});
-    Api::<Connection>::namespaced(env.client.clone(), &env.ns)
-        .patch("dex", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-    let accounts: Api<ConnectedAccount> = Api::namespaced(env.client.clone(), &env.ns);
-    // Wait until the Connection change reached the account, so the link is for the proxied client.
-    authorized(&env.client, &env.ns, "acct", "dex", &s.dex.user(user)).await;
-    (accounts, proxy)
-}
 
 fn refresh_condition(a: &ConnectedAccount) -> Option<(String, String, String)> {
     let c = a

@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod hygiene;
 pub mod operator;
 pub mod outage;
+pub mod proxy;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
