@@ -351,17 +351,17 @@ async fn connection_without_its_client_secret_marks_only_its_own_accounts() {
         .unwrap();
     account(client, ns, "on-broken", &broken.name_any(), json!({})).await;
     account(client, ns, "on-good", "good", json!({})).await;
-    let bad = wait_state(&accounts, "on-broken", AccountState::Error).await;
+    // First "not validated yet", then the Connection controller's finding.
+    let bad = wait_account(&accounts, "on-broken", "ERROR naming the missing Secret", |a| {
+        let msg = a
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.message.clone());
+        state(a) == Some(AccountState::Error) && msg.is_some_and(|m| m.contains("Secret nope not found"))
+    })
+    .await;
     assert_eq!(ready(&bad).unwrap().1, "ConnectionNotReady");
-    let msg = bad
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap()
-        .message;
-    assert!(msg.contains("Secret nope not found"), "{msg}");
     wait_state(&accounts, "on-good", AccountState::PendingAuth).await;
 }
 
