@@ -351,7 +351,7 @@ async fn connection_without_its_client_secret_marks_only_its_own_accounts() {
         .unwrap();
     account(client, ns, "on-broken", &broken.name_any(), json!({})).await;
     account(client, ns, "on-good", "good", json!({})).await;
-    // First "not validated yet", then the Connection controller's finding.
+    // The Connection controller's finding reaches the account.
     let bad = wait_account(&accounts, "on-broken", "ERROR naming the missing Secret", |a| {
         let msg = a
             .status
@@ -433,7 +433,11 @@ async fn a_secret_the_operator_did_not_create_is_never_overwritten() {
             .status(),
         200
     );
-    let err = wait_state(&accounts, "erin", AccountState::Error).await;
+    let err = wait_account(&accounts, "erin", "SecretConflict", |a| {
+        ready(a).is_some_and(|r| r.1 == "SecretConflict")
+    })
+    .await;
+    assert_eq!(state(&err), Some(AccountState::Error));
     assert_eq!(ready(&err).unwrap().1, "SecretConflict");
     let still = secrets.get("shared").await.unwrap();
     assert_eq!(

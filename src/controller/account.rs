@@ -119,7 +119,9 @@ fn resolve_connection(
     let ready = status.and_then(|s| conditions::find(&s.conditions, conditions::READY));
     let current = status.and_then(|s| s.observed_generation) == conn.metadata.generation;
     match ready {
-        None => return Err(not_ready(format!("Connection {name} has not been validated yet"))),
+        // Not looked at by the Connection controller yet: its spec is valid, so go ahead (its
+        // client secret is checked there, and its verdict follows through the watch).
+        None => {}
         Some(c) if c.status != "True" && (current || c.reason == super::connection::SECRET_UNAVAILABLE) => {
             return Err(not_ready(format!(
                 "Connection {name} is not ready: {}",
