@@ -96,6 +96,25 @@ async fn api_server_rejects_invalid_objects_with_a_message() {
         "unexpected error: {text}"
     );
 
+    bad.data = json!({"spec": {"connectionRef": {"name": "gmail"}, "identifier": "x".repeat(300)}});
+    let text = raw
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("spec.identifier") && text.contains("253"),
+        "unexpected error: {text}"
+    );
+
+    bad.data = json!({"spec": {"connectionRef": {"name": "gmail"}, "identifier": "alice", "secretName": "../etc/passwd"}});
+    let text = raw
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("spec.secretName"), "unexpected error: {text}");
+
     bad.data = json!({"spec": {"connectionRef": {"name": "gmail"}, "identifier": ""}});
     let text = raw
         .create(&PostParams::default(), &bad)
