@@ -32,6 +32,14 @@ fn claims_of(link: &str) -> LinkClaims {
     serde_json::from_slice(&B64.decode(token.split_once('.').unwrap().0).unwrap()).unwrap()
 }
 
+/// One query parameter of a URL.
+fn query(url: &reqwest::Url, name: &str) -> String {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
 /// Asserts an HTML refusal with the gateway's security headers.
 async fn assert_refused(resp: reqwest::Response, status: u16, what: &str) {
     assert_eq!(resp.status(), status, "{what}");
@@ -177,18 +185,8 @@ async fn tampered_replayed_and_foreign_states_are_refused() {
     let back = authorize_until(&http, &link(&a).unwrap(), &s.dex.user(4), &callback)
         .await
         .unwrap();
-    let state = back
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
-    let code = back
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
+    let state = query(&back, "state");
+    let code = query(&back, "code");
     common::hygiene::remember(&code);
 
     for (query, what) in [
@@ -258,12 +256,7 @@ async fn a_user_who_declines_sees_a_clear_page_and_the_account_waits() {
     let http = browser_until(&s.dex.issuer);
     let to_dex = http.get(link(&a).unwrap()).send().await.unwrap();
     let location = reqwest::Url::parse(to_dex.headers()["location"].to_str().unwrap()).unwrap();
-    let state = location
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
+    let state = query(&location, "state");
 
     let callback = format!("{}/oauth/callback", s.operator.gateway_url);
     let resp = http
@@ -310,18 +303,8 @@ async fn a_failed_code_exchange_shows_a_page_and_the_success_url_is_honoured() {
     let back = authorize_until(&http, &link(&a).unwrap(), &s.dex.user(5), &callback)
         .await
         .unwrap();
-    let state = back
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
-    let code = back
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
+    let state = query(&back, "state");
+    let code = query(&back, "code");
     common::hygiene::remember(&code);
 
     // A code the provider never issued: the exchange fails, the user sees why, the link survives.

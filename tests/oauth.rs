@@ -172,15 +172,7 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
         .unwrap();
     let disconnected = wait_state(&accounts, "alice", AccountState::Disconnected).await;
     assert!(link(&disconnected).is_none());
-    eventually(REACT, "agent Secret removed", || async {
-        secrets
-            .get_opt("alice-credentials")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_gone(&secrets, "alice-credentials").await;
     assert!(
         credential_copies(client, &disconnected.uid().unwrap())
             .await
@@ -222,20 +214,9 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
     })
     .await;
     accounts.delete("alice", &DeleteParams::default()).await.unwrap();
-    eventually(REACT, "account gone", || async {
-        accounts.get_opt("alice").await.unwrap().is_none().then_some(())
-    })
-    .await;
+    wait_gone(&accounts, "alice").await;
     assert!(credential_copies(client, &uid).await.is_none());
-    eventually(REACT, "agent Secret gone", || async {
-        secrets
-            .get_opt("alice-credentials")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_gone(&secrets, "alice-credentials").await;
 
     // Metrics report what happened.
     let metrics = reqwest::get(format!("{}/metrics", s.operator.admin_url))
@@ -608,10 +589,7 @@ async fn deleting_an_account_revokes_its_token_at_the_provider() {
     assert!(record["tokens"]["refreshToken"].is_string());
 
     accounts.delete("mia", &DeleteParams::default()).await.unwrap();
-    eventually(REACT, "account gone", || async {
-        accounts.get_opt("mia").await.unwrap().is_none().then_some(())
-    })
-    .await;
+    wait_gone(&accounts, "mia").await;
     let seen = calls.lock().unwrap().clone();
     assert_eq!(
         seen.len(),

@@ -204,3 +204,14 @@ pub async fn remember_credentials(client: &kube::Client, ns: &str, account: &Con
         }
     }
 }
+
+/// Waits until the named object no longer exists.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(REACT, &format!("{name} gone"), || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await
+}

@@ -168,7 +168,7 @@ impl Cluster {
                     self.log_tails()
                 ));
             }
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(200)); // poll interval
         }
 
         let kcm = Proc::spawn(
@@ -219,7 +219,7 @@ impl Cluster {
             if Instant::now() > deadline {
                 return Err(format!("{what} not up after {limit:?}\n{}", self.log_tails()));
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(100)); // poll interval
         }
         Ok(())
     }
