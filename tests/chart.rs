@@ -1273,11 +1273,17 @@ async fn operator_serves_with_chart_rbac(client: &kube::Client, ns: &str, work_n
     )
     .await;
     assert!(link.starts_with(&format!("{GATEWAY_URL}/connect/")), "{link}");
-    let c = serde_json::to_value(conns.get("gmail").await.unwrap()).unwrap();
-    assert_eq!(
-        c.pointer("/status/redirectUri"),
-        Some(&json!(format!("{GATEWAY_URL}/oauth/callback")))
-    );
+    // The Connection's status is written by its own controller, independently of the account.
+    let redirect = eventually(
+        Duration::from_secs(30),
+        "the Connection's redirect URI",
+        || async {
+            let c = serde_json::to_value(conns.get("gmail").await.ok()?).ok()?;
+            c.pointer("/status/redirectUri")?.as_str().map(str::to_owned)
+        },
+    )
+    .await;
+    assert_eq!(redirect, format!("{GATEWAY_URL}/oauth/callback"));
     let a = accounts.get("alice-gmail").await.unwrap();
     assert!(
         !a.meta().finalizers.clone().unwrap_or_default().is_empty(),
