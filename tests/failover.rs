@@ -1,6 +1,6 @@
 //! Two replicas with leader election: exactly one refreshes (no refresh token ever reaches the
-//! provider twice), killing the leader hands over within the lease duration, and renewal carries
-//! on without losing the account.
+//! provider twice), killing the leader while its refresh is in flight hands over within the lease
+//! duration, and renewal carries on without losing the account.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
@@ -12,7 +12,7 @@ use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection};
 use common::dex::{Dex, DexOptions, browser, login};
 use common::fixtures::*;
 use common::operator::{OPERATOR_NS, Operator, OperatorOptions, prepare_cluster};
-use common::proxy::{Proxy, start_proxy};
+use common::proxy::{Fault, Proxy, start_proxy};
 use common::{eventually, setup};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
@@ -73,7 +73,7 @@ async fn exactly_one_replica_refreshes_and_the_lease_hands_over() {
     })
     .await;
 
-    // Kill the leader outright.
+    // Kill the leader outright while its refresh hangs at the provider.
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), OPERATOR_NS);
     let first = holder(&leases).await.unwrap();
     let (leader, other) = if first == "replica-a" {
@@ -81,7 +81,13 @@ async fn exactly_one_replica_refreshes_and_the_lease_hands_over() {
     } else {
         (&b, "replica-a")
     };
+    *proxy.fault.lock().unwrap() = Some(Fault::Slow);
+    eventually(Duration::from_secs(60), "a refresh in flight", || async {
+        (*proxy.faulted_refreshes.lock().unwrap() > 0).then_some(())
+    })
+    .await;
     leader.kill();
+    *proxy.fault.lock().unwrap() = None;
     let killed = Instant::now();
     eventually(
         Duration::from_secs(40),

@@ -51,6 +51,22 @@ async fn a_malformed_account_does_not_stop_the_controller() {
     let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
     account(client, ns, "fine", "dex", json!({})).await;
     wait_state(&accounts, "fine", AccountState::PendingAuth).await;
+    // Odd Unicode in free-form fields is just data.
+    account(
+        client,
+        ns,
+        "odd",
+        "dex",
+        json!({"identifier": "\u{202e}ユーザー\u{0000}👩‍💻"}),
+    )
+    .await;
+    let odd = wait_account(&accounts, "odd", "link", |a| link(a).is_some()).await;
+    let to_provider = common::dex::browser_until(&s.dex.issuer)
+        .get(link(&odd).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(to_provider.status(), 302);
     eventually(REACT, "the malformed account reported in the log", || async {
         s.operator
             .logs()
