@@ -192,7 +192,12 @@ async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Erro
 
     let (_, due) = observe(&versioned.record, ownership, ctx.failure(&uid));
     if let (true, Ok((conn, _))) = (due, &resolved) {
-        refresh(account, conn, &mut versioned, ctx, now).await?;
+        // A refresh token may be spent once: decide on a consistent read, not on the watch cache,
+        // which can lag behind our own last write.
+        versioned = ctx.credentials.get(&uid).await?;
+        if observe(&versioned.record, ownership, ctx.failure(&uid)).1 {
+            refresh(account, conn, &mut versioned, ctx, now).await?;
+        }
     }
     let (mut plan, _) = observe(&versioned.record, ownership, ctx.failure(&uid));
 
