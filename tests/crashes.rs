@@ -27,13 +27,7 @@ async fn sigkill_at_each_step_loses_nothing() {
     account(&env.client, &env.ns, "pia", "dex", json!({})).await;
     let pending = wait_account(&accounts, "pia", "link", |a| link(a).is_some()).await;
     s.operator.restart().unwrap();
-    assert_eq!(
-        login(&browser(), &link(&pending).unwrap(), &s.dex.user(1))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    sign_in(&link(&pending).unwrap(), &s.dex.user(1)).await;
     let active = wait_state(&accounts, "pia", AccountState::Active).await;
     remember_credentials(&env.client, &env.ns, &active).await;
 
@@ -67,7 +61,7 @@ async fn sigkill_at_each_step_loses_nothing() {
         state(&accounts.get("quin").await.unwrap()),
         Some(AccountState::PendingAuth)
     );
-    assert_eq!(login(&browser(), &the_link, &user).await.unwrap().status(), 200);
+    sign_in(&the_link, &user).await;
     let active = wait_state(&accounts, "quin", AccountState::Active).await;
     remember_credentials(&env.client, &env.ns, &active).await;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection};
-use common::dex::{Dex, DexOptions, browser, login};
+use common::dex::{Dex, DexOptions};
 use common::fixtures::*;
 use common::operator::{OPERATOR_NS, Operator, OperatorOptions, prepare_cluster};
 use common::proxy::{Fault, Proxy, start_proxy};
@@ -57,13 +57,7 @@ async fn exactly_one_replica_refreshes_and_the_lease_hands_over() {
     let accounts: Api<ConnectedAccount> = Api::namespaced(env.client.clone(), &env.ns);
     account(&env.client, &env.ns, "rex", "dex", json!({})).await;
     let pending = wait_account(&accounts, "rex", "link", |a| link(a).is_some()).await;
-    assert_eq!(
-        login(&browser(), &link(&pending).unwrap(), &dex.user(0))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    sign_in(&link(&pending).unwrap(), &dex.user(0)).await;
     wait_state(&accounts, "rex", AccountState::Active).await;
 
     // Two refreshes under the first leader.

@@ -281,13 +281,7 @@ async fn token_revoked_at_the_provider_ends_in_expired_with_a_new_link() {
     );
 
     // The user authorizes again through the new link.
-    assert_eq!(
-        login(&browser(), &link(&expired).unwrap(), &user)
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    sign_in(&link(&expired).unwrap(), &user).await;
     wait_state(&accounts, "bob", AccountState::Active).await;
 }
 
@@ -378,13 +372,7 @@ async fn added_scopes_ask_for_reauthorization_while_the_old_token_keeps_working(
     assert!(link(&changed).is_some());
     assert!(secrets.get_opt("dan-credentials").await.unwrap().is_some());
 
-    assert_eq!(
-        login(&browser(), &link(&changed).unwrap(), &user)
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    sign_in(&link(&changed).unwrap(), &user).await;
     let done = wait_account(&accounts, "dan", "Ready after re-consent", |a| {
         ready(a).is_some_and(|r| r.0 == "True")
     })
@@ -407,13 +395,7 @@ async fn a_secret_the_operator_did_not_create_is_never_overwritten() {
     dex_connection(client, ns, "dex", &s.dex, &["openid", "offline_access"]).await;
     account(client, ns, "erin", "dex", json!({"secretName": "shared"})).await;
     let pending = wait_account(&accounts, "erin", "link", |a| link(a).is_some()).await;
-    assert_eq!(
-        login(&browser(), &link(&pending).unwrap(), &s.dex.user(3))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    sign_in(&link(&pending).unwrap(), &s.dex.user(3)).await;
     let err = wait_account(&accounts, "erin", "SecretConflict", |a| {
         ready(a).is_some_and(|r| r.1 == "SecretConflict")
     })

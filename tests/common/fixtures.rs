@@ -166,10 +166,7 @@ pub async fn authorized(
     let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
     account(client, ns, name, connection, json!({})).await;
     let pending = wait_account(&accounts, name, "link", |a| link(a).is_some()).await;
-    let page = super::dex::login(&super::dex::browser(), &link(&pending).unwrap(), user)
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200, "authorization page for {name}");
+    sign_in(&link(&pending).unwrap(), user).await;
     let active = wait_state(&accounts, name, AccountState::Active).await;
     remember_credentials(client, ns, &active).await;
     active
@@ -214,4 +211,12 @@ where
         api.get_opt(name).await.ok()?.is_none().then_some(())
     })
     .await
+}
+
+/// Plays `user` through `link` at Dex and asserts the gateway's page says the account is connected.
+pub async fn sign_in(link: &str, user: &super::dex::DexUser) {
+    let page = super::dex::login(&super::dex::browser(), link, user)
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "authorization through {link}");
 }
