@@ -48,6 +48,12 @@ pub struct ConnectedAccountSpec {
     )]
     pub secret_name: Option<String>,
 
+    /// A Secret in this namespace that already holds the credential, for `APIKey` and
+    /// `BearerToken` Connections: its keys are the form's field names. The account becomes
+    /// `ACTIVE` without a user, and changes to that Secret are picked up within five minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_ref: Option<LocalSecretRef>,
+
     /// Set to `true` to revoke and remove the credentials (state `DISCONNECTED`). Clearing it issues
     /// a new authorization link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,6 +64,14 @@ pub struct ConnectedAccountSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ConnectionRef {
     /// Name of the Connection.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct LocalSecretRef {
+    /// Name of the Secret.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }

@@ -6,6 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::methods::{CredentialForm, CustomJwtSettings, VerificationSettings};
+
 /// A Go-style duration such as `30s`, `15m` or `24h`.
 pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 
@@ -25,17 +27,34 @@ pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Redirect URI","type":"string","jsonPath":".status.redirectUri","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("has(self.spec.oauth2) == (self.spec.authType == 'OAuth2')")
-        .message("spec.oauth2 must be set exactly when spec.authType is OAuth2")
+    validation = Rule::new("has(self.spec.oauth2) == (self.spec.authType in ['OAuth2', 'ClientCredentials'])")
+        .message("spec.oauth2 must be set exactly when spec.authType is OAuth2 or ClientCredentials")
         .field_path(".spec.oauth2"),
-    validation = Rule::new("!has(self.spec.oauth2) || has(self.spec.provider) || (has(self.spec.oauth2.authorizationUrl) && has(self.spec.oauth2.tokenUrl))")
+    validation = Rule::new("!has(self.spec.oauth2) || has(self.spec.provider) || self.spec.authType != 'OAuth2' || (has(self.spec.oauth2.authorizationUrl) && has(self.spec.oauth2.tokenUrl))")
         .message("spec.oauth2.authorizationUrl and tokenUrl are required unless spec.provider names a catalog entry")
         .field_path(".spec.oauth2"),
+    validation = Rule::new("!has(self.spec.oauth2) || has(self.spec.provider) || self.spec.authType != 'ClientCredentials' || has(self.spec.oauth2.tokenUrl)")
+        .message("spec.oauth2.tokenUrl is required for ClientCredentials unless spec.provider names a catalog entry")
+        .field_path(".spec.oauth2"),
+    validation = Rule::new("!has(self.spec.apiKey) || self.spec.authType == 'APIKey'")
+        .message("spec.apiKey is only for authType APIKey")
+        .field_path(".spec.apiKey"),
+    validation = Rule::new("!has(self.spec.bearerToken) || self.spec.authType == 'BearerToken'")
+        .message("spec.bearerToken is only for authType BearerToken")
+        .field_path(".spec.bearerToken"),
+    validation = Rule::new("has(self.spec.customJWT) == (self.spec.authType == 'CustomJWT')")
+        .message("spec.customJWT must be set exactly when spec.authType is CustomJWT")
+        .field_path(".spec.customJWT"),
+    validation = Rule::new("!has(self.spec.verification) || self.spec.authType in ['OAuth2', 'APIKey', 'BearerToken']")
+        .message("spec.verification needs a user: authType OAuth2, APIKey or BearerToken")
+        .field_path(".spec.verification"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionSpec {
-    /// How users authorize: `OAuth2` (authorization code flow with PKCE). The block of the same
-    /// name (`oauth2`) must be set.
+    /// How the credential is obtained: `OAuth2` (the user authorizes; code flow with PKCE),
+    /// `APIKey` or `BearerToken` (the user types it into a hosted form), `CustomJWT` (the operator
+    /// mints it), `ClientCredentials` (the operator fetches it; no user). The block of the same
+    /// name configures it (`oauth2` also serves `ClientCredentials`).
     pub auth_type: AuthType,
 
     /// Optional name from the built-in provider catalog (for example `google`, `github`) that fills
@@ -47,6 +66,24 @@ pub struct ConnectionSpec {
     /// OAuth 2.0 client settings; required when `authType` is `OAuth2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth2: Option<OAuth2Settings>,
+
+    /// The hosted form for `authType: APIKey`. Optional with a catalog `provider` that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<CredentialForm>,
+
+    /// The hosted form for `authType: BearerToken`. Default: one secret field `token`, sent as
+    /// `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<CredentialForm>,
+
+    /// How the operator mints JWTs for `authType: CustomJWT`.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "customJWT")]
+    pub custom_jwt: Option<CustomJwtSettings>,
+
+    /// Ask the platform to confirm the user's identity before a credential is published: accounts
+    /// wait in `PENDING_VERIFICATION` until the platform calls the gateway's `POST /verify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationSettings>,
 
     /// How long authorization links stay valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,11 +101,32 @@ pub struct ConnectionSpec {
     pub success_redirect_url: Option<String>,
 }
 
-/// The ways a user can authorize an account.
+/// The ways a credential is obtained.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum AuthType {
     /// OAuth 2.0 authorization code flow with PKCE and refresh tokens.
     OAuth2,
+    /// An API key (and any other fields) typed by the user into a hosted form.
+    APIKey,
+    /// A bearer token typed by the user into a hosted form.
+    BearerToken,
+    /// A JWT minted and re-minted by the operator, optionally traded for an access token.
+    CustomJWT,
+    /// OAuth 2.0 client credentials grant: a machine token, no user.
+    ClientCredentials,
+}
+
+impl AuthType {
+    /// A user takes part (through an authorization link); otherwise the operator obtains the
+    /// credential on its own.
+    pub fn interactive(self) -> bool {
+        matches!(self, AuthType::OAuth2 | AuthType::APIKey | AuthType::BearerToken)
+    }
+
+    /// The user fills in a hosted form.
+    pub fn form(self) -> bool {
+        matches!(self, AuthType::APIKey | AuthType::BearerToken)
+    }
 }
 
 /// An OAuth 2.0 client registered at the provider.

@@ -6,10 +6,15 @@
 pub mod conditions;
 mod connected_account;
 mod connection;
+mod methods;
 
 pub use connected_account::{
     AccountState, ConnectedAccount, ConnectedAccountSpec, ConnectedAccountStatus, ConnectionRef,
-    REAUTHORIZE_ANNOTATION,
+    LocalSecretRef, REAUTHORIZE_ANNOTATION,
+};
+pub use methods::{
+    CredentialForm, CustomJwtSettings, ExchangeStyle, FormField, HeaderSettings, HttpMethod, JwtAlgorithm,
+    JwtExchange, VerificationSettings, VerifyRequest,
 };
 pub use connection::{
     AuthType, Connection, ConnectionSpec, ConnectionStatus, LinkSettings, OAuth2Settings, RefreshSettings,

@@ -338,6 +338,7 @@ impl OAuthClient {
             scopes,
             obtained_at: now,
             metadata,
+            ..Default::default()
         }
     }
 }

@@ -202,8 +202,7 @@ async fn complete(
         let record = Record {
             tokens: Some(tokens.clone()),
             completed_link: Some(claims.link.clone()),
-            rejected: false,
-            flow_error: None,
+            ..Default::default()
         };
         match gw
             .credentials

@@ -11,7 +11,7 @@ pub mod credentials;
 mod record;
 pub mod signing_key;
 
-pub use record::{FlowError, Record, TokenSet};
+pub use record::{FlowError, PendingVerification, Record, TokenSet};
 
 /// Label on every Secret the operator creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "agent-auth-operator");

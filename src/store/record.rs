@@ -23,6 +23,24 @@ pub struct Record {
     /// until the next attempt succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow_error: Option<FlowError>,
+    /// A credential obtained through a link, held back until the platform confirms the user
+    /// (`spec.verification`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingVerification>,
+    /// `resourceVersion` of the account's `spec.credentialsRef` Secret the tokens were copied from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_version: Option<String>,
+}
+
+/// A credential waiting for the platform to confirm who authorized it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingVerification {
+    /// Nonce of the one-time request id given to the platform.
+    pub request: String,
+    pub tokens: TokenSet,
+    /// After this the credential is discarded and a new link issued.
+    pub expires_at: Timestamp,
 }
 
 /// A failed authorization attempt, in words safe for status and logs.
@@ -54,6 +72,16 @@ pub struct TokenSet {
     /// Slack `team`). Credential-bearing fields such as `id_token` are not kept.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, serde_json::Value>,
+    /// Values of a hosted form (`api_key`, `subdomain`), published under their own names.
+    /// Empty for token types.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+    /// The header agents send, when it is not `Authorization`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_name: Option<String>,
+    /// The whole header value, when it is not `<token_type> <access_token>` (API keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_value: Option<String>,
 }
 
 impl std::fmt::Debug for TokenSet {
@@ -67,6 +95,8 @@ impl std::fmt::Debug for TokenSet {
             .field("token_type", &self.token_type)
             .field("expires_at", &self.expires_at)
             .field("scopes", &self.scopes)
+            .field("fields", &self.fields.keys().collect::<Vec<_>>())
+            .field("header_name", &self.header_name)
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +105,9 @@ impl TokenSet {
     /// The value of the auth header: `Bearer <token>` (the type normalised to `Bearer` for the
     /// common lowercase spelling).
     pub fn authorization(&self) -> String {
+        if let Some(v) = &self.header_value {
+            return v.clone();
+        }
         let kind = if self.token_type.eq_ignore_ascii_case("bearer") {
             "Bearer"
         } else {
