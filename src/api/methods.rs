@@ -19,7 +19,8 @@ pub struct CredentialForm {
     /// for `BearerToken`. Each value becomes a key of the agent Secret under the field's name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
-    #[x_kube(validation = Rule::new("self.all(f, self.exists_one(g, g.name == f.name))").message("field names must be unique"))]
+    // A list-map: the API server itself refuses two fields with one name.
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub fields: Vec<FormField>,
 
     /// Text shown above the form, for example where in the app the user finds their key.
@@ -44,7 +45,7 @@ pub struct CredentialForm {
 #[x_kube(validation = Rule::new("!(self.name in ['authorization', 'header_name', 'access_token', 'token_type', 'expires_at', 'scope', 'metadata'])").message("this field name is reserved for the agent Secret"))]
 pub struct FormField {
     /// Key of the value in the agent Secret (`api_key`, `subdomain`).
-    #[schemars(regex(pattern = FIELD_NAME_PATTERN))]
+    #[schemars(regex(pattern = FIELD_NAME_PATTERN), length(min = 1, max = 63))]
     pub name: String,
     /// The label shown next to the input. Default: the name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,6 +139,7 @@ pub struct CustomJwtSettings {
     /// `nbf`, `jti`) cannot be set here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[x_kube(validation = Rule::new("!self.exists(k, k in ['iss', 'sub', 'aud', 'iat', 'exp', 'nbf', 'jti'])").message("registered claims are set by issuer, subject, audience and lifetime"))]
+    #[schemars(extend("maxProperties" = 32))]
     pub claims: BTreeMap<String, String>,
     /// How long each JWT is valid (`10m`, `1h`). Default `1h`. It is re-minted when a third of
     /// this is left (or at `spec.refresh.before`).
