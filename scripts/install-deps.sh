@@ -12,6 +12,9 @@ missing=()
 need cc || missing+=(build-essential)
 need git || missing+=(git)
 need curl || missing+=(curl)
+# Headless Chromium for the browser tests (tests/browser.rs), driven through chromedriver.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

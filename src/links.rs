@@ -138,6 +138,19 @@ impl Signer {
         Ok(claims)
     }
 
+    /// A one-time verification request id, handed to the platform's verify page.
+    pub fn issue_request(&self, claims: &LinkClaims) -> String {
+        self.sign("verify", claims)
+    }
+
+    pub fn verify_request(&self, token: &str, now: i64) -> Result<LinkClaims, TokenError> {
+        let claims: LinkClaims = self.verify("verify", token)?;
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
     /// The PKCE code verifier of a session: 43 URL-safe characters derived from the key, so it is
     /// never stored and never leaves the operator.
     pub fn pkce_verifier(&self, sid: &str) -> String {

@@ -278,6 +278,7 @@ fn release_objects(ns: &str) -> Vec<String> {
     let mut all = vec![
         format!("clusterrole.rbac.authorization.k8s.io/{ns}-{FULLNAME}"),
         format!("clusterrolebinding.rbac.authorization.k8s.io/{ns}-{FULLNAME}"),
+        format!("clusterrolebinding.rbac.authorization.k8s.io/{ns}-{FULLNAME}-verify"),
         format!("deployment.apps/{FULLNAME}"),
         format!("poddisruptionbudget.policy/{FULLNAME}"),
         format!("role.rbac.authorization.k8s.io/{FULLNAME}"),
@@ -614,6 +615,10 @@ async fn rendered_chart_passes_a_server_side_dry_run_cluster_wide() {
         format!("clusterrole.rbac.authorization.k8s.io/{}-{FULLNAME}", env.ns),
         format!(
             "clusterrolebinding.rbac.authorization.k8s.io/{}-{FULLNAME}",
+            env.ns
+        ),
+        format!(
+            "clusterrolebinding.rbac.authorization.k8s.io/{}-{FULLNAME}-verify",
             env.ns
         ),
         format!("service/{FULLNAME}-gateway"),
@@ -1014,6 +1019,8 @@ async fn rbac_cluster_wide_grants_what_the_operator_needs_and_nothing_more() {
         check(false, &format!("delete {lease}/agent-auth-operator -n {s}")),
         check(false, &format!("create {lease} -n {o}")),
         // Nothing else.
+        check(true, "create tokenreviews.authentication.k8s.io"),
+        check(true, "create subjectaccessreviews.authorization.k8s.io"),
         check(false, "delete namespaces"),
         check(false, "create namespaces"),
         check(false, "create clusterroles.rbac.authorization.k8s.io"),
@@ -1088,6 +1095,9 @@ async fn rbac_for_watched_namespaces_stays_inside_them() {
         ]);
     }
     checks.extend([
+        // POST /verify: TokenReview and SubjectAccessReview.
+        check(true, "create tokenreviews.authentication.k8s.io"),
+        check(true, "create subjectaccessreviews.authorization.k8s.io"),
         // Its own namespace.
         check(true, &format!("create secrets -n {s}")),
         check(true, &format!("list secrets -n {s}")),
@@ -1103,6 +1113,8 @@ async fn rbac_for_watched_namespaces_stays_inside_them() {
         check(false, &format!("list {ca} -A")),
         check(false, "list secrets -A"),
         check(false, &format!("list {ca} -n {s}")),
+        check(true, "create tokenreviews.authentication.k8s.io"),
+        check(true, "create subjectaccessreviews.authorization.k8s.io"),
         check(false, "delete namespaces"),
         check(false, "create clusterroles.rbac.authorization.k8s.io"),
         check(false, &format!("create pods -n {s}")),

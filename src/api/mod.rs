@@ -12,13 +12,13 @@ pub use connected_account::{
     AccountState, ConnectedAccount, ConnectedAccountSpec, ConnectedAccountStatus, ConnectionRef,
     LocalSecretRef, REAUTHORIZE_ANNOTATION,
 };
-pub use methods::{
-    CredentialForm, CustomJwtSettings, ExchangeStyle, FormField, HeaderSettings, HttpMethod, JwtAlgorithm,
-    JwtExchange, VerificationSettings, VerifyRequest,
-};
 pub use connection::{
     AuthType, Connection, ConnectionSpec, ConnectionStatus, LinkSettings, OAuth2Settings, RefreshSettings,
     SecretKeyRef, TokenEndpointAuthMethod,
+};
+pub use methods::{
+    CredentialForm, CustomJwtSettings, ExchangeStyle, FormField, HeaderSettings, HttpMethod, JwtAlgorithm,
+    JwtExchange, VerificationSettings, VerifyRequest,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -10,14 +10,15 @@ use super::oauth2::{ConfigError, OAuthClient, Settings};
 use crate::api::{Connection, SecretKeyRef};
 use crate::config::Config;
 
-/// The Connection's effective OAuth 2.0 settings (no API calls).
+/// The Connection's effective OAuth 2.0 settings (no API calls), for `OAuth2` and
+/// `ClientCredentials` Connections.
 pub fn settings(conn: &Connection) -> Result<Settings, ConfigError> {
     let oauth2 = conn
         .spec
         .oauth2
         .as_ref()
         .ok_or_else(|| ConfigError("spec.oauth2 is missing".into()))?;
-    Settings::resolve(conn.spec.provider.as_deref(), oauth2)
+    Settings::resolve(conn.spec.auth_type, conn.spec.provider.as_deref(), oauth2)
 }
 
 /// Reads one key of a Secret in `namespace`, as text.

@@ -2,4 +2,7 @@
 
 pub mod catalog;
 pub mod connection;
+pub mod form;
+pub mod jwt;
 pub mod oauth2;
+pub mod quirks;

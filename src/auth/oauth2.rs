@@ -1,6 +1,8 @@
-//! OAuth 2.0 authorization code flow with PKCE, refresh and RFC 7009 revocation, on the `oauth2`
-//! crate. Errors are classified for the controller: a rejected grant needs the user again, a bad
-//! client needs the Connection fixed, anything else is transient and retried with backoff.
+//! OAuth 2.0 authorization code flow with PKCE, refresh, the client credentials grant and RFC 7009
+//! revocation, on the `oauth2` crate. Token endpoint answers pass through [`quirks::normalise`]
+//! first, so that providers that bend RFC 6749 parse like the rest. Errors are classified for the
+//! controller: a rejected grant needs the user again, a bad client needs the Connection fixed,
+//! anything else is transient and retried with backoff.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,14 +13,15 @@ use oauth2::basic::{
     BasicTokenIntrospectionResponse, BasicTokenType,
 };
 use oauth2::{
-    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
-    ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
-    Scope, StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
+    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
+    RequestTokenError, StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::api::{OAuth2Settings, TokenEndpointAuthMethod};
+use crate::api::{AuthType, OAuth2Settings, TokenEndpointAuthMethod};
 use crate::auth::catalog;
+use crate::auth::quirks::{self, TokenQuirks};
 use crate::store::TokenSet;
 
 /// Token response fields beyond the standard ones, kept as provider metadata.
@@ -30,7 +33,7 @@ pub struct Extra {
 impl ExtraTokenFields for Extra {}
 
 /// Fields of a token response that are credentials themselves and never become metadata.
-const NOT_METADATA: &[&str] = &["id_token", "access_token", "refresh_token", "client_secret"];
+const NOT_METADATA: &[&str] = quirks::CREDENTIAL_FIELDS;
 
 type Response = StandardTokenResponse<Extra, BasicTokenType>;
 type Client = oauth2::Client<
@@ -39,7 +42,7 @@ type Client = oauth2::Client<
     BasicTokenIntrospectionResponse,
     StandardRevocableToken,
     BasicRevocationErrorResponse,
-    EndpointSet,
+    EndpointMaybeSet,
     EndpointNotSet,
     EndpointNotSet,
     EndpointNotSet,
@@ -88,18 +91,43 @@ fn truncate(s: &str, max: usize) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub client_id: String,
-    pub authorization_url: String,
+    /// `None` for `ClientCredentials`, which sends no user anywhere.
+    pub authorization_url: Option<String>,
     pub token_url: String,
+    /// Where refresh grants go when not to `token_url` (Figma).
+    pub refresh_url: Option<String>,
     pub revocation_url: Option<String>,
+    /// The scopes requested: the Connection's, else the preset's defaults, plus the preset's
+    /// required ones (user flows only). The controller compares grants with these.
     pub scopes: Vec<String>,
+    /// Joins scopes in the authorization URL (`,` for Slack).
+    pub scope_separator: String,
+    /// The authorization URL parameter for the scopes (`user_scope` for Slack user tokens).
+    pub scope_param: String,
     pub extra_authorization_params: BTreeMap<String, String>,
     pub auth_method: TokenEndpointAuthMethod,
     pub pkce: bool,
+    /// How token responses of this provider are normalised.
+    pub quirks: TokenQuirks,
 }
 
 impl Settings {
     /// Merges `spec` over the preset named by `provider`, and checks that every URL parses.
-    pub fn resolve(provider: Option<&str>, spec: &OAuth2Settings) -> Result<Settings, ConfigError> {
+    /// `ClientCredentials` needs only a token URL and gets no default scopes (those are for users).
+    pub fn resolve(
+        auth_type: AuthType,
+        provider: Option<&str>,
+        spec: &OAuth2Settings,
+    ) -> Result<Settings, ConfigError> {
+        let user_flow = match auth_type {
+            AuthType::OAuth2 => true,
+            AuthType::ClientCredentials => false,
+            other => {
+                return Err(ConfigError(format!(
+                    "authType {other:?} does not use OAuth 2.0 settings"
+                )));
+            }
+        };
         let preset = match provider {
             Some(name) => Some(catalog::lookup(name).ok_or_else(|| {
                 ConfigError(format!(
@@ -109,52 +137,92 @@ impl Settings {
             })?),
             None => None,
         };
-        let pick = |explicit: &Option<String>, preset_value: Option<&str>, what: &str| {
+        if let Some(p) = preset
+            && p.auth_type != AuthType::OAuth2
+        {
+            return Err(ConfigError(format!(
+                "provider {:?} is an {:?} preset and has no OAuth 2.0 endpoints",
+                p.name, p.auth_type
+            )));
+        }
+        let pick = |explicit: &Option<String>, preset_value: Option<&String>, what: &str| {
             explicit
                 .clone()
-                .or(preset_value.map(str::to_owned))
+                .or(preset_value.cloned())
                 .ok_or_else(|| ConfigError(format!("{what} is required")))
         };
+        let authorization_url = if user_flow {
+            Some(pick(
+                &spec.authorization_url,
+                preset.and_then(|p| p.authorization_url.as_ref()),
+                "authorizationUrl",
+            )?)
+        } else {
+            None
+        };
+        let mut scopes = spec.scopes.clone();
+        if user_flow && let Some(p) = preset {
+            if scopes.is_empty() {
+                scopes = p.default_scopes.clone();
+            }
+            for required in &p.required_scopes {
+                if !scopes.contains(required) {
+                    scopes.push(required.clone());
+                }
+            }
+        }
         let mut extra = preset.map(catalog::Preset::extra_params).unwrap_or_default();
         extra.extend(spec.extra_authorization_params.clone());
         let settings = Settings {
             client_id: spec.client_id.clone(),
-            authorization_url: pick(
-                &spec.authorization_url,
-                preset.map(|p| p.authorization_url),
-                "authorizationUrl",
+            authorization_url,
+            token_url: pick(
+                &spec.token_url,
+                preset.and_then(|p| p.token_url.as_ref()),
+                "tokenUrl",
             )?,
-            token_url: pick(&spec.token_url, preset.map(|p| p.token_url), "tokenUrl")?,
+            // A preset's separate refresh endpoint only belongs with the preset's token endpoint.
+            refresh_url: preset
+                .filter(|_| spec.token_url.is_none())
+                .and_then(|p| p.refresh_url.clone()),
             revocation_url: spec
                 .revocation_url
                 .clone()
-                .or(preset.and_then(|p| p.revocation_url).map(str::to_owned)),
-            scopes: spec.scopes.clone(),
+                .or(preset.and_then(|p| p.revocation_url.clone())),
+            scopes,
+            scope_separator: preset.map_or_else(|| " ".to_owned(), |p| p.scope_separator.clone()),
+            scope_param: preset.map_or_else(|| "scope".to_owned(), |p| p.scope_param.clone()),
             extra_authorization_params: extra,
             auth_method: spec
                 .token_endpoint_auth_method
-                .or(preset.map(|p| p.token_endpoint_auth_method))
+                .or(preset.and_then(|p| p.token_endpoint_auth_method))
                 .unwrap_or_default(),
-            pkce: spec.pkce.unwrap_or(true),
+            pkce: spec.pkce.or(preset.map(|p| p.pkce)).unwrap_or(true),
+            quirks: preset.map(catalog::Preset::token_quirks).unwrap_or_default(),
         };
         for (what, url) in [
-            ("authorizationUrl", Some(&settings.authorization_url)),
+            ("authorizationUrl", settings.authorization_url.as_ref()),
             ("tokenUrl", Some(&settings.token_url)),
-        ]
-        .into_iter()
-        .chain([("revocationUrl", settings.revocation_url.as_ref())])
-        {
-            if let Some(url) = url {
-                url::Url::parse(url).map_err(|e| ConfigError(format!("{what} is not a valid URL: {e}")))?;
+            ("refreshUrl", settings.refresh_url.as_ref()),
+            ("revocationUrl", settings.revocation_url.as_ref()),
+        ] {
+            let Some(url) = url else { continue };
+            if url.contains("{subdomain}") {
+                return Err(ConfigError(format!(
+                    "{what} {url} depends on your account: set spec.oauth2.{what} with your \
+                     subdomain in place of {{subdomain}}"
+                )));
             }
+            url::Url::parse(url).map_err(|e| ConfigError(format!("{what} is not a valid URL: {e}")))?;
         }
-        if let Some(bad) = settings
-            .scopes
-            .iter()
-            .find(|s| s.is_empty() || s.contains(char::is_whitespace))
-        {
+        let separator = settings.scope_separator.trim();
+        if let Some(bad) = settings.scopes.iter().find(|s| {
+            s.is_empty()
+                || s.contains(char::is_whitespace)
+                || (!separator.is_empty() && s.contains(separator))
+        }) {
             return Err(ConfigError(format!(
-                "scope {bad:?} is empty or contains whitespace"
+                "scope {bad:?} is empty or contains whitespace or the provider's scope separator"
             )));
         }
         Ok(settings)
@@ -164,8 +232,11 @@ impl Settings {
 /// An OAuth 2.0 client for one Connection, ready to talk to its provider.
 pub struct OAuthClient {
     client: Client,
+    /// The same client aimed at the preset's separate refresh endpoint, when it has one.
+    refresh_client: Option<Client>,
     settings: Settings,
     client_secret: Option<String>,
+    redirect_uri: url::Url,
 }
 
 fn is_loopback(url: &url::Url) -> bool {
@@ -186,9 +257,17 @@ impl OAuthClient {
         fn bad(what: &'static str) -> impl Fn(url::ParseError) -> ConfigError {
             move |e| ConfigError(format!("{what} is not a valid URL: {e}"))
         }
+        let auth_url = settings
+            .authorization_url
+            .clone()
+            .map(AuthUrl::new)
+            .transpose()
+            .map_err(bad("authorizationUrl"))?;
+        let redirect = url::Url::parse(redirect_uri).map_err(bad("redirect URI"))?;
         let mut client = oauth2::Client::new(ClientId::new(settings.client_id.clone()))
-            .set_auth_uri(AuthUrl::new(settings.authorization_url.clone()).map_err(bad("authorizationUrl"))?)
+            .set_auth_uri_option(auth_url)
             .set_token_uri(TokenUrl::new(settings.token_url.clone()).map_err(bad("tokenUrl"))?)
+            // The exact string, as registered at the provider (no re-serialisation).
             .set_redirect_uri(RedirectUrl::new(redirect_uri.to_owned()).map_err(bad("redirect URI"))?)
             .set_auth_type(match settings.auth_method {
                 TokenEndpointAuthMethod::ClientSecretBasic => oauth2::AuthType::BasicAuth,
@@ -200,20 +279,44 @@ impl OAuthClient {
         if let Some(secret) = &client_secret {
             client = client.set_client_secret(ClientSecret::new(secret.clone()));
         }
+        let refresh_client = match &settings.refresh_url {
+            Some(u) => Some(
+                client
+                    .clone()
+                    .set_token_uri(TokenUrl::new(u.clone()).map_err(bad("refreshUrl"))?),
+            ),
+            None => None,
+        };
         Ok(Self {
             client,
+            refresh_client,
             settings,
             client_secret,
+            redirect_uri: redirect,
         })
     }
 
-    /// The provider URL to send the user to, for `state` and the session's PKCE verifier.
+    /// The provider URL to send the user to, for `state` and the session's PKCE verifier. Scopes
+    /// are joined and named as the provider expects (Slack: `user_scope=a,b`).
+    ///
+    /// A Connection without an authorization endpoint (`ClientCredentials`) has no user flow; the
+    /// gateway never asks, but should it, the answer is our own callback with the RFC 6749
+    /// `unsupported_response_type` error, so the user sees an error page rather than a dead link.
     pub fn authorize_url(&self, state: &str, pkce_verifier: &str) -> url::Url {
-        let state = state.to_owned();
-        let mut req = self
-            .client
-            .authorize_url(move || CsrfToken::new(state))
-            .add_scopes(self.settings.scopes.iter().cloned().map(Scope::new));
+        let owned_state = state.to_owned();
+        let Ok(mut req) = self.client.authorize_url(move || CsrfToken::new(owned_state)) else {
+            let mut url = self.redirect_uri.clone();
+            url.query_pairs_mut()
+                .append_pair("error", "unsupported_response_type")
+                .append_pair("state", state);
+            return url;
+        };
+        if !self.settings.scopes.is_empty() {
+            req = req.add_extra_param(
+                self.settings.scope_param.clone(),
+                self.settings.scopes.join(&self.settings.scope_separator),
+            );
+        }
         if self.settings.pkce {
             let verifier = PkceCodeVerifier::new(pkce_verifier.to_owned());
             req = req.set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(&verifier));
@@ -236,11 +339,13 @@ impl OAuthClient {
         if self.settings.pkce {
             req = req.set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()));
         }
-        let resp = req.request_async(http).await.map_err(classify)?;
+        let provider = self.provider_http(http, now);
+        let resp = req.request_async(&provider).await.map_err(classify)?;
         Ok(self.token_set(resp, now))
     }
 
-    /// Uses a refresh token. The result keeps the old refresh token when the provider sends none.
+    /// Uses a refresh token. The result keeps the old refresh token when the provider sends none,
+    /// and the old metadata where the refresh response does not repeat it (Salesforce, Slack).
     pub async fn refresh(
         &self,
         http: &reqwest::Client,
@@ -254,22 +359,45 @@ impl OAuthClient {
             });
         };
         let token = RefreshToken::new(refresh);
-        let watching = RetryAfterWatch {
-            http: http.clone(),
-            retry_after: Default::default(),
-        };
+        let provider = self.provider_http(http, now);
         let result = self
-            .client
+            .refresh_client
+            .as_ref()
+            .unwrap_or(&self.client)
             .exchange_refresh_token(&token)
-            .request_async(&watching)
+            .request_async(&provider)
             .await;
-        let waited = watching.retry_after.lock().ok().and_then(|s| *s);
-        match (result.map_err(classify), waited) {
-            (Ok(resp), _) => Ok(current.renewed_by(self.token_set(resp, now))),
-            (Err(TokenEndpointError::Transient(message)), Some(retry_after)) => {
-                Err(TokenEndpointError::RetryAfter { message, retry_after })
-            }
-            (Err(e), _) => Err(e),
+        let resp = provider.outcome(result)?;
+        let mut renewed = current.renewed_by(self.token_set(resp, now));
+        for (k, v) in &current.metadata {
+            renewed.metadata.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        Ok(renewed)
+    }
+
+    /// Fetches a token with the client credentials grant (RFC 6749 4.4): no user, no refresh
+    /// token; call again before it expires. `invalid_client` means the Connection needs fixing.
+    pub async fn client_credentials(
+        &self,
+        http: &reqwest::Client,
+        now: Timestamp,
+    ) -> Result<TokenSet, TokenEndpointError> {
+        let mut req = self.client.exchange_client_credentials();
+        if !self.settings.scopes.is_empty() {
+            req = req.add_extra_param("scope", self.settings.scopes.join(&self.settings.scope_separator));
+        }
+        let provider = self.provider_http(http, now);
+        let result = req.request_async(&provider).await;
+        let resp = provider.outcome(result)?;
+        Ok(self.token_set(resp, now))
+    }
+
+    fn provider_http(&self, http: &reqwest::Client, now: Timestamp) -> ProviderHttp {
+        ProviderHttp {
+            http: http.clone(),
+            quirks: self.settings.quirks.clone(),
+            now,
+            retry_after: Default::default(),
         }
     }
 
@@ -319,7 +447,11 @@ impl OAuthClient {
             .expires_in()
             .and_then(|d| now.checked_add(jiff::SignedDuration::try_from(d).ok()?).ok());
         let scopes = match resp.scopes() {
-            Some(s) => s.iter().map(|s| s.to_string()).collect(),
+            Some(s) => quirks::granted_scopes(
+                &self.settings.scopes,
+                s.iter().map(|s| s.to_string()).collect(),
+                &self.settings.quirks,
+            ),
             // RFC 6749 5.1: an omitted scope means the requested scopes were granted.
             None => self.settings.scopes.clone(),
         };
@@ -392,11 +524,31 @@ fn chain(e: &dyn std::error::Error) -> String {
     truncate(&out, 300)
 }
 
-/// An HTTP client for the `oauth2` crate that remembers the `Retry-After` of a 429/503 answer
-/// (the crate's errors do not carry headers).
-struct RetryAfterWatch {
+/// The HTTP client the `oauth2` crate talks through: it rewrites provider quirks into RFC 6749
+/// shape ([`quirks::normalise`]) before the crate parses the answer, and remembers the
+/// `Retry-After` of a 429/503 answer (the crate's errors do not carry headers).
+struct ProviderHttp {
     http: reqwest::Client,
+    quirks: TokenQuirks,
+    now: Timestamp,
     retry_after: std::sync::Arc<std::sync::Mutex<Option<Duration>>>,
+}
+
+impl ProviderHttp {
+    /// Classifies the result of a request made through `self`; a transient failure the provider
+    /// asked us to retry later becomes `RetryAfter`.
+    fn outcome<RE: std::error::Error>(
+        &self,
+        result: Result<Response, RequestTokenError<RE, BasicErrorResponse>>,
+    ) -> Result<Response, TokenEndpointError> {
+        let waited = self.retry_after.lock().ok().and_then(|s| *s);
+        match (result.map_err(classify), waited) {
+            (Err(TokenEndpointError::Transient(message)), Some(retry_after)) => {
+                Err(TokenEndpointError::RetryAfter { message, retry_after })
+            }
+            (other, _) => other,
+        }
+    }
 }
 
 type HttpFuture<'c> = std::pin::Pin<
@@ -409,20 +561,32 @@ type HttpFuture<'c> = std::pin::Pin<
     >,
 >;
 
-impl<'c> oauth2::AsyncHttpClient<'c> for RetryAfterWatch {
+impl<'c> oauth2::AsyncHttpClient<'c> for ProviderHttp {
     type Error = oauth2::HttpClientError<reqwest::Error>;
     type Future = HttpFuture<'c>;
 
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
         Box::pin(async move {
             let resp = oauth2::AsyncHttpClient::call(&self.http, request).await?;
-            if matches!(resp.status().as_u16(), 429 | 503)
-                && let Some(d) = parse_retry_after(resp.headers())
+            let (mut parts, mut body) = resp.into_parts();
+            if let Some(rewritten) = quirks::normalise(parts.status.as_u16(), &body, &self.quirks, self.now)
+                && let Ok(status) = oauth2::http::StatusCode::from_u16(rewritten.status)
+            {
+                parts.status = status;
+                parts.headers.insert(
+                    oauth2::http::header::CONTENT_TYPE,
+                    oauth2::http::HeaderValue::from_static("application/json"),
+                );
+                parts.headers.remove(oauth2::http::header::CONTENT_LENGTH);
+                body = rewritten.body;
+            }
+            if matches!(parts.status.as_u16(), 429 | 503)
+                && let Some(d) = parse_retry_after(&parts.headers)
                 && let Ok(mut slot) = self.retry_after.lock()
             {
                 *slot = Some(d);
             }
-            Ok(resp)
+            Ok(oauth2::http::Response::from_parts(parts, body))
         })
     }
 }
@@ -459,11 +623,11 @@ mod tests {
         s.token_url = Some("https://example.test/token".into());
         s.extra_authorization_params
             .insert("prompt".into(), "select_account".into());
-        let r = Settings::resolve(Some("google"), &s).unwrap();
+        let r = Settings::resolve(AuthType::OAuth2, Some("google"), &s).unwrap();
         assert_eq!(r.token_url, "https://example.test/token");
         assert_eq!(
-            r.authorization_url,
-            "https://accounts.google.com/o/oauth2/v2/auth"
+            r.authorization_url.as_deref(),
+            Some("https://accounts.google.com/o/oauth2/v2/auth")
         );
         assert_eq!(r.extra_authorization_params["prompt"], "select_account");
         assert_eq!(r.extra_authorization_params["access_type"], "offline");
@@ -473,13 +637,13 @@ mod tests {
     #[test]
     fn missing_endpoints_and_unknown_providers_are_config_errors() {
         assert!(
-            Settings::resolve(None, &spec())
+            Settings::resolve(AuthType::OAuth2, None, &spec())
                 .unwrap_err()
                 .0
                 .contains("authorizationUrl")
         );
         assert!(
-            Settings::resolve(Some("myspace"), &spec())
+            Settings::resolve(AuthType::OAuth2, Some("myspace"), &spec())
                 .unwrap_err()
                 .0
                 .contains("unknown provider")
@@ -490,7 +654,7 @@ mod tests {
     async fn revocation_needs_https_except_on_loopback() {
         let mut s = spec();
         s.revocation_url = Some("http://provider.example.test/revoke".into());
-        let settings = Settings::resolve(Some("google"), &s).unwrap();
+        let settings = Settings::resolve(AuthType::OAuth2, Some("google"), &s).unwrap();
         let c = OAuthClient::new(settings, None, "https://gw.test/oauth/callback").unwrap();
         let err = c
             .revoke(&http_client().unwrap(), &TokenSet::default())
@@ -504,7 +668,7 @@ mod tests {
 
     #[test]
     fn authorize_url_carries_state_pkce_scopes_and_extra_params() {
-        let settings = Settings::resolve(Some("google"), &spec()).unwrap();
+        let settings = Settings::resolve(AuthType::OAuth2, Some("google"), &spec()).unwrap();
         let c = OAuthClient::new(settings, Some("s".into()), "https://gw.test/oauth/callback").unwrap();
         let url = c.authorize_url("the-state", "v".repeat(43).as_str());
         let q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
@@ -517,6 +681,320 @@ mod tests {
             !url.as_str().contains(&"v".repeat(43)),
             "the verifier never leaves"
         );
+    }
+
+    fn bare() -> OAuth2Settings {
+        serde_json::from_value(serde_json::json!({"clientId": "c"})).unwrap()
+    }
+
+    #[test]
+    fn preset_defaults_fill_scopes_and_required_scopes_are_always_asked() {
+        let google = Settings::resolve(AuthType::OAuth2, Some("google"), &bare()).unwrap();
+        assert_eq!(google.scopes, ["openid", "email"]);
+        let mut s = bare();
+        s.scopes = vec!["Mail.Read".into()];
+        let ms = Settings::resolve(AuthType::OAuth2, Some("microsoft"), &s).unwrap();
+        assert_eq!(ms.scopes, ["Mail.Read", "offline_access"]);
+        let none = Settings::resolve(AuthType::OAuth2, Some("notion"), &bare()).unwrap();
+        assert!(none.scopes.is_empty());
+        assert_eq!(none.auth_method, TokenEndpointAuthMethod::ClientSecretBasic);
+    }
+
+    #[test]
+    fn pkce_defaults_to_the_preset_and_the_spec_wins() {
+        let mut s = bare();
+        assert!(
+            Settings::resolve(AuthType::OAuth2, Some("airtable"), &s)
+                .unwrap()
+                .pkce
+        );
+        s.pkce = Some(false);
+        assert!(
+            !Settings::resolve(AuthType::OAuth2, Some("airtable"), &s)
+                .unwrap()
+                .pkce
+        );
+    }
+
+    #[test]
+    fn slack_scopes_go_in_user_scope_joined_by_commas() {
+        let mut s = bare();
+        s.scopes = vec!["chat:write".into(), "channels:read".into()];
+        let settings = Settings::resolve(AuthType::OAuth2, Some("slack"), &s).unwrap();
+        let c = OAuthClient::new(settings, Some("s".into()), "https://gw.test/oauth/callback").unwrap();
+        let q: BTreeMap<String, String> = c
+            .authorize_url("st", &"v".repeat(43))
+            .query_pairs()
+            .into_owned()
+            .collect();
+        assert_eq!(q["user_scope"], "chat:write,channels:read");
+        assert!(!q.contains_key("scope"));
+        s.scopes = vec!["a,b".into()];
+        assert!(
+            Settings::resolve(AuthType::OAuth2, Some("slack"), &s).is_err(),
+            "a comma inside a scope"
+        );
+    }
+
+    #[test]
+    fn client_credentials_needs_only_a_token_url() {
+        let mut s = bare();
+        s.token_url = Some("https://idp.example.test/token".into());
+        s.scopes = vec!["api".into()];
+        let r = Settings::resolve(AuthType::ClientCredentials, None, &s).unwrap();
+        assert_eq!(r.authorization_url, None);
+        assert_eq!(r.scopes, ["api"]);
+        // No user: the preset's user-flow scopes are not added.
+        s.token_url = None;
+        s.scopes = vec!["https://graph.microsoft.com/.default".into()];
+        let ms = Settings::resolve(AuthType::ClientCredentials, Some("microsoft"), &s).unwrap();
+        assert_eq!(ms.scopes, ["https://graph.microsoft.com/.default"]);
+        assert!(
+            Settings::resolve(AuthType::ClientCredentials, None, &bare())
+                .unwrap_err()
+                .0
+                .contains("tokenUrl")
+        );
+        assert!(Settings::resolve(AuthType::APIKey, None, &bare()).is_err());
+        // Asked for a user flow anyway, the client sends the user back to our own callback.
+        let c = OAuthClient::new(r, None, "https://gw.test/oauth/callback").unwrap();
+        let url = c.authorize_url("st", "v");
+        assert_eq!(
+            url.as_str(),
+            "https://gw.test/oauth/callback?error=unsupported_response_type&state=st"
+        );
+    }
+
+    #[test]
+    fn placeholders_and_api_key_presets_are_config_errors() {
+        let err = Settings::resolve(AuthType::OAuth2, Some("zendesk"), &bare()).unwrap_err();
+        assert!(
+            err.0.contains("subdomain") && err.0.contains("authorizationUrl"),
+            "{err}"
+        );
+        let mut s = bare();
+        s.authorization_url = Some("https://acme.zendesk.com/oauth/authorizations/new".into());
+        s.token_url = Some("https://acme.zendesk.com/oauth/tokens".into());
+        let z = Settings::resolve(AuthType::OAuth2, Some("zendesk"), &s).unwrap();
+        assert_eq!(z.scopes, ["read"]);
+        let err = Settings::resolve(AuthType::OAuth2, Some("stripe"), &bare()).unwrap_err();
+        assert!(err.0.contains("APIKey"), "{err}");
+    }
+
+    #[test]
+    fn a_separate_refresh_endpoint_only_comes_with_the_presets_token_endpoint() {
+        let figma = Settings::resolve(AuthType::OAuth2, Some("figma"), &bare()).unwrap();
+        assert_eq!(
+            figma.refresh_url.as_deref(),
+            Some("https://api.figma.com/v1/oauth/refresh")
+        );
+        let mut s = bare();
+        s.token_url = Some("https://proxy.example.test/token".into());
+        let proxied = Settings::resolve(AuthType::OAuth2, Some("figma"), &s).unwrap();
+        assert_eq!(proxied.refresh_url, None);
+    }
+
+    /// What a fake token endpoint saw.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        path: String,
+        form: BTreeMap<String, String>,
+        basic_auth: bool,
+    }
+
+    type Responder = fn(&str, &BTreeMap<String, String>) -> (u16, serde_json::Value);
+
+    /// A token endpoint on loopback answering recorded provider bodies.
+    async fn provider(respond: Responder) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
+                let log = log.clone();
+                async move {
+                    let form: BTreeMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+                        .into_owned()
+                        .collect();
+                    let (status, json) = respond(uri.path(), &form);
+                    log.lock().unwrap().push(Seen {
+                        path: uri.path().to_owned(),
+                        form,
+                        basic_auth: headers.contains_key("authorization"),
+                    });
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        json.to_string(),
+                    )
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}"), seen)
+    }
+
+    fn client_for(provider: &str, auth_type: AuthType, base: &str, scopes: &[&str]) -> OAuthClient {
+        let mut s = bare();
+        s.token_url = Some(format!("{base}/token"));
+        s.scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
+        let settings = Settings::resolve(auth_type, Some(provider), &s).unwrap();
+        OAuthClient::new(
+            settings,
+            Some("client-secret".into()),
+            "https://gw.test/oauth/callback",
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn slack_exchange_yields_the_user_token_and_its_metadata() {
+        let (base, _) = provider(|_, _| {
+            (
+                200,
+                serde_json::json!({
+                    "ok": true, "app_id": "A0KRD7HC3",
+                    "authed_user": {"id": "U1234", "scope": "users:read,chat:write", "access_token": "xoxp-user", "token_type": "user"},
+                    "access_token": "xoxb-bot", "token_type": "bot", "scope": "commands",
+                    "team": {"id": "T9TK3CUKW", "name": "Slack Softworks"}, "enterprise": null
+                }),
+            )
+        })
+        .await;
+        let c = client_for("slack", AuthType::OAuth2, &base, &[]);
+        let t = c
+            .exchange_code(
+                &http_client().unwrap(),
+                "code",
+                &"v".repeat(43),
+                Timestamp::UNIX_EPOCH,
+            )
+            .await
+            .unwrap();
+        assert_eq!(t.access_token, "xoxp-user");
+        assert_eq!(t.authorization(), "Bearer xoxp-user");
+        assert_eq!(t.scopes, ["users:read", "chat:write"]);
+        assert_eq!(t.metadata["team_id"], "T9TK3CUKW");
+        assert_eq!(t.metadata["user_id"], "U1234");
+        assert!(!serde_json::to_string(&t.metadata).unwrap().contains("xox"));
+    }
+
+    #[tokio::test]
+    async fn errors_sent_with_200_are_classified_like_real_ones() {
+        let (base, _) = provider(|_, form| match form.get("grant_type").map(String::as_str) {
+            Some("refresh_token") => (
+                200,
+                serde_json::json!({"ok": false, "error": "invalid_refresh_token"}),
+            ),
+            _ => (
+                200,
+                serde_json::json!({"ok": false, "error": "bad_client_secret"}),
+            ),
+        })
+        .await;
+        let c = client_for("slack", AuthType::OAuth2, &base, &[]);
+        let http = http_client().unwrap();
+        let current = TokenSet {
+            refresh_token: Some("xoxe-1-old".into()),
+            ..Default::default()
+        };
+        let err = c
+            .refresh(&http, &current, Timestamp::UNIX_EPOCH)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            TokenEndpointError::Rejected {
+                code: "invalid_grant".into(),
+                description: Some("invalid_refresh_token".into())
+            }
+        );
+        let err = c
+            .exchange_code(&http, "code", &"v".repeat(43), Timestamp::UNIX_EPOCH)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, TokenEndpointError::ClientRejected { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn client_credentials_fetches_a_token_with_the_scopes() {
+        let (base, seen) = provider(|_, form| {
+            if form.get("client_secret").map(String::as_str) == Some("client-secret") {
+                (
+                    200,
+                    serde_json::json!({"access_token": "m2m", "token_type": "Bearer", "expires_in": 3600}),
+                )
+            } else {
+                (401, serde_json::json!({"error": "invalid_client"}))
+            }
+        })
+        .await;
+        let c = client_for(
+            "microsoft",
+            AuthType::ClientCredentials,
+            &base,
+            &["https://graph.microsoft.com/.default"],
+        );
+        let now = Timestamp::UNIX_EPOCH;
+        let t = c.client_credentials(&http_client().unwrap(), now).await.unwrap();
+        assert_eq!(t.access_token, "m2m");
+        assert_eq!(t.refresh_token, None);
+        assert_eq!(t.expires_at, Some(now + jiff::SignedDuration::from_secs(3600)));
+        assert_eq!(t.scopes, ["https://graph.microsoft.com/.default"]);
+        let req = seen.lock().unwrap()[0].clone();
+        assert_eq!(req.form["grant_type"], "client_credentials");
+        assert_eq!(req.form["scope"], "https://graph.microsoft.com/.default");
+
+        let mut s = bare();
+        s.token_url = Some(format!("{base}/token"));
+        let settings = Settings::resolve(AuthType::ClientCredentials, None, &s).unwrap();
+        let wrong = OAuthClient::new(settings, Some("wrong".into()), "https://gw.test/cb").unwrap();
+        let err = wrong
+            .client_credentials(&http_client().unwrap(), now)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, TokenEndpointError::ClientRejected { ref code, .. } if code == "invalid_client"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn figma_refreshes_at_its_refresh_endpoint_and_keeps_what_it_does_not_resend() {
+        let (base, seen) = provider(|path, _| match path {
+            "/refresh" => (
+                200,
+                serde_json::json!({"access_token": "figu_new", "expires_in": 7776000}),
+            ),
+            _ => (404, serde_json::json!({"error": "not_found"})),
+        })
+        .await;
+        let mut settings = Settings::resolve(AuthType::OAuth2, Some("figma"), &bare()).unwrap();
+        settings.token_url = format!("{base}/token");
+        settings.refresh_url = Some(format!("{base}/refresh"));
+        let c = OAuthClient::new(settings, Some("client-secret".into()), "https://gw.test/cb").unwrap();
+        let current = TokenSet {
+            access_token: "figu_old".into(),
+            refresh_token: Some("figr_keep".into()),
+            scopes: vec!["current_user:read".into()],
+            metadata: [("user_id".to_owned(), serde_json::json!("1234"))].into(),
+            ..Default::default()
+        };
+        let t = c
+            .refresh(&http_client().unwrap(), &current, Timestamp::UNIX_EPOCH)
+            .await
+            .unwrap();
+        assert_eq!(t.access_token, "figu_new");
+        assert_eq!(t.token_type, "Bearer");
+        assert_eq!(t.refresh_token.as_deref(), Some("figr_keep"));
+        assert_eq!(t.metadata["user_id"], "1234");
+        let req = seen.lock().unwrap()[0].clone();
+        assert_eq!(req.path, "/refresh");
+        assert!(req.basic_auth, "Figma authenticates the client with HTTP Basic");
     }
 }
 
@@ -539,7 +1017,7 @@ mod fuzz {
             }),
         ]) {
             if let Ok(resp) = serde_json::from_slice::<Response>(&body) {
-                let settings = Settings::resolve(Some("google"), &serde_json::from_value(serde_json::json!({"clientId": "c"})).unwrap()).unwrap();
+                let settings = Settings::resolve(AuthType::OAuth2, Some("google"), &serde_json::from_value(serde_json::json!({"clientId": "c"})).unwrap()).unwrap();
                 let client = OAuthClient::new(settings, None, "https://gw.test/cb").unwrap();
                 let t = client.token_set(resp, jiff::Timestamp::UNIX_EPOCH);
                 prop_assert!(t.metadata.keys().all(|k| !NOT_METADATA.contains(&k.as_str())));

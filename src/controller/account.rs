@@ -19,7 +19,9 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
-use super::decide::{self, ConnectionIssue, ConnectionView, LinkPlan, Observed, Plan, RefreshFailure};
+use super::decide::{
+    self, ConnectionIssue, ConnectionView, LinkPlan, Observed, Plan, RefreshFailure, Source,
+};
 use super::{Context, Error, schedule};
 use crate::api::conditions;
 use crate::api::{AccountState, ConnectedAccount, ConnectedAccountStatus, Connection};
@@ -130,8 +132,22 @@ fn resolve_connection(
         }
         Some(_) => {}
     }
+    let source = match (&account.spec.credentials_ref, conn.spec.auth_type) {
+        (Some(_), t) if t.form() => Source::SecretRef,
+        (Some(_), t) => {
+            return Err(ConnectionIssue {
+                reason: "CredentialsRefUnsupported",
+                message: format!(
+                    "spec.credentialsRef needs an APIKey or BearerToken Connection; {name} is {t:?}"
+                ),
+            });
+        }
+        (None, t) if t.interactive() => Source::Link,
+        (None, _) => Source::Operator,
+    };
     let duration = |d: Option<&String>| d.and_then(|s| schedule::parse_duration(s).ok());
     let view = ConnectionView {
+        source,
         link_ttl: duration(conn.spec.authorization_link.as_ref().and_then(|l| l.ttl.as_ref()))
             .unwrap_or(DEFAULT_LINK_TTL),
         refresh_before: duration(conn.spec.refresh.as_ref().and_then(|r| r.before.as_ref())),
@@ -190,6 +206,9 @@ async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Erro
         (decide::decide(&o), decide::refresh_due(&o))
     };
 
+    if let Ok((conn, view)) = &resolved {
+        housekeeping(account, conn, view, &mut versioned, ctx, now).await?;
+    }
     let (_, due) = observe(&versioned.record, ownership, ctx.failure(&uid));
     if let (true, Ok((conn, _))) = (due, &resolved) {
         // A refresh token may be spent once: decide on a consistent read, not on the watch cache,
@@ -311,15 +330,15 @@ async fn refresh(
     now: Timestamp,
 ) -> Result<(), Error> {
     let uid = account.uid().unwrap_or_default();
-    let Some(current) = versioned.record.tokens.clone() else {
-        return Ok(());
-    };
-    let outcome = match conn_auth::oauth_client(&ctx.client, &ctx.config, conn).await {
-        Ok(c) => c.refresh(&ctx.http, &current, now).await,
-        Err(e) => Err(TokenEndpointError::ClientRejected {
-            code: "configuration".into(),
-            description: Some(e.0),
-        }),
+    let current = versioned
+        .record
+        .tokens
+        .clone()
+        .filter(|_| !versioned.record.rejected);
+    let outcome = match super::obtain::obtain(ctx, conn, account, current.as_ref(), now).await {
+        Ok(None) => return Ok(()),
+        Ok(Some(t)) => Ok(t),
+        Err(e) => Err(e),
     };
     let mut record = versioned.record.clone();
     let result = match &outcome {
@@ -334,6 +353,7 @@ async fn refresh(
     );
     match outcome {
         Ok(tokens) => {
+            let first = record.tokens.is_none();
             record.tokens = Some(tokens);
             record.rejected = false;
             ctx.clear_failure(&uid);
@@ -343,15 +363,14 @@ async fn refresh(
                 ctx.set_pending(&uid, record);
                 return Err(e);
             }
-            tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "token refreshed");
-            ctx.event(
-                account,
-                EventType::Normal,
-                "Refreshed",
-                "Refresh",
-                "access token renewed".into(),
-            )
-            .await;
+            let (reason, note) = if first {
+                ("Obtained", "credential obtained")
+            } else {
+                ("Refreshed", "access token renewed")
+            };
+            tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "{note}");
+            ctx.event(account, EventType::Normal, reason, "Refresh", note.into())
+                .await;
         }
         Err(TokenEndpointError::Rejected { code, .. }) => {
             record.rejected = true;
@@ -398,6 +417,117 @@ async fn refresh(
             );
         }
     }
+    Ok(())
+}
+
+/// Record upkeep that needs no user: drops a held-back credential the platform never confirmed,
+/// and copies a changed `spec.credentialsRef` Secret into the record.
+async fn housekeeping(
+    account: &ConnectedAccount,
+    conn: &Connection,
+    view: &ConnectionView,
+    versioned: &mut Versioned,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<(), Error> {
+    if versioned
+        .record
+        .pending
+        .as_ref()
+        .is_some_and(|p| p.expires_at <= now)
+    {
+        *versioned = ctx.credentials.get(&account.uid().unwrap_or_default()).await?;
+        if let Some(p) = versioned.record.pending.as_ref().filter(|p| p.expires_at <= now) {
+            tracing::info!(account = %account.name_any(), expired = %p.expires_at, "discarding a credential the platform did not verify in time");
+            let mut record = versioned.record.clone();
+            record.pending = None;
+            record.flow_error = Some(crate::store::FlowError {
+                reason: "VerificationFailed".into(),
+                message: "the platform did not confirm the user in time; the credential was discarded".into(),
+                link: record.completed_link.clone().unwrap_or_default(),
+            });
+            persist(account, versioned, record, ctx).await?;
+        }
+    }
+    if view.source == Source::SecretRef {
+        sync_credentials_ref(account, conn, versioned, ctx, now).await?;
+    }
+    Ok(())
+}
+
+/// Copies the credential from the account's `spec.credentialsRef` Secret when it changed. A missing
+/// or invalid Secret is reported like a failed renewal; the last good copy stays published.
+async fn sync_credentials_ref(
+    account: &ConnectedAccount,
+    conn: &Connection,
+    versioned: &mut Versioned,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let uid = account.uid().unwrap_or_default();
+    let Some(r) = &account.spec.credentials_ref else {
+        return Ok(());
+    };
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
+    let fail = |message: String| {
+        let attempts = ctx.failure(&uid).map_or(1, |f| f.attempts + 1);
+        ctx.set_failure(
+            &uid,
+            RefreshFailure {
+                message,
+                attempts,
+                retry_at: now + jiff::SignedDuration::from_secs(30),
+            },
+        );
+        Ok(())
+    };
+    let Some(secret) = api.get_opt(&r.name).await? else {
+        return fail(format!(
+            "Secret {} named in spec.credentialsRef does not exist",
+            r.name
+        ));
+    };
+    if secret.metadata.resource_version == versioned.record.source_version
+        && versioned.record.tokens.is_some()
+    {
+        return Ok(());
+    }
+    let form = match crate::auth::form::Form::of(conn) {
+        Ok(f) => f,
+        Err(e) => return fail(e.0),
+    };
+    let values = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, String::from_utf8(v.0).ok()?)))
+        .collect();
+    let clean = match form.validate(&values) {
+        Ok(c) => c,
+        Err(errors) => {
+            let fields: Vec<_> = errors.keys().map(String::as_str).collect();
+            return fail(format!(
+                "Secret {} named in spec.credentialsRef has missing or invalid keys: {}",
+                r.name,
+                fields.join(", ")
+            ));
+        }
+    };
+    *versioned = ctx.credentials.get(&uid).await?;
+    let mut record = versioned.record.clone();
+    record.tokens = Some(form.credential(clean, now));
+    record.source_version = secret.metadata.resource_version.clone();
+    record.rejected = false;
+    persist(account, versioned, record, ctx).await?;
+    ctx.clear_failure(&uid);
+    ctx.event(
+        account,
+        EventType::Normal,
+        "CredentialsCopied",
+        "Refresh",
+        format!("credential taken from Secret {}", r.name),
+    )
+    .await;
     Ok(())
 }
 
@@ -483,7 +613,8 @@ async fn discard_credentials(
 ) -> Result<(), Error> {
     let uid = account.uid().unwrap_or_default();
     let versioned = ctx.credentials.get(&uid).await?;
-    if let (Some(tokens), Some(conn)) = (&versioned.record.tokens, conn) {
+    let revocable = conn.filter(|c| c.spec.oauth2.is_some());
+    if let (Some(tokens), Some(conn)) = (&versioned.record.tokens, revocable) {
         let outcome = match conn_auth::oauth_client(&ctx.client, &ctx.config, conn).await {
             Ok(c) => c.revoke(&ctx.http, tokens).await,
             Err(e) => Err(e.0),

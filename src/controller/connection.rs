@@ -12,8 +12,10 @@ use serde_json::json;
 
 use super::{Context, Error, schedule};
 use crate::api::conditions;
-use crate::api::{Connection, ConnectionStatus};
+use crate::api::{AuthType, Connection, ConnectionStatus};
 use crate::auth::connection as conn_auth;
+use crate::auth::form::Form;
+use crate::auth::jwt;
 use crate::store::FIELD_MANAGER;
 
 /// How often a Ready Connection re-checks its client secret (Secrets are not watched, to keep the
@@ -27,7 +29,28 @@ pub const SECRET_UNAVAILABLE: &str = "ClientSecretUnavailable";
 
 /// Problems that need no API call to find.
 pub fn validate(conn: &Connection) -> Result<(), String> {
-    conn_auth::settings(conn).map_err(|e| e.0)?;
+    match conn.spec.auth_type {
+        AuthType::OAuth2 | AuthType::ClientCredentials => {
+            conn_auth::settings(conn).map_err(|e| e.0)?;
+        }
+        AuthType::APIKey | AuthType::BearerToken => {
+            let form = Form::of(conn).map_err(|e| e.0)?;
+            if let Some(v) = &form.verify {
+                let probe = form.verify_url(&Default::default()).unwrap_or_default();
+                match url::Url::parse(&probe) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                    _ => return Err(format!("verify.url {:?} is not an http(s) URL", v.url)),
+                }
+            }
+        }
+        AuthType::CustomJWT => {
+            let settings = conn.spec.custom_jwt.as_ref().ok_or("spec.customJWT is missing")?;
+            jwt::lifetime(settings).map_err(|e| e.to_string())?;
+        }
+    }
+    if let Some(ttl) = conn.spec.verification.as_ref().and_then(|v| v.ttl.as_ref()) {
+        schedule::parse_duration(ttl)?;
+    }
     if let Some(ttl) = conn.spec.authorization_link.as_ref().and_then(|l| l.ttl.as_ref()) {
         let d = schedule::parse_duration(ttl)?;
         if d < jiff::SignedDuration::from_secs(60) {
@@ -65,10 +88,8 @@ pub async fn reconcile_measured(
 pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = conn.namespace().unwrap_or_default();
     let mut outcome = validate(&conn).map_err(|m| ("InvalidSpec", m));
-    if outcome.is_ok()
-        && let Err(e) = conn_auth::oauth_client(&ctx.client, &ctx.config, &conn).await
-    {
-        outcome = Err((SECRET_UNAVAILABLE, e.0));
+    if outcome.is_ok() {
+        outcome = check_secrets(&conn, &ctx).await;
     }
     let (ok, reason, message) = match &outcome {
         Ok(()) => (true, "Valid", "the Connection is usable".to_owned()),
@@ -78,7 +99,7 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
     let cond = conditions::condition(conditions::READY, ok, reason, message, conn.metadata.generation);
     let status = ConnectionStatus {
         conditions: conditions::merge(&old.conditions, cond, jiff::Timestamp::now()),
-        redirect_uri: Some(ctx.config.redirect_uri()),
+        redirect_uri: (conn.spec.auth_type == AuthType::OAuth2).then(|| ctx.config.redirect_uri()),
         observed_generation: conn.metadata.generation,
     };
     if status != old {
@@ -97,4 +118,23 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
         Err((SECRET_UNAVAILABLE, _)) => RETRY,
         Err(_) => RECHECK,
     }))
+}
+
+/// Reads the Secrets the Connection names (client secret, signing key) and checks that they work.
+async fn check_secrets(conn: &Connection, ctx: &Context) -> Result<(), (&'static str, String)> {
+    match (conn.spec.auth_type, &conn.spec.custom_jwt) {
+        (AuthType::OAuth2 | AuthType::ClientCredentials, _) => {
+            conn_auth::oauth_client(&ctx.client, &ctx.config, conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| (SECRET_UNAVAILABLE, e.0))
+        }
+        (AuthType::CustomJWT, Some(settings)) => {
+            let key = super::obtain::signing_key(ctx, conn, &settings.signing_key_ref)
+                .await
+                .map_err(|e| (SECRET_UNAVAILABLE, e.to_string()))?;
+            jwt::check(settings, &key).map_err(|e| ("InvalidSigningKey", e.to_string()))
+        }
+        _ => Ok(()),
+    }
 }

@@ -18,6 +18,18 @@ pub struct ConnectionView {
     pub link_ttl: SignedDuration,
     pub refresh_before: Option<SignedDuration>,
     pub scopes: Vec<String>,
+    pub source: Source,
+}
+
+/// Where an account's credential comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A user, through the authorization link (OAuth 2.0, hosted forms).
+    Link,
+    /// The operator itself (custom JWTs, client credentials): no link, obtained when missing.
+    Operator,
+    /// A Secret the platform team supplied (`spec.credentialsRef`).
+    SecretRef,
 }
 
 /// Why an account cannot use its Connection.
@@ -88,18 +100,35 @@ pub struct Plan {
 pub const TOKEN_REFRESH: &str = "TokenRefresh";
 
 /// Whether renewal is due now. The caller refreshes first, then calls [`decide`] with the result.
+/// For [`Source::Operator`] it is also due when there is no credential yet.
 pub fn refresh_due(o: &Observed<'_>) -> bool {
-    let (Ok(conn), Some(tokens)) = (o.connection, usable_tokens(o.record)) else {
+    let Ok(conn) = o.connection else {
         return false;
     };
     if o.account.spec.disconnected == Some(true) || o.secret == Ownership::Foreign {
         return false;
     }
-    let Some(at) = schedule::refresh_at(tokens, conn.refresh_before, &uid(o.account)) else {
-        return false;
-    };
-    at <= o.now && o.refresh_failure.is_none_or(|f| f.retry_at <= o.now)
+    let retry_ok = o.refresh_failure.is_none_or(|f| f.retry_at <= o.now);
+    match usable_tokens(o.record) {
+        None => conn.source == Source::Operator && retry_ok,
+        Some(tokens) => renewal_at(conn, tokens, o.account).is_some_and(|at| at <= o.now) && retry_ok,
+    }
 }
+
+fn renewal_at(
+    conn: &ConnectionView,
+    tokens: &crate::store::TokenSet,
+    account: &ConnectedAccount,
+) -> Option<Timestamp> {
+    match conn.source {
+        Source::Link => schedule::renew_at(tokens, conn.refresh_before, &uid(account), true),
+        Source::Operator => schedule::renew_at(tokens, conn.refresh_before, &uid(account), false),
+        Source::SecretRef => None,
+    }
+}
+
+/// How often a credential copied from `spec.credentialsRef` is compared with its Secret.
+pub const SECRET_REF_RECHECK: Duration = Duration::from_secs(300);
 
 pub fn decide(o: &Observed<'_>) -> Plan {
     let mut plan = Plan {
@@ -148,11 +177,16 @@ pub fn decide(o: &Observed<'_>) -> Plan {
             .collect(),
         None => Vec::new(),
     };
-    let reauthorize = reauthorize_requested(o.account);
+    let interactive = conn.source == Source::Link;
+    let pending = o.record.pending.as_ref().filter(|p| p.expires_at > o.now);
+    let reauthorize = interactive && reauthorize_requested(o.account);
     let outstanding = o
         .link
         .filter(|l| o.record.completed_link.as_deref() != Some(l.nonce.as_str()));
-    let wanted = tokens.is_none() || !missing_scopes.is_empty() || reauthorize || outstanding.is_some();
+    // While the platform verifies a user there is nothing for a link to do.
+    let wanted = interactive
+        && pending.is_none()
+        && (tokens.is_none() || !missing_scopes.is_empty() || reauthorize || outstanding.is_some());
     plan.link = match outstanding {
         _ if !wanted => LinkPlan::Clear,
         Some(l) if !reauthorize && l.exp > o.now.as_second() => LinkPlan::Keep,
@@ -167,6 +201,29 @@ pub fn decide(o: &Observed<'_>) -> Plan {
     };
 
     match tokens {
+        None if pending.is_some() => {
+            plan.state = AccountState::PendingVerification;
+            plan.conditions.push(not_ready(
+                "AwaitingVerification",
+                "the user authorized; waiting for the platform to confirm the user at POST /verify",
+            ));
+        }
+        None if !interactive => {
+            plan.state = AccountState::Error;
+            plan.conditions.push(match o.refresh_failure {
+                Some(f) => not_ready_owned(
+                    "CredentialUnavailable",
+                    format!(
+                        "{} (attempt {}, retrying at {})",
+                        f.message, f.attempts, f.retry_at
+                    ),
+                ),
+                None => not_ready(
+                    "CredentialUnavailable",
+                    "the credential has not been obtained yet",
+                ),
+            });
+        }
         None if o.record.rejected => {
             plan.state = AccountState::Expired;
             plan.conditions.push(not_ready(
@@ -176,11 +233,10 @@ pub fn decide(o: &Observed<'_>) -> Plan {
         }
         None => {
             plan.state = AccountState::PendingAuth;
-            let err = o
-                .record
-                .flow_error
-                .as_ref()
-                .filter(|e| outstanding.is_some_and(|l| l.nonce == e.link));
+            let err = o.record.flow_error.as_ref().filter(|e| {
+                outstanding.is_some_and(|l| l.nonce == e.link)
+                    || o.record.completed_link.as_deref() == Some(e.link.as_str())
+            });
             plan.conditions.push(match err {
                 Some(e) => Cond {
                     type_: crate::api::conditions::READY,
@@ -202,7 +258,7 @@ pub fn decide(o: &Observed<'_>) -> Plan {
                 AccountState::Active
             };
             plan.publish = !o.secret_current;
-            plan.next_refresh_at = schedule::refresh_at(t, conn.refresh_before, &uid(o.account));
+            plan.next_refresh_at = renewal_at(conn, t, o.account);
             plan.conditions.push(if expired {
                 not_ready("TokenExpired", "the access token expired and could not be renewed yet")
             } else if !missing_scopes.is_empty() {
@@ -219,30 +275,38 @@ pub fn decide(o: &Observed<'_>) -> Plan {
             } else {
                 ready("Active", "credentials are valid and published")
             });
-            plan.conditions.push(match o.refresh_failure {
-                Some(f) => Cond {
-                    type_: TOKEN_REFRESH,
-                    ok: false,
-                    reason: "RefreshFailing",
-                    message: format!(
-                        "{} (attempt {}, retrying at {})",
-                        f.message, f.attempts, f.retry_at
-                    ),
-                },
-                None => Cond {
-                    type_: TOKEN_REFRESH,
-                    ok: true,
-                    reason: "Renewed",
-                    message: "token renewal is on schedule".into(),
-                },
-            });
+            let renews = plan.next_refresh_at.is_some() || o.refresh_failure.is_some();
+            plan.conditions
+                .extend(renews.then_some(()).map(|()| match o.refresh_failure {
+                    Some(f) => Cond {
+                        type_: TOKEN_REFRESH,
+                        ok: false,
+                        reason: "RefreshFailing",
+                        message: format!(
+                            "{} (attempt {}, retrying at {})",
+                            f.message, f.attempts, f.retry_at
+                        ),
+                    },
+                    None => Cond {
+                        type_: TOKEN_REFRESH,
+                        ok: true,
+                        reason: "Renewed",
+                        message: "token renewal is on schedule".into(),
+                    },
+                }));
         }
     }
 
     let retry_at = o.refresh_failure.map(|f| f.retry_at);
+    let recheck = (conn.source == Source::SecretRef)
+        .then(|| o.now + SignedDuration::try_from(SECRET_REF_RECHECK).unwrap_or_default());
     let next = [
         plan.next_refresh_at.map(|t| t.max(retry_at.unwrap_or(t))),
         link_expiry.and_then(|s| Timestamp::from_second(s).ok()),
+        pending.map(|p| p.expires_at),
+        // An operator-obtained credential that failed is retried at the backoff time.
+        retry_at.filter(|_| tokens.is_none() && !interactive),
+        recheck,
     ]
     .into_iter()
     .flatten()
@@ -303,6 +367,7 @@ fn reason(r: &str) -> &'static str {
     match r {
         "AccessDenied" => "AccessDenied",
         "ExchangeFailed" => "ExchangeFailed",
+        "VerificationFailed" => "VerificationFailed",
         _ => "AuthorizationFailed",
     }
 }

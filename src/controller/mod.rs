@@ -7,6 +7,7 @@
 pub mod account;
 pub mod connection;
 pub mod decide;
+mod obtain;
 pub mod schedule;
 
 use std::collections::HashMap;

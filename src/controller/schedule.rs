@@ -16,8 +16,21 @@ use crate::store::TokenSet;
 
 /// When `tokens` should be renewed, or `None` when they cannot be (no expiry or no refresh token).
 pub fn refresh_at(tokens: &TokenSet, before: Option<SignedDuration>, uid: &str) -> Option<Timestamp> {
+    renew_at(tokens, before, uid, true)
+}
+
+/// [`refresh_at`] for any credential with an expiry: one renewed with a refresh token
+/// (`needs_refresh_token`), or one the operator obtains again on its own (JWTs, client credentials).
+pub fn renew_at(
+    tokens: &TokenSet,
+    before: Option<SignedDuration>,
+    uid: &str,
+    needs_refresh_token: bool,
+) -> Option<Timestamp> {
     let expires_at = tokens.expires_at?;
-    tokens.refresh_token.as_ref()?;
+    if needs_refresh_token {
+        tokens.refresh_token.as_ref()?;
+    }
     let lifetime = expires_at
         .duration_since(tokens.obtained_at)
         .max(SignedDuration::ZERO);

@@ -8,18 +8,16 @@
 
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use jiff::Timestamp;
-use kube::ResourceExt;
 use kube::api::Api;
 
+use super::complete::{complete, finish, record_failure, spent};
 use super::connect::current_account;
 use super::{Gateway, SESSION_COOKIE, pages};
 use crate::api::{ConnectedAccount, Connection};
 use crate::auth::connection as conn_auth;
 use crate::links::{self, LinkClaims, StateClaims};
-use crate::store::credentials::StoreError;
-use crate::store::{FlowError, Record, TokenSet};
 
 /// Longest query string the callback reads.
 const MAX_QUERY: usize = 4096;
@@ -47,7 +45,7 @@ pub async fn callback(State(gw): State<Gateway>, headers: HeaderMap, RawQuery(qu
             );
         }
     };
-    if session_of(&headers).as_deref() != Some(claims.sid.as_str()) {
+    if session_of(&headers, SESSION_COOKIE).as_deref() != Some(claims.sid.as_str()) {
         tracing::info!(account = %claims.name, namespace = %claims.ns, "OAuth state without its browser session");
         return pages::bad_request(
             "Finish the sign-in in the browser where you opened the link. Start again from your link.",
@@ -64,7 +62,7 @@ pub async fn callback(State(gw): State<Gateway>, headers: HeaderMap, RawQuery(qu
         Ok(a) => a,
         Err(resp) => return resp,
     };
-    if !link_is_current(&gw, &account, &claims) || link_spent(&gw, &account, &claims).await {
+    if !link_is_current(&gw, &account, &claims) || spent(&gw, &account, &claims.link).await {
         tracing::info!(account = %claims.name, namespace = %claims.ns, "OAuth state for a spent or replaced link");
         return pages::used_link();
     }
@@ -81,7 +79,7 @@ pub async fn callback(State(gw): State<Gateway>, headers: HeaderMap, RawQuery(qu
             ),
         };
         tracing::info!(account = %claims.name, namespace = %claims.ns, reason, "authorization not granted");
-        record_failure(&gw, &account, &claims, reason, &message).await;
+        record_failure(&gw, &account, &claims.link, reason, &message).await;
         return if reason == "AccessDenied" {
             pages::page(
                 StatusCode::FORBIDDEN,
@@ -122,7 +120,7 @@ pub async fn callback(State(gw): State<Gateway>, headers: HeaderMap, RawQuery(qu
             record_failure(
                 &gw,
                 &account,
-                &claims,
+                &claims.link,
                 "ExchangeFailed",
                 &format!("the code exchange failed: {e}"),
             )
@@ -134,23 +132,12 @@ pub async fn callback(State(gw): State<Gateway>, headers: HeaderMap, RawQuery(qu
             );
         }
     };
-    match complete(&gw, &account, &claims, tokens).await {
-        Ok(()) => {}
-        Err(Completion::AlreadyDone) => return pages::used_link(),
-        Err(Completion::Failed(e)) => {
-            tracing::warn!(error = %e, "cannot store credentials");
-            return pages::unavailable("We could not save the connection. Open your link again to retry.");
-        }
-    }
-    tracing::info!(account = %claims.name, namespace = %claims.ns, "authorization completed");
-    match conn.spec.success_redirect_url.as_deref() {
-        Some(url) => Redirect::to(url).into_response(),
-        None => pages::success(),
-    }
+    let result = complete(&gw, &account, &conn, &claims.link, tokens).await;
+    finish(&account, &conn, result)
 }
 
-/// The session id from the cookie set by `/connect`.
-fn session_of(headers: &HeaderMap) -> Option<String> {
+/// The session id from the cookie `name` set by `/connect`.
+pub fn session_of(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -158,7 +145,7 @@ fn session_of(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .find_map(|c| {
             let (k, v) = c.trim().split_once('=')?;
-            (k == SESSION_COOKIE).then(|| v.to_owned())
+            (k == name).then(|| v.to_owned())
         })
 }
 
@@ -170,85 +157,6 @@ fn link_is_current(gw: &Gateway, account: &ConnectedAccount, claims: &StateClaim
         .and_then(links::token_of)
         .and_then(|t| gw.signer.read_link(t));
     current.is_some_and(|l| l.nonce == claims.link)
-}
-
-/// The status may still show a link whose authorization just completed (the controller has not
-/// caught up): the operator's copy is the authority on that.
-async fn link_spent(gw: &Gateway, account: &ConnectedAccount, claims: &StateClaims) -> bool {
-    match gw.credentials.get(&account.uid().unwrap_or_default()).await {
-        Ok(v) => v.record.completed_link.as_deref() == Some(claims.link.as_str()),
-        Err(_) => false,
-    }
-}
-
-enum Completion {
-    AlreadyDone,
-    Failed(StoreError),
-}
-
-/// Stores the new tokens and spends the link in one optimistic write.
-async fn complete(
-    gw: &Gateway,
-    account: &ConnectedAccount,
-    claims: &StateClaims,
-    tokens: TokenSet,
-) -> Result<(), Completion> {
-    let uid = account.uid().unwrap_or_default();
-    for _ in 0..3 {
-        let current = gw.credentials.get(&uid).await.map_err(Completion::Failed)?;
-        if current.record.completed_link.as_deref() == Some(claims.link.as_str()) {
-            return Err(Completion::AlreadyDone);
-        }
-        let record = Record {
-            tokens: Some(tokens.clone()),
-            completed_link: Some(claims.link.clone()),
-            ..Default::default()
-        };
-        match gw
-            .credentials
-            .put(account, &record, current.resource_version.as_deref())
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(Completion::Failed(e)),
-        }
-    }
-    Err(Completion::Failed(StoreError::Conflict))
-}
-
-/// Notes a failed attempt on the account (shown as its Ready condition); best effort.
-async fn record_failure(
-    gw: &Gateway,
-    account: &ConnectedAccount,
-    claims: &StateClaims,
-    reason: &str,
-    message: &str,
-) {
-    let uid = account.uid().unwrap_or_default();
-    for _ in 0..3 {
-        let Ok(current) = gw.credentials.get(&uid).await else {
-            return;
-        };
-        let mut record = current.record.clone();
-        record.flow_error = Some(FlowError {
-            reason: reason.to_owned(),
-            message: message.to_owned(),
-            link: claims.link.clone(),
-        });
-        match gw
-            .credentials
-            .put(account, &record, current.resource_version.as_deref())
-            .await
-        {
-            Err(StoreError::Conflict) => continue,
-            Err(e) => {
-                tracing::warn!(account = %account.name_any(), error = %e, "cannot record the failed attempt");
-                return;
-            }
-            Ok(_) => return,
-        }
-    }
 }
 
 /// Provider error codes are ASCII words; keep them so and short.

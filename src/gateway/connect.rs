@@ -15,39 +15,14 @@ use crate::auth::connection as conn_auth;
 use crate::links::{self, LinkClaims, StateClaims, TokenError};
 
 pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Response {
-    let now = Timestamp::now().as_second();
-    let claims = match gw.signer.verify_link(&token, now) {
-        Ok(c) => c,
-        Err(TokenError::Expired) => return pages::expired_link(),
-        Err(e) => {
-            tracing::info!(reason = %e, "refused link");
-            return pages::invalid_link();
-        }
-    };
-    let account = match current_account(&gw, &claims).await {
-        Ok(a) => a,
+    let (claims, account, conn) = match open_link(&gw, &token).await {
+        Ok(opened) => opened,
         Err(resp) => return resp,
     };
-    let link_token = account
-        .status
-        .as_ref()
-        .and_then(|s| s.authorization_link.as_deref())
-        .and_then(links::token_of);
-    if link_token != Some(token.as_str())
-        || account.status.as_ref().and_then(|s| s.state) == Some(AccountState::Disconnected)
-    {
-        tracing::info!(account = %claims.name, namespace = %claims.ns, "refused a spent or replaced link");
-        return pages::used_link();
+    if conn.spec.auth_type.form() {
+        return super::forms::show(&gw, &claims, &conn).await;
     }
-    let conns: Api<Connection> = Api::namespaced(gw.client.clone(), &claims.ns);
-    let conn = match conns.get_opt(&account.spec.connection_ref.name).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return pages::unavailable("This app is not configured. Contact the platform team."),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read connection");
-            return pages::unavailable("Please try again in a moment.");
-        }
-    };
+    let now = Timestamp::now().as_second();
     let oauth = match conn_auth::oauth_client(&gw.client, &gw.config, &conn).await {
         Ok(c) => c,
         Err(e) => {
@@ -66,12 +41,52 @@ pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Re
     });
     let target = oauth.authorize_url(&state, &gw.signer.pkce_verifier(&sid));
     tracing::info!(account = %claims.name, namespace = %claims.ns, "sending user to the provider");
-    let cookie = session_cookie(&gw, &sid);
+    let cookie = session_cookie(&gw, SESSION_COOKIE, &gw.config.redirect_uri(), &sid);
     let mut resp = (StatusCode::FOUND, [(header::LOCATION, target.as_str())]).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp
+}
+
+/// Verifies a link and finds its account (still the same, the link still its current one) and
+/// Connection; otherwise the page to show.
+pub async fn open_link(
+    gw: &Gateway,
+    token: &str,
+) -> Result<(LinkClaims, ConnectedAccount, Connection), Response> {
+    let now = Timestamp::now().as_second();
+    let claims = match gw.signer.verify_link(token, now) {
+        Ok(c) => c,
+        Err(TokenError::Expired) => return Err(pages::expired_link()),
+        Err(e) => {
+            tracing::info!(reason = %e, "refused link");
+            return Err(pages::invalid_link());
+        }
+    };
+    let account = current_account(gw, &claims).await?;
+    let link_token = account
+        .status
+        .as_ref()
+        .and_then(|s| s.authorization_link.as_deref())
+        .and_then(links::token_of);
+    if link_token != Some(token)
+        || account.status.as_ref().and_then(|s| s.state) == Some(AccountState::Disconnected)
+    {
+        tracing::info!(account = %claims.name, namespace = %claims.ns, "refused a spent or replaced link");
+        return Err(pages::used_link());
+    }
+    let conns: Api<Connection> = Api::namespaced(gw.client.clone(), &claims.ns);
+    match conns.get_opt(&account.spec.connection_ref.name).await {
+        Ok(Some(c)) => Ok((claims, account, c)),
+        Ok(None) => Err(pages::unavailable(
+            "This app is not configured. Contact the platform team.",
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read connection");
+            Err(pages::unavailable("Please try again in a moment."))
+        }
+    }
 }
 
 /// The account a link or state names, if it still exists with the same UID.
@@ -90,10 +105,11 @@ pub async fn current_account(gw: &Gateway, claims: &LinkClaims) -> Result<Connec
     }
 }
 
-fn session_cookie(gw: &Gateway, sid: &str) -> String {
-    let path = url::Url::parse(&gw.config.redirect_uri())
+/// The cookie binding an attempt to this browser, sent only to `url`'s path.
+pub fn session_cookie(gw: &Gateway, name: &str, url: &str, sid: &str) -> String {
+    let path = url::Url::parse(url)
         .map(|u| u.path().to_owned())
         .unwrap_or_else(|_| "/".into());
     let secure = if gw.config.secure() { "; Secure" } else { "" };
-    format!("{SESSION_COOKIE}={sid}; Path={path}; Max-Age={STATE_TTL_SECS}; HttpOnly; SameSite=Lax{secure}")
+    format!("{name}={sid}; Path={path}; Max-Age={STATE_TTL_SECS}; HttpOnly; SameSite=Lax{secure}")
 }

@@ -4,8 +4,11 @@
 //! serve every request, before and after restarts.
 
 mod callback;
+mod complete;
 mod connect;
+mod forms;
 pub mod pages;
+mod verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,8 +61,9 @@ pub fn router(gw: Gateway) -> Router {
     ];
     let metrics = gw.metrics.clone();
     let mut router = Router::new()
-        .route("/connect/{token}", get(connect::connect))
+        .route("/connect/{token}", get(connect::connect).post(forms::submit))
         .route("/oauth/callback", get(callback::callback))
+        .route("/verify", axum::routing::post(verify::verify))
         .fallback(|| async { pages::not_found() })
         .with_state(gw)
         .layer(axum::middleware::from_fn(

@@ -6,17 +6,26 @@ use axum::response::{Html, IntoResponse, Response};
 
 /// A page with a title and one paragraph. `status` tells browsers and tests what happened.
 pub fn page(status: StatusCode, title: &str, message: &str) -> Response {
-    let body = format!(
+    let body = format!("<p>{}</p>", escape(message));
+    (status, Html(layout(title, &body))).into_response()
+}
+
+/// The common frame of every page around `body` (already escaped HTML).
+pub fn layout(title: &str, body: &str) -> String {
+    format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;\
-         padding:0 1rem;color:#1f2328}}h1{{font-size:1.4rem}}</style></head>\
-         <body><main><h1>{title}</h1><p>{message}</p></main></body></html>\n",
+         <title>{title}</title><style>{STYLE}</style></head>\
+         <body><main><h1>{title}</h1>{body}</main></body></html>\n",
         title = escape(title),
-        message = escape(message),
-    );
-    (status, Html(body)).into_response()
+    )
 }
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#1f2328}\
+h1{font-size:1.4rem}label{display:block;font-weight:600;margin-top:1rem}\
+input{display:block;width:100%;box-sizing:border-box;padding:.5rem;margin-top:.25rem;font:inherit}\
+input[aria-invalid=true]{border:2px solid #cf222e}.help{color:#59636e;font-size:.9rem;margin:.25rem 0}\
+.error{color:#cf222e;font-weight:600;margin:.25rem 0}button{margin-top:1.5rem;padding:.6rem 1.2rem;font:inherit}";
 
 pub fn success() -> Response {
     page(

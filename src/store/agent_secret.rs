@@ -50,32 +50,34 @@ pub fn ownership(secret: Option<&Secret>, account: &ConnectedAccount) -> Ownersh
     }
 }
 
-/// The Secret's data for a token set.
+/// The Secret's data for a credential: the same `authorization` (and `header_name`) for every
+/// auth type; token fields for token types, the form's field names for API-key types.
 pub fn render(tokens: &TokenSet) -> BTreeMap<String, String> {
-    let expires_at = tokens.expires_at.map(|t| t.to_string());
-    let scope = tokens.scopes.join(" ");
-    let mut doc = json!({
-        "authorization": tokens.authorization(),
-        "access_token": tokens.access_token,
-        "token_type": tokens.token_type,
-        "scope": scope,
-    });
-    if let (Some(e), Some(obj)) = (&expires_at, doc.as_object_mut()) {
-        obj.insert("expires_at".into(), json!(e));
+    let mut data = BTreeMap::from([("authorization".to_owned(), tokens.authorization())]);
+    if let Some(h) = &tokens.header_name {
+        data.insert("header_name".to_owned(), h.clone());
     }
-    if let (false, Some(obj)) = (tokens.metadata.is_empty(), doc.as_object_mut()) {
-        obj.insert("metadata".into(), json!(tokens.metadata));
+    if !tokens.access_token.is_empty() {
+        data.insert("access_token".to_owned(), tokens.access_token.clone());
+        data.insert("token_type".to_owned(), tokens.token_type.clone());
+        data.insert("scope".to_owned(), tokens.scopes.join(" "));
     }
-    let mut data = BTreeMap::from([
-        ("authorization".to_owned(), tokens.authorization()),
-        ("access_token".to_owned(), tokens.access_token.clone()),
-        ("token_type".to_owned(), tokens.token_type.clone()),
-        ("scope".to_owned(), scope),
-        ("credentials.json".to_owned(), doc.to_string()),
-    ]);
-    if let Some(e) = expires_at {
-        data.insert("expires_at".to_owned(), e);
+    if let Some(e) = tokens.expires_at {
+        data.insert("expires_at".to_owned(), e.to_string());
     }
+    for (k, v) in &tokens.fields {
+        // Field names are kept off the contract's own keys by the CRD; never let one win anyway.
+        data.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let mut doc: serde_json::Map<String, serde_json::Value> =
+        data.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    if !tokens.metadata.is_empty() {
+        doc.insert("metadata".into(), json!(tokens.metadata));
+    }
+    data.insert(
+        "credentials.json".to_owned(),
+        serde_json::Value::Object(doc).to_string(),
+    );
     data
 }
 
@@ -155,6 +157,7 @@ mod tests {
             scopes: vec!["openid".into(), "email".into()],
             obtained_at: jiff::Timestamp::UNIX_EPOCH,
             metadata: BTreeMap::from([("team".to_owned(), json!({"id": "T1"}))]),
+            ..Default::default()
         };
         let d = render(&t);
         assert_eq!(d["authorization"], "Bearer at");
@@ -172,5 +175,36 @@ mod tests {
             ..Default::default()
         };
         assert!(holds(Some(&secret), &d));
+    }
+
+    #[test]
+    fn api_keys_publish_their_fields_and_header() {
+        let t = TokenSet {
+            fields: BTreeMap::from([
+                ("api_key".to_owned(), "k1".to_owned()),
+                ("subdomain".to_owned(), "acme".to_owned()),
+            ]),
+            header_name: Some("X-Api-Key".into()),
+            header_value: Some("k1".into()),
+            ..Default::default()
+        };
+        let d = render(&t);
+        let keys: Vec<&str> = d.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "api_key",
+                "authorization",
+                "credentials.json",
+                "header_name",
+                "subdomain"
+            ]
+        );
+        assert_eq!(
+            (d["authorization"].as_str(), d["header_name"].as_str()),
+            ("k1", "X-Api-Key")
+        );
+        let doc: serde_json::Value = serde_json::from_str(&d["credentials.json"]).unwrap();
+        assert_eq!(doc["subdomain"], "acme");
     }
 }

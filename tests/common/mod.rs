@@ -4,11 +4,14 @@
 #![allow(dead_code)]
 
 pub use agentauth_testcluster::dex;
+pub mod browser;
 pub mod fixtures;
+pub mod forms;
 pub mod hygiene;
 pub mod operator;
 pub mod outage;
 pub mod proxy;
+pub mod token_server;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

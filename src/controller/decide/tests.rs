@@ -26,6 +26,7 @@ fn conn() -> ConnectionView {
         link_ttl: SignedDuration::from_hours(24),
         refresh_before: None,
         scopes: vec!["email".into()],
+        source: Source::Link,
     }
 }
 
@@ -38,6 +39,7 @@ fn tokens(obtained: i64, lifetime: i64) -> TokenSet {
         scopes: vec!["email".into()],
         obtained_at: t(obtained),
         metadata: BTreeMap::new(),
+        ..Default::default()
     }
 }
 
@@ -263,4 +265,100 @@ fn a_declined_authorization_is_shown_on_the_current_link_only() {
     assert_eq!(ready_reason(&c.plan()), "AccessDenied");
     c.link = Some(link("n2", 100));
     assert_eq!(ready_reason(&c.plan()), "AwaitingAuthorization");
+}
+
+fn source(src: Source) -> ConnectionView {
+    ConnectionView {
+        source: src,
+        ..conn()
+    }
+}
+
+#[test]
+fn an_operator_obtained_credential_needs_no_link_and_is_due_when_missing() {
+    let mut c = Case::new();
+    c.conn = Ok(source(Source::Operator));
+    assert!(refresh_due(&c.observed()), "nothing yet: obtain now");
+    let p = c.plan();
+    assert_eq!((p.state, p.link.clone()), (AccountState::Error, LinkPlan::Clear));
+    assert_eq!(ready_reason(&p), "CredentialUnavailable");
+
+    // A failure waits for its retry time, and the account says why.
+    c.failure = Some(RefreshFailure {
+        message: "invalid_client".into(),
+        attempts: 2,
+        retry_at: t(10),
+    });
+    assert!(!refresh_due(&c.observed()));
+    let p = c.plan();
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(10)));
+    assert!(p.conditions[0].message.contains("invalid_client"));
+    c.now = t(10);
+    assert!(refresh_due(&c.observed()));
+
+    // Obtained: ACTIVE, renewed without a refresh token a third of the lifetime before expiry.
+    c.failure = None;
+    c.now = t(0);
+    c.record.tokens = Some(TokenSet {
+        refresh_token: None,
+        ..tokens(0, 3600)
+    });
+    let p = c.plan();
+    assert_eq!(
+        (p.state, p.link.clone(), p.publish),
+        (AccountState::Active, LinkPlan::Clear, true)
+    );
+    let at = p.next_refresh_at.unwrap();
+    assert!(at > t(2300) && at <= t(2400), "{at}");
+    c.now = t(2400);
+    assert!(refresh_due(&c.observed()));
+}
+
+#[test]
+fn a_credential_from_a_secret_ref_is_rechecked_and_never_linked() {
+    let mut c = Case::new();
+    c.conn = Ok(source(Source::SecretRef));
+    c.record.tokens = Some(TokenSet {
+        expires_at: None,
+        refresh_token: None,
+        ..tokens(0, 0)
+    });
+    c.secret_current = true;
+    let p = c.plan();
+    assert_eq!((p.state, p.link.clone()), (AccountState::Active, LinkPlan::Clear));
+    assert_eq!(p.requeue_after, Some(SECRET_REF_RECHECK));
+    assert!(!refresh_due(&c.observed()));
+    assert!(
+        p.conditions.iter().all(|c| c.type_ != TOKEN_REFRESH),
+        "nothing renews"
+    );
+}
+
+#[test]
+fn a_pending_verification_holds_back_the_credential_until_it_expires() {
+    let mut c = Case::new();
+    c.record.completed_link = Some("n1".into());
+    c.link = Some(link("n1", 3600));
+    c.record.pending = Some(crate::store::PendingVerification {
+        request: "r1".into(),
+        tokens: tokens(0, 3600),
+        expires_at: t(900),
+    });
+    let p = c.plan();
+    assert_eq!(p.state, AccountState::PendingVerification);
+    assert_eq!((p.link.clone(), p.publish), (LinkPlan::Clear, false));
+    assert_eq!(p.requeue_after, Some(Duration::from_secs(900)));
+
+    // Refused or expired: back to PENDING_AUTH with a new link and the reason.
+    c.record.pending = None;
+    c.link = None;
+    c.record.flow_error = Some(FlowError {
+        reason: "VerificationFailed".into(),
+        message: "another user".into(),
+        link: "n1".into(),
+    });
+    let p = c.plan();
+    assert_eq!(p.state, AccountState::PendingAuth);
+    assert!(matches!(p.link, LinkPlan::Issue { .. }));
+    assert_eq!(ready_reason(&p), "VerificationFailed");
 }

@@ -1,0 +1,286 @@
+//! Hosted forms for `APIKey` and `BearerToken` Connections: `GET /connect/{token}` shows the form,
+//! `POST /connect/{token}` checks and stores what the user typed.
+//!
+//! Guarantees: a submission must carry a signed `state` for this very link whose session id also
+//! sits in an HttpOnly cookie of this browser (CSRF); secret values are never written back into a
+//! page, a log or a message; the credential is stored only after server-side validation and, when
+//! the Connection asks for it, a 2xx answer from the app itself.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use jiff::Timestamp;
+
+use super::complete::{complete, finish, spent};
+use super::connect::{open_link, session_cookie};
+use super::pages::{self, escape};
+use super::{Gateway, STATE_TTL_SECS};
+use crate::api::{Connection, HttpMethod};
+use crate::auth::form::{Field, Form};
+use crate::links::{self, LinkClaims, StateClaims};
+
+/// Cookie of a form session; its path is the link's, so it goes nowhere else.
+const FORM_COOKIE: &str = "agentauth_form";
+
+/// What the page shows besides the inputs.
+#[derive(Default)]
+struct Feedback {
+    /// Previous non-secret values.
+    values: BTreeMap<String, String>,
+    /// Messages per field.
+    errors: BTreeMap<String, String>,
+    /// A message about the whole submission.
+    general: Option<String>,
+}
+
+/// Renders the form for a verified, current link.
+pub async fn show(gw: &Gateway, claims: &LinkClaims, conn: &Connection) -> Response {
+    let form = match Form::of(conn) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(connection = %conn_name(conn), error = %e, "connection form unusable");
+            return pages::unavailable("This app is not configured correctly. Contact the platform team.");
+        }
+    };
+    let sid = links::random_id();
+    render(
+        gw,
+        claims,
+        conn,
+        &form,
+        &sid,
+        StatusCode::OK,
+        &Feedback::default(),
+    )
+}
+
+/// Handles a submission.
+pub async fn submit(
+    State(gw): State<Gateway>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (claims, account, conn) = match open_link(&gw, &token).await {
+        Ok(opened) => opened,
+        Err(resp) => return resp,
+    };
+    if !conn.spec.auth_type.form() {
+        return pages::bad_request("This link does not take a form. Open it again.");
+    }
+    let mut values: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in url::form_urlencoded::parse(&body) {
+        if values.insert(k.into_owned(), v.into_owned()).is_some() {
+            return pages::bad_request("The form was sent twice over. Open your link again.");
+        }
+    }
+    let now = Timestamp::now().as_second();
+    let session = super::callback::session_of(&headers, FORM_COOKIE);
+    let state = values
+        .remove("state")
+        .and_then(|s| gw.signer.verify_state(&s, now).ok())
+        .filter(|s| s.link == claims.nonce && Some(&s.sid) == session.as_ref());
+    let Some(state) = state else {
+        tracing::info!(account = %claims.name, namespace = %claims.ns, "form submission without a valid session");
+        return pages::bad_request(
+            "This form has expired or was sent from another browser. Open your link again.",
+        );
+    };
+    if spent(&gw, &account, &claims.nonce).await {
+        return pages::used_link();
+    }
+    let form = match Form::of(&conn) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(connection = %conn_name(&conn), error = %e, "connection form unusable");
+            return pages::unavailable("This app is not configured correctly. Contact the platform team.");
+        }
+    };
+    let public = |values: &BTreeMap<String, String>| {
+        form.fields
+            .iter()
+            .filter(|f| !f.secret)
+            .filter_map(|f| Some((f.name.clone(), values.get(&f.name)?.clone())))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let clean = match form.validate(&values) {
+        Ok(clean) => clean,
+        Err(errors) => {
+            let feedback = Feedback {
+                values: public(&values),
+                errors,
+                general: None,
+            };
+            return render(
+                &gw,
+                &claims,
+                &conn,
+                &form,
+                &state.sid,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &feedback,
+            );
+        }
+    };
+    let tokens = form.credential(clean.clone(), Timestamp::now());
+    if let Err(general) = check(&gw, &form, &clean, &tokens).await {
+        tracing::info!(account = %claims.name, namespace = %claims.ns, "submitted credential failed the app's check");
+        let feedback = Feedback {
+            values: public(&clean),
+            errors: BTreeMap::new(),
+            general: Some(general),
+        };
+        return render(
+            &gw,
+            &claims,
+            &conn,
+            &form,
+            &state.sid,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &feedback,
+        );
+    }
+    let result = complete(&gw, &account, &conn, &claims.nonce, tokens).await;
+    finish(&account, &conn, result)
+}
+
+/// Calls the Connection's verify URL with the new credential; a message for the user on failure.
+async fn check(
+    gw: &Gateway,
+    form: &Form,
+    values: &BTreeMap<String, String>,
+    tokens: &crate::store::TokenSet,
+) -> Result<(), String> {
+    let (Some(verify), Some(url)) = (&form.verify, form.verify_url(values)) else {
+        return Ok(());
+    };
+    let request = match verify.method.unwrap_or_default() {
+        HttpMethod::Get => gw.http.get(&url),
+        HttpMethod::Post => gw.http.post(&url),
+    };
+    let sent = request
+        .header(form.header_name.as_str(), tokens.authorization())
+        .header(header::ACCEPT, "application/json")
+        .send()
+        .await;
+    match sent {
+        Ok(resp) if resp.status().is_success() => Ok(()),
+        Ok(resp) => Err(format!(
+            "The app did not accept these credentials (HTTP {}). Check them and try again.",
+            resp.status().as_u16()
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e.without_url(), "credential check could not reach the app");
+            Err("We could not reach the app to check these credentials. Try again in a moment.".into())
+        }
+    }
+}
+
+fn conn_name(conn: &Connection) -> String {
+    conn.metadata.name.clone().unwrap_or_default()
+}
+
+/// The form page, with a fresh signed state for the session `sid` and its cookie.
+fn render(
+    gw: &Gateway,
+    claims: &LinkClaims,
+    conn: &Connection,
+    form: &Form,
+    sid: &str,
+    status: StatusCode,
+    feedback: &Feedback,
+) -> Response {
+    let state = gw.signer.issue_state(&StateClaims {
+        ns: claims.ns.clone(),
+        name: claims.name.clone(),
+        uid: claims.uid.clone(),
+        link: claims.nonce.clone(),
+        sid: sid.to_owned(),
+        exp: Timestamp::now().as_second() + STATE_TTL_SECS,
+    });
+    let app = conn
+        .spec
+        .provider
+        .as_deref()
+        .and_then(crate::auth::catalog::lookup)
+        .map(|p| p.display_name.clone())
+        .unwrap_or_else(|| conn_name(conn));
+    let mut body = String::new();
+    if let Some(text) = &form.instructions {
+        body.push_str(&format!("<p>{}</p>", escape(text)));
+    }
+    if let Some(general) = &feedback.general {
+        body.push_str(&format!(
+            "<p class=\"error\" role=\"alert\" id=\"form-error\">{}</p>",
+            escape(general)
+        ));
+    }
+    body.push_str("<form method=\"post\" autocomplete=\"off\">");
+    body.push_str(&format!(
+        "<input type=\"hidden\" name=\"state\" value=\"{}\">",
+        escape(&state)
+    ));
+    for f in &form.fields {
+        body.push_str(&field_html(f, feedback));
+    }
+    body.push_str("<button type=\"submit\">Connect</button></form>");
+    let page = pages::layout(&format!("Connect {app}"), &body);
+    let link_url = gw
+        .config
+        .endpoint(&format!("connect/{}", gw.signer.issue_link(claims)));
+    let cookie = session_cookie(gw, FORM_COOKIE, &link_url, sid);
+    let mut resp = (status, Html(page)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+fn field_html(f: &Field, feedback: &Feedback) -> String {
+    let id = format!("f-{}", f.name);
+    let error = feedback.errors.get(&f.name);
+    let mut described = Vec::new();
+    let mut after = String::new();
+    if let Some(help) = &f.help {
+        described.push(format!("{id}-help"));
+        after.push_str(&format!(
+            "<p class=\"help\" id=\"{id}-help\">{}</p>",
+            escape(help)
+        ));
+    }
+    if let Some(e) = error {
+        described.push(format!("{id}-error"));
+        after.push_str(&format!("<p class=\"error\" id=\"{id}-error\">{}</p>", escape(e)));
+    }
+    // Secret values are never sent back to the browser, not even after a failed submission.
+    let value = if f.secret {
+        String::new()
+    } else {
+        feedback
+            .values
+            .get(&f.name)
+            .map(|v| format!(" value=\"{}\"", escape(v)))
+            .unwrap_or_default()
+    };
+    format!(
+        "<label for=\"{id}\">{label}{optional}</label><input id=\"{id}\" name=\"{name}\" type=\"{kind}\"{value}{required}{invalid}{described} spellcheck=\"false\" autocapitalize=\"off\">{after}",
+        label = escape(&f.label),
+        optional = if f.optional { " (optional)" } else { "" },
+        name = escape(&f.name),
+        kind = if f.secret { "password" } else { "text" },
+        required = if f.optional { "" } else { " required" },
+        invalid = if error.is_some() {
+            " aria-invalid=\"true\""
+        } else {
+            ""
+        },
+        described = if described.is_empty() {
+            String::new()
+        } else {
+            format!(" aria-describedby=\"{}\"", described.join(" "))
+        },
+    )
+}

@@ -1,0 +1,218 @@
+//! `POST /verify`: the platform confirms that the person who just authorized is the account's user.
+//!
+//! The caller is the platform's backend, authenticated by a Kubernetes ServiceAccount token
+//! (TokenReview) and authorized by RBAC for the verb `verify` on `connectedaccounts` in the
+//! account's namespace (SubjectAccessReview), so an account can only be confirmed by someone the
+//! cluster trusts for that namespace. Guarantees: the one-time request id is signed, bound to the
+//! account's UID and expiring; a matching identifier publishes the held-back credential; any other
+//! identifier discards it, so nothing of that attempt is ever published.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, UserInfo};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Gateway;
+use super::connect::current_account;
+use crate::store::FlowError;
+use crate::store::credentials::StoreError;
+
+/// The RBAC verb a platform needs on `connectedaccounts` to confirm users.
+pub const VERB: &str = "verify";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Request {
+    request_id: String,
+    identifier: String,
+}
+
+fn answer(status: StatusCode, error: &str, message: &str) -> Response {
+    (status, Json(json!({"error": error, "message": message}))).into_response()
+}
+
+pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| !t.is_empty() && t.len() < 16 * 1024)
+    else {
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "send a ServiceAccount token as a Bearer token",
+        );
+    };
+    let Ok(req) = serde_json::from_slice::<Request>(&body) else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body must be JSON: {\"requestId\": \"...\", \"identifier\": \"...\"}",
+        );
+    };
+    let user = match authenticate(&gw, token).await {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            return answer(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the token is not valid",
+            );
+        }
+        Err(resp) => return resp,
+    };
+    let claims = match gw
+        .signer
+        .verify_request(&req.request_id, Timestamp::now().as_second())
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(reason = %e, "refused verification request id");
+            return answer(
+                StatusCode::NOT_FOUND,
+                "unknown_request",
+                "the request id is not valid or has expired",
+            );
+        }
+    };
+    match authorize(&gw, &user, &claims.ns, &claims.name).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(user = ?user.username, namespace = %claims.ns, "verification refused: not allowed by RBAC");
+            return answer(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the caller may not verify connectedaccounts in this namespace",
+            );
+        }
+        Err(resp) => return resp,
+    }
+    let Ok(account) = current_account(&gw, &claims).await else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            "unknown_request",
+            "the account no longer exists",
+        );
+    };
+    let uid = account.uid().unwrap_or_default();
+    for _ in 0..3 {
+        let current = match gw.credentials.get(&uid).await {
+            Ok(c) => c,
+            Err(_) => return unavailable(),
+        };
+        let mut record = current.record.clone();
+        let Some(pending) = record
+            .pending
+            .take()
+            .filter(|p| p.request == claims.nonce && p.expires_at > Timestamp::now())
+        else {
+            return answer(
+                StatusCode::GONE,
+                "unknown_request",
+                "this request was already answered or has expired",
+            );
+        };
+        let matches = req.identifier == account.spec.identifier;
+        if matches {
+            record.tokens = Some(pending.tokens);
+            record.rejected = false;
+            record.flow_error = None;
+        } else {
+            record.flow_error = Some(FlowError {
+                reason: "VerificationFailed".into(),
+                message: "the platform reported a different user than the account's identifier; the credential was discarded".into(),
+                link: record.completed_link.clone().unwrap_or_default(),
+            });
+        }
+        match gw
+            .credentials
+            .put(&account, &record, current.resource_version.as_deref())
+            .await
+        {
+            Ok(_) if matches => {
+                tracing::info!(account = %claims.name, namespace = %claims.ns, "user verified");
+                return (StatusCode::OK, Json(json!({"verified": true}))).into_response();
+            }
+            Ok(_) => {
+                tracing::warn!(account = %claims.name, namespace = %claims.ns, "verification refused: identifier mismatch");
+                return answer(
+                    StatusCode::FORBIDDEN,
+                    "identifier_mismatch",
+                    "the identifier is not the account's; the credential was discarded",
+                );
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(_) => return unavailable(),
+        }
+    }
+    unavailable()
+}
+
+fn unavailable() -> Response {
+    answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "try again in a moment",
+    )
+}
+
+/// Who the token belongs to, if the API server accepts it.
+async fn authenticate(gw: &Gateway, token: &str) -> Result<Option<UserInfo>, Response> {
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: token.to_owned(),
+            audiences: None,
+        },
+        ..Default::default()
+    };
+    let api: Api<TokenReview> = Api::all(gw.client.clone());
+    match api.create(&PostParams::default(), &review).await {
+        Ok(r) => Ok(r
+            .status
+            .filter(|s| s.authenticated == Some(true))
+            .and_then(|s| s.user)),
+        Err(e) => {
+            tracing::warn!(error = %e, "TokenReview failed");
+            Err(unavailable())
+        }
+    }
+}
+
+/// Whether `user` may `verify` the account, by the cluster's RBAC.
+async fn authorize(gw: &Gateway, user: &UserInfo, ns: &str, name: &str) -> Result<bool, Response> {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: user.username.clone(),
+            uid: user.uid.clone(),
+            groups: user.groups.clone(),
+            extra: user.extra.clone(),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(crate::api::GROUP.to_owned()),
+                resource: Some("connectedaccounts".into()),
+                verb: Some(VERB.into()),
+                namespace: Some(ns.to_owned()),
+                name: Some(name.to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SubjectAccessReview> = Api::all(gw.client.clone());
+    match api.create(&PostParams::default(), &review).await {
+        Ok(r) => Ok(r.status.is_some_and(|s| s.allowed)),
+        Err(e) => {
+            tracing::warn!(error = %e, "SubjectAccessReview failed");
+            Err(unavailable())
+        }
+    }
+}

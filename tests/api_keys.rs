@@ -1,0 +1,453 @@
+//! API keys and bearer tokens through the hosted form, supplied directly with `credentialsRef`,
+//! and user verification by the platform (`POST /verify` with a ServiceAccount token), against the
+//! real API server and the operator binary. The same form in real Chromium: tests/browser.rs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use agent_auth_operator::api::{AccountState, ConnectedAccount};
+use axum::http::{HeaderMap, StatusCode};
+use common::fixtures::*;
+use common::forms::{self, form_connection, submit};
+use common::operator::stack;
+use common::{eventually, hygiene, setup};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+/// A stand-in for the app's own API: `GET /me` answers 200 only for the key `good-key` in
+/// `X-Api-Key`, as an API-key app checks its keys.
+async fn app_api() -> String {
+    let app = axum::Router::new().route(
+        "/me",
+        axum::routing::get(|headers: HeaderMap| async move {
+            if headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some("good-key") {
+                StatusCode::OK
+            } else {
+                StatusCode::UNAUTHORIZED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn api_key_form_validates_checks_with_the_app_and_publishes() {
+    let env = setup("apikey-form").await;
+    let s = stack();
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let app = app_api().await;
+    form_connection(
+        client,
+        ns,
+        "crm",
+        json!({"apiKey": {
+            "instructions": "Find your key under Settings > API.",
+            "fields": [
+                {"name": "api_key", "label": "API key", "pattern": "[a-z-]+"},
+                {"name": "subdomain", "label": "Subdomain", "secret": false, "help": "acme for acme.crm.example"}
+            ],
+            "header": {"name": "X-Api-Key"},
+            "verify": {"url": format!("{app}/me")}
+        }}),
+    )
+    .await;
+    account(client, ns, "carol", "crm", json!({})).await;
+    let pending = wait_account(&accounts, "carol", "link", |a| link(a).is_some()).await;
+    assert_eq!(state(&pending), Some(AccountState::PendingAuth));
+    let url = link(&pending).unwrap();
+    let http = forms::client();
+
+    // The form: labels tied to inputs, secret fields as password inputs, no-store, a CSP.
+    let page = http.get(&url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("form-action 'self'")
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("<label for=\"f-api_key\">API key</label>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("id=\"f-api_key\" name=\"api_key\" type=\"password\""),
+        "{html}"
+    );
+    assert!(html.contains("name=\"subdomain\" type=\"text\""), "{html}");
+    assert!(html.contains("Find your key under Settings"), "{html}");
+
+    // Server-side validation: messages per field, the secret never echoed, nothing stored.
+    hygiene::remember("BAD_KEY_SHOULD_NOT_ECHO");
+    let resp = submit(
+        &http,
+        &url,
+        &[("api_key", "BAD_KEY_SHOULD_NOT_ECHO"), ("subdomain", "")],
+    )
+    .await;
+    assert_eq!(resp.status(), 422);
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("API key does not have the expected format."),
+        "{html}"
+    );
+    assert!(html.contains("Subdomain is required."), "{html}");
+    assert!(html.contains("aria-invalid=\"true\""), "{html}");
+    assert!(!html.contains("BAD_KEY_SHOULD_NOT_ECHO"), "secret echoed: {html}");
+
+    // The app refuses the key: the error shows on the form, the account stays PENDING_AUTH.
+    hygiene::remember("wrong-key");
+    let resp = submit(&http, &url, &[("api_key", "wrong-key"), ("subdomain", "acme")]).await;
+    assert_eq!(resp.status(), 422);
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("did not accept these credentials (HTTP 401)"),
+        "{html}"
+    );
+    assert!(html.contains("value=\"acme\""), "public values are kept: {html}");
+    assert!(!html.contains("wrong-key"));
+    let still = accounts.get("carol").await.unwrap();
+    assert_eq!(state(&still), Some(AccountState::PendingAuth));
+    assert!(secrets.get_opt("carol-credentials").await.unwrap().is_none());
+
+    // A submission from another browser (no form cookie) is refused: CSRF.
+    let html = http.get(&url).send().await.unwrap().text().await.unwrap();
+    let foreign = reqwest::Client::new()
+        .post(&url)
+        .form(&[
+            ("state", forms::state_of(&html).as_str()),
+            ("api_key", "good-key"),
+            ("subdomain", "acme"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 400);
+
+    // The right key: success page, ACTIVE, the Secret in the agent contract.
+    hygiene::remember("good-key");
+    let resp = submit(&http, &url, &[("api_key", "good-key"), ("subdomain", "acme")]).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("Account connected"));
+    let active = wait_state(&accounts, "carol", AccountState::Active).await;
+    assert!(link(&active).is_none(), "no link once ACTIVE");
+    let secret = secrets.get("carol-credentials").await.unwrap();
+    let data = secret_text(&secret);
+    assert_eq!(data["authorization"], "good-key");
+    assert_eq!(data["header_name"], "X-Api-Key");
+    assert_eq!(data["api_key"], "good-key");
+    assert_eq!(data["subdomain"], "acme");
+    let doc: serde_json::Value = serde_json::from_str(&data["credentials.json"]).unwrap();
+    assert_eq!(doc["subdomain"], "acme");
+    assert_eq!(doc["header_name"], "X-Api-Key");
+    assert!(
+        active.status.unwrap().expires_at.is_none(),
+        "API keys do not expire"
+    );
+
+    // The spent link cannot be used again.
+    let again = http.get(&url).send().await.unwrap();
+    assert_eq!(again.status(), 410);
+    let _ = s;
+}
+
+#[tokio::test]
+async fn bearer_token_defaults_and_garbage_submissions() {
+    let env = setup("bearer-form").await;
+    stack();
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    form_connection(client, ns, "tool", json!({"authType": "BearerToken"})).await;
+    account(client, ns, "dave", "tool", json!({})).await;
+    let pending = wait_account(&accounts, "dave", "link", |a| link(a).is_some()).await;
+    let link = link(&pending).unwrap();
+    let http = forms::client();
+
+    // Garbage bodies get a 4xx page, never a crash.
+    for body in ["%%%", "state=x&state=y", "state=forged.sig&token=t", ""] {
+        let resp = http
+            .post(&link)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_client_error(), "{body:?}: {}", resp.status());
+    }
+    hygiene::remember("tok-123456");
+    let resp = submit(&http, &link, &[("token", "tok-123456")]).await;
+    assert_eq!(resp.status(), 200);
+    wait_state(&accounts, "dave", AccountState::Active).await;
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get("dave-credentials")
+        .await
+        .unwrap();
+    let data = secret_text(&secret);
+    assert_eq!(data["authorization"], "Bearer tok-123456");
+    assert_eq!(data["access_token"], "tok-123456");
+    assert_eq!(data["token_type"], "Bearer");
+    assert!(!data.contains_key("header_name"));
+}
+
+#[tokio::test]
+async fn credentials_ref_activates_without_a_user_and_follows_the_secret() {
+    let env = setup("apikey-ref").await;
+    stack();
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    form_connection(client, ns, "stripe-like", json!({})).await;
+    let source = |key: &str| Secret {
+        metadata: ObjectMeta {
+            name: Some("team-key".into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([("api_key".to_owned(), key.to_owned())])),
+        ..Default::default()
+    };
+    hygiene::remember("sk-team-one");
+    secrets
+        .create(&PostParams::default(), &source("sk-team-one"))
+        .await
+        .unwrap();
+    account(
+        client,
+        ns,
+        "team",
+        "stripe-like",
+        json!({"credentialsRef": {"name": "team-key"}}),
+    )
+    .await;
+    let active = wait_state(&accounts, "team", AccountState::Active).await;
+    assert!(link(&active).is_none(), "no user, no link");
+    let published = secrets.get("team-credentials").await.unwrap();
+    assert_eq!(secret_text(&published)["api_key"], "sk-team-one");
+
+    // Rotating the source Secret reaches the agent Secret (on the periodic recheck, or at once
+    // when the account is touched, as here).
+    hygiene::remember("sk-team-two");
+    secrets
+        .replace("team-key", &PostParams::default(), &source("sk-team-two"))
+        .await
+        .unwrap();
+    accounts
+        .patch(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"example.com/touch": "1"}}})),
+        )
+        .await
+        .unwrap();
+    eventually(REACT, "rotated key published", || async {
+        let s = secrets.get("team-credentials").await.ok()?;
+        (secret_text(&s)["api_key"] == "sk-team-two").then_some(())
+    })
+    .await;
+
+    // A reference on an OAuth connection is the account's error, not the Connection's.
+    dex_connection(client, ns, "dex", &stack().dex, &["openid"]).await;
+    account(
+        client,
+        ns,
+        "wrong",
+        "dex",
+        json!({"credentialsRef": {"name": "team-key"}}),
+    )
+    .await;
+    let wrong = wait_state(&accounts, "wrong", AccountState::Error).await;
+    assert_eq!(ready(&wrong).unwrap().1, "CredentialsRefUnsupported");
+
+    // A missing source Secret: ERROR with the reason, nothing published.
+    account(
+        client,
+        ns,
+        "lost",
+        "stripe-like",
+        json!({"credentialsRef": {"name": "nope"}}),
+    )
+    .await;
+    let lost = wait_state(&accounts, "lost", AccountState::Error).await;
+    let msg = lost
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
+    assert!(
+        msg.contains("Secret nope named in spec.credentialsRef does not exist"),
+        "{msg}"
+    );
+    assert!(secrets.get_opt("lost-credentials").await.unwrap().is_none());
+}
+
+/// A ServiceAccount `name` with a token; `may_verify` grants it the `verify` verb on accounts.
+async fn platform_token(client: &kube::Client, ns: &str, name: &str, may_verify: bool) -> String {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    sas.create(&PostParams::default(), &sa).await.unwrap();
+    if may_verify {
+        let role: Role = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": ["agentauth.dev"], "resources": ["connectedaccounts"], "verbs": ["verify"]}]
+        }))
+        .unwrap();
+        Api::<Role>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &role)
+            .await
+            .unwrap();
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
+        }))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+    }
+    let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600}});
+    let issued: TokenRequest = sas
+        .create_subresource("token", name, &PostParams::default(), &request)
+        .await
+        .unwrap();
+    let token = issued.status.unwrap().token.unwrap();
+    hygiene::remember(&token);
+    token
+}
+
+/// The `request_id` the gateway put on the platform's verify URL.
+fn request_id(location: &str) -> String {
+    let url = url::Url::parse(location).unwrap();
+    assert_eq!(url.host_str(), Some("platform.example"), "{location}");
+    url.query_pairs()
+        .find(|(k, _)| k == "request_id")
+        .unwrap()
+        .1
+        .into_owned()
+}
+
+async fn verify(gateway: &str, token: &str, request_id: &str, identifier: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{gateway}/verify"))
+        .bearer_auth(token)
+        .json(&json!({"requestId": request_id, "identifier": identifier}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_platform_verifies_the_user_before_anything_is_published() {
+    let env = setup("verify").await;
+    let s = stack();
+    let gateway = s.operator.gateway_url.as_str();
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    form_connection(
+        client,
+        ns,
+        "keys",
+        json!({"verification": {"url": "https://platform.example/agent-auth/verify"}}),
+    )
+    .await;
+    account(client, ns, "erin", "keys", json!({})).await;
+    let platform = platform_token(client, ns, "platform", true).await;
+    let stranger = platform_token(client, ns, "stranger", false).await;
+
+    // The user submits; the credential is held back and the user goes to the platform.
+    let pending = wait_account(&accounts, "erin", "link", |a| link(a).is_some()).await;
+    let http = forms::client();
+    hygiene::remember("key-of-someone-else");
+    let resp = submit(
+        &http,
+        &link(&pending).unwrap(),
+        &[("api_key", "key-of-someone-else")],
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    let first = request_id(resp.headers()["location"].to_str().unwrap());
+    let waiting = wait_state(&accounts, "erin", AccountState::PendingVerification).await;
+    assert!(link(&waiting).is_none());
+    assert!(secrets.get_opt("erin-credentials").await.unwrap().is_none());
+
+    // Unauthenticated, garbage, or without RBAC for `verify`: refused, nothing changes.
+    assert_eq!(
+        verify(gateway, "not-a-token", &first, "erin@example.com")
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        verify(gateway, &stranger, &first, "erin@example.com")
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        verify(gateway, &platform, "forged.request", "erin@example.com")
+            .await
+            .status(),
+        404
+    );
+    let garbage = reqwest::Client::new()
+        .post(format!("{gateway}/verify"))
+        .bearer_auth(&platform)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 400);
+
+    // The platform reports another user: discarded, a new link, nothing ever published.
+    let wrong = verify(gateway, &platform, &first, "mallory@example.com").await;
+    assert_eq!(wrong.status(), 403);
+    let back = wait_account(&accounts, "erin", "new link after a failed verification", |a| {
+        state(a) == Some(AccountState::PendingAuth) && link(a).is_some()
+    })
+    .await;
+    assert_eq!(ready(&back).unwrap().1, "VerificationFailed");
+    assert!(secrets.get_opt("erin-credentials").await.unwrap().is_none());
+    assert_eq!(
+        verify(gateway, &platform, &first, "erin@example.com")
+            .await
+            .status(),
+        410,
+        "one-time"
+    );
+
+    // Through the new link, confirmed as the account's user: published, ACTIVE.
+    hygiene::remember("erins-own-key");
+    let resp = submit(&http, &link(&back).unwrap(), &[("api_key", "erins-own-key")]).await;
+    let second = request_id(resp.headers()["location"].to_str().unwrap());
+    wait_state(&accounts, "erin", AccountState::PendingVerification).await;
+    let ok = verify(gateway, &platform, &second, "erin@example.com").await;
+    assert_eq!(ok.status(), 200);
+    wait_state(&accounts, "erin", AccountState::Active).await;
+    let published = secrets.get("erin-credentials").await.unwrap();
+    assert_eq!(secret_text(&published)["api_key"], "erins-own-key");
+    let reasons = event_reasons(client, ns, "erin").await;
+    assert!(reasons.iter().any(|r| r == "VerificationFailed"), "{reasons:?}");
+}
