@@ -8,7 +8,6 @@ mod common;
 use std::collections::BTreeMap;
 
 use agent_auth_operator::api::{AccountState, ConnectedAccount};
-use axum::http::{HeaderMap, StatusCode};
 use common::fixtures::*;
 use common::forms::{self, form_connection, submit};
 use common::operator::stack;
@@ -19,25 +18,6 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-/// A stand-in for the app's own API: `GET /me` answers 200 only for the key `good-key` in
-/// `X-Api-Key`, as an API-key app checks its keys.
-async fn app_api() -> String {
-    let app = axum::Router::new().route(
-        "/me",
-        axum::routing::get(|headers: HeaderMap| async move {
-            if headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some("good-key") {
-                StatusCode::OK
-            } else {
-                StatusCode::UNAUTHORIZED
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
-}
-
 #[tokio::test]
 async fn api_key_form_validates_checks_with_the_app_and_publishes() {
     let env = setup("apikey-form").await;
@@ -45,22 +25,8 @@ async fn api_key_form_validates_checks_with_the_app_and_publishes() {
     let (client, ns) = (&env.client, env.ns.as_str());
     let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let app = app_api().await;
-    form_connection(
-        client,
-        ns,
-        "crm",
-        json!({"apiKey": {
-            "instructions": "Find your key under Settings > API.",
-            "fields": [
-                {"name": "api_key", "label": "API key", "pattern": "[a-z-]+"},
-                {"name": "subdomain", "label": "Subdomain", "secret": false, "help": "acme for acme.crm.example"}
-            ],
-            "header": {"name": "X-Api-Key"},
-            "verify": {"url": format!("{app}/me")}
-        }}),
-    )
-    .await;
+    let app = forms::app_api().await;
+    form_connection(client, ns, "crm", forms::crm_spec(&app)).await;
     account(client, ns, "carol", "crm", json!({})).await;
     let pending = wait_account(&accounts, "carol", "link", |a| link(a).is_some()).await;
     assert_eq!(state(&pending), Some(AccountState::PendingAuth));

@@ -1,5 +1,6 @@
 //! The hosted pages in a real headless Chromium: a user opens an account's authorization link, signs
-//! in on Dex's own login page, and lands on the operator's success page. Screenshots of each page
+//! in on Dex's own login page, and lands on the operator's success page; another fills the hosted
+//! API-key form, gets its validation and the app's refusal, then connects. Screenshots of each page
 //! land in `target/test-output/browser/`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -11,7 +12,7 @@ use agent_auth_operator::api::{AccountState, ConnectedAccount};
 use common::browser::Browser;
 use common::fixtures::*;
 use common::operator::stack;
-use common::setup;
+use common::{forms, hygiene, setup};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use serde_json::json;
@@ -105,4 +106,78 @@ async fn user_signs_in_at_dex_in_chromium() {
         "timing: account pending after {ready_at:?}, Chromium ready after {browser_at:?}, done after {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn user_fills_the_api_key_form_in_chromium() {
+    let env = setup("browser-form").await;
+    stack();
+    let (client, ns) = (&env.client, env.ns.as_str());
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let app = forms::app_api().await;
+    forms::form_connection(client, ns, "crm", forms::crm_spec(&app)).await;
+    account(client, ns, "dora", "crm", json!({})).await;
+    let pending = wait_account(&accounts, "dora", "link", |a| link(a).is_some()).await;
+    let browser = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
+
+    // The form, with labels tied to their inputs and the help text.
+    browser.goto(&link(&pending).unwrap()).await.unwrap();
+    browser.wait_for("label[for=f-api_key]").await.unwrap();
+    assert_eq!(browser.text("h1").await.unwrap(), "Connect crm");
+    assert_eq!(browser.text("label[for=f-subdomain]").await.unwrap(), "Subdomain");
+    assert_eq!(
+        browser.text("#f-subdomain-help").await.unwrap(),
+        "acme for acme.crm.example"
+    );
+    browser.screenshot("form-1-empty").await.unwrap();
+
+    // An invalid value: the message sits next to the field, the secret input comes back empty.
+    hygiene::remember("NOT A KEY");
+    browser.fill("#f-api_key", "NOT A KEY").await.unwrap();
+    browser.fill("#f-subdomain", "acme").await.unwrap();
+    browser.click("button[type=submit]").await.unwrap();
+    let message = browser
+        .wait_for_text("#f-api_key-error", "expected format")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(message, "API key does not have the expected format.");
+    let html = browser.page_source().await.unwrap();
+    assert!(!html.contains("NOT A KEY"), "the secret is not echoed");
+    assert!(html.contains("value=\"acme\""), "public values are kept");
+    browser.screenshot("form-2-invalid").await.unwrap();
+
+    // The app refuses the key: the error on the form, still PENDING_AUTH.
+    hygiene::remember("wrong-key");
+    browser.fill("#f-api_key", "wrong-key").await.unwrap();
+    browser.click("button[type=submit]").await.unwrap();
+    browser
+        .wait_for_text("#form-error", "HTTP 401")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    browser.screenshot("form-3-refused-by-app").await.unwrap();
+    assert_eq!(
+        state(&accounts.get("dora").await.unwrap()),
+        Some(AccountState::PendingAuth)
+    );
+
+    // The right key: the success page, ACTIVE, the key in the agent Secret.
+    hygiene::remember("good-key");
+    browser.fill("#f-api_key", "good-key").await.unwrap();
+    browser.click("button[type=submit]").await.unwrap();
+    browser
+        .wait_for_text("h1", "Account connected")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    browser.screenshot("form-4-connected").await.unwrap();
+    wait_state(&accounts, "dora", AccountState::Active).await;
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get("dora-credentials")
+        .await
+        .unwrap();
+    let data = secret_text(&secret);
+    assert_eq!(
+        (data["authorization"].as_str(), data["subdomain"].as_str()),
+        ("good-key", "acme")
+    );
+    browser.close().await.unwrap();
 }

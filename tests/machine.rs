@@ -21,11 +21,17 @@ use serde_json::{Value, json};
 
 async fn key_secret(client: &kube::Client, ns: &str, name: &str, value: &str) {
     let s = Secret {
-        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
         string_data: Some(BTreeMap::from([("key".to_owned(), value.to_owned())])),
         ..Default::default()
     };
-    Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &s).await.unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
 }
 
 async fn connection(client: &kube::Client, ns: &str, name: &str, spec: Value) {
@@ -34,14 +40,21 @@ async fn connection(client: &kube::Client, ns: &str, name: &str, spec: Value) {
         "metadata": {"name": name}, "spec": spec
     }))
     .unwrap();
-    Api::<Connection>::namespaced(client.clone(), ns).create(&PostParams::default(), &c).await.unwrap();
+    Api::<Connection>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &c)
+        .await
+        .unwrap();
 }
 
 /// The published credential of `account`, once it exists.
 async fn published(client: &kube::Client, ns: &str, account: &str) -> BTreeMap<String, String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let s = eventually(REACT, &format!("{account} Secret"), || async {
-        secrets.get_opt(&format!("{account}-credentials")).await.ok().flatten()
+        secrets
+            .get_opt(&format!("{account}-credentials"))
+            .await
+            .ok()
+            .flatten()
     })
     .await;
     let data = secret_text(&s);
@@ -82,7 +95,12 @@ async fn custom_jwts_of_every_algorithm_are_minted_verifiable_and_reminted() {
     stack();
     let (client, ns) = (&env.client, env.ns.as_str());
     let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
-    let algs = [JwtAlgorithm::RS256, JwtAlgorithm::ES256, JwtAlgorithm::EdDSA, JwtAlgorithm::HS256];
+    let algs = [
+        JwtAlgorithm::RS256,
+        JwtAlgorithm::ES256,
+        JwtAlgorithm::EdDSA,
+        JwtAlgorithm::HS256,
+    ];
     for alg in algs {
         let name = format!("{alg:?}").to_lowercase();
         key_secret(client, ns, &format!("{name}-key"), keys::private(alg)).await;
@@ -112,12 +130,24 @@ async fn custom_jwts_of_every_algorithm_are_minted_verifiable_and_reminted() {
         assert_eq!(data["authorization"], format!("Bearer {jwt}"));
         let (header, claims) = verify(jwt, alg, &audience);
         assert_eq!(header.kid.as_deref(), Some("k-2026"));
-        assert_eq!(claims["sub"], format!("{account_name}@example.com"), "sub defaults to the identifier");
+        assert_eq!(
+            claims["sub"],
+            format!("{account_name}@example.com"),
+            "sub defaults to the identifier"
+        );
         assert_eq!(claims["tenant"], account_name);
         assert_eq!(claims["roles"], json!(["reader"]), "JSON-valued claims stay JSON");
         assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 16));
         let exp = claims["exp"].as_i64().unwrap();
-        let expires_at = active.status.as_ref().unwrap().expires_at.as_ref().unwrap().0.as_second();
+        let expires_at = active
+            .status
+            .as_ref()
+            .unwrap()
+            .expires_at
+            .as_ref()
+            .unwrap()
+            .0
+            .as_second();
         assert_eq!(exp, expires_at, "status.expiresAt is the JWT's exp");
         assert!(active.status.unwrap().next_refresh_at.is_some());
     }
@@ -140,7 +170,10 @@ async fn custom_jwts_of_every_algorithm_are_minted_verifiable_and_reminted() {
         "renewed before the old JWT expired"
     );
     let reasons = event_reasons(client, ns, "rs256-bot").await;
-    assert!(reasons.iter().any(|r| r == "Obtained") && reasons.iter().any(|r| r == "Refreshed"), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r == "Obtained") && reasons.iter().any(|r| r == "Refreshed"),
+        "{reasons:?}"
+    );
 
     // A key that does not suit the algorithm: the Connection says so, its account is ERROR.
     key_secret(client, ns, "wrong-key", keys::private(JwtAlgorithm::EdDSA)).await;
@@ -157,7 +190,13 @@ async fn custom_jwts_of_every_algorithm_are_minted_verifiable_and_reminted() {
     let conns: Api<Connection> = Api::namespaced(client.clone(), ns);
     let conn = eventually(REACT, "wrong Connection not Ready", || async {
         let c = conns.get("wrong").await.ok()?;
-        let ready = c.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?.clone();
+        let ready = c
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")?
+            .clone();
         (ready.status == "False").then_some(ready)
     })
     .await;
@@ -201,19 +240,27 @@ async fn jwts_are_exchanged_at_a_verifying_token_server() {
     accounts.create(&PostParams::default(), &a).await.unwrap();
     let active = wait_state(&accounts, "acme-org", AccountState::Active).await;
     let data = published(client, ns, "acme-org").await;
-    assert!(data["access_token"].starts_with("ghs_"), "the installation token is published, not the JWT");
+    assert!(
+        data["access_token"].starts_with("ghs_"),
+        "the installation token is published, not the JWT"
+    );
     assert_eq!(data["authorization"], format!("Bearer {}", data["access_token"]));
     let doc: Value = serde_json::from_str(&data["credentials.json"]).unwrap();
     assert_eq!(doc["metadata"]["permissions"]["issues"], "write");
     let seen = server.seen();
     let install = seen.iter().find(|s| s.installation.is_some()).unwrap();
-    assert_eq!((install.installation.as_deref(), install.status), (Some("4242"), 201));
+    assert_eq!(
+        (install.installation.as_deref(), install.status),
+        (Some("4242"), 201)
+    );
     assert_eq!(install.claims.as_ref().unwrap()["iss"], "app-42");
     assert!(active.status.unwrap().expires_at.is_some());
 
     // Google service-account style: an RFC 7523 jwt-bearer grant with scopes.
     server.set_jwt_check(Some(
-        JwtCheck::fixture(JwtAlgorithm::RS256).issuer("sa@project.iam").audience(server.token_url()),
+        JwtCheck::fixture(JwtAlgorithm::RS256)
+            .issuer("sa@project.iam")
+            .audience(server.token_url()),
     ));
     connection(
         client,
@@ -231,7 +278,11 @@ async fn jwts_are_exchanged_at_a_verifying_token_server() {
     let data = published(client, ns, "alice-sa").await;
     assert!(data["access_token"].starts_with("jb_"));
     assert_eq!(data["scope"], "calendar.readonly");
-    let grant = server.seen().into_iter().find(|s| s.grant_type.as_deref().is_some_and(|g| g.ends_with("jwt-bearer"))).unwrap();
+    let grant = server
+        .seen()
+        .into_iter()
+        .find(|s| s.grant_type.as_deref().is_some_and(|g| g.ends_with("jwt-bearer")))
+        .unwrap();
     assert_eq!(grant.status, 200, "{:?}", grant.error);
     assert_eq!(grant.claims.as_ref().unwrap()["sub"], "alice-sa@example.com");
     for s in server.seen() {
@@ -275,8 +326,15 @@ async fn client_credentials_tokens_are_fetched_and_renewed_without_a_user() {
     let first = published(client, ns, "billing-bot").await;
     assert!(first["access_token"].starts_with("cc_"));
     assert_eq!(first["scope"], "invoices.read");
-    let cc = server.seen().into_iter().find(|s| s.grant_type.as_deref() == Some("client_credentials")).unwrap();
-    assert_eq!((cc.client_id.as_deref(), cc.scope.as_deref()), (Some("test-client"), Some("invoices.read")));
+    let cc = server
+        .seen()
+        .into_iter()
+        .find(|s| s.grant_type.as_deref() == Some("client_credentials"))
+        .unwrap();
+    assert_eq!(
+        (cc.client_id.as_deref(), cc.scope.as_deref()),
+        (Some("test-client"), Some("invoices.read"))
+    );
 
     // Renewed before the 20 s token expires.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -287,7 +345,11 @@ async fn client_credentials_tokens_are_fetched_and_renewed_without_a_user() {
     })
     .await;
     assert_eq!(
-        wait_state(&accounts, "billing-bot", AccountState::Active).await.status.unwrap().state,
+        wait_state(&accounts, "billing-bot", AccountState::Active)
+            .await
+            .status
+            .unwrap()
+            .state,
         Some(AccountState::Active)
     );
 
@@ -296,17 +358,27 @@ async fn client_credentials_tokens_are_fetched_and_renewed_without_a_user() {
     connection(client, ns, "billing-wrong", spec("cc-wrong")).await;
     account(client, ns, "wrong-bot", "billing-wrong", json!({})).await;
     let wrong = wait_state(&accounts, "wrong-bot", AccountState::Error).await;
-    let cond = wrong.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap();
+    let cond = wrong
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
     assert_eq!(cond.reason, "CredentialUnavailable");
     assert!(cond.message.contains("invalid_client"), "{}", cond.message);
     Api::<Connection>::namespaced(client.clone(), ns)
         .patch(
             "billing-wrong",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"oauth2": {"clientSecretRef": {"name": "cc-secret", "key": "key"}}}})),
+            &Patch::Merge(
+                json!({"spec": {"oauth2": {"clientSecretRef": {"name": "cc-secret", "key": "key"}}}}),
+            ),
         )
         .await
         .unwrap();
-    wait_account(&accounts, "wrong-bot", "ACTIVE after the fix", |a| state(a) == Some(AccountState::Active))
-        .await;
+    wait_account(&accounts, "wrong-bot", "ACTIVE after the fix", |a| {
+        state(a) == Some(AccountState::Active)
+    })
+    .await;
 }

@@ -54,3 +54,37 @@ pub async fn submit(http: &reqwest::Client, link: &str, fields: &[(&str, &str)])
     form.extend_from_slice(fields);
     http.post(link).form(&form).send().await.unwrap()
 }
+
+/// A stand-in for an API-key app's own API: `GET /me` answers 200 only for the key `good-key` in
+/// `X-Api-Key`, as such an app checks its keys. Returns its base URL.
+pub async fn app_api() -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    let app = axum::Router::new().route(
+        "/me",
+        axum::routing::get(|headers: HeaderMap| async move {
+            if headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some("good-key") {
+                StatusCode::OK
+            } else {
+                StatusCode::UNAUTHORIZED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// The API-key Connection both form tests use: a secret key with a pattern, a public subdomain,
+/// a custom header, and a check against [`app_api`] at `app`.
+pub fn crm_spec(app: &str) -> serde_json::Value {
+    json!({"apiKey": {
+        "instructions": "Find your key under Settings > API.",
+        "fields": [
+            {"name": "api_key", "label": "API key", "pattern": "[a-z-]+"},
+            {"name": "subdomain", "label": "Subdomain", "secret": false, "help": "acme for acme.crm.example"}
+        ],
+        "header": {"name": "X-Api-Key"},
+        "verify": {"url": format!("{app}/me")}
+    }})
+}
