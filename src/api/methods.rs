@@ -42,7 +42,7 @@ pub struct CredentialForm {
 /// One input of the hosted form.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!(self.name in ['authorization', 'header_name', 'access_token', 'token_type', 'expires_at', 'scope', 'metadata'])").message("this field name is reserved for the agent Secret"))]
+#[x_kube(validation = Rule::new("!(self.name in ['authorization', 'header_name', 'access_token', 'token_type', 'expires_at', 'scope', 'metadata', 'provider'])").message("this field name is reserved for the agent Secret"))]
 pub struct FormField {
     /// Key of the value in the agent Secret (`api_key`, `subdomain`).
     #[schemars(regex(pattern = FIELD_NAME_PATTERN), length(min = 1, max = 63))]

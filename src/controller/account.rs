@@ -187,12 +187,15 @@ async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Erro
     let link = current_link(account, ctx);
     let now = Timestamp::now();
 
+    let provider = resolved.as_ref().ok().and_then(|(c, _)| c.spec.provider.clone());
     let observe = |record: &Record, ownership: Ownership, failure: Option<RefreshFailure>| -> (Plan, bool) {
         let view = resolved.as_ref().map(|(_, v)| v);
-        let current = record
-            .tokens
-            .as_ref()
-            .is_some_and(|t| agent_secret::holds(cached_secret.as_deref(), &agent_secret::render(t)));
+        let current = record.tokens.as_ref().is_some_and(|t| {
+            agent_secret::holds(
+                cached_secret.as_deref(),
+                &agent_secret::render(t, provider.as_deref()),
+            )
+        });
         let o = Observed {
             account,
             connection: view,
@@ -225,7 +228,7 @@ async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Erro
         discard_credentials(account, conn, ctx, ownership).await?;
     }
     if let (true, Some(tokens)) = (plan.publish, &versioned.record.tokens) {
-        let data = agent_secret::render(tokens);
+        let data = agent_secret::render(tokens, provider.as_deref());
         if !publish(account, &name, &data, ownership, ctx).await? {
             ownership = Ownership::Foreign;
             plan = observe(&versioned.record, ownership, ctx.failure(&uid)).0;

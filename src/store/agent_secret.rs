@@ -52,8 +52,12 @@ pub fn ownership(secret: Option<&Secret>, account: &ConnectedAccount) -> Ownersh
 
 /// The Secret's data for a credential: the same `authorization` (and `header_name`) for every
 /// auth type; token fields for token types, the form's field names for API-key types.
-pub fn render(tokens: &TokenSet) -> BTreeMap<String, String> {
+/// `provider` is the Connection's catalog name, so tools (the sidecar) know which API this is.
+pub fn render(tokens: &TokenSet, provider: Option<&str>) -> BTreeMap<String, String> {
     let mut data = BTreeMap::from([("authorization".to_owned(), tokens.authorization())]);
+    if let Some(p) = provider {
+        data.insert("provider".to_owned(), p.to_owned());
+    }
     if let Some(h) = &tokens.header_name {
         data.insert("header_name".to_owned(), h.clone());
     }
@@ -159,7 +163,7 @@ mod tests {
             metadata: BTreeMap::from([("team".to_owned(), json!({"id": "T1"}))]),
             ..Default::default()
         };
-        let d = render(&t);
+        let d = render(&t, None);
         assert_eq!(d["authorization"], "Bearer at");
         assert_eq!(d["expires_at"], "2027-01-15T08:00:00Z");
         assert_eq!(d["scope"], "openid email");
@@ -188,7 +192,7 @@ mod tests {
             header_value: Some("k1".into()),
             ..Default::default()
         };
-        let d = render(&t);
+        let d = render(&t, None);
         let keys: Vec<&str> = d.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
