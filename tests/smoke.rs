@@ -183,3 +183,84 @@ async fn garbage_collector_deletes_secrets_owned_by_a_deleted_account() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn api_server_rejects_inconsistent_auth_method_settings_with_a_message() {
+    let env = setup("smoke-methods").await;
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        &env.ns,
+        &kube::api::ApiResource::erase::<agent_auth_operator::api::Connection>(&()),
+    );
+    let reject = |spec: serde_json::Value, want: &'static str| {
+        let raw = raw.clone();
+        async move {
+            let mut c = kube::api::DynamicObject::new(
+                "c",
+                &kube::api::ApiResource::erase::<agent_auth_operator::api::Connection>(&()),
+            );
+            c.data = json!({ "spec": spec });
+            let text = raw
+                .create(&PostParams::default(), &c)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(text.contains(want), "{spec}: unexpected error: {text}");
+        }
+    };
+    let jwt = json!({"signingKeyRef": {"name": "k", "key": "k"}, "algorithm": "RS256", "issuer": "i"});
+    reject(
+        json!({"authType": "APIKey", "oauth2": {"clientId": "x"}}),
+        "spec.oauth2 must be set exactly when",
+    )
+    .await;
+    reject(
+        json!({"authType": "OAuth2", "provider": "google", "oauth2": {"clientId": "x"}, "apiKey": {}}),
+        "spec.apiKey is only for authType APIKey",
+    )
+    .await;
+    reject(
+        json!({"authType": "CustomJWT"}),
+        "spec.customJWT must be set exactly when",
+    )
+    .await;
+    reject(
+        json!({"authType": "ClientCredentials", "oauth2": {"clientId": "x"}}),
+        "tokenUrl is required for ClientCredentials",
+    )
+    .await;
+    reject(
+        json!({"authType": "CustomJWT", "customJWT": jwt, "verification": {"url": "https://p.example/v"}}),
+        "spec.verification needs a user",
+    )
+    .await;
+    reject(
+        json!({"authType": "APIKey", "apiKey": {"fields": [{"name": "k"}, {"name": "k"}]}}),
+        "Duplicate value",
+    )
+    .await;
+    reject(
+        json!({"authType": "APIKey", "apiKey": {"fields": [{"name": "authorization"}]}}),
+        "reserved for the agent Secret",
+    )
+    .await;
+    reject(
+        json!({"authType": "APIKey", "apiKey": {"fields": [{"name": "Bad-Name"}]}}),
+        "spec.apiKey.fields[0].name",
+    )
+    .await;
+    let mut bad_claims = jwt.clone();
+    bad_claims["claims"] = json!({"exp": "1"});
+    reject(
+        json!({"authType": "CustomJWT", "customJWT": bad_claims}),
+        "registered claims are set by",
+    )
+    .await;
+    let mut bad_alg = jwt;
+    bad_alg["algorithm"] = json!("none");
+    reject(
+        json!({"authType": "CustomJWT", "customJWT": bad_alg}),
+        "spec.customJWT.algorithm",
+    )
+    .await;
+}
