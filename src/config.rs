@@ -17,6 +17,8 @@ pub struct Config {
     pub instance: String,
     /// Run the controllers only while holding the Lease (needed when replicas > 1).
     pub leader_election: bool,
+    /// Most token-endpoint calls in flight at once.
+    pub refresh_concurrency: usize,
 }
 
 impl Config {

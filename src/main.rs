@@ -52,6 +52,10 @@ struct RunArgs {
     /// Elect one replica to run the controllers (required when running more than one replica).
     #[arg(long, env = "LEADER_ELECTION")]
     leader_election: bool,
+    /// At most this many token-endpoint calls (refreshes, client credentials, JWT exchanges) in
+    /// flight at once, so a wave of expiring tokens does not flood a provider.
+    #[arg(long, env = "REFRESH_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    refresh_concurrency: u16,
 }
 
 #[tokio::main]
@@ -87,6 +91,7 @@ async fn main() -> ExitCode {
                 admin_addr: args.admin_addr,
                 instance: args.instance,
                 leader_election: args.leader_election,
+                refresh_concurrency: usize::from(args.refresh_concurrency),
             };
             match run::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -51,6 +51,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         http: crate::auth::oauth2::http_client()?,
         credentials: CredentialStore::new(client.clone(), &config.namespace),
         metrics: metrics.clone(),
+        cache: gateway::cache::Cache::start(&client, &config.watch_namespaces),
     };
     let gateway = gateway::serve(gw, config.gateway_addr, shutdown.clone());
     let admin = admin::serve(config.admin_addr, ready_rx, metrics.clone(), shutdown.clone());

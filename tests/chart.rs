@@ -1298,8 +1298,8 @@ async fn operator_serves_with_chart_rbac(client: &kube::Client, ns: &str, work_n
     assert_eq!(redirect, format!("{GATEWAY_URL}/oauth/callback"));
     let a = accounts.get("alice-gmail").await.unwrap();
     assert!(
-        !a.meta().finalizers.clone().unwrap_or_default().is_empty(),
-        "finalizer added"
+        a.meta().finalizers.clone().unwrap_or_default().is_empty(),
+        "no finalizer while nothing is stored for the account"
     );
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), work_ns);
     eventually(Duration::from_secs(30), "an Event about the account", || async {

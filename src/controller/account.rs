@@ -11,12 +11,11 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::decide::{
@@ -30,10 +29,7 @@ use crate::auth::oauth2::TokenEndpointError;
 use crate::links::{self, LinkClaims};
 use crate::store::agent_secret::{self, Ownership};
 use crate::store::credentials::{CredentialStore, StoreError, Versioned};
-use crate::store::{FIELD_MANAGER, Record};
-
-/// Finalizer that guarantees revocation and removal of every stored copy before an account goes.
-pub const FINALIZER: &str = "agentauth.dev/cleanup";
+use crate::store::{FIELD_MANAGER, Record, finalizer};
 
 /// Default `spec.authorizationLink.ttl`.
 const DEFAULT_LINK_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
@@ -61,18 +57,22 @@ pub async fn reconcile_measured(
     result
 }
 
+/// Deleted accounts are cleaned up only when they carry the finalizer, that is when a credential
+/// was ever stored for them (see [`crate::store::finalizer`]).
 pub async fn reconcile(account: Arc<ConnectedAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.wait_for_caches().await?;
-    let ns = account.namespace().unwrap_or_default();
-    let api: Api<ConnectedAccount> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, account, |event| async {
-        match event {
-            Finalizer::Apply(a) => apply(&a, &ctx).await,
-            Finalizer::Cleanup(a) => cleanup(&a, &ctx).await,
+    if account.meta().deletion_timestamp.is_some() {
+        if finalizer::present(&account) {
+            cleanup(&account, &ctx).await?;
+            finalizer::remove(&accounts_api(&account, &ctx), &account).await?;
         }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+        return Ok(Action::await_change());
+    }
+    apply(&account, &ctx).await
+}
+
+fn accounts_api(account: &ConnectedAccount, ctx: &Context) -> Api<ConnectedAccount> {
+    Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default())
 }
 
 /// The name of the agent-facing Secret.
@@ -186,6 +186,10 @@ async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Erro
     let mut ownership = agent_secret::ownership(cached_secret.as_deref(), account);
     let link = current_link(account, ctx);
     let now = Timestamp::now();
+    if (versioned.resource_version.is_some() || ownership == Ownership::Ours) && !finalizer::present(account)
+    {
+        finalizer::ensure(&accounts_api(account, ctx), account).await?;
+    }
 
     let provider = resolved.as_ref().ok().and_then(|(c, _)| c.spec.provider.clone());
     let observe = |record: &Record, ownership: Ownership, failure: Option<RefreshFailure>| -> (Plan, bool) {
@@ -567,6 +571,9 @@ async fn persist(
     record: Record,
     ctx: &Context,
 ) -> Result<(), Error> {
+    if versioned.resource_version.is_none() {
+        finalizer::ensure(&accounts_api(account, ctx), account).await?;
+    }
     let rv = ctx
         .credentials
         .put(account, &record, versioned.resource_version.as_deref())

@@ -20,7 +20,7 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, finalizer, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
 use kube::core::DeserializeGuard;
@@ -46,8 +46,6 @@ pub enum Error {
     Conflict,
     #[error("the credential record is unreadable")]
     CorruptRecord,
-    #[error("finalizer: {0}")]
-    Finalizer(Box<finalizer::Error<Error>>),
     #[error("watch caches are not synced yet")]
     NotSynced,
 }
@@ -58,7 +56,6 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Conflict => "conflict",
             Error::CorruptRecord => "corrupt_record",
-            Error::Finalizer(_) => "finalizer",
             Error::NotSynced => "not_synced",
         }
     }
@@ -80,6 +77,8 @@ pub struct Context {
     synced: tokio::sync::watch::Receiver<bool>,
     /// Refreshed records the API did not accept yet (outage): written before anything else.
     pending: Mutex<HashMap<String, crate::store::Record>>,
+    /// Bounds concurrent token-endpoint calls (`--refresh-concurrency`).
+    pub token_calls: tokio::sync::Semaphore,
 }
 
 impl Context {
@@ -174,6 +173,7 @@ pub async fn run(
     let (conn_store, conn_writer) = reflector::store();
     let conn_stream = watcher(connections.clone(), watcher::Config::default())
         .default_backoff()
+        .modify(slim)
         .reflect(conn_writer)
         .touched_objects();
     let (record_store, record_writer) = reflector::store();
@@ -182,6 +182,7 @@ pub async fn run(
         watcher::Config::default().labels(&CredentialStore::selector()),
     )
     .default_backoff()
+    .modify(slim)
     .reflect(record_writer)
     .touched_objects();
     let (secret_store, secret_writer) = reflector::store();
@@ -190,6 +191,7 @@ pub async fn run(
         watcher::Config::default().labels(&agent_secret::selector()),
     )
     .default_backoff()
+    .modify(slim)
     .reflect(secret_writer)
     .touched_objects();
 
@@ -210,12 +212,21 @@ pub async fn run(
         agent_secrets: secret_store.clone(),
         failures: Mutex::default(),
         pending: Mutex::default(),
+        token_calls: tokio::sync::Semaphore::new(config.refresh_concurrency.max(1)),
         metrics,
         synced: synced_rx,
     });
 
-    let account_controller = Controller::new(accounts, watcher::Config::default().any_semantic());
-    let account_store = account_controller.store();
+    // The caches keep what reconciles read, not managedFields or last-applied annotations: at
+    // thousands of accounts those are most of the memory.
+    let (account_store, account_writer) = reflector::store();
+    let account_stream = watcher(accounts, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(slim)
+        .reflect(account_writer)
+        .touched_objects();
+    let account_controller = Controller::for_stream(account_stream, account_store.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
     let by_connection = {
         let account_store = account_store.clone();
         move |conn: GuardedConnection| {
@@ -275,6 +286,18 @@ pub async fn run(
         _ = readiness => {}
     }
     Ok(())
+}
+
+/// Most account reconciles in flight at once: enough to keep the API server's write pipeline full,
+/// bounded so a burst of thousands of accounts does not exceed its in-flight limit.
+pub const RECONCILE_CONCURRENCY: u16 = 64;
+
+/// Drops what no reconcile reads from a cached object.
+fn slim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+    if let Some(a) = obj.meta_mut().annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 fn error_policy(account: Arc<GuardedAccount>, err: &Error, _ctx: Arc<Context>) -> Action {

@@ -24,6 +24,12 @@ pub async fn obtain(
     current: Option<&TokenSet>,
     now: Timestamp,
 ) -> Result<Option<TokenSet>, TokenEndpointError> {
+    // Waiting here is the back-pressure of a refresh wave; a closed semaphore cannot happen.
+    let _permit = ctx
+        .token_calls
+        .acquire()
+        .await
+        .map_err(|_| TokenEndpointError::Transient("shutting down".into()))?;
     match (conn.spec.auth_type, current) {
         (AuthType::OAuth2, Some(current)) => {
             let client = conn_auth::oauth_client(&ctx.client, &ctx.config, conn)

@@ -39,6 +39,12 @@ pub async fn complete(
 ) -> Result<Next, Completion> {
     let uid = account.uid().unwrap_or_default();
     let now = Timestamp::now();
+    // The first stored credential brings the finalizer that guarantees its cleanup.
+    let api: kube::Api<ConnectedAccount> =
+        kube::Api::namespaced(gw.client.clone(), &account.namespace().unwrap_or_default());
+    crate::store::finalizer::ensure(&api, account)
+        .await
+        .map_err(|e| Completion::Failed(StoreError::Api(e)))?;
     for _ in 0..3 {
         let current = gw.credentials.get(&uid).await.map_err(Completion::Failed)?;
         if current.record.completed_link.as_deref() == Some(link) {

@@ -7,26 +7,48 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::Api;
 
 use super::{Gateway, SESSION_COOKIE, STATE_TTL_SECS, pages};
 use crate::api::{AccountState, ConnectedAccount, Connection};
 use crate::auth::connection as conn_auth;
+use crate::auth::oauth2::OAuthClient;
 use crate::links::{self, LinkClaims, StateClaims, TokenError};
 
 pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Response {
-    let (claims, account, conn) = match open_link(&gw, &token).await {
-        Ok(opened) => opened,
-        Err(resp) => return resp,
+    let now = Timestamp::now().as_second();
+    let claims = match gw.signer.verify_link(&token, now) {
+        Ok(c) => c,
+        Err(TokenError::Expired) => return pages::expired_link(),
+        Err(e) => {
+            tracing::info!(reason = %e, "refused link");
+            return pages::invalid_link();
+        }
+    };
+    // The hot path answers from memory; anything the cache cannot confirm goes to the API server.
+    let cached = gw
+        .cache
+        .account(&claims.ns, &claims.name)
+        .filter(|e| e.uid == claims.uid && e.link.as_deref() == Some(token.as_str()) && !e.disconnected)
+        .and_then(|e| gw.cache.connection(&claims.ns, &e.connection));
+    let conn = match cached {
+        Some(c) => c,
+        None => match open_link(&gw, &token).await {
+            Ok((_, _, c)) => c,
+            Err(resp) => return resp,
+        },
     };
     if conn.spec.auth_type.form() {
         return super::forms::show(&gw, &claims, &conn).await;
     }
-    let now = Timestamp::now().as_second();
-    let oauth = match conn_auth::oauth_client(&gw.client, &gw.config, &conn).await {
+    // The authorization URL needs no client secret: nothing to read from the API here.
+    let oauth = match conn_auth::settings(&conn)
+        .and_then(|s| OAuthClient::new(s, None, &gw.config.redirect_uri()))
+    {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(connection = %account.spec.connection_ref.name, error = %e, "connection unusable");
+            tracing::warn!(connection = %conn.name_any(), error = %e, "connection unusable");
             return pages::unavailable("This app is not configured correctly. Contact the platform team.");
         }
     };
@@ -40,7 +62,7 @@ pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Re
         exp: now + STATE_TTL_SECS,
     });
     let target = oauth.authorize_url(&state, &gw.signer.pkce_verifier(&sid));
-    tracing::info!(account = %claims.name, namespace = %claims.ns, "sending user to the provider");
+    tracing::debug!(account = %claims.name, namespace = %claims.ns, "sending user to the provider");
     let cookie = session_cookie(&gw, SESSION_COOKIE, &gw.config.redirect_uri(), &sid);
     let mut resp = (StatusCode::FOUND, [(header::LOCATION, target.as_str())]).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {

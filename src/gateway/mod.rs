@@ -3,6 +3,7 @@
 //! the signed link/state, the account, and the operator's credential copy), so every replica can
 //! serve every request, before and after restarts.
 
+pub mod cache;
 mod callback;
 mod complete;
 mod connect;
@@ -40,6 +41,7 @@ pub struct Gateway {
     pub http: reqwest::Client,
     pub credentials: CredentialStore,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub cache: cache::Cache,
 }
 
 /// The gateway's routes with security headers, body and time limits.

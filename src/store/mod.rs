@@ -8,6 +8,7 @@
 
 pub mod agent_secret;
 pub mod credentials;
+pub mod finalizer;
 mod record;
 pub mod signing_key;
 

@@ -1,0 +1,152 @@
+//! What `GET /connect/{token}` needs, kept in memory from watches so the hot path makes no API
+//! call: for each account only its UID, current link token, state and Connection name (a few
+//! hundred bytes, not the object), and the Connections themselves.
+//!
+//! The cache only ever speeds up the answer "this link is current": whenever it says anything
+//! else (not synced yet, lagging behind a new link, unknown account) the gateway asks the API
+//! server, so a stale cache can cost a request its speed, never its correctness.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, reflector::store::Writer};
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::{AccountState, Connection};
+use crate::controller::{GuardedAccount, GuardedConnection};
+use crate::links;
+
+/// The little the gateway keeps per account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub uid: String,
+    /// The token of `status.authorizationLink`.
+    pub link: Option<String>,
+    pub disconnected: bool,
+    pub connection: String,
+}
+
+type Key = (String, String);
+
+/// Account entries and Connections of the watched namespaces.
+#[derive(Clone, Default)]
+pub struct Cache {
+    accounts: Arc<RwLock<HashMap<Key, Entry>>>,
+    connections: Vec<Store<GuardedConnection>>,
+}
+
+impl Cache {
+    /// Starts the watches (one set per watched namespace, or one for all) in the background.
+    pub fn start(client: &Client, namespaces: &[String]) -> Cache {
+        let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+            vec![None]
+        } else {
+            namespaces.iter().map(|n| Some(n.as_str())).collect()
+        };
+        let accounts: Arc<RwLock<HashMap<Key, Entry>>> = Arc::default();
+        let mut connections = Vec::new();
+        for ns in scopes {
+            let (store, writer) = reflector::store();
+            connections.push(store);
+            tokio::spawn(watch_connections(api(client, ns), writer));
+            tokio::spawn(watch_accounts(api(client, ns), accounts.clone()));
+        }
+        Cache {
+            accounts,
+            connections,
+        }
+    }
+
+    pub fn account(&self, ns: &str, name: &str) -> Option<Entry> {
+        let accounts = self.accounts.read().ok()?;
+        accounts.get(&(ns.to_owned(), name.to_owned())).cloned()
+    }
+
+    /// A Connection that matches its schema.
+    pub fn connection(&self, ns: &str, name: &str) -> Option<Connection> {
+        let key = ObjectRef::new(name).within(ns);
+        self.connections
+            .iter()
+            .find_map(|s| s.get(&key))
+            .and_then(|g| g.0.as_ref().ok().cloned())
+    }
+}
+
+fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn watch_connections(api: Api<GuardedConnection>, writer: Writer<GuardedConnection>) {
+    let stream = watcher(api)
+        .default_backoff()
+        .modify(|c| c.managed_fields_mut().clear())
+        .reflect(writer);
+    futures::pin_mut!(stream);
+    while stream.next().await.is_some() {}
+}
+
+fn watcher<K>(api: Api<K>) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher::watcher(api, watcher::Config::default().any_semantic())
+}
+
+async fn watch_accounts(api: Api<GuardedAccount>, accounts: Arc<RwLock<HashMap<Key, Entry>>>) {
+    let stream = watcher(api).default_backoff();
+    futures::pin_mut!(stream);
+    // Entries seen since the last (re)list started; swapped in when the list completes.
+    let mut relist: HashMap<Key, Entry> = HashMap::new();
+    while let Some(event) = stream.next().await {
+        let Ok(event) = event else { continue };
+        let Ok(mut map) = accounts.write() else { return };
+        match event {
+            Event::Apply(a) => {
+                if let Some((k, e)) = entry(&a) {
+                    map.insert(k, e);
+                }
+            }
+            Event::Delete(a) => {
+                map.remove(&key(&a));
+            }
+            Event::Init => relist.clear(),
+            Event::InitApply(a) => {
+                if let Some((k, e)) = entry(&a) {
+                    relist.insert(k, e);
+                }
+            }
+            Event::InitDone => *map = std::mem::take(&mut relist),
+        }
+    }
+}
+
+fn key(a: &GuardedAccount) -> Key {
+    (a.namespace().unwrap_or_default(), a.name_any())
+}
+
+fn entry(a: &GuardedAccount) -> Option<(Key, Entry)> {
+    let account = a.0.as_ref().ok()?;
+    let status = account.status.as_ref();
+    let e = Entry {
+        uid: account.uid()?,
+        link: status
+            .and_then(|s| s.authorization_link.as_deref())
+            .and_then(links::token_of)
+            .map(str::to_owned),
+        disconnected: status.and_then(|s| s.state) == Some(AccountState::Disconnected),
+        connection: account.spec.connection_ref.name.clone(),
+    };
+    Some((key(a), e))
+}
