@@ -816,6 +816,7 @@ async fn install_upgrade_and_uninstall() {
     let env_vars = env_of(c);
     assert_eq!(env_value(c, "GATEWAY_URL").as_deref(), Some(GATEWAY_URL));
     assert_eq!(env_value(c, "LEADER_ELECTION").as_deref(), Some("false"));
+    assert_eq!(env_value(c, "REFRESH_CONCURRENCY").as_deref(), Some("16"));
     assert_eq!(
         env_vars["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name",
         "{env_vars:?}"
