@@ -169,11 +169,8 @@ async fn custom_jwts_of_every_algorithm_are_minted_verifiable_and_reminted() {
         new["iat"].as_i64().unwrap() < old["exp"].as_i64().unwrap(),
         "renewed before the old JWT expired"
     );
-    let reasons = event_reasons(client, ns, "rs256-bot").await;
-    assert!(
-        reasons.iter().any(|r| r == "Obtained") && reasons.iter().any(|r| r == "Refreshed"),
-        "{reasons:?}"
-    );
+    wait_event(client, ns, "rs256-bot", "Obtained").await;
+    wait_event(client, ns, "rs256-bot", "Refreshed").await;
 
     // A key that does not suit the algorithm: the Connection says so, its account is ERROR.
     key_secret(client, ns, "wrong-key", keys::private(JwtAlgorithm::EdDSA)).await;

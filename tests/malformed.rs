@@ -9,7 +9,7 @@ use common::fixtures::*;
 use common::operator::stack;
 use common::{eventually, setup};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 #[tokio::test]
@@ -41,6 +41,8 @@ async fn a_malformed_account_does_not_stop_the_controller() {
     );
     let mut bad = DynamicObject::new("broken", &kube::api::ApiResource::erase::<ConnectedAccount>(&()));
     bad.data = json!({"spec": {"connectionRef": {"name": "dex"}, "identifier": 12345}});
+    // As if a credential had been stored for it before it went bad.
+    bad.metadata.finalizers = Some(vec!["agentauth.dev/cleanup".into()]);
     eventually(REACT, "malformed account stored", || async {
         raw.create(&PostParams::default(), &bad).await.ok().map(|_| ())
     })
@@ -74,4 +76,9 @@ async fn a_malformed_account_does_not_stop_the_controller() {
             .then_some(())
     })
     .await;
+
+    // It can still be deleted: the operator removes what it stored and its finalizer without
+    // being able to read the spec.
+    raw.delete("broken", &DeleteParams::default()).await.unwrap();
+    wait_gone(&raw, "broken").await;
 }

@@ -138,11 +138,7 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
     assert_eq!(refreshed.uid(), uid_before, "updated in place");
     let after = accounts.get("alice").await.unwrap();
     assert_eq!(state(&after), Some(AccountState::Active));
-    assert!(
-        event_reasons(client, ns, "alice")
-            .await
-            .contains(&"Refreshed".to_owned())
-    );
+    wait_event(client, ns, "alice", "Refreshed").await;
 
     // Reauthorize: a fresh link while the old credentials keep working.
     let patch = json!({"metadata": {"annotations": {"agentauth.dev/reauthorize": "1"}}});
@@ -274,11 +270,7 @@ async fn token_revoked_at_the_provider_ends_in_expired_with_a_new_link() {
     .await;
     assert!(link(&expired).is_some(), "a new link for the user");
     assert_eq!(ready(&expired), Some(("False".into(), "RefreshRejected".into())));
-    assert!(
-        event_reasons(client, ns, "bob")
-            .await
-            .contains(&"RefreshRejected".to_owned())
-    );
+    wait_event(client, ns, "bob", "RefreshRejected").await;
 
     // The user authorizes again through the new link.
     sign_in(&link(&expired).unwrap(), &user).await;
@@ -295,11 +287,7 @@ async fn missing_connection_is_an_error_until_it_appears() {
     let err = wait_state(&accounts, "carol", AccountState::Error).await;
     assert_eq!(ready(&err), Some(("False".into(), "ConnectionNotFound".into())));
     assert!(link(&err).is_none());
-    assert!(
-        event_reasons(client, ns, "carol")
-            .await
-            .contains(&"ConnectionNotFound".to_owned())
-    );
+    wait_event(client, ns, "carol", "ConnectionNotFound").await;
 
     dex_connection(client, ns, "later", &s.dex, &["openid"]).await;
     let fixed = wait_state(&accounts, "carol", AccountState::PendingAuth).await;

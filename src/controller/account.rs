@@ -42,6 +42,19 @@ pub async fn reconcile_measured(
     let started = std::time::Instant::now();
     let account = match &guard.0 {
         Ok(a) => Arc::new(a.clone()),
+        Err(invalid) if invalid.metadata.deletion_timestamp.is_some() => {
+            // Deleting an account that no longer matches the schema: its operator copy is found
+            // by UID and its agent Secret goes with it by owner reference; revocation would need
+            // the spec, so it is skipped.
+            if finalizer::present_in(&invalid.metadata) {
+                ctx.credentials.delete(&guard.uid().unwrap_or_default()).await?;
+                let api: Api<super::GuardedAccount> =
+                    Api::namespaced(ctx.client.clone(), &guard.namespace().unwrap_or_default());
+                finalizer::remove(&api, &invalid.metadata).await?;
+                tracing::info!(account = %guard.name_any(), namespace = ?guard.namespace(), "removed the copy of a deleted account that does not match the schema");
+            }
+            return Ok(Action::await_change());
+        }
         Err(invalid) => {
             // Left alone until someone fixes it; the other accounts carry on.
             tracing::warn!(account = %guard.name_any(), namespace = ?guard.namespace(), error = %invalid, "ignoring a ConnectedAccount that does not match the schema");
@@ -64,7 +77,7 @@ pub async fn reconcile(account: Arc<ConnectedAccount>, ctx: Arc<Context>) -> Res
     if account.meta().deletion_timestamp.is_some() {
         if finalizer::present(&account) {
             cleanup(&account, &ctx).await?;
-            finalizer::remove(&accounts_api(&account, &ctx), &account).await?;
+            finalizer::remove(&accounts_api(&account, &ctx), account.meta()).await?;
         }
         return Ok(Action::await_change());
     }
@@ -681,7 +694,9 @@ async fn announce(
     plan: &Plan,
     ctx: &Context,
 ) {
-    if old.state != new.state {
+    // A new account's first link says everything a transition Event would: one Event, not two.
+    let first_link = old.state.is_none() && matches!(plan.link, LinkPlan::Issue { .. });
+    if old.state != new.state && !first_link {
         let ready = plan.conditions.iter().find(|c| c.type_ == conditions::READY);
         let (reason, note) = ready
             .map(|c| (c.reason, c.message.clone()))

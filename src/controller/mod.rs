@@ -7,6 +7,7 @@
 pub mod account;
 pub mod connection;
 pub mod decide;
+mod events;
 mod obtain;
 pub mod schedule;
 
@@ -72,7 +73,7 @@ pub struct Context {
     pub records: Store<Secret>,
     pub agent_secrets: Store<Secret>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    recorder: Recorder,
+    events: events::EventQueue,
     failures: Mutex<HashMap<String, RefreshFailure>>,
     synced: tokio::sync::watch::Receiver<bool>,
     /// Refreshed records the API did not accept yet (outage): written before anything else.
@@ -125,7 +126,7 @@ impl Context {
         }
     }
 
-    /// Records an Event on the account; failures to record are logged, never fatal.
+    /// Queues an Event on the account; recorded in the background, failures logged, never fatal.
     async fn event(
         &self,
         account: &ConnectedAccount,
@@ -135,9 +136,7 @@ impl Context {
         note: String,
     ) {
         let ev = account::event(kind, reason, action, note);
-        if let Err(e) = self.recorder.publish(&ev, &account.object_ref(&())).await {
-            tracing::debug!(error = %e, "cannot record event");
-        }
+        self.events.push(ev, account.object_ref(&()));
     }
 }
 
@@ -204,7 +203,7 @@ pub async fn run(
         client: client.clone(),
         credentials: CredentialStore::new(client.clone(), &config.namespace),
         http: crate::auth::oauth2::http_client()?,
-        recorder: Recorder::new(client.clone(), reporter),
+        events: events::EventQueue::start(Recorder::new(client.clone(), reporter)),
         signer,
         config: config.clone(),
         connections: conn_store.clone(),

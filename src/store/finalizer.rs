@@ -6,7 +6,7 @@
 //! An account that never held a credential carries no finalizer and costs no write for one; the
 //! API server refuses new finalizers on an account being deleted, so nothing is stored for it then.
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -19,7 +19,11 @@ pub const FINALIZER: &str = "agentauth.dev/cleanup";
 const MANAGER: &str = "agent-auth-operator-finalizer";
 
 pub fn present(account: &ConnectedAccount) -> bool {
-    account.finalizers().iter().any(|f| f == FINALIZER)
+    present_in(account.meta())
+}
+
+pub fn present_in(meta: &ObjectMeta) -> bool {
+    meta.finalizers.iter().flatten().any(|f| f == FINALIZER)
 }
 
 /// Adds the finalizer (idempotent: server-side apply of one set item).
@@ -40,22 +44,23 @@ pub async fn ensure(api: &Api<ConnectedAccount>, account: &ConnectedAccount) -> 
     .map(|_| ())
 }
 
-/// Removes the finalizer, whoever added it (a JSON patch that tests the entry it removes).
-pub async fn remove(api: &Api<ConnectedAccount>, account: &ConnectedAccount) -> kube::Result<()> {
-    let Some(i) = account.finalizers().iter().position(|f| f == FINALIZER) else {
+/// Removes the finalizer, whoever added it (a JSON patch that tests the entry it removes). Works on
+/// any view of the account, including one that no longer matches the schema.
+pub async fn remove<K>(api: &Api<K>, meta: &ObjectMeta) -> kube::Result<()>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let finalizers = meta.finalizers.as_deref().unwrap_or_default();
+    let Some(i) = finalizers.iter().position(|f| f == FINALIZER) else {
         return Ok(());
     };
-    let patch: json_patch::Patch = match serde_json::from_value(json!([
+    let patch: json_patch::Patch = serde_json::from_value(json!([
         {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER},
         {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
-    ])) {
-        Ok(p) => p,
-        Err(e) => return Err(kube::Error::SerdeError(e)),
-    };
-    match api
-        .patch::<ConnectedAccount>(&account.name_any(), &PatchParams::default(), &Patch::Json(patch))
-        .await
-    {
+    ]))
+    .map_err(kube::Error::SerdeError)?;
+    let name = meta.name.as_deref().unwrap_or_default();
+    match api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
         Ok(_) => Ok(()),
         // Already gone: nothing left to hold.
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),

@@ -145,6 +145,18 @@ pub async fn event_reasons(client: &kube::Client, ns: &str, name: &str) -> Vec<S
         .unwrap_or_default()
 }
 
+/// Waits until an Event with `reason` is recorded for `name` (Events are written in the background).
+pub async fn wait_event(client: &kube::Client, ns: &str, name: &str, reason: &str) {
+    eventually(REACT, &format!("{name}: Event {reason}"), || async {
+        event_reasons(client, ns, name)
+            .await
+            .iter()
+            .any(|r| r == reason)
+            .then_some(())
+    })
+    .await
+}
+
 /// All Events of a namespace, as JSON text (for secret scans).
 pub async fn events_text(client: &kube::Client, ns: &str) -> String {
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
