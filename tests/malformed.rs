@@ -41,10 +41,15 @@ async fn a_malformed_account_does_not_stop_the_controller() {
     );
     let mut bad = DynamicObject::new("broken", &kube::api::ApiResource::erase::<ConnectedAccount>(&()));
     bad.data = json!({"spec": {"connectionRef": {"name": "dex"}, "identifier": 12345}});
-    // As if a credential had been stored for it before it went bad.
-    bad.metadata.finalizers = Some(vec!["agentauth.dev/cleanup".into()]);
-    eventually(REACT, "malformed account stored", || async {
-        raw.create(&PostParams::default(), &bad).await.ok().map(|_| ())
+    // Another, as if a credential had been stored for it before it went bad. (Its bad field has no
+    // CEL rule: the API server refuses every update, even a finalizer removal, of an object whose
+    // CEL rules fail to evaluate, so nothing could ever delete the first one.)
+    let mut held = DynamicObject::new("held", &kube::api::ApiResource::erase::<ConnectedAccount>(&()));
+    held.data = json!({"spec": {"connectionRef": {"name": "dex"}, "identifier": "h", "secretName": 12345}});
+    held.metadata.finalizers = Some(vec!["agentauth.dev/cleanup".into()]);
+    eventually(REACT, "malformed accounts stored", || async {
+        raw.create(&PostParams::default(), &bad).await.ok()?;
+        raw.create(&PostParams::default(), &held).await.ok().map(|_| ())
     })
     .await;
     common::install_crds(client).await;
@@ -79,6 +84,6 @@ async fn a_malformed_account_does_not_stop_the_controller() {
 
     // It can still be deleted: the operator removes what it stored and its finalizer without
     // being able to read the spec.
-    raw.delete("broken", &DeleteParams::default()).await.unwrap();
-    wait_gone(&raw, "broken").await;
+    raw.delete("held", &DeleteParams::default()).await.unwrap();
+    wait_gone(&raw, "held").await;
 }
