@@ -13,5 +13,6 @@ pub mod links;
 pub mod metrics;
 pub mod plugin;
 pub mod run;
+pub mod sidecar;
 pub mod store;
 pub mod telemetry;

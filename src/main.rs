@@ -26,6 +26,32 @@ enum Command {
     Crd,
     /// Run the operator: controller, gateway and admin listener.
     Run(Box<RunArgs>),
+    /// Run in an agent pod: authorized tool calls, an API proxy and MCP for the mounted credentials.
+    Sidecar(Box<SidecarArgs>),
+}
+
+#[derive(Args)]
+struct SidecarArgs {
+    /// An account: NAME=DIR or NAME=DIR:PROVIDER, where DIR is its mounted credential Secret
+    /// (repeatable). Without :PROVIDER, the Secret's `provider` key names it.
+    #[arg(long = "account", env = "SIDECAR_ACCOUNTS", value_delimiter = ',')]
+    accounts: Vec<agent_auth_operator::sidecar::AccountArg>,
+    /// A directory whose subdirectories are accounts, named after them.
+    #[arg(long, env = "SIDECAR_ACCOUNTS_DIR")]
+    accounts_dir: Option<std::path::PathBuf>,
+    /// A directory of extra tool files (*.yaml, *.yml, *.json; a mounted ConfigMap); repeatable.
+    #[arg(long = "tools-dir", env = "SIDECAR_TOOLS_DIR", value_delimiter = ',')]
+    tools_dirs: Vec<std::path::PathBuf>,
+    /// Address to serve on: loopback only, unless --allow-non-loopback.
+    #[arg(long, env = "SIDECAR_LISTEN", default_value = "127.0.0.1:8787")]
+    listen: SocketAddr,
+    /// Use this API base URL for a provider: PROVIDER=URL (repeatable; e.g. GitHub Enterprise).
+    #[arg(long = "api-base", env = "SIDECAR_API_BASES", value_delimiter = ',')]
+    api_bases: Vec<agent_auth_operator::sidecar::ApiBaseArg>,
+    /// Serve on a non-loopback address and accept any Host header. Anyone who reaches the port
+    /// acts as the mounted accounts: protect it yourself.
+    #[arg(long)]
+    allow_non_loopback: bool,
 }
 
 #[derive(Args)]
@@ -72,6 +98,33 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Sidecar(args) => {
+            // The MCP SDK logs every stateless request's lifecycle at info: quiet by default.
+            let filter = if cli.log_level == "info" {
+                "info,rmcp=warn"
+            } else {
+                cli.log_level.as_str()
+            };
+            if let Err(e) = telemetry::init(cli.log_format, filter) {
+                eprintln!("error: cannot set up logging: {e}");
+                return ExitCode::FAILURE;
+            }
+            let config = agent_auth_operator::sidecar::Config {
+                accounts: args.accounts,
+                accounts_dir: args.accounts_dir,
+                tools_dirs: args.tools_dirs,
+                listen: args.listen,
+                api_bases: args.api_bases,
+                allow_non_loopback: args.allow_non_loopback,
+            };
+            match agent_auth_operator::sidecar::run(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "sidecar failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => {
             let args = *args;
             if let Err(e) = telemetry::init(cli.log_format, &cli.log_level) {

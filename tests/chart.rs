@@ -703,7 +703,8 @@ async fn rendered_chart_passes_a_server_side_dry_run_for_watched_namespaces() {
     // auth-delegator role), which reads nothing in any namespace.
     let verify = format!("{}-{FULLNAME}-verify", env.ns);
     assert!(
-        !ids.iter().any(|(k, _, n)| k.starts_with("Cluster") && !(k == "ClusterRoleBinding" && *n == verify)),
+        !ids.iter()
+            .any(|(k, _, n)| k.starts_with("Cluster") && !(k == "ClusterRoleBinding" && *n == verify)),
         "cluster-wide RBAC in watched-namespace mode: {ids:?}"
     );
     let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();

@@ -24,7 +24,8 @@ pub struct EventQueue {
 impl EventQueue {
     pub fn start(recorder: Recorder) -> EventQueue {
         let (tx, rx) = mpsc::channel::<(Event, ObjectReference)>(CAPACITY);
-        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        let stream =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
         tokio::spawn(stream.for_each_concurrent(WORKERS, move |(ev, reference)| {
             let recorder = recorder.clone();
             async move {

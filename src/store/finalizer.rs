@@ -60,7 +60,10 @@ where
     ]))
     .map_err(kube::Error::SerdeError)?;
     let name = meta.name.as_deref().unwrap_or_default();
-    match api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+    {
         Ok(_) => Ok(()),
         // Already gone: nothing left to hold.
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),

@@ -45,6 +45,18 @@ fn play_alice(dex: &Dex, links: &[String], kubectl: Kubectl<'_>) -> Result<(), S
         ],
         None,
     )?;
+    // The team key from a Secret needs no user at all.
+    kubectl(
+        &[
+            "wait",
+            "-n",
+            "demo",
+            "connectedaccount/team",
+            "--for=jsonpath={.status.state}=ACTIVE",
+            "--timeout=60s",
+        ],
+        None,
+    )?;
     println!("{}", kubectl(&["get", "agentauth", "-n", "demo"], None)?);
     let keys = kubectl(
         &[
@@ -59,7 +71,7 @@ fn play_alice(dex: &Dex, links: &[String], kubectl: Kubectl<'_>) -> Result<(), S
         None,
     )?;
     println!("Secret demo/alice-credentials holds: {keys}");
-    println!("[non-interactive] alice is ACTIVE; stopping.");
+    println!("[non-interactive] alice and team are ACTIVE; stopping.");
     Ok(())
 }
 
@@ -176,7 +188,7 @@ fn run() -> Result<(), String> {
             .filter(|l| l.split_whitespace().count() == 2)
             .map(str::to_owned)
             .collect();
-        if ready.len() == 2 {
+        if ready.len() == 3 {
             break ready;
         }
         if Instant::now() > deadline {
@@ -193,7 +205,8 @@ fn run() -> Result<(), String> {
     println!("  alias kubectl={}", kubectl.display());
     println!("  kubectl get agentauth -A\n");
     println!("Open a link in a browser on this machine and sign in at Dex as user0@example.com (alice) or");
-    println!("user1@example.com (bob), password \"password\":\n");
+    println!("user1@example.com (bob), password \"password\"; carol's link opens a hosted API-key form");
+    println!("(any key starting with notes_). The account `team` is ACTIVE from a Secret, with no link:\n");
     for l in &links {
         println!("  {l}");
     }

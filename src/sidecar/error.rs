@@ -1,0 +1,121 @@
+//! Errors the sidecar returns to the agent: a status, a stable code, a message that names the
+//! problem, never a credential.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::credentials::CredentialError;
+use super::tools::InvalidInput;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("unknown tool `{0}`")]
+    UnknownTool(String),
+    #[error("unknown account `{0}`")]
+    UnknownAccount(String),
+    #[error("no mounted account can run {tool}: it needs a `{provider}` account")]
+    NoAccount { tool: String, provider: String },
+    #[error("several accounts can run {tool} ({accounts}): name one with `account`")]
+    AmbiguousAccount { tool: String, accounts: String },
+    #[error("account `{account}` is a `{actual}` account; {tool} needs `{provider}`")]
+    WrongProvider {
+        account: String,
+        actual: String,
+        tool: String,
+        provider: String,
+    },
+    #[error("invalid input: {0}")]
+    InvalidInput(#[from] InvalidInput),
+    #[error("refused path: {0}")]
+    BadPath(String),
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("tool definition error: {0}")]
+    ToolDefinition(String),
+    #[error("the credential of account `{account}` is unavailable: {source}")]
+    Credential {
+        account: String,
+        source: CredentialError,
+    },
+    #[error("no API base URL for account `{0}` (set --api-base, or use a provider the catalog knows)")]
+    NoBase(String),
+    #[error("the provider is unreachable: {0}")]
+    Unreachable(String),
+    #[error("the provider's response is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the provider answered {status}: {message}")]
+    Provider {
+        status: u16,
+        message: String,
+        details: Option<Value>,
+        retry_after: Option<String>,
+    },
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::UnknownTool(_) | ApiError::UnknownAccount(_) | ApiError::NoAccount { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::AmbiguousAccount { .. }
+            | ApiError::WrongProvider { .. }
+            | ApiError::InvalidInput(_)
+            | ApiError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::ToolDefinition(_) | ApiError::NoBase(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Credential { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unreachable(_) | ApiError::TooLarge(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Provider { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+        }
+    }
+
+    /// Stable machine-readable code (the enum variant), for agents and log fields.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::UnknownTool(_) => "unknown_tool",
+            ApiError::UnknownAccount(_) => "unknown_account",
+            ApiError::NoAccount { .. } => "no_account",
+            ApiError::AmbiguousAccount { .. } => "ambiguous_account",
+            ApiError::WrongProvider { .. } => "wrong_account",
+            ApiError::InvalidInput(_) => "invalid_input",
+            ApiError::BadPath(_) => "bad_path",
+            ApiError::BodyTooLarge(_) => "body_too_large",
+            ApiError::ToolDefinition(_) => "tool_definition",
+            ApiError::Credential { .. } => "credential_unavailable",
+            ApiError::NoBase(_) => "no_api_base",
+            ApiError::Unreachable(_) => "provider_unreachable",
+            ApiError::TooLarge(_) => "response_too_large",
+            ApiError::Provider { .. } => "provider_error",
+        }
+    }
+
+    /// `{"error": {"code", "message", "status"?, "details"?}}`
+    pub fn body(&self) -> Value {
+        let mut e = json!({"code": self.code(), "message": self.to_string()});
+        if let ApiError::Provider { status, details, .. } = self {
+            e["provider_status"] = json!(status);
+            if let Some(d) = details {
+                e["details"] = d.clone();
+            }
+        }
+        json!({ "error": e })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status(), axum::Json(self.body())).into_response();
+        if let ApiError::Provider {
+            retry_after: Some(r), ..
+        } = &self
+            && let Ok(v) = HeaderValue::from_str(r)
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
+    }
+}
