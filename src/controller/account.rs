@@ -698,9 +698,13 @@ async fn announce(
     plan: &Plan,
     ctx: &Context,
 ) {
-    // A new account's first link says everything a transition Event would: one Event, not two.
+    // A new account's first link is in its status and metrics only: at thousands of accounts an
+    // Event each would double the writes of a burst and trail it for minutes.
     let first_link = old.state.is_none() && matches!(plan.link, LinkPlan::Issue { .. });
-    if old.state != new.state && !first_link {
+    if first_link {
+        return;
+    }
+    if old.state != new.state {
         let ready = plan.conditions.iter().find(|c| c.type_ == conditions::READY);
         let (reason, note) = ready
             .map(|c| (c.reason, c.message.clone()))
