@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test demo deps control-plane lint crds unit cluster
+.PHONY: test demo deps control-plane lint crds unit cluster bench
 
 ## Install dependencies, build the control plane (cached), lint, and run unit + integration tests,
 ## then the demo end to end without a user.
@@ -10,7 +10,7 @@ test: deps control-plane lint
 	$(CARGO) test --workspace --locked
 	$(MAKE) --no-print-directory demo DEMO_FLAGS=--non-interactive
 
-## Run the product locally: control plane, Dex, the operator, two sample accounts (Ctrl-C stops).
+## Run the product locally: control plane, Dex, the operator, sample accounts (Ctrl-C stops).
 demo: deps control-plane
 	$(CARGO) build --locked --bin agent-auth-operator
 	$(CARGO) run --locked --quiet -p agentauth-testcluster --bin demo -- $(DEMO_FLAGS) target/debug/agent-auth-operator
@@ -38,3 +38,11 @@ unit:
 ## Run the test control plane by hand; prints `export KUBECONFIG=...`.
 cluster: control-plane
 	$(CARGO) run --quiet -p agentauth-testcluster --bin testcluster
+
+## The speed and scale suite of BENCHMARKS.md against a dedicated control plane (about 15 minutes);
+## writes target/bench/results.md and results.json. `BENCH_SCALE=smoke make bench` for a quick run.
+bench:
+	@scripts/install-bench-deps.sh
+	@tests/cluster/build.sh >/dev/null
+	$(CARGO) bench --bench suite --locked
+	@echo "results table: target/bench/results.md (raw numbers: target/bench/results.json)"

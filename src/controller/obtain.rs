@@ -24,23 +24,19 @@ pub async fn obtain(
     current: Option<&TokenSet>,
     now: Timestamp,
 ) -> Result<Option<TokenSet>, TokenEndpointError> {
-    // Waiting here is the back-pressure of a refresh wave; a closed semaphore cannot happen.
-    let _permit = ctx
-        .token_calls
-        .acquire()
-        .await
-        .map_err(|_| TokenEndpointError::Transient("shutting down".into()))?;
     match (conn.spec.auth_type, current) {
         (AuthType::OAuth2, Some(current)) => {
             let client = conn_auth::oauth_client(&ctx.client, &ctx.config, conn)
                 .await
                 .map_err(|e| misconfigured(e.0))?;
+            let _slot = token_call_slot(ctx).await?;
             client.refresh(&ctx.http, current, now).await.map(Some)
         }
         (AuthType::ClientCredentials, _) => {
             let client = conn_auth::oauth_client(&ctx.client, &ctx.config, conn)
                 .await
                 .map_err(|e| misconfigured(e.0))?;
+            let _slot = token_call_slot(ctx).await?;
             // Only a user can replace a rejected user grant; a machine credential is retried.
             match client.client_credentials(&ctx.http, now).await {
                 Err(TokenEndpointError::Rejected { code, description }) => {
@@ -52,6 +48,15 @@ pub async fn obtain(
         (AuthType::CustomJWT, _) => mint(ctx, conn, account, now).await.map(Some),
         _ => Ok(None),
     }
+}
+
+/// One of the `--refresh-concurrency` slots, held only around the call to the provider (not while
+/// reading Secrets from the API server): the back-pressure of a refresh wave.
+async fn token_call_slot(ctx: &Context) -> Result<tokio::sync::SemaphorePermit<'_>, TokenEndpointError> {
+    ctx.token_calls
+        .acquire()
+        .await
+        .map_err(|_| TokenEndpointError::Transient("shutting down".into()))
 }
 
 async fn mint(
@@ -72,6 +77,7 @@ async fn mint(
         name: &name,
         namespace: &ns,
     };
+    let _slot = token_call_slot(ctx).await?;
     jwt::obtain(&ctx.http, settings, &key, &t, now)
         .await
         .map_err(|e| match e {

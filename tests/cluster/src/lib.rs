@@ -31,7 +31,27 @@ pub struct Cluster {
     kubeconfig: PathBuf,
     server: String,
     procs: Mutex<Vec<Proc>>,
+    options: ClusterOptions,
 }
+
+/// Optional features of a control plane started with [`Cluster::start_with`]; all off by default
+/// (what [`Cluster::start`] and [`shared`] use).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Write an audit log of every mutating request (create, update, patch, delete; `Metadata`
+    /// level, JSON lines) to `<dir>/audit.log`, e.g. to count who writes what. Reads are not logged.
+    pub audit_log: bool,
+}
+
+/// The audit policy of [`ClusterOptions::audit_log`]: writes at `Metadata` level, nothing else.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+";
 
 static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
 static NAMESPACES: AtomicU32 = AtomicU32::new(0);
@@ -58,19 +78,24 @@ impl Cluster {
     /// kube-controller-manager and waits until the API server reports ready.
     ///
     pub fn start() -> Result<Cluster, String> {
+        Self::start_with(ClusterOptions::default())
+    }
+
+    /// [`Cluster::start`] with optional features.
+    pub fn start_with(options: ClusterOptions) -> Result<Cluster, String> {
         // A port picked as free can be taken by another process before ours binds it: try again
         // with fresh ports.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::start_once() {
+            match Self::start_once(&options) {
                 Err(e) if attempt < 4 && e.contains("address already in use") => continue,
                 other => return other,
             }
         }
     }
 
-    fn start_once() -> Result<Cluster, String> {
+    fn start_once(options: &ClusterOptions) -> Result<Cluster, String> {
         let bins = process::binaries()?;
         process::sweep_stale_dirs();
         let dir = std::env::temp_dir().join(format!("agentauth-cluster-{}", std::process::id()));
@@ -82,6 +107,7 @@ impl Cluster {
             server: String::new(),
             dir,
             procs: Mutex::new(Vec::new()),
+            options: options.clone(),
         };
         match cluster.boot(bins, &pki) {
             Ok(()) => Ok(cluster),
@@ -128,6 +154,16 @@ impl Cluster {
         self.server = format!("https://127.0.0.1:{api_port}");
         std::fs::write(&self.kubeconfig, kubeconfig::render(&self.server, pki))
             .map_err(|e| format!("cannot write kubeconfig: {e}"))?;
+        let mut audit = Vec::new();
+        if self.options.audit_log {
+            std::fs::write(dir.join("audit-policy.yaml"), AUDIT_POLICY)
+                .map_err(|e| format!("cannot write the audit policy: {e}"))?;
+            audit = vec![
+                format!("--audit-policy-file={}", d("audit-policy.yaml")),
+                format!("--audit-log-path={}", d("audit.log")),
+                "--audit-log-format=json".into(),
+            ];
+        }
         let apiserver = Proc::spawn(
             &dir,
             "kube-apiserver",
@@ -150,7 +186,10 @@ impl Cluster {
                 "--max-requests-inflight=1000".into(),
                 "--max-mutating-requests-inflight=500".into(),
                 "--v=1".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(audit)
+            .collect::<Vec<_>>(),
             &[],
         )?;
         self.push(apiserver);
@@ -281,6 +320,11 @@ impl Cluster {
     /// Path of the admin kubeconfig (user in `system:masters`).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The audit log, when started with [`ClusterOptions::audit_log`].
+    pub fn audit_log_path(&self) -> Option<PathBuf> {
+        self.options.audit_log.then(|| self.dir.join("audit.log"))
     }
 
     /// The API server URL.

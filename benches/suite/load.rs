@@ -1,0 +1,194 @@
+//! HTTP load against the gateway: `wrk` (Debian's package, a separate process, rotating over many
+//! URLs with a Lua script), or an in-process loop (the smoke test; no binary needed).
+#![allow(dead_code)] // the smoke test uses a part of this module
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentauth_testcluster::Proc;
+use serde::Serialize;
+
+use crate::harness::{Res, percentile};
+
+/// What a load run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadResult {
+    pub tool: String,
+    pub connections: usize,
+    pub seconds: f64,
+    pub requests: u64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Responses >= 400 plus socket errors and timeouts.
+    pub errors: u64,
+}
+
+/// Which load generator to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Tool {
+    Wrk,
+    InProcess,
+}
+
+pub fn wrk_available() -> bool {
+    std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok()
+}
+
+/// Runs `tool` against `base` + each of `paths` in turn for `duration`.
+pub async fn run(
+    tool: Tool,
+    base: &str,
+    paths: &[String],
+    connections: usize,
+    duration: Duration,
+    dir: &Path,
+) -> Res<LoadResult> {
+    match tool {
+        Tool::Wrk => wrk(base, paths, connections, duration, dir).await,
+        Tool::InProcess => in_process(base, paths, connections, duration).await,
+    }
+}
+
+/// `wrk -t2 -c<connections> -d<duration>` with a Lua script that rotates over `paths` and prints
+/// its summary as JSON (microsecond percentiles straight from wrk's histogram).
+pub async fn wrk(
+    base: &str,
+    paths: &[String],
+    connections: usize,
+    duration: Duration,
+    dir: &Path,
+) -> Res<LoadResult> {
+    let quoted: Vec<String> = paths.iter().map(|p| format!("  {p:?},")).collect();
+    let script = format!(
+        r#"local paths = {{
+{}
+}}
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", paths[(n % #paths) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('BENCHJSON {{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"max_us":%d,"status":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d}}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
+    e.status, e.connect, e.read, e.write, e.timeout))
+end
+"#,
+        quoted.join("\n")
+    );
+    let script_path = dir.join("wrk-paths.lua");
+    std::fs::write(&script_path, script).map_err(|e| e.to_string())?;
+    let threads = connections.clamp(1, 2);
+    let args = vec![
+        format!("-t{threads}"),
+        format!("-c{connections}"),
+        format!("-d{}s", duration.as_secs().max(1)),
+        "--timeout=10s".to_owned(),
+        "-s".to_owned(),
+        script_path.display().to_string(),
+        base.to_owned(),
+    ];
+    let name = format!("wrk-{}", std::process::id());
+    let mut p = Proc::spawn(dir, &name, Path::new("wrk"), &args, &[])?;
+    let deadline = Instant::now() + duration + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = p.exited() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            p.kill();
+            return Err(format!("wrk did not finish:\n{}", p.log_tail(20)));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await; // poll interval
+    };
+    let out = std::fs::read_to_string(p.log_path()).map_err(|e| e.to_string())?;
+    let json = out
+        .lines()
+        .find_map(|l| l.strip_prefix("BENCHJSON "))
+        .ok_or_else(|| format!("wrk ({status}) printed no summary:\n{out}"))?;
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("{e}: {json}"))?;
+    let n = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    let seconds = n("duration_us") / 1e6;
+    let requests = n("requests") as u64;
+    Ok(LoadResult {
+        tool: "wrk".into(),
+        connections,
+        seconds,
+        requests,
+        rps: requests as f64 / seconds.max(1e-9),
+        p50_ms: n("p50_us") / 1000.0,
+        p99_ms: n("p99_us") / 1000.0,
+        max_ms: n("max_us") / 1000.0,
+        errors: ["status", "connect", "read", "write", "timeout"]
+            .iter()
+            .map(|k| n(k) as u64)
+            .sum(),
+    })
+}
+
+/// `connections` client loops in this process, each sending one request at a time.
+pub async fn in_process(
+    base: &str,
+    paths: &[String],
+    connections: usize,
+    duration: Duration,
+) -> Res<LoadResult> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let urls: Arc<Vec<String>> = Arc::new(paths.iter().map(|p| format!("{base}{p}")).collect());
+    if urls.is_empty() {
+        return Err("no URLs to load".into());
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for c in 0..connections.max(1) {
+        let (client, urls) = (client.clone(), urls.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors, mut i) = (Vec::new(), 0u64, c);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let ok = client
+                    .get(&urls[i % urls.len()])
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().as_u16() < 400);
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                if !ok {
+                    errors += 1;
+                }
+                i += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (lat, e) = t.await.map_err(|e| e.to_string())?;
+        all.extend(lat);
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    Ok(LoadResult {
+        tool: "in-process".into(),
+        connections,
+        seconds,
+        requests: all.len() as u64,
+        rps: all.len() as f64 / seconds,
+        p50_ms: percentile(&all, 50.0),
+        p99_ms: percentile(&all, 99.0),
+        max_ms: all.last().copied().unwrap_or(f64::NAN),
+        errors,
+    })
+}
