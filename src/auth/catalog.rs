@@ -193,6 +193,21 @@ pub fn lookup(name: &str) -> Option<&'static Preset> {
     CATALOG.iter().find(|p| p.name == name)
 }
 
+/// The preset a Connection's `spec.provider` names: none without one, an error naming the known
+/// presets for an unknown name.
+pub fn resolve(provider: Option<&str>) -> Result<Option<&'static Preset>, crate::auth::oauth2::ConfigError> {
+    provider
+        .map(|name| {
+            lookup(name).ok_or_else(|| {
+                crate::auth::oauth2::ConfigError(format!(
+                    "unknown provider {name:?}; known: {}",
+                    names().join(", ")
+                ))
+            })
+        })
+        .transpose()
+}
+
 /// Names of every preset, for error messages.
 pub fn names() -> Vec<&'static str> {
     CATALOG.iter().map(|p| p.name.as_str()).collect()

@@ -45,15 +45,7 @@ impl Form {
             AuthType::BearerToken => spec.bearer_token.as_ref(),
             other => return Err(ConfigError(format!("authType {other:?} has no hosted form"))),
         };
-        let preset = match spec.provider.as_deref() {
-            Some(name) => Some(catalog::lookup(name).ok_or_else(|| {
-                ConfigError(format!(
-                    "unknown provider {name:?}; known: {}",
-                    catalog::names().join(", ")
-                ))
-            })?),
-            None => None,
-        };
+        let preset = catalog::resolve(spec.provider.as_deref())?;
         let preset = preset.and_then(|p| p.form.as_ref());
         Self::resolve(spec.auth_type, explicit, preset)
     }

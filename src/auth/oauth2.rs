@@ -128,15 +128,7 @@ impl Settings {
                 )));
             }
         };
-        let preset = match provider {
-            Some(name) => Some(catalog::lookup(name).ok_or_else(|| {
-                ConfigError(format!(
-                    "unknown provider {name:?}; known: {}",
-                    catalog::names().join(", ")
-                ))
-            })?),
-            None => None,
-        };
+        let preset = catalog::resolve(provider)?;
         if let Some(p) = preset
             && p.auth_type != AuthType::OAuth2
         {

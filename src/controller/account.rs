@@ -413,32 +413,19 @@ async fn refresh(
             .await;
         }
         Err(e) => {
-            let attempts = ctx.failure(&uid).map_or(1, |f| f.attempts + 1);
-            let mut wait = schedule::backoff(attempts, &uid);
-            if let TokenEndpointError::RetryAfter { retry_after, .. } = &e {
-                wait = wait.max(*retry_after);
-            }
-            let retry_at = now + jiff::SignedDuration::try_from(wait).unwrap_or_default();
             let message = e.to_string();
+            let attempts = ctx.note_failure(&uid, message.clone(), now, |attempts| {
+                let wait = schedule::backoff(attempts, &uid);
+                match &e {
+                    TokenEndpointError::RetryAfter { retry_after, .. } => wait.max(*retry_after),
+                    _ => wait,
+                }
+            });
             tracing::warn!(account = %account.name_any(), attempts, error = %message, "refresh failed; backing off");
             if attempts == 1 {
-                ctx.event(
-                    account,
-                    EventType::Warning,
-                    "RefreshFailing",
-                    "Refresh",
-                    message.clone(),
-                )
-                .await;
+                ctx.event(account, EventType::Warning, "RefreshFailing", "Refresh", message)
+                    .await;
             }
-            ctx.set_failure(
-                &uid,
-                RefreshFailure {
-                    message,
-                    attempts,
-                    retry_at,
-                },
-            );
         }
     }
     Ok(())
@@ -494,15 +481,7 @@ async fn sync_credentials_ref(
     };
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
     let fail = |message: String| {
-        let attempts = ctx.failure(&uid).map_or(1, |f| f.attempts + 1);
-        ctx.set_failure(
-            &uid,
-            RefreshFailure {
-                message,
-                attempts,
-                retry_at: now + jiff::SignedDuration::from_secs(30),
-            },
-        );
+        ctx.note_failure(&uid, message, now, |_| std::time::Duration::from_secs(30));
         Ok(())
     };
     let Some(secret) = api.get_opt(&r.name).await? else {

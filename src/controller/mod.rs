@@ -98,10 +98,28 @@ impl Context {
         self.failures.lock().ok().and_then(|f| f.get(uid).cloned())
     }
 
-    fn set_failure(&self, uid: &str, failure: RefreshFailure) {
+    /// Notes one more failed attempt to get `uid` a credential; the next try waits
+    /// `wait(attempts)`. Returns the attempt number.
+    fn note_failure(
+        &self,
+        uid: &str,
+        message: String,
+        now: jiff::Timestamp,
+        wait: impl FnOnce(u32) -> Duration,
+    ) -> u32 {
+        let attempts = self.failure(uid).map_or(1, |f| f.attempts + 1);
+        let retry_at = now + jiff::SignedDuration::try_from(wait(attempts)).unwrap_or_default();
         if let Ok(mut f) = self.failures.lock() {
-            f.insert(uid.to_owned(), failure);
+            f.insert(
+                uid.to_owned(),
+                RefreshFailure {
+                    message,
+                    attempts,
+                    retry_at,
+                },
+            );
         }
+        attempts
     }
 
     fn pending(&self, uid: &str) -> Option<crate::store::Record> {
@@ -140,7 +158,8 @@ impl Context {
     }
 }
 
-fn api_for<K>(client: &Client, ns: Option<&str>) -> Api<K>
+/// An API for `K` in `ns`, or in every namespace.
+pub fn api_for<K>(client: &Client, ns: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone

@@ -16,7 +16,7 @@ use kube::runtime::{WatchStreamExt, reflector::store::Writer};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{AccountState, Connection};
-use crate::controller::{GuardedAccount, GuardedConnection};
+use crate::controller::{GuardedAccount, GuardedConnection, api_for};
 use crate::links;
 
 /// The little the gateway keeps per account.
@@ -51,8 +51,8 @@ impl Cache {
         for ns in scopes {
             let (store, writer) = reflector::store();
             connections.push(store);
-            tokio::spawn(watch_connections(api(client, ns), writer));
-            tokio::spawn(watch_accounts(api(client, ns), accounts.clone()));
+            tokio::spawn(watch_connections(api_for(client, ns), writer));
+            tokio::spawn(watch_accounts(api_for(client, ns), accounts.clone()));
         }
         Cache {
             accounts,
@@ -72,19 +72,6 @@ impl Cache {
             .iter()
             .find_map(|s| s.get(&key))
             .and_then(|g| g.0.as_ref().ok().cloned())
-    }
-}
-
-fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    match ns {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
     }
 }
 
