@@ -99,41 +99,19 @@ pub async fn submit(
             return pages::unavailable("This app is not configured correctly. Contact the platform team.");
         }
     };
-    let public = |values: &BTreeMap<String, String>| {
-        form.fields
-            .iter()
-            .filter(|f| !f.secret)
-            .filter_map(|f| Some((f.name.clone(), values.get(&f.name)?.clone())))
-            .collect::<BTreeMap<_, _>>()
-    };
-    let clean = match form.validate(&values) {
-        Ok(clean) => clean,
-        Err(errors) => {
-            let feedback = Feedback {
-                values: public(&values),
-                errors,
-                general: None,
-            };
-            return render(
-                &gw,
-                &claims,
-                &conn,
-                &form,
-                &state.sid,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &feedback,
-            );
-        }
-    };
-    let tokens = form.credential(clean.clone(), Timestamp::now());
-    if let Err(general) = check(&gw, &form, &clean, &tokens).await {
-        tracing::info!(account = %claims.name, namespace = %claims.ns, "submitted credential failed the app's check");
+    // Shown again on a refusal: the values the user may see (never secret ones) and the messages.
+    let refuse = |values: &BTreeMap<String, String>, errors, general| {
         let feedback = Feedback {
-            values: public(&clean),
-            errors: BTreeMap::new(),
-            general: Some(general),
+            values: form
+                .fields
+                .iter()
+                .filter(|f| !f.secret)
+                .filter_map(|f| Some((f.name.clone(), values.get(&f.name)?.clone())))
+                .collect(),
+            errors,
+            general,
         };
-        return render(
+        render(
             &gw,
             &claims,
             &conn,
@@ -141,7 +119,16 @@ pub async fn submit(
             &state.sid,
             StatusCode::UNPROCESSABLE_ENTITY,
             &feedback,
-        );
+        )
+    };
+    let clean = match form.validate(&values) {
+        Ok(clean) => clean,
+        Err(errors) => return refuse(&values, errors, None),
+    };
+    let tokens = form.credential(clean.clone(), Timestamp::now());
+    if let Err(general) = check(&gw, &form, &clean, &tokens).await {
+        tracing::info!(account = %claims.name, namespace = %claims.ns, "submitted credential failed the app's check");
+        return refuse(&clean, BTreeMap::new(), Some(general));
     }
     let result = complete(&gw, &account, &conn, &claims.nonce, tokens).await;
     finish(&account, &conn, result)
