@@ -1777,22 +1777,36 @@ async fn rotation_under_load_loses_no_call() {
     // The provider accepts only the newest token: a call that read the old one must re-read and retry.
     e.api.accept_only("google", &[format!("Bearer {}", tokens[0])]);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..3 {
-        let (e, stop) = (e.clone(), stop.clone());
+        let (e, stop, done) = (e.clone(), stop.clone(), done.clone());
         workers.push(tokio::spawn(async move {
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
                 let (status, result) = e.call("google_drive_search", json!({})).await;
                 assert_eq!(status, 200, "call {n} failed during rotation: {result}");
                 n += 1;
+                done.fetch_add(1, Ordering::SeqCst);
             }
             n
         }));
     }
+    // Lets the background load make some calls with the current token before the next swap.
+    let calls_go_on = || {
+        let done = done.clone();
+        async move {
+            let from = done.load(Ordering::SeqCst);
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while done.load(Ordering::SeqCst) < from + 10 {
+                assert!(std::time::Instant::now() < deadline, "background calls stalled");
+                tokio::time::sleep(Duration::from_millis(5)).await; // poll interval
+            }
+        }
+    };
     let dir = e.dir("alice-google");
     for (old, t) in tokens.iter().zip(&tokens[1..]) {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        calls_go_on().await;
         // Both while the files change (a read of the new files never meets the old gate), then the
         // old one is revoked: calls still in flight with it get a 401.
         e.api
@@ -1805,7 +1819,7 @@ async fn rotation_under_load_loses_no_call() {
         let last = e.api.state.seen.lock().unwrap().last().cloned().unwrap();
         assert_bearer(&last, t);
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    calls_go_on().await;
     stop.store(true, Ordering::SeqCst);
     let mut calls = 0;
     for w in workers {
