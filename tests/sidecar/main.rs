@@ -9,481 +9,20 @@
 //! sidecar's output for every credential the test used.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+mod harness;
+
+use axum::http::Method;
+use base64::Engine as _;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use serde_json::{Value, json};
-
-// ------------------------------------------------------------------------------------ volumes
-
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("agentauth-sidecar-{}-{name}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Writes (or atomically replaces) a kubelet-style volume at `dir` holding exactly `files`.
-fn write_volume(dir: &Path, files: &[(&str, String)]) {
-    std::fs::create_dir_all(dir).unwrap();
-    let old = std::fs::read_link(dir.join("..data")).ok();
-    let n = SEQ.fetch_add(1, Ordering::SeqCst);
-    let version = format!("..2026_11_27_10_00_00.{n}");
-    std::fs::create_dir(dir.join(&version)).unwrap();
-    for (k, v) in files {
-        std::fs::write(dir.join(&version).join(k), v).unwrap();
-    }
-    let tmp = dir.join("..data_tmp");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&version, &tmp).unwrap();
-    std::fs::rename(&tmp, dir.join("..data")).unwrap();
-    for (k, _) in files {
-        let link = dir.join(k);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(format!("..data/{k}"), &link).unwrap();
-        }
-    }
-    // Keys that are gone lose their link; the old version is deleted, as the kubelet does.
-    for e in std::fs::read_dir(dir).unwrap() {
-        let name = e.unwrap().file_name().into_string().unwrap();
-        if !name.starts_with('.') && !files.iter().any(|(k, _)| *k == name) {
-            std::fs::remove_file(dir.join(&name)).unwrap();
-        }
-    }
-    if let Some(old) = old {
-        std::fs::remove_dir_all(dir.join(old)).unwrap();
-    }
-}
-
-/// The agent Secret of a token credential (see `store::agent_secret::render`).
-fn token_secret(provider: &str, token: &str, metadata: Value) -> Vec<(&'static str, String)> {
-    let mut doc = json!({
-        "authorization": format!("Bearer {token}"),
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_at": "2026-11-27T11:00:00Z",
-        "scope": "s1 s2",
-        "provider": provider,
-    });
-    if metadata != Value::Null {
-        doc["metadata"] = metadata;
-    }
-    vec![
-        ("authorization", format!("Bearer {token}")),
-        ("access_token", token.to_owned()),
-        ("token_type", "Bearer".into()),
-        ("expires_at", "2026-11-27T11:00:00Z".into()),
-        ("scope", "s1 s2".into()),
-        ("provider", provider.to_owned()),
-        ("credentials.json", doc.to_string()),
-    ]
-}
-
-// ------------------------------------------------------------------------- the provider API
-
-/// One request as the provider received it. `provider` is the first path segment (each provider's
-/// API base points at its own prefix), `path` the rest: the path the real API would see.
-#[derive(Clone, Debug)]
-struct Seen {
-    method: Method,
-    provider: String,
-    path: String,
-    query: Vec<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-    fn auth(&self) -> &str {
-        self.header("authorization").unwrap_or("")
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
-    }
-    /// The query as sorted pairs (repeated names kept).
-    fn query_sorted(&self) -> Vec<(String, String)> {
-        let mut q = self.query.clone();
-        q.sort();
-        q
-    }
-}
-
-fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = p
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    v.sort();
-    v
-}
-
-#[derive(Clone)]
-struct Canned {
-    status: u16,
-    body: Value,
-    headers: Vec<(String, String)>,
-}
-
-type Hook = Box<dyn Fn(&str) + Send + Sync>;
-
-#[derive(Default)]
-struct ProviderState {
-    seen: Mutex<Vec<Seen>>,
-    routes: Mutex<HashMap<(Method, String, String), Canned>>,
-    /// Per provider: the only `Authorization` values accepted (absent: any).
-    accepted: Mutex<HashMap<String, Vec<String>>>,
-    /// Called with the rejected value before answering a rejection.
-    on_reject: Mutex<Option<Hook>>,
-}
-
-#[derive(Clone)]
-struct ProviderApi {
-    state: Arc<ProviderState>,
-    addr: SocketAddr,
-}
-
-impl ProviderApi {
-    async fn start() -> ProviderApi {
-        let state = Arc::new(ProviderState::default());
-        let s = state.clone();
-        let app =
-            axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let s = s.clone();
-                async move { answer(&s, method, uri, headers, body) }
-            });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        ProviderApi { state, addr }
-    }
-
-    fn base(&self, prefix: &str) -> String {
-        format!("http://{}/{prefix}", self.addr)
-    }
-
-    fn route(&self, method: Method, provider: &str, path: &str, status: u16, body: Value) {
-        self.route_with(method, provider, path, status, body, &[]);
-    }
-
-    fn route_with(
-        &self,
-        method: Method,
-        provider: &str,
-        path: &str,
-        status: u16,
-        body: Value,
-        headers: &[(&str, &str)],
-    ) {
-        let canned = Canned {
-            status,
-            body,
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        };
-        self.state
-            .routes
-            .lock()
-            .unwrap()
-            .insert((method, provider.to_owned(), path.to_owned()), canned);
-    }
-
-    fn accept_only(&self, provider: &str, values: &[String]) {
-        self.state
-            .accepted
-            .lock()
-            .unwrap()
-            .insert(provider.to_owned(), values.to_vec());
-    }
-
-    fn on_reject(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
-        *self.state.on_reject.lock().unwrap() = Some(Box::new(hook));
-    }
-
-    fn take(&self) -> Vec<Seen> {
-        std::mem::take(&mut *self.state.seen.lock().unwrap())
-    }
-
-    /// The single request to `provider` `path` since the last `take`, draining the log.
-    fn only(&self, provider: &str, path: &str) -> Seen {
-        let seen = self.take();
-        let matching: Vec<&Seen> = seen
-            .iter()
-            .filter(|s| s.provider == provider && s.path == path)
-            .collect();
-        assert_eq!(matching.len(), 1, "requests to {provider} {path}: {seen:#?}");
-        assert_eq!(seen.len(), 1, "unexpected other requests: {seen:#?}");
-        matching[0].clone()
-    }
-}
-
-fn answer(s: &ProviderState, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let raw = uri.path().trim_start_matches('/');
-    let (provider, rest) = raw.split_once('/').unwrap_or((raw, ""));
-    let seen = Seen {
-        method: method.clone(),
-        provider: provider.to_owned(),
-        path: format!("/{rest}"),
-        query: url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect(),
-        headers,
-        body,
-    };
-    let auth = seen.auth().to_owned();
-    s.seen.lock().unwrap().push(seen.clone());
-    let rejected = s
-        .accepted
-        .lock()
-        .unwrap()
-        .get(provider)
-        .is_some_and(|ok| !ok.contains(&auth));
-    if rejected {
-        if let Some(hook) = &*s.on_reject.lock().unwrap() {
-            hook(&auth);
-        }
-        return if provider == "slack" {
-            axum::Json(json!({"ok": false, "error": "invalid_auth"})).into_response()
-        } else {
-            let body = json!({"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}});
-            (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
-        };
-    }
-    let canned = s
-        .routes
-        .lock()
-        .unwrap()
-        .get(&(method, provider.to_owned(), seen.path.clone()))
-        .cloned();
-    match canned {
-        Some(c) => {
-            let mut resp = (StatusCode::from_u16(c.status).unwrap(), axum::Json(c.body)).into_response();
-            for (k, v) in c.headers {
-                resp.headers_mut().append(
-                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    v.parse().unwrap(),
-                );
-            }
-            resp
-        }
-        None => (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))).into_response(),
-    }
-}
-
-// ------------------------------------------------------------------------- the sidecar process
-
-struct SidecarProcess {
-    child: Child,
-    url: String,
-    addr: SocketAddr,
-    out: Arc<Mutex<String>>,
-}
-
-impl SidecarProcess {
-    fn start(args: &[String]) -> SidecarProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_agent-auth-operator"))
-            .args([
-                "--log-format",
-                "json",
-                "--log-level",
-                "debug",
-                "sidecar",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let (out, tx) = (out.clone(), tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    out.lock().unwrap().push_str(&line);
-                    out.lock().unwrap().push('\n');
-                    if let Ok(v) = serde_json::from_str::<Value>(&line)
-                        && v["message"] == "sidecar listening"
-                    {
-                        let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                    }
-                }
-            });
-        }
-        let addr: SocketAddr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a.parse().unwrap(),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("sidecar did not start:\n{}", out.lock().unwrap());
-            }
-        };
-        SidecarProcess {
-            child,
-            url: format!("http://{addr}"),
-            addr,
-            out,
-        }
-    }
-
-    fn output(&self) -> String {
-        self.out.lock().unwrap().clone()
-    }
-}
-
-impl Drop for SidecarProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// --------------------------------------------------------------------------------- a test env
-
-/// The providers with tools, each pointed at its own prefix of the provider API server.
-const PREFIXES: [(&str, &str); 5] = [
-    ("google", "google"),
-    ("slack", "slack/api"),
-    ("notion", "notion/v1"),
-    ("hubspot", "hubspot"),
-    ("github", "github"),
-];
-
-struct Env {
-    api: ProviderApi,
-    sidecar: SidecarProcess,
-    http: reqwest::Client,
-    root: TempDir,
-    secrets: Mutex<Vec<String>>,
-}
-
-/// Accounts as (name, provider, token); each becomes a kubelet-style volume.
-async fn env(accounts: &[(&str, &str, &str)], extra: &[String]) -> Env {
-    let api = ProviderApi::start().await;
-    let root = TempDir::new("env");
-    let mut args = Vec::new();
-    for (name, provider, token) in accounts {
-        let dir = root.0.join("accounts").join(name);
-        write_volume(&dir, &token_secret(provider, token, Value::Null));
-        args.push(format!("--account={name}={}", dir.display()));
-    }
-    for (provider, prefix) in PREFIXES {
-        args.push(format!("--api-base={provider}={}", api.base(prefix)));
-    }
-    args.extend(extra.iter().cloned());
-    let sidecar = SidecarProcess::start(&args);
-    Env {
-        api,
-        sidecar,
-        http: reqwest::Client::new(),
-        root,
-        secrets: Mutex::new(accounts.iter().map(|(_, _, t)| (*t).to_owned()).collect()),
-    }
-}
-
-impl Env {
-    fn dir(&self, account: &str) -> PathBuf {
-        self.root.0.join("accounts").join(account)
-    }
-
-    fn remember(&self, secret: &str) {
-        self.secrets.lock().unwrap().push(secret.to_owned());
-    }
-
-    async fn call(&self, tool: &str, input: Value) -> (u16, Value) {
-        self.call_path(&format!("/v1/tools/{tool}"), input).await
-    }
-
-    async fn call_path(&self, path: &str, input: Value) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.sidecar.url))
-            .json(&input)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        self.assert_no_secret_in(&text, path);
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.sidecar.url))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap())
-    }
-
-    fn assert_no_secret_in(&self, text: &str, what: &str) {
-        for s in self.secrets.lock().unwrap().iter() {
-            assert!(
-                !text.contains(s.as_str()),
-                "a credential appears in {what}: {text}"
-            );
-        }
-    }
-}
-
-impl Drop for Env {
-    /// Secret hygiene: no credential any test step used appears in the sidecar's output.
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            return;
-        }
-        let out = self.sidecar.output();
-        assert!(!out.is_empty(), "the sidecar logged nothing");
-        for s in self.secrets.lock().unwrap().iter() {
-            assert!(
-                !out.contains(s.as_str()),
-                "credential {}… in the sidecar's output:\n{out}",
-                &s[..6]
-            );
-        }
-    }
-}
-
-fn assert_bearer(seen: &Seen, token: &str) {
-    assert_eq!(seen.auth(), format!("Bearer {token}"), "{seen:#?}");
-}
+use harness::*;
 
 // ---------------------------------------------------------------------------------- the tools
 
@@ -1805,7 +1344,7 @@ async fn rotation_under_load_loses_no_call() {
         }
     };
     let dir = e.dir("alice-google");
-    for (old, t) in tokens.iter().zip(&tokens[1..]) {
+    for (swap, (old, t)) in tokens.iter().zip(&tokens[1..]).enumerate() {
         calls_go_on().await;
         // Both while the files change (a read of the new files never meets the old gate), then the
         // old one is revoked: calls still in flight with it get a 401.
@@ -1813,11 +1352,23 @@ async fn rotation_under_load_loses_no_call() {
             .accept_only("google", &[format!("Bearer {old}"), format!("Bearer {t}")]);
         write_volume(&dir, &token_secret("google", t, Value::Null));
         e.api.accept_only("google", &[format!("Bearer {t}")]);
-        // The next call uses the new token at once: nothing is cached.
-        let (status, _) = e.call("google_drive_search", json!({})).await;
+        // The next call uses the new token at once: nothing is cached. (Found by its query: a
+        // background call that read the old token may land after it.)
+        let marker = format!("name = 'after-swap-{swap}'");
+        let (status, _) = e.call("google_drive_search", json!({"query": marker})).await;
         assert_eq!(status, 200);
-        let last = e.api.state.seen.lock().unwrap().last().cloned().unwrap();
-        assert_bearer(&last, t);
+        let ours = e
+            .api
+            .state
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|s| s.query.iter().any(|(_, v)| *v == marker))
+            .cloned()
+            .unwrap();
+        assert_bearer(&ours, t);
     }
     calls_go_on().await;
     stop.store(true, Ordering::SeqCst);
