@@ -12,7 +12,7 @@ missing=()
 need cc || missing+=(build-essential)
 need git || missing+=(git)
 need curl || missing+=(curl)
-need python3 || missing+=(python3)   # examples/agent/agent.py runs in tests/sidecar.rs
+need python3 || missing+=(python3)   # examples/agent/agent.py runs in tests/sidecar/main.rs
 # Headless Chromium for the browser tests (tests/browser.rs), driven through chromedriver.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
