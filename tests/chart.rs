@@ -1306,6 +1306,15 @@ async fn operator_serves_with_chart_rbac(client: &kube::Client, ns: &str, work_n
         a.meta().finalizers.clone().unwrap_or_default().is_empty(),
         "no finalizer while nothing is stored for the account"
     );
+    // A new account's first link has no Event; a re-issued one does (the Events RBAC at work).
+    accounts
+        .patch(
+            "alice-gmail",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"agentauth.dev/reauthorize": "1"}}})),
+        )
+        .await
+        .unwrap();
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), work_ns);
     eventually(Duration::from_secs(30), "an Event about the account", || async {
         alive();
