@@ -325,14 +325,27 @@ async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Erro
     tracing::debug!(account = %account.name_any(), namespace = %ns, state = ?plan.state, changed, "reconciled");
     if changed {
         let api: Api<ConnectedAccount> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch =
+        // A new link is decided from the cache: the resourceVersion makes that write conditional on
+        // the cache having been current, so a reconcile that ran on a stale copy (before our own
+        // last write arrived) cannot replace a link the user already holds with another.
+        let issuing = matches!(plan.link, LinkPlan::Issue { .. });
+        let mut patch =
             json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount", "status": status});
-        api.patch_status(
-            &account.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        if let (true, Some(rv)) = (issuing, account.resource_version()) {
+            patch["metadata"] = json!({ "resourceVersion": rv });
+        }
+        match api
+            .patch_status(
+                &account.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => return Err(Error::Conflict),
+            Err(e) => return Err(e.into()),
+        }
         announce(account, &old, &status, &plan, ctx).await;
     }
     Ok(plan
