@@ -4,11 +4,10 @@ CARGO ?= cargo
 
 .PHONY: test demo deps control-plane lint crds unit cluster bench
 
-## Install dependencies, build the control plane (cached), lint, and run unit + integration tests,
-## then the demo end to end without a user.
+## Install dependencies, build the control plane (cached), lint, and run unit + integration tests
+## (tests/demo.rs runs the demo end to end without a user).
 test: deps control-plane lint
 	$(CARGO) test --workspace --locked
-	$(MAKE) --no-print-directory demo DEMO_FLAGS=--non-interactive
 
 ## Run the product locally: control plane, Dex, the operator, sample accounts (Ctrl-C stops).
 demo: deps control-plane

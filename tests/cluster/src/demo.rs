@@ -1,18 +1,17 @@
-//! `make demo`: the product on one machine. A real control plane, Dex as the OAuth provider, the
-//! operator binary, and two sample accounts whose authorization links are printed. Ctrl-C stops all.
+//! The product on one machine: a real control plane, Dex as the OAuth provider, the operator
+//! binary, and sample accounts whose authorization links are printed. `make demo` runs it through
+//! the `demo` binary until Ctrl-C; `tests/demo.rs` runs it non-interactively.
 //!
-//!     demo [--non-interactive] [path/to/agent-auth-operator]   (default: target/debug/agent-auth-operator)
-//!
-//! `--non-interactive` plays the user for alice (signs in at Dex), waits with `kubectl wait` until
-//! the account is ACTIVE, shows it and its Secret's keys, and exits: the self-check `make test` runs.
+//! Non-interactive, it plays the user for alice (signs in at Dex), waits with `kubectl wait` until
+//! alice and team are ACTIVE, shows them and alice's Secret's keys, and returns.
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agentauth_testcluster::dex::{Dex, DexOptions};
-use agentauth_testcluster::{Proc, binaries, free_port, shared, wait_for_signal};
+use crate::dex::{self, Dex, DexOptions};
+use crate::{Proc, binaries, block_on, free_port, shared, wait_for_signal};
 
 /// Runs kubectl with optional standard input and returns its output.
 type Kubectl<'a> = &'a dyn Fn(&[&str], Option<&str>) -> Result<String, String>;
@@ -26,9 +25,8 @@ fn play_alice(dex: &Dex, links: &[String], kubectl: Kubectl<'_>) -> Result<(), S
         .to_owned();
     println!("\n[non-interactive] signing in at Dex as user0@example.com through alice's link");
     let user = dex.user(0);
-    let status = agentauth_testcluster::block_on(async move {
-        let page =
-            agentauth_testcluster::dex::login(&agentauth_testcluster::dex::browser(), &link, &user).await?;
+    let status = block_on(async move {
+        let page = dex::login(&dex::browser(), &link, &user).await?;
         Ok::<_, String>(page.status())
     })?;
     if !status.is_success() {
@@ -75,24 +73,8 @@ fn play_alice(dex: &Dex, links: &[String], kubectl: Kubectl<'_>) -> Result<(), S
     Ok(())
 }
 
-fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("demo: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run() -> Result<(), String> {
-    let cli: Vec<String> = std::env::args().skip(1).collect();
-    let non_interactive = cli.iter().any(|a| a == "--non-interactive");
-    let operator_bin = cli
-        .iter()
-        .find(|a| !a.starts_with("--"))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "target/debug/agent-auth-operator".into());
+/// Runs the demo with `operator_bin`; interactive runs block until Ctrl-C.
+pub fn run(operator_bin: &Path, non_interactive: bool) -> Result<(), String> {
     if !operator_bin.is_file() {
         return Err(format!(
             "{} not found; run `cargo build` first",
@@ -125,7 +107,7 @@ fn run() -> Result<(), String> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
 
-    let crds = Command::new(&operator_bin)
+    let crds = Command::new(operator_bin)
         .arg("crd")
         .output()
         .map_err(|e| e.to_string())?;
@@ -161,7 +143,7 @@ fn run() -> Result<(), String> {
         format!("--admin-addr=127.0.0.1:{admin_port}"),
     ];
     let kc = kubeconfig.display().to_string();
-    let _operator = Proc::spawn(&dir, "operator", &operator_bin, &args, &[("KUBECONFIG", &kc)])?;
+    let _operator = Proc::spawn(&dir, "operator", operator_bin, &args, &[("KUBECONFIG", &kc)])?;
 
     let samples = include_str!("../../../examples/demo.yaml")
         .replace("DEX_CLIENT_SECRET", &dex.client_secret)

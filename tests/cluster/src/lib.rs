@@ -10,6 +10,7 @@
 //! - directories left by a process that was killed outright are removed by the next start.
 
 mod certs;
+pub mod demo;
 pub mod dex;
 mod kubeconfig;
 mod process;
