@@ -40,6 +40,7 @@ build_k8s() {
   log "building Kubernetes v$K8S_VERSION into $out (first time only; takes many minutes)"
   mkdir -p "$out"
   local w; w=$(mktemp -d); trap 'rm -rf "$w"' RETURN
+  local -x GOCACHE=$w/gocache # compiled packages are never reused: keep the disk free
   local gomod; gomod=$(cd "$w" && go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   {
     echo "module agentauth.dev/k8s-build"
@@ -67,6 +68,7 @@ build_etcd() {
   log "building etcd v$ETCD_VERSION into $out"
   mkdir -p "$out"
   local w; w=$(mktemp -d); trap 'rm -rf "$w"' RETURN
+  local -x GOCACHE=$w/gocache # compiled packages are never reused: keep the disk free
   cat >"$w/go.mod" <<MOD
 module agentauth.dev/etcd-build
 go 1.26
@@ -87,6 +89,7 @@ build_dex() {
   log "building Dex $DEX_VERSION into $out"
   mkdir -p "$out"
   local w; w=$(mktemp -d); trap 'rm -rf "$w"' RETURN
+  local -x GOCACHE=$w/gocache # compiled packages are never reused: keep the disk free
   cat >"$w/go.mod" <<MOD
 module agentauth.dev/dex-build
 go 1.26
@@ -107,6 +110,7 @@ build_dexrevoke() {
   mkdir -p "$out"
   # Build from a copy so the module download never rewrites the committed go.mod/go.sum.
   local w; w=$(mktemp -d); trap 'rm -rf "$w"' RETURN
+  local -x GOCACHE=$w/gocache # compiled packages are never reused: keep the disk free
   cp "$DEXREVOKE_SRC/main.go" "$DEXREVOKE_SRC/go.mod" "$DEXREVOKE_SRC/go.sum" "$w/"
   go_build "$w" "$out/dexrevoke" . "-s -w"
 }
@@ -120,6 +124,7 @@ build_helm() {
   # ldflags are those of Helm's Makefile: the version `helm version` reports, and the Kubernetes
   # version of its client-go (used for .Capabilities.KubeVersion in `helm template` and lint).
   local w; w=$(mktemp -d); trap 'rm -rf "$w"' RETURN
+  local -x GOCACHE=$w/gocache # compiled packages are never reused: keep the disk free
   local gomod kmin
   gomod=$(cd "$w" && go mod download -json "helm.sh/helm/v3@v$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   kmin=$(awk '$1 == "k8s.io/client-go" {print $2}' "$gomod" | cut -d. -f2)
