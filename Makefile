@@ -40,7 +40,7 @@ cluster: control-plane
 
 ## The speed and scale suite of BENCHMARKS.md against a dedicated control plane (about 15 minutes);
 ## writes target/bench/results.md and results.json. `BENCH_SCALE=smoke make bench` for a quick run.
-bench:
+bench: deps
 	@scripts/install-bench-deps.sh
 	@tests/cluster/build.sh >/dev/null
 	$(CARGO) bench --bench suite --locked

@@ -11,6 +11,7 @@ pub mod controller;
 pub mod gateway;
 pub mod links;
 pub mod metrics;
+pub mod percent;
 pub mod plugin;
 pub mod run;
 pub mod sidecar;

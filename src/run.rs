@@ -55,29 +55,18 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     };
     let gateway = gateway::serve(gw, config.gateway_addr, shutdown.clone());
     let admin = admin::serve(config.admin_addr, ready_rx, metrics.clone(), shutdown.clone());
-    let ready_tx = Arc::new(ready_tx);
+    let controllers = controller::Controllers {
+        client,
+        config: config.clone(),
+        signer,
+        metrics,
+        ready: Arc::new(ready_tx),
+    };
     let controllers = async {
         if config.leader_election {
-            lead(
-                client,
-                config.clone(),
-                signer,
-                metrics.clone(),
-                ready_tx,
-                shutdown.clone(),
-            )
-            .await
+            lead(&controllers, shutdown.clone()).await
         } else {
-            controller::run_all(
-                client,
-                config.clone(),
-                signer,
-                metrics.clone(),
-                ready_tx,
-                shutdown.clone(),
-            )
-            .await
-            .map_err(RunError::from)
+            controllers.run(shutdown.clone()).await.map_err(RunError::from)
         }
     };
     let (g, a, c) = tokio::join!(gateway, admin, controllers);
@@ -91,13 +80,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 /// Runs the controllers only while this replica holds the lease, so exactly one process reconciles
 /// (and refreshes tokens) at a time. The gateway serves on every replica regardless.
 async fn lead(
-    client: kube::Client,
-    config: Arc<Config>,
-    signer: Signer,
-    metrics: Arc<crate::metrics::Metrics>,
-    ready: Arc<tokio::sync::watch::Sender<bool>>,
+    controllers: &controller::Controllers,
     shutdown: futures::future::Shared<impl std::future::Future<Output = ()> + Send + 'static>,
 ) -> Result<(), RunError> {
+    let (client, config) = (&controllers.client, &controllers.config);
     let lease = LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
         .with_namespace(&config.namespace)
         .with_identity(&config.instance)
@@ -107,7 +93,7 @@ async fn lead(
         .await?;
     let (mut leader, task) = lease.watch().await;
     // A follower serves the gateway, which needs no caches.
-    let _ = ready.send(true);
+    let _ = controllers.ready.send(true);
     loop {
         tokio::select! {
             _ = shutdown.clone() => break,
@@ -123,15 +109,7 @@ async fn lead(
         let stop = futures::future::select(Box::pin(shutdown.clone()), Box::pin(lost))
             .map(|_| ())
             .shared();
-        controller::run_all(
-            client.clone(),
-            config.clone(),
-            signer.clone(),
-            metrics.clone(),
-            ready.clone(),
-            stop,
-        )
-        .await?;
+        controllers.run(stop).await?;
         if shutdown.clone().now_or_never().is_some() {
             break;
         }

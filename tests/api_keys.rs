@@ -7,11 +7,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use agent_auth_operator::api::{AccountState, ConnectedAccount};
+use agent_auth_operator::api::AccountState;
 use common::fixtures::*;
 use common::forms::{self, form_connection, submit};
 use common::operator::stack;
-use common::{eventually, hygiene, setup};
+use common::{TestEnv, eventually, hygiene, setup};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -22,13 +22,16 @@ use serde_json::json;
 async fn api_key_form_validates_checks_with_the_app_and_publishes() {
     let env = setup("apikey-form").await;
     let s = stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client,
+        ns,
+        accounts,
+        secrets,
+    } = &env;
     let app = forms::app_api().await;
     form_connection(client, ns, "crm", forms::crm_spec(&app)).await;
     account(client, ns, "carol", "crm", json!({})).await;
-    let pending = wait_account(&accounts, "carol", "link", |a| link(a).is_some()).await;
+    let pending = wait_account(accounts, "carol", "link", |a| link(a).is_some()).await;
     assert_eq!(state(&pending), Some(AccountState::PendingAuth));
     let url = link(&pending).unwrap();
     let http = forms::client();
@@ -108,7 +111,7 @@ async fn api_key_form_validates_checks_with_the_app_and_publishes() {
     let resp = submit(&http, &url, &[("api_key", "good-key"), ("subdomain", "acme")]).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().contains("Account connected"));
-    let active = wait_state(&accounts, "carol", AccountState::Active).await;
+    let active = wait_state(accounts, "carol", AccountState::Active).await;
     assert!(link(&active).is_none(), "no link once ACTIVE");
     let secret = secrets.get("carol-credentials").await.unwrap();
     let data = secret_text(&secret);
@@ -134,11 +137,12 @@ async fn api_key_form_validates_checks_with_the_app_and_publishes() {
 async fn bearer_token_defaults_and_garbage_submissions() {
     let env = setup("bearer-form").await;
     stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client, ns, accounts, ..
+    } = &env;
     form_connection(client, ns, "tool", json!({"authType": "BearerToken"})).await;
     account(client, ns, "dave", "tool", json!({})).await;
-    let pending = wait_account(&accounts, "dave", "link", |a| link(a).is_some()).await;
+    let pending = wait_account(accounts, "dave", "link", |a| link(a).is_some()).await;
     let link = link(&pending).unwrap();
     let http = forms::client();
 
@@ -156,7 +160,7 @@ async fn bearer_token_defaults_and_garbage_submissions() {
     hygiene::remember("tok-123456");
     let resp = submit(&http, &link, &[("token", "tok-123456")]).await;
     assert_eq!(resp.status(), 200);
-    wait_state(&accounts, "dave", AccountState::Active).await;
+    wait_state(accounts, "dave", AccountState::Active).await;
     let secret = Api::<Secret>::namespaced(client.clone(), ns)
         .get("dave-credentials")
         .await
@@ -172,9 +176,12 @@ async fn bearer_token_defaults_and_garbage_submissions() {
 async fn credentials_ref_activates_without_a_user_and_follows_the_secret() {
     let env = setup("apikey-ref").await;
     stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client,
+        ns,
+        accounts,
+        secrets,
+    } = &env;
     form_connection(client, ns, "stripe-like", json!({})).await;
     let source = |key: &str| Secret {
         metadata: ObjectMeta {
@@ -197,7 +204,7 @@ async fn credentials_ref_activates_without_a_user_and_follows_the_secret() {
         json!({"credentialsRef": {"name": "team-key"}}),
     )
     .await;
-    let active = wait_state(&accounts, "team", AccountState::Active).await;
+    let active = wait_state(accounts, "team", AccountState::Active).await;
     assert!(link(&active).is_none(), "no user, no link");
     let published = secrets.get("team-credentials").await.unwrap();
     assert_eq!(secret_text(&published)["api_key"], "sk-team-one");
@@ -233,7 +240,7 @@ async fn credentials_ref_activates_without_a_user_and_follows_the_secret() {
         json!({"credentialsRef": {"name": "team-key"}}),
     )
     .await;
-    let wrong = wait_state(&accounts, "wrong", AccountState::Error).await;
+    let wrong = wait_state(accounts, "wrong", AccountState::Error).await;
     assert_eq!(ready(&wrong).unwrap().1, "CredentialsRefUnsupported");
 
     // A missing source Secret: ERROR with the reason, nothing published.
@@ -245,15 +252,8 @@ async fn credentials_ref_activates_without_a_user_and_follows_the_secret() {
         json!({"credentialsRef": {"name": "nope"}}),
     )
     .await;
-    let lost = wait_state(&accounts, "lost", AccountState::Error).await;
-    let msg = lost
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap()
-        .message;
+    let lost = wait_state(accounts, "lost", AccountState::Error).await;
+    let msg = ready_message(&lost);
     assert!(
         msg.contains("Secret nope named in spec.credentialsRef does not exist"),
         "{msg}"
@@ -329,9 +329,12 @@ async fn the_platform_verifies_the_user_before_anything_is_published() {
     let env = setup("verify").await;
     let s = stack();
     let gateway = s.operator.gateway_url.as_str();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client,
+        ns,
+        accounts,
+        secrets,
+    } = &env;
     form_connection(
         client,
         ns,
@@ -344,7 +347,7 @@ async fn the_platform_verifies_the_user_before_anything_is_published() {
     let stranger = platform_token(client, ns, "stranger", false).await;
 
     // The user submits; the credential is held back and the user goes to the platform.
-    let pending = wait_account(&accounts, "erin", "link", |a| link(a).is_some()).await;
+    let pending = wait_account(accounts, "erin", "link", |a| link(a).is_some()).await;
     let http = forms::client();
     hygiene::remember("key-of-someone-else");
     let resp = submit(
@@ -355,7 +358,7 @@ async fn the_platform_verifies_the_user_before_anything_is_published() {
     .await;
     assert_eq!(resp.status(), 303);
     let first = request_id(resp.headers()["location"].to_str().unwrap());
-    let waiting = wait_state(&accounts, "erin", AccountState::PendingVerification).await;
+    let waiting = wait_state(accounts, "erin", AccountState::PendingVerification).await;
     assert!(link(&waiting).is_none());
     assert!(secrets.get_opt("erin-credentials").await.unwrap().is_none());
 
@@ -390,7 +393,7 @@ async fn the_platform_verifies_the_user_before_anything_is_published() {
     // The platform reports another user: discarded, a new link, nothing ever published.
     let wrong = verify(gateway, &platform, &first, "mallory@example.com").await;
     assert_eq!(wrong.status(), 403);
-    let back = wait_account(&accounts, "erin", "new link after a failed verification", |a| {
+    let back = wait_account(accounts, "erin", "new link after a failed verification", |a| {
         state(a) == Some(AccountState::PendingAuth) && link(a).is_some()
     })
     .await;
@@ -408,10 +411,10 @@ async fn the_platform_verifies_the_user_before_anything_is_published() {
     hygiene::remember("erins-own-key");
     let resp = submit(&http, &link(&back).unwrap(), &[("api_key", "erins-own-key")]).await;
     let second = request_id(resp.headers()["location"].to_str().unwrap());
-    wait_state(&accounts, "erin", AccountState::PendingVerification).await;
+    wait_state(accounts, "erin", AccountState::PendingVerification).await;
     let ok = verify(gateway, &platform, &second, "erin@example.com").await;
     assert_eq!(ok.status(), 200);
-    wait_state(&accounts, "erin", AccountState::Active).await;
+    wait_state(accounts, "erin", AccountState::Active).await;
     let published = secrets.get("erin-credentials").await.unwrap();
     assert_eq!(secret_text(&published)["api_key"], "erins-own-key");
     wait_event(client, ns, "erin", "VerificationFailed").await;

@@ -1,6 +1,7 @@
 //! The benchmark suite (`benches/suite`, `make bench`) at smoke size, so that it cannot rot: every
 //! scenario runs against a real control plane and the operator binary, and produces numbers. No
-//! targets are judged here, and the gateway load runs in-process (no load-generator binary).
+//! targets are judged here, and the gateway load runs in-process (no load-generator binary), plain
+//! and through nginx terminating TLS.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 #[path = "../benches/suite/harness.rs"]
@@ -11,6 +12,8 @@ mod load;
 mod report;
 #[path = "../benches/suite/scenarios.rs"]
 mod scenarios;
+#[path = "../benches/suite/tls.rs"]
+mod tls;
 #[path = "common/token_server.rs"]
 #[allow(dead_code)]
 mod token_server;
@@ -50,4 +53,10 @@ async fn every_scenario_produces_numbers_at_smoke_size() {
     let gateway = &report.details["gateway"];
     assert!(gateway["connect"]["requests"].as_u64().unwrap() > 0, "{gateway}");
     assert_eq!(gateway["connect"]["errors"], 0, "{gateway}");
+    // ... also through nginx terminating TLS (installed by scripts/install-deps.sh).
+    assert!(
+        gateway["connect_behind_tls"]["requests"].as_u64().unwrap_or(0) > 0,
+        "{gateway}"
+    );
+    assert_eq!(gateway["connect_behind_tls"]["errors"], 0, "{gateway}");
 }

@@ -8,11 +8,11 @@ mod common;
 
 use std::time::Instant;
 
-use agent_auth_operator::api::{AccountState, ConnectedAccount};
+use agent_auth_operator::api::AccountState;
 use common::browser::Browser;
 use common::fixtures::*;
 use common::operator::stack;
-use common::{forms, hygiene, setup};
+use common::{TestEnv, forms, hygiene, setup};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use serde_json::json;
@@ -22,14 +22,17 @@ async fn user_signs_in_at_dex_in_chromium() {
     let started = Instant::now();
     let env = setup("browser").await;
     let s = stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client,
+        ns,
+        accounts,
+        secrets,
+    } = &env;
     let user = s.dex.user(0);
 
     dex_connection(client, ns, "dex", &s.dex, &["openid", "email", "offline_access"]).await;
     account(client, ns, "carol", "dex", json!({})).await;
-    let pending = wait_account(&accounts, "carol", "authorization link", |a| {
+    let pending = wait_account(accounts, "carol", "authorization link", |a| {
         state(a) == Some(AccountState::PendingAuth) && link(a).is_some()
     })
     .await;
@@ -76,7 +79,7 @@ async fn user_signs_in_at_dex_in_chromium() {
     browser.screenshot("2-account-connected").await.unwrap();
 
     // The operator stored the credential.
-    let active = wait_state(&accounts, "carol", AccountState::Active).await;
+    let active = wait_state(accounts, "carol", AccountState::Active).await;
     remember_credentials(client, ns, &active).await;
     let secret = secrets.get("carol-credentials").await.unwrap();
     let data = secret_text(&secret);
@@ -112,12 +115,13 @@ async fn user_signs_in_at_dex_in_chromium() {
 async fn user_fills_the_api_key_form_in_chromium() {
     let env = setup("browser-form").await;
     stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client, ns, accounts, ..
+    } = &env;
     let app = forms::app_api().await;
     forms::form_connection(client, ns, "crm", forms::crm_spec(&app)).await;
     account(client, ns, "dora", "crm", json!({})).await;
-    let pending = wait_account(&accounts, "dora", "link", |a| link(a).is_some()).await;
+    let pending = wait_account(accounts, "dora", "link", |a| link(a).is_some()).await;
     let browser = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
 
     // The form, with labels tied to their inputs and the help text.
@@ -169,7 +173,7 @@ async fn user_fills_the_api_key_form_in_chromium() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     browser.screenshot("form-4-connected").await.unwrap();
-    wait_state(&accounts, "dora", AccountState::Active).await;
+    wait_state(accounts, "dora", AccountState::Active).await;
     let secret = Api::<Secret>::namespaced(client.clone(), ns)
         .get("dora-credentials")
         .await

@@ -280,14 +280,7 @@ async fn a_user_who_declines_sees_a_clear_page_and_the_account_waits() {
     .await;
     assert_eq!(common::fixtures::state(&after), Some(AccountState::PendingAuth));
     assert_eq!(link(&after), link(&a), "the link stays valid for another try");
-    let msg = after
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap()
-        .message;
+    let msg = ready_message(&after);
     assert!(msg.contains("declined"), "{msg}");
 }
 

@@ -13,7 +13,7 @@ use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection, JwtAl
 use common::fixtures::*;
 use common::operator::stack;
 use common::token_server::{JwtCheck, TokenServer, TokenServerConfig, keys};
-use common::{eventually, hygiene, setup};
+use common::{TestEnv, eventually, hygiene, setup};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
@@ -93,8 +93,9 @@ fn verify(jwt: &str, alg: JwtAlgorithm, audience: &str) -> (jsonwebtoken::Header
 async fn custom_jwts_of_every_algorithm_are_minted_verifiable_and_reminted() {
     let env = setup("jwt-mint").await;
     stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client, ns, accounts, ..
+    } = &env;
     let algs = [
         JwtAlgorithm::RS256,
         JwtAlgorithm::ES256,
@@ -123,7 +124,7 @@ async fn custom_jwts_of_every_algorithm_are_minted_verifiable_and_reminted() {
     let audience = format!("https://api.example.com/{ns}");
     for alg in algs {
         let account_name = format!("{}-bot", format!("{alg:?}").to_lowercase());
-        let active = wait_state(&accounts, &account_name, AccountState::Active).await;
+        let active = wait_state(accounts, &account_name, AccountState::Active).await;
         assert!(link(&active).is_none(), "no user, no link");
         let data = published(client, ns, &account_name).await;
         let jwt = &data["access_token"];
@@ -198,7 +199,7 @@ async fn custom_jwts_of_every_algorithm_are_minted_verifiable_and_reminted() {
     })
     .await;
     assert_eq!(conn.reason, "InvalidSigningKey", "{}", conn.message);
-    wait_state(&accounts, "wrong-bot", AccountState::Error).await;
+    wait_state(accounts, "wrong-bot", AccountState::Error).await;
     assert!(secrets.get_opt("wrong-bot-credentials").await.unwrap().is_none());
 }
 
@@ -206,8 +207,9 @@ async fn custom_jwts_of_every_algorithm_are_minted_verifiable_and_reminted() {
 async fn jwts_are_exchanged_at_a_verifying_token_server() {
     let env = setup("jwt-exchange").await;
     stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client, ns, accounts, ..
+    } = &env;
     let server = TokenServer::start(TokenServerConfig::default()).await;
     server.set_jwt_check(Some(
         JwtCheck::fixture(JwtAlgorithm::RS256)
@@ -235,7 +237,7 @@ async fn jwts_are_exchanged_at_a_verifying_token_server() {
     }))
     .unwrap();
     accounts.create(&PostParams::default(), &a).await.unwrap();
-    let active = wait_state(&accounts, "acme-org", AccountState::Active).await;
+    let active = wait_state(accounts, "acme-org", AccountState::Active).await;
     let data = published(client, ns, "acme-org").await;
     assert!(
         data["access_token"].starts_with("ghs_"),
@@ -271,7 +273,7 @@ async fn jwts_are_exchanged_at_a_verifying_token_server() {
     )
     .await;
     account(client, ns, "alice-sa", "google-sa", json!({})).await;
-    wait_state(&accounts, "alice-sa", AccountState::Active).await;
+    wait_state(accounts, "alice-sa", AccountState::Active).await;
     let data = published(client, ns, "alice-sa").await;
     assert!(data["access_token"].starts_with("jb_"));
     assert_eq!(data["scope"], "calendar.readonly");
@@ -292,7 +294,7 @@ async fn jwts_are_exchanged_at_a_verifying_token_server() {
     // expires, and the renewal failure is reported. Here: a new account sees ERROR at once.
     server.set_reject_all(true);
     account(client, ns, "late", "google-sa", json!({})).await;
-    let late = wait_state(&accounts, "late", AccountState::Error).await;
+    let late = wait_state(accounts, "late", AccountState::Error).await;
     assert_eq!(ready(&late).unwrap().1, "CredentialUnavailable");
 }
 
@@ -300,8 +302,9 @@ async fn jwts_are_exchanged_at_a_verifying_token_server() {
 async fn client_credentials_tokens_are_fetched_and_renewed_without_a_user() {
     let env = setup("client-creds").await;
     stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client, ns, accounts, ..
+    } = &env;
     let server = TokenServer::start(TokenServerConfig {
         expires_in: Duration::from_secs(20),
         ..Default::default()
@@ -318,7 +321,7 @@ async fn client_credentials_tokens_are_fetched_and_renewed_without_a_user() {
     };
     connection(client, ns, "billing", spec("cc-secret")).await;
     account(client, ns, "billing-bot", "billing", json!({})).await;
-    let active = wait_state(&accounts, "billing-bot", AccountState::Active).await;
+    let active = wait_state(accounts, "billing-bot", AccountState::Active).await;
     assert!(link(&active).is_none());
     let first = published(client, ns, "billing-bot").await;
     assert!(first["access_token"].starts_with("cc_"));
@@ -342,7 +345,7 @@ async fn client_credentials_tokens_are_fetched_and_renewed_without_a_user() {
     })
     .await;
     assert_eq!(
-        wait_state(&accounts, "billing-bot", AccountState::Active)
+        wait_state(accounts, "billing-bot", AccountState::Active)
             .await
             .status
             .unwrap()
@@ -354,16 +357,10 @@ async fn client_credentials_tokens_are_fetched_and_renewed_without_a_user() {
     // fixing the Connection's secret brings it to ACTIVE.
     connection(client, ns, "billing-wrong", spec("cc-wrong")).await;
     account(client, ns, "wrong-bot", "billing-wrong", json!({})).await;
-    let wrong = wait_state(&accounts, "wrong-bot", AccountState::Error).await;
-    let cond = wrong
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
-    assert_eq!(cond.reason, "CredentialUnavailable");
-    assert!(cond.message.contains("invalid_client"), "{}", cond.message);
+    let wrong = wait_state(accounts, "wrong-bot", AccountState::Error).await;
+    assert_eq!(ready(&wrong).unwrap().1, "CredentialUnavailable");
+    let msg = ready_message(&wrong);
+    assert!(msg.contains("invalid_client"), "{msg}");
     Api::<Connection>::namespaced(client.clone(), ns)
         .patch(
             "billing-wrong",
@@ -374,7 +371,7 @@ async fn client_credentials_tokens_are_fetched_and_renewed_without_a_user() {
         )
         .await
         .unwrap();
-    wait_account(&accounts, "wrong-bot", "ACTIVE after the fix", |a| {
+    wait_account(accounts, "wrong-bot", "ACTIVE after the fix", |a| {
         state(a) == Some(AccountState::Active)
     })
     .await;

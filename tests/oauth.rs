@@ -4,11 +4,11 @@
 
 mod common;
 
-use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection};
+use agent_auth_operator::api::{AccountState, Connection};
 use common::dex::{browser, login};
 use common::fixtures::*;
 use common::operator::{OPERATOR_NS, stack};
-use common::{eventually, setup};
+use common::{TestEnv, eventually, setup};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -25,9 +25,12 @@ async fn credential_copies(client: &kube::Client, uid: &str) -> Option<Secret> {
 async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
     let env = setup("oauth-life").await;
     let s = stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client,
+        ns,
+        accounts,
+        secrets,
+    } = &env;
     let user = s.dex.user(0);
 
     dex_connection(client, ns, "dex", &s.dex, &["openid", "email", "offline_access"]).await;
@@ -47,7 +50,7 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
     );
 
     account(client, ns, "alice", "dex", json!({})).await;
-    let pending = wait_state(&accounts, "alice", AccountState::PendingAuth).await;
+    let pending = wait_state(accounts, "alice", AccountState::PendingAuth).await;
     let first_link = link(&pending).expect("a link while PENDING_AUTH");
     assert!(first_link.starts_with(&format!("{}/connect/", s.operator.gateway_url)));
     assert!(
@@ -68,7 +71,7 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("Account connected"));
 
-    let active = wait_state(&accounts, "alice", AccountState::Active).await;
+    let active = wait_state(accounts, "alice", AccountState::Active).await;
     let st = active.status.clone().unwrap();
     assert_eq!(st.secret_name.as_deref(), Some("alice-credentials"));
     assert!(st.authorization_link.is_none(), "the link is spent");
@@ -146,12 +149,12 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
         .patch("alice", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let reauth = wait_account(&accounts, "alice", "reauthorization link", |a| link(a).is_some()).await;
+    let reauth = wait_account(accounts, "alice", "reauthorization link", |a| link(a).is_some()).await;
     assert_eq!(state(&reauth), Some(AccountState::Active));
     assert!(secrets.get_opt("alice-credentials").await.unwrap().is_some());
     let page = login(&browser(), &link(&reauth).unwrap(), &user).await.unwrap();
     assert_eq!(page.status(), 200);
-    wait_account(&accounts, "alice", "link spent after re-authorization", |a| {
+    wait_account(accounts, "alice", "link spent after re-authorization", |a| {
         link(a).is_none() && state(a) == Some(AccountState::Active)
     })
     .await;
@@ -166,9 +169,9 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
         .patch("alice", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let disconnected = wait_state(&accounts, "alice", AccountState::Disconnected).await;
+    let disconnected = wait_state(accounts, "alice", AccountState::Disconnected).await;
     assert!(link(&disconnected).is_none());
-    wait_gone(&secrets, "alice-credentials").await;
+    wait_gone(secrets, "alice-credentials").await;
     assert!(
         credential_copies(client, &disconnected.uid().unwrap())
             .await
@@ -179,14 +182,14 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
         .patch("alice", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let again = wait_account(&accounts, "alice", "new link after reconnect", |a| {
+    let again = wait_account(accounts, "alice", "new link after reconnect", |a| {
         state(a) == Some(AccountState::PendingAuth) && link(a).is_some()
     })
     .await;
     assert_ne!(link(&again), Some(first_link));
     let page = login(&browser(), &link(&again).unwrap(), &user).await.unwrap();
     assert_eq!(page.status(), 200);
-    let active = wait_state(&accounts, "alice", AccountState::Active).await;
+    let active = wait_state(accounts, "alice", AccountState::Active).await;
     let metrics = reqwest::get(format!("{}/metrics", s.operator.admin_url))
         .await
         .unwrap()
@@ -210,9 +213,9 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
     })
     .await;
     accounts.delete("alice", &DeleteParams::default()).await.unwrap();
-    wait_gone(&accounts, "alice").await;
+    wait_gone(accounts, "alice").await;
     assert!(credential_copies(client, &uid).await.is_none());
-    wait_gone(&secrets, "alice-credentials").await;
+    wait_gone(secrets, "alice-credentials").await;
 
     // Metrics report what happened.
     let metrics = reqwest::get(format!("{}/metrics", s.operator.admin_url))
@@ -256,8 +259,9 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
 async fn token_revoked_at_the_provider_ends_in_expired_with_a_new_link() {
     let env = setup("oauth-revoked").await;
     let s = stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client, ns, accounts, ..
+    } = &env;
     let user = s.dex.user(1);
     dex_connection(client, ns, "dex", &s.dex, &["openid", "email", "offline_access"]).await;
     authorized(client, ns, "bob", "dex", &user).await;
@@ -274,23 +278,24 @@ async fn token_revoked_at_the_provider_ends_in_expired_with_a_new_link() {
 
     // The user authorizes again through the new link.
     sign_in(&link(&expired).unwrap(), &user).await;
-    wait_state(&accounts, "bob", AccountState::Active).await;
+    wait_state(accounts, "bob", AccountState::Active).await;
 }
 
 #[tokio::test]
 async fn missing_connection_is_an_error_until_it_appears() {
     let env = setup("oauth-noconn").await;
     let s = stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client, ns, accounts, ..
+    } = &env;
     account(client, ns, "carol", "later", json!({})).await;
-    let err = wait_state(&accounts, "carol", AccountState::Error).await;
+    let err = wait_state(accounts, "carol", AccountState::Error).await;
     assert_eq!(ready(&err), Some(("False".into(), "ConnectionNotFound".into())));
     assert!(link(&err).is_none());
     wait_event(client, ns, "carol", "ConnectionNotFound").await;
 
     dex_connection(client, ns, "later", &s.dex, &["openid"]).await;
-    let fixed = wait_state(&accounts, "carol", AccountState::PendingAuth).await;
+    let fixed = wait_state(accounts, "carol", AccountState::PendingAuth).await;
     assert!(link(&fixed).is_some());
 }
 
@@ -298,8 +303,9 @@ async fn missing_connection_is_an_error_until_it_appears() {
 async fn connection_without_its_client_secret_marks_only_its_own_accounts() {
     let env = setup("oauth-badconn").await;
     let s = stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client, ns, accounts, ..
+    } = &env;
     dex_connection(client, ns, "good", &s.dex, &["openid"]).await;
     let mut broken: Connection = serde_json::from_value(json!({
         "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection", "metadata": {"name": "broken"},
@@ -315,26 +321,24 @@ async fn connection_without_its_client_secret_marks_only_its_own_accounts() {
     account(client, ns, "on-broken", &broken.name_any(), json!({})).await;
     account(client, ns, "on-good", "good", json!({})).await;
     // The Connection controller's finding reaches the account.
-    let bad = wait_account(&accounts, "on-broken", "ERROR naming the missing Secret", |a| {
-        let msg = a
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-            .map(|c| c.message.clone());
-        state(a) == Some(AccountState::Error) && msg.is_some_and(|m| m.contains("Secret nope not found"))
+    let bad = wait_account(accounts, "on-broken", "ERROR naming the missing Secret", |a| {
+        state(a) == Some(AccountState::Error) && ready_message(a).contains("Secret nope not found")
     })
     .await;
     assert_eq!(ready(&bad).unwrap().1, "ConnectionNotReady");
-    wait_state(&accounts, "on-good", AccountState::PendingAuth).await;
+    wait_state(accounts, "on-good", AccountState::PendingAuth).await;
 }
 
 #[tokio::test]
 async fn added_scopes_ask_for_reauthorization_while_the_old_token_keeps_working() {
     let env = setup("oauth-scopes").await;
     let s = stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client,
+        ns,
+        accounts,
+        secrets,
+    } = &env;
     let user = s.dex.user(2);
     dex_connection(client, ns, "dex", &s.dex, &["openid", "offline_access"]).await;
     let active = authorized(client, ns, "dan", "dex", &user).await;
@@ -348,7 +352,7 @@ async fn added_scopes_ask_for_reauthorization_while_the_old_token_keeps_working(
         .patch("dex", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let changed = wait_account(&accounts, "dan", "ScopesChanged", |a| {
+    let changed = wait_account(accounts, "dan", "ScopesChanged", |a| {
         ready(a).is_some_and(|r| r.1 == "ScopesChanged")
     })
     .await;
@@ -361,7 +365,7 @@ async fn added_scopes_ask_for_reauthorization_while_the_old_token_keeps_working(
     assert!(secrets.get_opt("dan-credentials").await.unwrap().is_some());
 
     sign_in(&link(&changed).unwrap(), &user).await;
-    let done = wait_account(&accounts, "dan", "Ready after re-consent", |a| {
+    let done = wait_account(accounts, "dan", "Ready after re-consent", |a| {
         ready(a).is_some_and(|r| r.0 == "True")
     })
     .await;
@@ -372,9 +376,12 @@ async fn added_scopes_ask_for_reauthorization_while_the_old_token_keeps_working(
 async fn a_secret_the_operator_did_not_create_is_never_overwritten() {
     let env = setup("oauth-conflict").await;
     let s = stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client,
+        ns,
+        accounts,
+        secrets,
+    } = &env;
     let theirs: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "shared"}, "stringData": {"password": "hunter2"}
     }))
@@ -382,9 +389,9 @@ async fn a_secret_the_operator_did_not_create_is_never_overwritten() {
     secrets.create(&Default::default(), &theirs).await.unwrap();
     dex_connection(client, ns, "dex", &s.dex, &["openid", "offline_access"]).await;
     account(client, ns, "erin", "dex", json!({"secretName": "shared"})).await;
-    let pending = wait_account(&accounts, "erin", "link", |a| link(a).is_some()).await;
+    let pending = wait_account(accounts, "erin", "link", |a| link(a).is_some()).await;
     sign_in(&link(&pending).unwrap(), &s.dex.user(3)).await;
-    let err = wait_account(&accounts, "erin", "SecretConflict", |a| {
+    let err = wait_account(accounts, "erin", "SecretConflict", |a| {
         ready(a).is_some_and(|r| r.1 == "SecretConflict")
     })
     .await;
@@ -444,11 +451,12 @@ async fn the_api_server_rejects_malformed_connections_with_a_message() {
 async fn a_converged_account_costs_no_writes_and_status_has_one_field_manager() {
     let env = setup("oauth-quiet").await;
     let s = stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client, ns, accounts, ..
+    } = &env;
     dex_connection(client, ns, "dex", &s.dex, &["openid"]).await;
     account(client, ns, "leo", "dex", json!({})).await;
-    let converged = wait_account(&accounts, "leo", "link", |a| link(a).is_some()).await;
+    let converged = wait_account(accounts, "leo", "link", |a| link(a).is_some()).await;
     let managers: Vec<String> = converged
         .metadata
         .managed_fields
@@ -495,8 +503,9 @@ async fn deleting_an_account_revokes_its_token_at_the_provider() {
     use std::sync::{Arc, Mutex};
     let env = setup("oauth-revoke").await;
     let s = stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client, ns, accounts, ..
+    } = &env;
     let user = s.dex.user(6);
 
     // Dex has no RFC 7009 endpoint: serve one that checks the client's credentials and the form,
@@ -559,7 +568,7 @@ async fn deleting_an_account_revokes_its_token_at_the_provider() {
     assert!(record["tokens"]["refreshToken"].is_string());
 
     accounts.delete("mia", &DeleteParams::default()).await.unwrap();
-    wait_gone(&accounts, "mia").await;
+    wait_gone(accounts, "mia").await;
     let seen = calls.lock().unwrap().clone();
     assert_eq!(
         seen.len(),
@@ -600,9 +609,12 @@ async fn deleting_an_account_revokes_its_token_at_the_provider() {
 async fn a_deleted_agent_secret_is_rebuilt_from_the_operators_copy() {
     let env = setup("oauth-rebuild").await;
     let s = stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client,
+        ns,
+        accounts,
+        secrets,
+    } = &env;
     dex_connection(client, ns, "dex", &s.dex, &["openid", "offline_access"]).await;
     authorized(client, ns, "nia", "dex", &s.dex.user(7)).await;
     let original = eventually(REACT, "agent Secret", || async {

@@ -10,12 +10,11 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection, REAUTHORIZE_ANNOTATION};
+use agent_auth_operator::api::{AccountState, Connection, REAUTHORIZE_ANNOTATION};
 use common::dex::{browser, login};
 use common::fixtures::*;
 use common::operator::stack;
-use common::{eventually, setup};
-use k8s_openapi::api::core::v1::Secret;
+use common::{TestEnv, eventually, setup};
 use kube::ResourceExt;
 use kube::api::Api;
 use serde_json::json;
@@ -94,14 +93,17 @@ async fn ready_connection(client: &kube::Client, ns: &str) {
 async fn link_status_and_reauthorize_through_kubectl() {
     let env = setup("plugin").await;
     let s = stack();
-    let (client, ns) = (&env.client, env.ns.as_str());
-    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let TestEnv {
+        client,
+        ns,
+        accounts,
+        secrets,
+    } = &env;
     ready_connection(client, ns).await;
 
     // A PENDING_AUTH account: `link` prints exactly the status link.
     account(client, ns, "pending", "dex", json!({})).await;
-    let pending = wait_account(&accounts, "pending", "PENDING_AUTH with a link", |a| {
+    let pending = wait_account(accounts, "pending", "PENDING_AUTH with a link", |a| {
         state(a) == Some(AccountState::PendingAuth) && link(a).is_some()
     })
     .await;
@@ -140,7 +142,7 @@ async fn link_status_and_reauthorize_through_kubectl() {
     let out = kubectl(&["agentauth", "reauthorize", "pending", "-n", ns]).await;
     assert!(out.ok(), "{out:?}");
     assert!(out.stdout.contains(REAUTHORIZE_ANNOTATION), "{out:?}");
-    let replaced = wait_account(&accounts, "pending", "a replaced link", |a| {
+    let replaced = wait_account(accounts, "pending", "a replaced link", |a| {
         link(a).is_some_and(|l| l != pending_link)
     })
     .await;
@@ -158,12 +160,12 @@ async fn link_status_and_reauthorize_through_kubectl() {
 
     // An ACTIVE account.
     account(client, ns, "alice", "dex", json!({})).await;
-    let a = wait_account(&accounts, "alice", "a link", |a| link(a).is_some()).await;
+    let a = wait_account(accounts, "alice", "a link", |a| link(a).is_some()).await;
     let page = login(&browser(), &link(&a).unwrap(), &s.dex.user(0))
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
-    wait_state(&accounts, "alice", AccountState::Active).await;
+    wait_state(accounts, "alice", AccountState::Active).await;
     let token_before = eventually(REACT, "agent Secret", || async {
         let secret = secrets.get_opt("alice-credentials").await.unwrap()?;
         Some(secret_text(&secret)["access_token"].clone())

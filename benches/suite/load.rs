@@ -1,4 +1,4 @@
-//! HTTP load against the gateway: `wrk` (Debian's package, a separate process, rotating over many
+//! HTTP(S) load against the gateway: `wrk` (Debian's package, a separate process, rotating over many
 //! URLs with a Lua script), or an in-process loop (the smoke test; no binary needed).
 #![allow(dead_code)] // the smoke test uses a part of this module
 
@@ -40,7 +40,8 @@ pub fn wrk_available() -> bool {
         .is_ok()
 }
 
-/// Runs `tool` against `base` + each of `paths` in turn for `duration`.
+/// Runs `tool` against `base` + each of `paths` in turn for `duration`. An `https` base is
+/// verified against `ca` by the in-process client (wrk verifies no certificate).
 pub async fn run(
     tool: Tool,
     base: &str,
@@ -48,10 +49,11 @@ pub async fn run(
     connections: usize,
     duration: Duration,
     dir: &Path,
+    ca: Option<&Path>,
 ) -> Res<LoadResult> {
     match tool {
         Tool::Wrk => wrk(base, paths, connections, duration, dir).await,
-        Tool::InProcess => in_process(base, paths, connections, duration).await,
+        Tool::InProcess => in_process(base, paths, connections, duration, ca).await,
     }
 }
 
@@ -139,12 +141,17 @@ pub async fn in_process(
     paths: &[String],
     connections: usize,
     duration: Duration,
+    ca: Option<&Path>,
 ) -> Res<LoadResult> {
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| e.to_string())?;
+        .timeout(Duration::from_secs(10));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+        builder =
+            builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).map_err(|e| e.to_string())?);
+    }
+    let client = builder.build().map_err(|e| e.to_string())?;
     let urls: Arc<Vec<String>> = Arc::new(paths.iter().map(|p| format!("{base}{p}")).collect());
     if urls.is_empty() {
         return Err("no URLs to load".into());

@@ -7,6 +7,7 @@ mod harness;
 mod load;
 mod report;
 mod scenarios;
+mod tls;
 #[path = "../../tests/common/token_server.rs"]
 #[allow(dead_code)]
 mod token_server;

@@ -32,6 +32,7 @@ use crate::harness::{
 };
 use crate::load::{self, Tool};
 use crate::report::{Report, Row};
+use crate::tls;
 use crate::token_server::{TokenServer, TokenServerConfig};
 
 /// Sizes and knobs of a run.
@@ -629,25 +630,34 @@ impl Suite<'_> {
         Ok(())
     }
 
+    /// Creates `latency_n` accounts in `ns` one after another and returns each one's apply-to-link
+    /// time in ms. With `floor`, the bench client patches the status itself right after the create
+    /// (the floor an operator cannot beat).
+    async fn apply_to_link(&self, ns: &str, floor: bool) -> Res<Vec<f64>> {
+        let tracker = Tracker::start(&self.env.admin, ns, has_link).await?;
+        let api: Api<ConnectedAccount> = Api::namespaced(self.env.bench.clone(), ns);
+        let mut times = Vec::new();
+        for i in 0..self.p.latency_n {
+            let name = format!("l-{i}");
+            let a = harness::account(&name, CONNECTION)?;
+            let t = Instant::now();
+            harness::create(&api, &a).await?;
+            if floor {
+                harness::patch_floor_status(&api, &name, ns).await?;
+            }
+            let seen = tracker.wait_name(&name, Duration::from_secs(30)).await?;
+            times.push(seen.duration_since(t).as_secs_f64() * 1000.0);
+        }
+        Ok(times)
+    }
+
     /// Apply-to-link time of single applies one after another, beside a bare client's create +
     /// status patch observed through the same watch.
     async fn latency(&mut self) -> Res<()> {
         let p = self.p;
         self.op.stop();
         let ns = self.env.namespace("lat-base").await?;
-        let tracker = Tracker::start(&self.env.admin, &ns, has_link).await?;
-        let api: Api<ConnectedAccount> = Api::namespaced(self.env.bench.clone(), &ns);
-        let mut base = Vec::new();
-        for i in 0..p.latency_n {
-            let name = format!("l-{i}");
-            let a = harness::account(&name, CONNECTION)?;
-            let t = Instant::now();
-            harness::create(&api, &a).await?;
-            harness::patch_floor_status(&api, &name, &ns).await?;
-            let seen = tracker.wait_name(&name, Duration::from_secs(30)).await?;
-            base.push(seen.duration_since(t).as_secs_f64() * 1000.0);
-        }
-        drop(tracker);
+        let mut base = self.apply_to_link(&ns, true).await?;
         harness::delete_accounts(&self.env.admin, &ns, Duration::from_secs(60)).await?;
         harness::delete_namespace(&self.env.admin, &ns).await?;
 
@@ -655,17 +665,7 @@ impl Suite<'_> {
         let ns = self.env.namespace("lat").await?;
         harness::create_connection(&self.env.admin, &ns).await?;
         harness::wait_connection_ready(&self.env.admin, &ns, CONNECTION).await?;
-        let tracker = Tracker::start(&self.env.admin, &ns, has_link).await?;
-        let api: Api<ConnectedAccount> = Api::namespaced(self.env.bench.clone(), &ns);
-        let mut op = Vec::new();
-        for i in 0..p.latency_n {
-            let name = format!("l-{i}");
-            let a = harness::account(&name, CONNECTION)?;
-            let t = Instant::now();
-            harness::create(&api, &a).await?;
-            let seen = tracker.wait_name(&name, Duration::from_secs(30)).await?;
-            op.push(seen.duration_since(t).as_secs_f64() * 1000.0);
-        }
+        let mut op = self.apply_to_link(&ns, false).await?;
         self.env.add_accounts(p.latency_n);
         base.sort_by(f64::total_cmp);
         op.sort_by(f64::total_cmp);
@@ -897,6 +897,65 @@ impl Suite<'_> {
 
     /// `/connect/{token}` of many PENDING_AUTH accounts under load from a separate process, with
     /// the controller running; beside `/healthz` of the same process under the same load.
+    /// The same load through nginx terminating TLS in front of the gateway (the chart's Ingress
+    /// with `ingress.tls`), beside the plain run `plain`.
+    async fn gateway_behind_tls(
+        &mut self,
+        gw: &str,
+        paths: &[String],
+        plain: &load::LoadResult,
+    ) -> Res<Option<load::LoadResult>> {
+        let p = self.p;
+        if !tls::available() {
+            self.row(Row::new(
+                "7. gateway",
+                "behind TLS termination (nginx)",
+                "not run: nginx is not installed (scripts/install-deps.sh installs it)".into(),
+                f64::NAN,
+            ));
+            return Ok(None);
+        }
+        let dir = self.env.cluster.dir().to_owned();
+        let front = tls::TlsFront::start(&dir, gw).await?;
+        let r = load::run(
+            p.load,
+            &front.url,
+            paths,
+            p.gateway_connections,
+            p.gateway_duration,
+            &dir,
+            Some(&front.ca),
+        )
+        .await?;
+        self.row(
+            Row::new(
+                "7. gateway",
+                "behind TLS termination (nginx, 1 process): /connect → 302",
+                format!("{:.0} req/s ({} errors)", r.rps, r.errors),
+                r.rps,
+            )
+            .baseline(
+                format!("{:.0} req/s plain HTTP", plain.rps),
+                Some(r.rps / plain.rps),
+            )
+            .target(p.targets, "≥ 5,000 req/s", r.rps >= 5000.0 && r.errors == 0),
+        );
+        self.row(
+            Row::new(
+                "7. gateway",
+                "behind TLS termination: latency p50 / p99",
+                format!("{:.2} / {:.2} ms", r.p50_ms, r.p99_ms),
+                r.p99_ms,
+            )
+            .baseline(
+                format!("{:.2} / {:.2} ms plain HTTP", plain.p50_ms, plain.p99_ms),
+                Some(r.p99_ms / plain.p99_ms),
+            )
+            .target(p.targets, "p99 < 10 ms", r.p99_ms < 10.0),
+        );
+        Ok(Some(r))
+    }
+
     async fn gateway(&mut self) -> Res<()> {
         let p = self.p;
         self.start_operator().await?;
@@ -949,6 +1008,7 @@ impl Suite<'_> {
             p.gateway_connections,
             p.gateway_baseline_duration,
             &dir,
+            None,
         )
         .await?;
         let m0 = self.op.metrics().await?;
@@ -961,6 +1021,7 @@ impl Suite<'_> {
             p.gateway_connections,
             p.gateway_duration,
             &dir,
+            None,
         )
         .await?;
         let cpu = cpu_delta(&cpu0, &self.cpu());
@@ -1006,15 +1067,11 @@ impl Suite<'_> {
             )
             .target(p.targets, "p99 < 10 ms", r.p99_ms < 10.0),
         );
-        self.row(Row::new(
-            "7. gateway",
-            "with TLS termination in front",
-            "not applicable: the chart terminates TLS at its Ingress (ingress.tls); the gateway serves plain HTTP".into(),
-            f64::NAN,
-        ));
+        let tls = self.gateway_behind_tls(&gw, &paths, &r).await?;
         self.detail(
             "gateway",
-            json!({"connect": r, "healthz": base, "redirects_counted_by_operator": redirects,
+            json!({"connect": r, "healthz": base, "connect_behind_tls": tls,
+                   "redirects_counted_by_operator": redirects,
                    "apiserver_gets_during_load": gets, "apiserver_gets_per_request": gets_per_request,
                    "cpu_s": cpu}),
         );

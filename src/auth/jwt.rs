@@ -73,7 +73,7 @@ pub fn render(s: &str, t: &Template) -> String {
 /// Like [`render`] for URLs: the values are percent-encoded so that an identifier cannot change
 /// the URL's path, query or host.
 fn render_url(s: &str, t: &Template) -> String {
-    render_with(s, t, percent_encode)
+    render_with(s, t, crate::percent::encode)
 }
 
 fn render_with(s: &str, t: &Template, escape: impl Fn(&str) -> String) -> String {
@@ -101,19 +101,6 @@ fn render_with(s: &str, t: &Template, escape: impl Fn(&str) -> String) -> String
         }
     }
     out.push_str(rest);
-    out
-}
-
-/// RFC 3986 percent-encoding of everything but unreserved characters.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
     out
 }
 

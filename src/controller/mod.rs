@@ -331,48 +331,60 @@ fn conn_error_policy(conn: Arc<GuardedConnection>, err: &Error, _ctx: Arc<Contex
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Runs one set of controllers per watched namespace (or one for all namespaces) until `shutdown`
-/// resolves; `ready` turns true once every set has synced its caches.
-pub async fn run_all<F>(
-    client: Client,
-    config: Arc<Config>,
-    signer: Signer,
-    metrics: Arc<crate::metrics::Metrics>,
-    ready: Arc<tokio::sync::watch::Sender<bool>>,
-    shutdown: F,
-) -> Result<(), reqwest::Error>
-where
-    F: std::future::Future<Output = ()> + Clone + Send + 'static,
-{
-    let scopes: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
-        vec![None]
-    } else {
-        config.watch_namespaces.iter().cloned().map(Some).collect()
-    };
-    let mut flags = Vec::new();
-    let mut sets = Vec::new();
-    for scope in scopes {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        flags.push(rx);
-        sets.push(run(
-            client.clone(),
-            config.clone(),
-            scope,
-            signer.clone(),
-            metrics.clone(),
-            Arc::new(tx),
-            shutdown.clone(),
-        ));
-    }
-    let all_ready = async move {
-        for mut f in flags {
-            let _ = f.wait_for(|r| *r).await;
+/// What the controllers share across leadership terms.
+pub struct Controllers {
+    pub client: Client,
+    pub config: Arc<Config>,
+    pub signer: Signer,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Turns true once every set of controllers has synced its caches.
+    pub ready: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Controllers {
+    /// Runs one set of controllers per watched namespace (or one for all namespaces) until
+    /// `shutdown` resolves.
+    pub async fn run<F>(&self, shutdown: F) -> Result<(), reqwest::Error>
+    where
+        F: std::future::Future<Output = ()> + Clone + Send + 'static,
+    {
+        let Controllers {
+            client,
+            config,
+            signer,
+            metrics,
+            ready,
+        } = self;
+        let scopes: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
+            vec![None]
+        } else {
+            config.watch_namespaces.iter().cloned().map(Some).collect()
+        };
+        let mut flags = Vec::new();
+        let mut sets = Vec::new();
+        for scope in scopes {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            flags.push(rx);
+            sets.push(run(
+                client.clone(),
+                config.clone(),
+                scope,
+                signer.clone(),
+                metrics.clone(),
+                Arc::new(tx),
+                shutdown.clone(),
+            ));
         }
-        let _ = ready.send(true);
-        futures::future::pending::<()>().await;
-    };
-    tokio::select! {
-        results = futures::future::join_all(sets) => results.into_iter().collect::<Result<Vec<_>, _>>().map(|_| ()),
-        _ = all_ready => Ok(()),
+        let all_ready = async move {
+            for mut f in flags {
+                let _ = f.wait_for(|r| *r).await;
+            }
+            let _ = ready.send(true);
+            futures::future::pending::<()>().await;
+        };
+        tokio::select! {
+            results = futures::future::join_all(sets) => results.into_iter().collect::<Result<Vec<_>, _>>().map(|_| ()),
+            _ = all_ready => Ok(()),
+        }
     }
 }

@@ -187,15 +187,7 @@ fn encode_segment(s: &str) -> Result<String, TemplateError> {
     if s.is_empty() || s == "." || s == ".." {
         return Err(TemplateError::Refused(format!("`{s}` cannot be a path segment")));
     }
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    Ok(out)
+    Ok(crate::percent::encode(s))
 }
 
 /// `base` + `path` + `query`, staying below `base`.

@@ -15,7 +15,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use agentauth_testcluster::{Proc, free_port};
@@ -51,7 +50,6 @@ pub const WAIT: Duration = Duration::from_secs(15);
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Page loads and scripts: a hung page fails within this instead of WebDriver's 300 s.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(30);
-const DIR_PREFIX: &str = "agentauth-chromium-";
 
 /// A headless Chromium session. Dropping it kills chromedriver and Chromium; [`Browser::close`]
 /// ends the session politely first and reports errors.
@@ -85,7 +83,6 @@ impl Browser {
                 ));
             }
         }
-        sweep_stale_dirs();
         // A port picked as free can be taken before chromedriver binds it: try again.
         let mut attempt = 0;
         loop {
@@ -98,13 +95,7 @@ impl Browser {
     }
 
     async fn start_once() -> Result<Browser, String> {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "{DIR_PREFIX}{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = agentauth_testcluster::scratch_dir("agentauth-chromium-")?;
         let (home, profile, tmp) = (dir.join("home"), dir.join("profile"), dir.join("tmp"));
         for d in [&home, &profile, &tmp] {
             std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
@@ -440,26 +431,4 @@ fn binary_name() -> String {
 /// A URL without its query and fragment, which may carry one-time codes, for messages.
 fn redact(url: &str) -> String {
     url.split(['?', '#']).next().unwrap_or(url).to_owned()
-}
-
-/// Removes browser directories of test processes that no longer exist (killed before their drop
-/// ran).
-fn sweep_stale_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(DIR_PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }

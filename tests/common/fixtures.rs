@@ -119,6 +119,17 @@ pub fn ready(a: &ConnectedAccount) -> Option<(String, String)> {
     Some((c.status.clone(), c.reason.clone()))
 }
 
+/// The Ready condition's message ("" when there is none).
+pub fn ready_message(a: &ConnectedAccount) -> String {
+    let conditions = a.status.as_ref().map(|s| s.conditions.as_slice());
+    conditions
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 /// Waits for `state` with a link in the status, and returns the account.
 pub async fn wait_state(api: &Api<ConnectedAccount>, name: &str, want: AccountState) -> ConnectedAccount {
     wait_account(api, name, &format!("state {want:?}"), |a| state(a) == Some(want)).await

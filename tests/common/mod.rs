@@ -17,14 +17,18 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use agent_auth_operator::api;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
-/// A test's view of the cluster: an admin client and a namespace of its own.
+/// A test's view of the cluster: an admin client, a namespace of its own, and the APIs of its
+/// accounts and Secrets there.
 pub struct TestEnv {
     pub client: Client,
     pub ns: String,
+    pub accounts: Api<api::ConnectedAccount>,
+    pub secrets: Api<Secret>,
 }
 
 /// The control plane of this test binary.
@@ -43,7 +47,12 @@ pub async fn setup(prefix: &str) -> TestEnv {
         .namespace(&client, prefix)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    TestEnv { client, ns }
+    TestEnv {
+        accounts: Api::namespaced(client.clone(), &ns),
+        secrets: Api::namespaced(client.clone(), &ns),
+        client,
+        ns,
+    }
 }
 
 /// Server-side applies every CRD of the operator and waits until each is Established.

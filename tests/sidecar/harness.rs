@@ -419,6 +419,13 @@ impl Env {
         self.call_path(&format!("/v1/tools/{tool}"), input).await
     }
 
+    /// Calls `tool`, asserts it succeeded, and returns its result.
+    pub async fn call_ok(&self, tool: &str, input: Value) -> Value {
+        let (status, result) = self.call(tool, input).await;
+        assert_eq!(status, 200, "{tool}: {result}");
+        result
+    }
+
     pub async fn call_path(&self, path: &str, input: Value) -> (u16, Value) {
         let resp = self
             .http

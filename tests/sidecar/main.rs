@@ -65,13 +65,12 @@ async fn gmail_fetch_and_send() {
         }),
     );
 
-    let (status, result) = e
-        .call(
+    let result = e
+        .call_ok(
             "gmail_fetch_mails",
             json!({"query": "is:unread", "max_results": 5}),
         )
         .await;
-    assert_eq!(status, 200, "{result}");
     assert_eq!(
         result,
         json!({
@@ -140,8 +139,8 @@ async fn gmail_fetch_and_send() {
         }),
     );
     let body_text = "Hi Bob,\nsee you at noon.\n— Alice";
-    let (status, result) = e
-        .call(
+    let result = e
+        .call_ok(
             "gmail_send_mail",
             json!({
                 "to": ["bob@example.com"], "cc": ["carol@example.com"], "subject": "Re: Grüße",
@@ -149,7 +148,6 @@ async fn gmail_fetch_and_send() {
             }),
         )
         .await;
-    assert_eq!(status, 200, "{result}");
     assert_eq!(
         result,
         json!({"id": "18d0", "thread_id": "t1", "labels": ["SENT"]})
@@ -194,15 +192,14 @@ async fn google_calendar_and_drive() {
              "organizer": {"email": "alice@example.com", "self": true}}
         ]
     }));
-    let (status, result) = e
-        .call(
+    let result = e
+        .call_ok(
             "google_calendar_list_events",
             json!({
                 "time_min": "2026-12-01T00:00:00Z", "time_max": "2026-12-08T00:00:00Z", "query": "standup"
             }),
         )
         .await;
-    assert_eq!(status, 200, "{result}");
     assert_eq!(
         result,
         json!({
@@ -260,11 +257,10 @@ async fn google_calendar_and_drive() {
         "end": {"dateTime": "2026-12-02T15:00:00+01:00", "timeZone": "Europe/Berlin"},
         "attendees": [{"email": "bob@example.com", "responseStatus": "needsAction"}]
     }));
-    let (status, result) = e.call("google_calendar_create_event", json!({
+    let result = e.call_ok("google_calendar_create_event", json!({
         "summary": "Review", "description": "Q4 numbers", "start": "2026-12-02T14:00:00+01:00", "end": "2026-12-02T15:00:00+01:00",
         "time_zone": "Europe/Berlin", "attendees": ["bob@example.com"], "send_updates": "all"
     })).await;
-    assert_eq!(status, 200, "{result}");
     assert_eq!(
         result,
         json!({
@@ -295,13 +291,12 @@ async fn google_calendar_and_drive() {
              "webViewLink": "https://drive.google.com/file/d/f2/view", "owners": [{"emailAddress": "bob@example.com"}]}
         ]
     }));
-    let (status, result) = e
-        .call(
+    let result = e
+        .call_ok(
             "google_drive_search",
             json!({"query": "name contains 'budget'", "page_size": 5}),
         )
         .await;
-    assert_eq!(status, 200, "{result}");
     assert_eq!(
         result,
         json!({
@@ -340,13 +335,12 @@ async fn slack_send_list_and_errors_in_200_answers() {
         "ok": true, "channel": "C0123", "ts": "1795687201.000200",
         "message": {"type": "message", "text": "Deploy done", "user": "U1", "ts": "1795687201.000200", "thread_ts": "1795687200.000100"}
     }));
-    let (status, result) = e
-        .call(
+    let result = e
+        .call_ok(
             "slack_send_message",
             json!({"channel": "C0123", "text": "Deploy done", "thread_ts": "1795687200.000100"}),
         )
         .await;
-    assert_eq!(status, 200, "{result}");
     assert_eq!(
         result,
         json!({"channel": "C0123", "ts": "1795687201.000200", "thread_ts": "1795687200.000100"})
@@ -375,13 +369,12 @@ async fn slack_send_list_and_errors_in_200_answers() {
         ],
         "response_metadata": {"next_cursor": "dGVhbTpDMDYxRkE1UEI="}
     }));
-    let (status, result) = e
-        .call(
+    let result = e
+        .call_ok(
             "slack_list_channels",
             json!({"types": ["public_channel", "private_channel"]}),
         )
         .await;
-    assert_eq!(status, 200, "{result}");
     assert_eq!(
         result,
         json!({
@@ -450,10 +443,9 @@ async fn notion_search_and_create_page() {
         ],
         "next_cursor": null, "has_more": false, "type": "page_or_database", "page_or_database": {}
     }));
-    let (status, result) = e
-        .call("notion_search", json!({"query": "Road", "object_type": "page"}))
+    let result = e
+        .call_ok("notion_search", json!({"query": "Road", "object_type": "page"}))
         .await;
-    assert_eq!(status, 200, "{result}");
     assert_eq!(
         result,
         json!({
@@ -491,10 +483,9 @@ async fn notion_search_and_create_page() {
         "url": "https://www.notion.so/Meeting-notes-b55c9c91384d452b81dbd1ef79372b75",
         "properties": {"title": {"id": "title", "type": "title", "title": [{"plain_text": "Meeting notes"}]}}
     }));
-    let (status, result) = e.call("notion_create_page", json!({
+    let result = e.call_ok("notion_create_page", json!({
         "parent_page_id": "59833787-2cf9-4fdf-8782-e53db20768a5", "title": "Meeting notes", "content": "First point\n\nSecond point\n"
     })).await;
-    assert_eq!(status, 200, "{result}");
     assert_eq!(
         result,
         json!({
@@ -531,8 +522,7 @@ async fn hubspot_contacts_and_a_conflict_cleaned_of_secrets() {
         }],
         "paging": {"next": {"after": "513", "link": "https://api.hubapi.com/crm/v3/objects/contacts?after=513"}}
     }));
-    let (status, result) = e.call("hubspot_list_contacts", json!({})).await;
-    assert_eq!(status, 200, "{result}");
+    let result = e.call_ok("hubspot_list_contacts", json!({})).await;
     assert_eq!(
         result,
         json!({
@@ -561,8 +551,7 @@ async fn hubspot_contacts_and_a_conflict_cleaned_of_secrets() {
     }));
     let input =
         json!({"email": "ben@acme.example", "first_name": "Ben", "last_name": "Ng", "company": "Acme"});
-    let (status, result) = e.call("hubspot_create_contact", input.clone()).await;
-    assert_eq!(status, 200, "{result}");
+    let result = e.call_ok("hubspot_create_contact", input.clone()).await;
     assert_eq!(
         result,
         json!({
@@ -632,13 +621,12 @@ async fn github_issues() {
             "html_url": "https://github.com/acme/widgets/pull/1348",
             "pull_request": {"url": "https://api.github.com/repos/acme/widgets/pulls/1348", "html_url": "https://github.com/acme/widgets/pull/1348"}}))
     ]));
-    let (status, result) = e
-        .call(
+    let result = e
+        .call_ok(
             "github_list_issues",
             json!({"owner": "acme", "repo": "widgets", "labels": ["bug", "p1"]}),
         )
         .await;
-    assert_eq!(status, 200, "{result}");
     assert_eq!(
         result,
         json!({"issues": [
@@ -665,10 +653,9 @@ async fn github_issues() {
         201,
         issue(1349, "Crash on start", json!({"labels": [{"name": "bug"}]})),
     );
-    let (status, result) = e.call("github_create_issue", json!({
+    let result = e.call_ok("github_create_issue", json!({
         "owner": "acme", "repo": "widgets", "title": "Crash on start", "body": "Steps:\n1. start", "labels": ["bug"]
     })).await;
-    assert_eq!(status, 200, "{result}");
     assert_eq!(
         result,
         json!({"number": 1349, "title": "Crash on start", "state": "open", "url": "https://github.com/acme/widgets/issues/1349"})
@@ -751,70 +738,63 @@ async fn tool_listing_account_choice_and_input_errors() {
             "{mentions} not in {body}"
         );
     };
-    check(
-        e.call("no_such_tool", json!({})).await,
-        404,
-        "unknown_tool",
-        "no_such_tool",
-    );
-    check(
-        e.call("slack_send_message", json!({"channel": "C1", "text": "x"}))
-            .await,
-        404,
-        "no_account",
-        "slack",
-    );
-    check(
-        e.call("gmail_fetch_mails", json!({"max_results": 500})).await,
-        400,
-        "invalid_input",
-        "max_results",
-    );
-    check(
-        e.call("gmail_fetch_mails", json!({"max_results": "five"})).await,
-        400,
-        "invalid_input",
-        "max_results",
-    );
-    check(
-        e.call("gmail_fetch_mails", json!({"bogus": 1})).await,
-        400,
-        "invalid_input",
-        "bogus",
-    );
-    check(
-        e.call("gmail_send_mail", json!({"to": ["bob@example.com"], "body": "x"}))
-            .await,
-        400,
-        "invalid_input",
-        "subject",
-    );
-    check(
-        e.call(
+    // (tool, input, status, error code, a word the message names)
+    let refused = [
+        ("no_such_tool", json!({}), 404, "unknown_tool", "no_such_tool"),
+        (
+            "slack_send_message",
+            json!({"channel": "C1", "text": "x"}),
+            404,
+            "no_account",
+            "slack",
+        ),
+        (
+            "gmail_fetch_mails",
+            json!({"max_results": 500}),
+            400,
+            "invalid_input",
+            "max_results",
+        ),
+        (
+            "gmail_fetch_mails",
+            json!({"max_results": "five"}),
+            400,
+            "invalid_input",
+            "max_results",
+        ),
+        (
+            "gmail_fetch_mails",
+            json!({"bogus": 1}),
+            400,
+            "invalid_input",
+            "bogus",
+        ),
+        ("gmail_fetch_mails", json!([1, 2]), 400, "invalid_input", "object"),
+        (
+            "gmail_send_mail",
+            json!({"to": ["bob@example.com"], "body": "x"}),
+            400,
+            "invalid_input",
+            "subject",
+        ),
+        (
             "gmail_send_mail",
             json!({"to": ["not an address"], "subject": "s", "body": "x"}),
-        )
-        .await,
-        400,
-        "invalid_input",
-        "to.0",
-    );
-    check(
-        e.call(
+            400,
+            "invalid_input",
+            "to.0",
+        ),
+        (
             "gmail_send_mail",
             json!({"to": ["b@example.com"], "subject": "a\r\nBcc: x@example.com", "body": "x"}),
-        )
-        .await,
-        400,
-        "invalid_input",
-        "subject",
-    );
-    check(
-        e.call("gmail_fetch_mails", json!([1, 2])).await,
-        400,
-        "invalid_input",
-        "object",
-    );
+            400,
+            "invalid_input",
+            "subject",
+        ),
+    ];
+    for (tool, input, status, code, mentions) in refused {
+        check(e.call(tool, input).await, status, code, mentions);
+    }
     let raw = e
         .http
         .post(format!("{}/v1/tools/gmail_fetch_mails", e.sidecar.url))
@@ -1435,15 +1415,13 @@ async fn a_rejected_credential_is_reread_and_retried_once() {
             write_volume(&sdir, &token_secret("slack", SLACK_NEW, Value::Null));
         }
     });
-    let (status, result) = e.call("google_drive_search", json!({})).await;
-    assert_eq!(status, 200, "{result}");
+    let result = e.call_ok("google_drive_search", json!({})).await;
     assert_eq!(result["files"][0]["id"], "f1");
     let seen: Vec<String> = e.api.take().iter().map(|s| s.auth().to_owned()).collect();
     assert_eq!(seen, [format!("Bearer {OLD}"), format!("Bearer {NEW}")]);
 
     // Slack says `invalid_auth` in a 200 answer: the same re-read and retry.
-    let (status, result) = e.call("slack_list_channels", json!({})).await;
-    assert_eq!(status, 200, "{result}");
+    let _result = e.call_ok("slack_list_channels", json!({})).await;
     let seen: Vec<String> = e.api.take().iter().map(|s| s.auth().to_owned()).collect();
     assert_eq!(
         seen,
@@ -1716,13 +1694,12 @@ async fn the_example_deployment_sidecar_and_its_custom_tool() {
         "id": 1, "number": 42, "state": "open", "title": "Faster widgets", "user": {"login": "octocat"}, "draft": false,
         "html_url": "https://github.com/acme/widgets/pull/42", "head": {"ref": "fast"}, "base": {"ref": "main"}
     }]));
-    let (status, result) = e
-        .call(
+    let result = e
+        .call_ok(
             "github_list_pull_requests",
             json!({"owner": "acme", "repo": "widgets"}),
         )
         .await;
-    assert_eq!(status, 200, "{result}");
     assert_eq!(
         result,
         json!({"pulls": [{"number": 42, "title": "Faster widgets", "author": "octocat", "draft": false,

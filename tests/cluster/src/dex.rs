@@ -20,7 +20,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::{Proc, free_port};
@@ -96,7 +95,6 @@ impl Dex {
     pub fn start_with(redirect_uri: &str, opts: DexOptions<'_>) -> Result<Dex, String> {
         let id_token_ttl = parse_go_duration(opts.id_token_ttl)?;
         let bins = crate::binaries()?;
-        sweep_stale_dirs();
         let mut last = String::new();
         // A port found free can be taken before Dex binds it; that race is retried, nothing else.
         for _ in 0..3 {
@@ -209,14 +207,7 @@ fn start_once(
     ttl_text: &str,
     id_token_ttl: Duration,
 ) -> Result<Dex, String> {
-    static SEQ: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "{DIR_PREFIX}{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let dir = crate::scratch_dir("agentauth-dex-")?;
     let web_addr = format!("127.0.0.1:{}", free_port()?);
     let grpc_addr = format!("127.0.0.1:{}", free_port()?);
     let issuer = format!("http://{web_addr}/dex");
@@ -348,29 +339,6 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
 fn grpc_listening(addr: &str) -> bool {
     addr.parse::<SocketAddr>()
         .is_ok_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
-}
-
-const DIR_PREFIX: &str = "agentauth-dex-";
-
-/// Removes Dex directories of test processes that no longer exist (killed before their drop ran).
-fn sweep_stale_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(DIR_PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 /// A client secret that differs on every start (std's randomly keyed hasher, fed the clock).

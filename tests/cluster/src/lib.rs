@@ -15,7 +15,7 @@ pub mod dex;
 mod kubeconfig;
 mod process;
 
-pub use process::{Binaries, Proc, at_exit, binaries, block_on, free_port};
+pub use process::{Binaries, Proc, at_exit, binaries, block_on, free_port, scratch_dir};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, atomic::AtomicU32, atomic::Ordering};
@@ -98,7 +98,7 @@ impl Cluster {
 
     fn start_once(options: &ClusterOptions) -> Result<Cluster, String> {
         let bins = process::binaries()?;
-        process::sweep_stale_dirs();
+        process::sweep_stale_dirs("agentauth-cluster-");
         let dir = std::env::temp_dir().join(format!("agentauth-cluster-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
