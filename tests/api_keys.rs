@@ -11,7 +11,7 @@ use agent_auth_operator::api::AccountState;
 use common::fixtures::*;
 use common::forms::{self, form_connection, submit};
 use common::operator::stack;
-use common::{TestEnv, eventually, hygiene, setup};
+use common::{eventually, hygiene, setup};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -22,12 +22,7 @@ use serde_json::json;
 async fn api_key_form_validates_checks_with_the_app_and_publishes() {
     let env = setup("apikey-form").await;
     let s = stack();
-    let TestEnv {
-        client,
-        ns,
-        accounts,
-        secrets,
-    } = &env;
+    let (client, ns, accounts, secrets) = env.parts();
     let app = forms::app_api().await;
     form_connection(client, ns, "crm", forms::crm_spec(&app)).await;
     account(client, ns, "carol", "crm", json!({})).await;
@@ -137,9 +132,7 @@ async fn api_key_form_validates_checks_with_the_app_and_publishes() {
 async fn bearer_token_defaults_and_garbage_submissions() {
     let env = setup("bearer-form").await;
     stack();
-    let TestEnv {
-        client, ns, accounts, ..
-    } = &env;
+    let (client, ns, accounts, _) = env.parts();
     form_connection(client, ns, "tool", json!({"authType": "BearerToken"})).await;
     account(client, ns, "dave", "tool", json!({})).await;
     let pending = wait_account(accounts, "dave", "link", |a| link(a).is_some()).await;
@@ -176,12 +169,7 @@ async fn bearer_token_defaults_and_garbage_submissions() {
 async fn credentials_ref_activates_without_a_user_and_follows_the_secret() {
     let env = setup("apikey-ref").await;
     stack();
-    let TestEnv {
-        client,
-        ns,
-        accounts,
-        secrets,
-    } = &env;
+    let (client, ns, accounts, secrets) = env.parts();
     form_connection(client, ns, "stripe-like", json!({})).await;
     let source = |key: &str| Secret {
         metadata: ObjectMeta {
@@ -329,12 +317,7 @@ async fn the_platform_verifies_the_user_before_anything_is_published() {
     let env = setup("verify").await;
     let s = stack();
     let gateway = s.operator.gateway_url.as_str();
-    let TestEnv {
-        client,
-        ns,
-        accounts,
-        secrets,
-    } = &env;
+    let (client, ns, accounts, secrets) = env.parts();
     form_connection(
         client,
         ns,

@@ -12,7 +12,7 @@ use agent_auth_operator::api::AccountState;
 use common::browser::Browser;
 use common::fixtures::*;
 use common::operator::stack;
-use common::{TestEnv, forms, hygiene, setup};
+use common::{forms, hygiene, setup};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use serde_json::json;
@@ -22,12 +22,7 @@ async fn user_signs_in_at_dex_in_chromium() {
     let started = Instant::now();
     let env = setup("browser").await;
     let s = stack();
-    let TestEnv {
-        client,
-        ns,
-        accounts,
-        secrets,
-    } = &env;
+    let (client, ns, accounts, secrets) = env.parts();
     let user = s.dex.user(0);
 
     dex_connection(client, ns, "dex", &s.dex, &["openid", "email", "offline_access"]).await;
@@ -115,9 +110,7 @@ async fn user_signs_in_at_dex_in_chromium() {
 async fn user_fills_the_api_key_form_in_chromium() {
     let env = setup("browser-form").await;
     stack();
-    let TestEnv {
-        client, ns, accounts, ..
-    } = &env;
+    let (client, ns, accounts, _) = env.parts();
     let app = forms::app_api().await;
     forms::form_connection(client, ns, "crm", forms::crm_spec(&app)).await;
     account(client, ns, "dora", "crm", json!({})).await;

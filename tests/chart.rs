@@ -27,7 +27,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{TestEnv, eventually, setup};
+use common::{eventually, setup};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Container, Namespace, Secret, Service, ServiceAccount};
@@ -726,7 +726,7 @@ async fn rendered_chart_passes_a_server_side_dry_run_for_watched_namespaces() {
 #[tokio::test]
 async fn install_upgrade_and_uninstall() {
     let env = setup("chart-life").await;
-    let TestEnv { client, ns, .. } = &env;
+    let (client, ns, _, _) = env.parts();
     let t = Tools::cluster();
     let url = format!("gateway.url={GATEWAY_URL}");
     let notes = t.helm_release("install", ns, &[&url, "crds.install=false"]);
@@ -765,7 +765,7 @@ async fn install_upgrade_and_uninstall() {
     let subject = &crb.subjects.unwrap()[0];
     assert_eq!(
         (subject.name.as_str(), subject.namespace.as_deref()),
-        (FULLNAME, Some(ns.as_str()))
+        (FULLNAME, Some(ns))
     );
 
     let dep = deployments.get(FULLNAME).await.unwrap();

@@ -13,7 +13,7 @@ use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection, JwtAl
 use common::fixtures::*;
 use common::operator::stack;
 use common::token_server::{JwtCheck, TokenServer, TokenServerConfig, keys};
-use common::{TestEnv, eventually, hygiene, setup};
+use common::{eventually, hygiene, setup};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
@@ -93,9 +93,7 @@ fn verify(jwt: &str, alg: JwtAlgorithm, audience: &str) -> (jsonwebtoken::Header
 async fn custom_jwts_of_every_algorithm_are_minted_verifiable_and_reminted() {
     let env = setup("jwt-mint").await;
     stack();
-    let TestEnv {
-        client, ns, accounts, ..
-    } = &env;
+    let (client, ns, accounts, _) = env.parts();
     let algs = [
         JwtAlgorithm::RS256,
         JwtAlgorithm::ES256,
@@ -207,9 +205,7 @@ async fn custom_jwts_of_every_algorithm_are_minted_verifiable_and_reminted() {
 async fn jwts_are_exchanged_at_a_verifying_token_server() {
     let env = setup("jwt-exchange").await;
     stack();
-    let TestEnv {
-        client, ns, accounts, ..
-    } = &env;
+    let (client, ns, accounts, _) = env.parts();
     let server = TokenServer::start(TokenServerConfig::default()).await;
     server.set_jwt_check(Some(
         JwtCheck::fixture(JwtAlgorithm::RS256)
@@ -302,9 +298,7 @@ async fn jwts_are_exchanged_at_a_verifying_token_server() {
 async fn client_credentials_tokens_are_fetched_and_renewed_without_a_user() {
     let env = setup("client-creds").await;
     stack();
-    let TestEnv {
-        client, ns, accounts, ..
-    } = &env;
+    let (client, ns, accounts, _) = env.parts();
     let server = TokenServer::start(TokenServerConfig {
         expires_in: Duration::from_secs(20),
         ..Default::default()

@@ -7,7 +7,7 @@ mod common;
 use agent_auth_operator::api::{self, AccountState, ConnectedAccount};
 use common::fixtures::*;
 use common::operator::stack;
-use common::{TestEnv, eventually, setup};
+use common::{eventually, setup};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -16,7 +16,7 @@ use serde_json::json;
 async fn a_malformed_account_does_not_stop_the_controller() {
     let env = setup("malformed").await;
     let s = stack();
-    let TestEnv { client, ns, .. } = &env;
+    let (client, ns, _, _) = env.parts();
     dex_connection(client, ns, "dex", &s.dex, &["openid"]).await;
 
     // Loosen the schema, store an account whose identifier is a number, restore the schema.

@@ -8,7 +8,7 @@ use agent_auth_operator::api::{AccountState, Connection};
 use common::dex::{browser, login};
 use common::fixtures::*;
 use common::operator::{OPERATOR_NS, stack};
-use common::{TestEnv, eventually, setup};
+use common::{eventually, setup};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -25,12 +25,7 @@ async fn credential_copies(client: &kube::Client, uid: &str) -> Option<Secret> {
 async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
     let env = setup("oauth-life").await;
     let s = stack();
-    let TestEnv {
-        client,
-        ns,
-        accounts,
-        secrets,
-    } = &env;
+    let (client, ns, accounts, secrets) = env.parts();
     let user = s.dex.user(0);
 
     dex_connection(client, ns, "dex", &s.dex, &["openid", "email", "offline_access"]).await;
@@ -259,9 +254,7 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
 async fn token_revoked_at_the_provider_ends_in_expired_with_a_new_link() {
     let env = setup("oauth-revoked").await;
     let s = stack();
-    let TestEnv {
-        client, ns, accounts, ..
-    } = &env;
+    let (client, ns, accounts, _) = env.parts();
     let user = s.dex.user(1);
     dex_connection(client, ns, "dex", &s.dex, &["openid", "email", "offline_access"]).await;
     authorized(client, ns, "bob", "dex", &user).await;
@@ -285,9 +278,7 @@ async fn token_revoked_at_the_provider_ends_in_expired_with_a_new_link() {
 async fn missing_connection_is_an_error_until_it_appears() {
     let env = setup("oauth-noconn").await;
     let s = stack();
-    let TestEnv {
-        client, ns, accounts, ..
-    } = &env;
+    let (client, ns, accounts, _) = env.parts();
     account(client, ns, "carol", "later", json!({})).await;
     let err = wait_state(accounts, "carol", AccountState::Error).await;
     assert_eq!(ready(&err), Some(("False".into(), "ConnectionNotFound".into())));
@@ -303,9 +294,7 @@ async fn missing_connection_is_an_error_until_it_appears() {
 async fn connection_without_its_client_secret_marks_only_its_own_accounts() {
     let env = setup("oauth-badconn").await;
     let s = stack();
-    let TestEnv {
-        client, ns, accounts, ..
-    } = &env;
+    let (client, ns, accounts, _) = env.parts();
     dex_connection(client, ns, "good", &s.dex, &["openid"]).await;
     let mut broken: Connection = serde_json::from_value(json!({
         "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection", "metadata": {"name": "broken"},
@@ -333,12 +322,7 @@ async fn connection_without_its_client_secret_marks_only_its_own_accounts() {
 async fn added_scopes_ask_for_reauthorization_while_the_old_token_keeps_working() {
     let env = setup("oauth-scopes").await;
     let s = stack();
-    let TestEnv {
-        client,
-        ns,
-        accounts,
-        secrets,
-    } = &env;
+    let (client, ns, accounts, secrets) = env.parts();
     let user = s.dex.user(2);
     dex_connection(client, ns, "dex", &s.dex, &["openid", "offline_access"]).await;
     let active = authorized(client, ns, "dan", "dex", &user).await;
@@ -376,12 +360,7 @@ async fn added_scopes_ask_for_reauthorization_while_the_old_token_keeps_working(
 async fn a_secret_the_operator_did_not_create_is_never_overwritten() {
     let env = setup("oauth-conflict").await;
     let s = stack();
-    let TestEnv {
-        client,
-        ns,
-        accounts,
-        secrets,
-    } = &env;
+    let (client, ns, accounts, secrets) = env.parts();
     let theirs: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "shared"}, "stringData": {"password": "hunter2"}
     }))
@@ -451,9 +430,7 @@ async fn the_api_server_rejects_malformed_connections_with_a_message() {
 async fn a_converged_account_costs_no_writes_and_status_has_one_field_manager() {
     let env = setup("oauth-quiet").await;
     let s = stack();
-    let TestEnv {
-        client, ns, accounts, ..
-    } = &env;
+    let (client, ns, accounts, _) = env.parts();
     dex_connection(client, ns, "dex", &s.dex, &["openid"]).await;
     account(client, ns, "leo", "dex", json!({})).await;
     let converged = wait_account(accounts, "leo", "link", |a| link(a).is_some()).await;
@@ -503,9 +480,7 @@ async fn deleting_an_account_revokes_its_token_at_the_provider() {
     use std::sync::{Arc, Mutex};
     let env = setup("oauth-revoke").await;
     let s = stack();
-    let TestEnv {
-        client, ns, accounts, ..
-    } = &env;
+    let (client, ns, accounts, _) = env.parts();
     let user = s.dex.user(6);
 
     // Dex has no RFC 7009 endpoint: serve one that checks the client's credentials and the form,
@@ -609,12 +584,7 @@ async fn deleting_an_account_revokes_its_token_at_the_provider() {
 async fn a_deleted_agent_secret_is_rebuilt_from_the_operators_copy() {
     let env = setup("oauth-rebuild").await;
     let s = stack();
-    let TestEnv {
-        client,
-        ns,
-        accounts,
-        secrets,
-    } = &env;
+    let (client, ns, accounts, secrets) = env.parts();
     dex_connection(client, ns, "dex", &s.dex, &["openid", "offline_access"]).await;
     authorized(client, ns, "nia", "dex", &s.dex.user(7)).await;
     let original = eventually(REACT, "agent Secret", || async {

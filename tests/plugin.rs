@@ -14,7 +14,7 @@ use agent_auth_operator::api::{AccountState, Connection, REAUTHORIZE_ANNOTATION}
 use common::dex::{browser, login};
 use common::fixtures::*;
 use common::operator::stack;
-use common::{TestEnv, eventually, setup};
+use common::{eventually, setup};
 use kube::ResourceExt;
 use kube::api::Api;
 use serde_json::json;
@@ -93,12 +93,7 @@ async fn ready_connection(client: &kube::Client, ns: &str) {
 async fn link_status_and_reauthorize_through_kubectl() {
     let env = setup("plugin").await;
     let s = stack();
-    let TestEnv {
-        client,
-        ns,
-        accounts,
-        secrets,
-    } = &env;
+    let (client, ns, accounts, secrets) = env.parts();
     ready_connection(client, ns).await;
 
     // A PENDING_AUTH account: `link` prints exactly the status link.

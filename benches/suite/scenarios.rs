@@ -897,6 +897,44 @@ impl Suite<'_> {
 
     /// `/connect/{token}` of many PENDING_AUTH accounts under load from a separate process, with
     /// the controller running; beside `/healthz` of the same process under the same load.
+    /// The judged rows of a gateway load run `r`: throughput and latency, beside `base`.
+    fn gateway_rows(
+        &mut self,
+        what: String,
+        latency: &str,
+        r: &load::LoadResult,
+        base: &load::LoadResult,
+        base_name: &str,
+    ) {
+        let targets = self.p.targets;
+        self.row(
+            Row::new(
+                "7. gateway",
+                &what,
+                format!("{:.0} req/s ({} errors)", r.rps, r.errors),
+                r.rps,
+            )
+            .baseline(
+                format!("{:.0} req/s {base_name}", base.rps),
+                Some(r.rps / base.rps),
+            )
+            .target(targets, "≥ 5,000 req/s", r.rps >= 5000.0 && r.errors == 0),
+        );
+        self.row(
+            Row::new(
+                "7. gateway",
+                latency,
+                format!("{:.2} / {:.2} ms", r.p50_ms, r.p99_ms),
+                r.p99_ms,
+            )
+            .baseline(
+                format!("{:.2} / {:.2} ms {base_name}", base.p50_ms, base.p99_ms),
+                Some(r.p99_ms / base.p99_ms),
+            )
+            .target(targets, "p99 < 10 ms", r.p99_ms < 10.0),
+        );
+    }
+
     /// The same load through nginx terminating TLS in front of the gateway (the chart's Ingress
     /// with `ingress.tls`), beside the plain run `plain`.
     async fn gateway_behind_tls(
@@ -927,31 +965,12 @@ impl Suite<'_> {
             Some(&front.ca),
         )
         .await?;
-        self.row(
-            Row::new(
-                "7. gateway",
-                "behind TLS termination (nginx, 1 process): /connect → 302",
-                format!("{:.0} req/s ({} errors)", r.rps, r.errors),
-                r.rps,
-            )
-            .baseline(
-                format!("{:.0} req/s plain HTTP", plain.rps),
-                Some(r.rps / plain.rps),
-            )
-            .target(p.targets, "≥ 5,000 req/s", r.rps >= 5000.0 && r.errors == 0),
-        );
-        self.row(
-            Row::new(
-                "7. gateway",
-                "behind TLS termination: latency p50 / p99",
-                format!("{:.2} / {:.2} ms", r.p50_ms, r.p99_ms),
-                r.p99_ms,
-            )
-            .baseline(
-                format!("{:.2} / {:.2} ms plain HTTP", plain.p50_ms, plain.p99_ms),
-                Some(r.p99_ms / plain.p99_ms),
-            )
-            .target(p.targets, "p99 < 10 ms", r.p99_ms < 10.0),
+        self.gateway_rows(
+            "behind TLS termination (nginx, 1 process): /connect → 302".into(),
+            "behind TLS termination: latency p50 / p99",
+            &r,
+            plain,
+            "plain HTTP",
         );
         Ok(Some(r))
     }
@@ -1039,33 +1058,17 @@ impl Suite<'_> {
             .collect();
         let gets_per_request = gets.values().sum::<u64>() as f64 / r.requests.max(1) as f64;
         let secs = r.seconds.round();
-        self.row(
-            Row::new(
-                "7. gateway",
-                &format!(
-                    "/connect/{{token}} → 302, {} links, {} connections, {secs:.0} s ({})",
-                    paths.len(),
-                    p.gateway_connections,
-                    r.tool
-                ),
-                format!("{:.0} req/s ({} errors)", r.rps, r.errors),
-                r.rps,
-            )
-            .baseline(format!("{:.0} req/s /healthz", base.rps), Some(r.rps / base.rps))
-            .target(p.targets, "≥ 5,000 req/s", r.rps >= 5000.0 && r.errors == 0),
-        );
-        self.row(
-            Row::new(
-                "7. gateway",
-                "/connect latency p50 / p99",
-                format!("{:.2} / {:.2} ms", r.p50_ms, r.p99_ms),
-                r.p99_ms,
-            )
-            .baseline(
-                format!("{:.2} / {:.2} ms /healthz", base.p50_ms, base.p99_ms),
-                Some(r.p99_ms / base.p99_ms),
-            )
-            .target(p.targets, "p99 < 10 ms", r.p99_ms < 10.0),
+        self.gateway_rows(
+            format!(
+                "/connect/{{token}} → 302, {} links, {} connections, {secs:.0} s ({})",
+                paths.len(),
+                p.gateway_connections,
+                r.tool
+            ),
+            "/connect latency p50 / p99",
+            &r,
+            &base,
+            "/healthz",
         );
         let tls = self.gateway_behind_tls(&gw, &paths, &r).await?;
         self.detail(

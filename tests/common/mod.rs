@@ -31,6 +31,13 @@ pub struct TestEnv {
     pub secrets: Api<Secret>,
 }
 
+impl TestEnv {
+    /// `(client, namespace, accounts, secrets)`, to unpack in one line.
+    pub fn parts(&self) -> (&Client, &str, &Api<api::ConnectedAccount>, &Api<Secret>) {
+        (&self.client, &self.ns, &self.accounts, &self.secrets)
+    }
+}
+
 /// The control plane of this test binary.
 pub fn cluster() -> Result<&'static agentauth_testcluster::Cluster, String> {
     agentauth_testcluster::shared()
