@@ -419,6 +419,11 @@ impl Env {
         self.call_path(&format!("/v1/tools/{tool}"), input).await
     }
 
+    /// Calls `tool` and asserts it succeeded with exactly `want`.
+    pub async fn expect_tool(&self, tool: &str, input: Value, want: Value) {
+        assert_eq!(self.call_ok(tool, input).await, want, "{tool}");
+    }
+
     /// Calls `tool`, asserts it succeeded, and returns its result.
     pub async fn call_ok(&self, tool: &str, input: Value) -> Value {
         let (status, result) = self.call(tool, input).await;

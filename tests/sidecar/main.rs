@@ -65,15 +65,8 @@ async fn gmail_fetch_and_send() {
         }),
     );
 
-    let result = e
-        .call_ok(
-            "gmail_fetch_mails",
-            json!({"query": "is:unread", "max_results": 5}),
-        )
-        .await;
-    assert_eq!(
-        result,
-        json!({
+    e.expect_tool("gmail_fetch_mails",
+            json!({"query": "is:unread", "max_results": 5}), json!({
             "messages": [
                 {"id": "18c1", "thread_id": "t1", "from": "Bob <bob@example.com>", "to": "alice@example.com", "subject": "Lunch",
                  "date": "Thu, 26 Nov 2026 10:00:00 +0000", "message_id": "<m1@mail.example.com>", "labels": ["UNREAD", "INBOX"], "snippet": "Lunch tomorrow?"},
@@ -82,8 +75,7 @@ async fn gmail_fetch_and_send() {
             ],
             "next_page_token": "np-2",
             "result_size_estimate": 3
-        })
-    );
+        })).await;
     let seen = e.api.take();
     assert_eq!(seen.len(), 4, "{seen:#?}");
     let list = seen
@@ -139,19 +131,15 @@ async fn gmail_fetch_and_send() {
         }),
     );
     let body_text = "Hi Bob,\nsee you at noon.\n— Alice";
-    let result = e
-        .call_ok(
-            "gmail_send_mail",
-            json!({
-                "to": ["bob@example.com"], "cc": ["carol@example.com"], "subject": "Re: Grüße",
-                "body": body_text, "thread_id": "t1", "in_reply_to": "<m1@mail.example.com>"
-            }),
-        )
-        .await;
-    assert_eq!(
-        result,
-        json!({"id": "18d0", "thread_id": "t1", "labels": ["SENT"]})
-    );
+    e.expect_tool(
+        "gmail_send_mail",
+        json!({
+            "to": ["bob@example.com"], "cc": ["carol@example.com"], "subject": "Re: Grüße",
+            "body": body_text, "thread_id": "t1", "in_reply_to": "<m1@mail.example.com>"
+        }),
+        json!({"id": "18d0", "thread_id": "t1", "labels": ["SENT"]}),
+    )
+    .await;
     let sent = e.api.only("google", "/gmail/v1/users/me/messages/send");
     assert_eq!(sent.method, Method::POST);
     assert!(sent.query.is_empty());
@@ -192,17 +180,10 @@ async fn google_calendar_and_drive() {
              "organizer": {"email": "alice@example.com", "self": true}}
         ]
     }));
-    let result = e
-        .call_ok(
-            "google_calendar_list_events",
+    e.expect_tool("google_calendar_list_events",
             json!({
                 "time_min": "2026-12-01T00:00:00Z", "time_max": "2026-12-08T00:00:00Z", "query": "standup"
-            }),
-        )
-        .await;
-    assert_eq!(
-        result,
-        json!({
+            }), json!({
             "events": [
                 {"id": "ev1", "summary": "Standup", "start": "2026-12-01T09:00:00+01:00", "end": "2026-12-01T09:15:00+01:00",
                  "location": "Room 1", "description": "Daily", "status": "confirmed", "organizer": "bob@example.com",
@@ -213,8 +194,7 @@ async fn google_calendar_and_drive() {
             ],
             "next_page_token": "p2",
             "time_zone": "Europe/Berlin"
-        })
-    );
+        })).await;
     let seen = e.api.only("google", "/calendar/v3/calendars/primary/events");
     assert_eq!(seen.method, Method::GET);
     assert_bearer(&seen, GOOGLE);
@@ -257,17 +237,13 @@ async fn google_calendar_and_drive() {
         "end": {"dateTime": "2026-12-02T15:00:00+01:00", "timeZone": "Europe/Berlin"},
         "attendees": [{"email": "bob@example.com", "responseStatus": "needsAction"}]
     }));
-    let result = e.call_ok("google_calendar_create_event", json!({
+    e.expect_tool("google_calendar_create_event", json!({
         "summary": "Review", "description": "Q4 numbers", "start": "2026-12-02T14:00:00+01:00", "end": "2026-12-02T15:00:00+01:00",
         "time_zone": "Europe/Berlin", "attendees": ["bob@example.com"], "send_updates": "all"
-    })).await;
-    assert_eq!(
-        result,
-        json!({
+    }), json!({
             "id": "ev9", "status": "confirmed", "summary": "Review", "start": "2026-12-02T14:00:00+01:00",
             "end": "2026-12-02T15:00:00+01:00", "link": "https://www.google.com/calendar/event?eid=ev9"
-        })
-    );
+        })).await;
     let seen = e.api.only("google", "/calendar/v3/calendars/primary/events");
     assert_eq!(seen.method, Method::POST);
     assert_bearer(&seen, GOOGLE);
@@ -291,15 +267,8 @@ async fn google_calendar_and_drive() {
              "webViewLink": "https://drive.google.com/file/d/f2/view", "owners": [{"emailAddress": "bob@example.com"}]}
         ]
     }));
-    let result = e
-        .call_ok(
-            "google_drive_search",
-            json!({"query": "name contains 'budget'", "page_size": 5}),
-        )
-        .await;
-    assert_eq!(
-        result,
-        json!({
+    e.expect_tool("google_drive_search",
+            json!({"query": "name contains 'budget'", "page_size": 5}), json!({
             "files": [
                 {"id": "f1", "name": "Budget 2027", "mime_type": "application/vnd.google-apps.spreadsheet", "modified_time": "2026-11-20T08:00:00.000Z",
                  "owners": ["alice@example.com"], "link": "https://docs.google.com/spreadsheets/d/f1/edit"},
@@ -307,8 +276,7 @@ async fn google_calendar_and_drive() {
                  "owners": ["bob@example.com"], "link": "https://drive.google.com/file/d/f2/view"}
             ],
             "next_page_token": "d2"
-        })
-    );
+        })).await;
     let seen = e.api.only("google", "/drive/v3/files");
     assert_eq!(seen.method, Method::GET);
     assert_bearer(&seen, GOOGLE);
@@ -335,16 +303,12 @@ async fn slack_send_list_and_errors_in_200_answers() {
         "ok": true, "channel": "C0123", "ts": "1795687201.000200",
         "message": {"type": "message", "text": "Deploy done", "user": "U1", "ts": "1795687201.000200", "thread_ts": "1795687200.000100"}
     }));
-    let result = e
-        .call_ok(
-            "slack_send_message",
-            json!({"channel": "C0123", "text": "Deploy done", "thread_ts": "1795687200.000100"}),
-        )
-        .await;
-    assert_eq!(
-        result,
-        json!({"channel": "C0123", "ts": "1795687201.000200", "thread_ts": "1795687200.000100"})
-    );
+    e.expect_tool(
+        "slack_send_message",
+        json!({"channel": "C0123", "text": "Deploy done", "thread_ts": "1795687200.000100"}),
+        json!({"channel": "C0123", "ts": "1795687201.000200", "thread_ts": "1795687200.000100"}),
+    )
+    .await;
     let seen = e.api.only("slack", "/api/chat.postMessage");
     assert_eq!(seen.method, Method::POST);
     assert_bearer(&seen, SLACK);
@@ -369,22 +333,14 @@ async fn slack_send_list_and_errors_in_200_answers() {
         ],
         "response_metadata": {"next_cursor": "dGVhbTpDMDYxRkE1UEI="}
     }));
-    let result = e
-        .call_ok(
-            "slack_list_channels",
-            json!({"types": ["public_channel", "private_channel"]}),
-        )
-        .await;
-    assert_eq!(
-        result,
-        json!({
+    e.expect_tool("slack_list_channels",
+            json!({"types": ["public_channel", "private_channel"]}), json!({
             "channels": [
                 {"id": "C0123", "name": "general", "is_private": false, "is_member": true, "is_archived": false, "num_members": 42, "topic": "Company-wide"},
                 {"id": "G0456", "name": "secret-project", "is_private": true, "is_member": true, "is_archived": false, "num_members": 3, "purpose": "Hush"}
             ],
             "next_cursor": "dGVhbTpDMDYxRkE1UEI="
-        })
-    );
+        })).await;
     let seen = e.api.only("slack", "/api/conversations.list");
     assert_eq!(seen.method, Method::GET);
     assert_bearer(&seen, SLACK);
@@ -443,12 +399,7 @@ async fn notion_search_and_create_page() {
         ],
         "next_cursor": null, "has_more": false, "type": "page_or_database", "page_or_database": {}
     }));
-    let result = e
-        .call_ok("notion_search", json!({"query": "Road", "object_type": "page"}))
-        .await;
-    assert_eq!(
-        result,
-        json!({
+    e.expect_tool("notion_search", json!({"query": "Road", "object_type": "page"}), json!({
             "results": [
                 {"id": "59833787-2cf9-4fdf-8782-e53db20768a5", "object": "page", "title": "Roadmap",
                  "url": "https://www.notion.so/Roadmap-598337872cf94fdf8782e53db20768a5", "last_edited_time": "2026-11-20T10:00:00.000Z"},
@@ -456,8 +407,7 @@ async fn notion_search_and_create_page() {
                  "url": "https://www.notion.so/a8aec43c8f434e50a4c73d7f7a2b1c11", "last_edited_time": "2026-11-19T10:00:00.000Z"}
             ],
             "has_more": false
-        })
-    );
+        })).await;
     let seen = e.api.only("notion", "/v1/search");
     assert_eq!(seen.method, Method::POST);
     assert_bearer(&seen, NOTION);
@@ -483,16 +433,12 @@ async fn notion_search_and_create_page() {
         "url": "https://www.notion.so/Meeting-notes-b55c9c91384d452b81dbd1ef79372b75",
         "properties": {"title": {"id": "title", "type": "title", "title": [{"plain_text": "Meeting notes"}]}}
     }));
-    let result = e.call_ok("notion_create_page", json!({
+    e.expect_tool("notion_create_page", json!({
         "parent_page_id": "59833787-2cf9-4fdf-8782-e53db20768a5", "title": "Meeting notes", "content": "First point\n\nSecond point\n"
-    })).await;
-    assert_eq!(
-        result,
-        json!({
+    }), json!({
             "id": "b55c9c91-384d-452b-81db-d1ef79372b75", "url": "https://www.notion.so/Meeting-notes-b55c9c91384d452b81dbd1ef79372b75",
             "created_time": "2026-11-27T10:00:00.000Z"
-        })
-    );
+        })).await;
     let seen = e.api.only("notion", "/v1/pages");
     assert_eq!(seen.method, Method::POST);
     assert_bearer(&seen, NOTION);
@@ -522,15 +468,11 @@ async fn hubspot_contacts_and_a_conflict_cleaned_of_secrets() {
         }],
         "paging": {"next": {"after": "513", "link": "https://api.hubapi.com/crm/v3/objects/contacts?after=513"}}
     }));
-    let result = e.call_ok("hubspot_list_contacts", json!({})).await;
-    assert_eq!(
-        result,
-        json!({
+    e.expect_tool("hubspot_list_contacts", json!({}), json!({
             "contacts": [{"id": "512", "properties": {"company": "Acme", "email": "ann@acme.example", "firstname": "Ann", "lastname": "Lee", "phone": null},
                           "updated_at": "2026-11-01T00:00:00.000Z"}],
             "next_after": "513"
-        })
-    );
+        })).await;
     let seen = e.api.only("hubspot", "/crm/v3/objects/contacts");
     assert_eq!(seen.method, Method::GET);
     assert_bearer(&seen, HUBSPOT);
@@ -551,14 +493,10 @@ async fn hubspot_contacts_and_a_conflict_cleaned_of_secrets() {
     }));
     let input =
         json!({"email": "ben@acme.example", "first_name": "Ben", "last_name": "Ng", "company": "Acme"});
-    let result = e.call_ok("hubspot_create_contact", input.clone()).await;
-    assert_eq!(
-        result,
-        json!({
+    e.expect_tool("hubspot_create_contact", input.clone(), json!({
             "id": "601", "properties": {"company": "Acme", "email": "ben@acme.example", "firstname": "Ben", "lastname": "Ng"},
             "created_at": "2026-11-27T10:00:00.000Z"
-        })
-    );
+        })).await;
     let seen = e.api.only("hubspot", "/crm/v3/objects/contacts");
     assert_eq!(seen.method, Method::POST);
     assert_bearer(&seen, HUBSPOT);
@@ -621,22 +559,14 @@ async fn github_issues() {
             "html_url": "https://github.com/acme/widgets/pull/1348",
             "pull_request": {"url": "https://api.github.com/repos/acme/widgets/pulls/1348", "html_url": "https://github.com/acme/widgets/pull/1348"}}))
     ]));
-    let result = e
-        .call_ok(
-            "github_list_issues",
-            json!({"owner": "acme", "repo": "widgets", "labels": ["bug", "p1"]}),
-        )
-        .await;
-    assert_eq!(
-        result,
-        json!({"issues": [
+    e.expect_tool("github_list_issues",
+            json!({"owner": "acme", "repo": "widgets", "labels": ["bug", "p1"]}), json!({"issues": [
             {"number": 1347, "title": "Found a bug", "state": "open", "author": "octocat", "labels": ["bug"], "comments": 3,
              "created_at": "2026-11-01T00:00:00Z", "updated_at": "2026-11-02T00:00:00Z", "url": "https://github.com/acme/widgets/issues/1347", "body": "It crashes."},
             {"number": 1348, "title": "Add feature", "state": "open", "author": "hubot", "assignees": ["octocat"], "comments": 0,
              "created_at": "2026-11-01T00:00:00Z", "updated_at": "2026-11-02T00:00:00Z", "url": "https://github.com/acme/widgets/pull/1348",
              "pull_request": "https://github.com/acme/widgets/pull/1348"}
-        ]})
-    );
+        ]})).await;
     let seen = e.api.only("github", "/repos/acme/widgets/issues");
     assert_eq!(seen.method, Method::GET);
     assert_bearer(&seen, GITHUB);
@@ -653,13 +583,9 @@ async fn github_issues() {
         201,
         issue(1349, "Crash on start", json!({"labels": [{"name": "bug"}]})),
     );
-    let result = e.call_ok("github_create_issue", json!({
+    e.expect_tool("github_create_issue", json!({
         "owner": "acme", "repo": "widgets", "title": "Crash on start", "body": "Steps:\n1. start", "labels": ["bug"]
-    })).await;
-    assert_eq!(
-        result,
-        json!({"number": 1349, "title": "Crash on start", "state": "open", "url": "https://github.com/acme/widgets/issues/1349"})
-    );
+    }), json!({"number": 1349, "title": "Crash on start", "state": "open", "url": "https://github.com/acme/widgets/issues/1349"})).await;
     let seen = e.api.only("github", "/repos/acme/widgets/issues");
     assert_eq!(seen.method, Method::POST);
     assert_bearer(&seen, GITHUB);
@@ -1694,17 +1620,13 @@ async fn the_example_deployment_sidecar_and_its_custom_tool() {
         "id": 1, "number": 42, "state": "open", "title": "Faster widgets", "user": {"login": "octocat"}, "draft": false,
         "html_url": "https://github.com/acme/widgets/pull/42", "head": {"ref": "fast"}, "base": {"ref": "main"}
     }]));
-    let result = e
-        .call_ok(
-            "github_list_pull_requests",
-            json!({"owner": "acme", "repo": "widgets"}),
-        )
-        .await;
-    assert_eq!(
-        result,
+    e.expect_tool(
+        "github_list_pull_requests",
+        json!({"owner": "acme", "repo": "widgets"}),
         json!({"pulls": [{"number": 42, "title": "Faster widgets", "author": "octocat", "draft": false,
-        "url": "https://github.com/acme/widgets/pull/42"}]})
-    );
+        "url": "https://github.com/acme/widgets/pull/42"}]}),
+    )
+    .await;
     let seen = e.api.only("github", "/repos/acme/widgets/pulls");
     assert_bearer(&seen, GITHUB);
     assert_github_headers(&seen);
