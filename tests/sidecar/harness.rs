@@ -225,6 +225,14 @@ impl ProviderApi {
     }
 
     /// The single request to `provider` `path` since the last `take`, draining the log.
+    /// [`Self::only`], checking its method and that it carried `Bearer {token}`.
+    pub fn only_with(&self, method: Method, provider: &str, path: &str, token: &str) -> Seen {
+        let seen = self.only(provider, path);
+        assert_eq!(seen.method, method, "{seen:#?}");
+        assert_bearer(&seen, token);
+        seen
+    }
+
     pub fn only(&self, provider: &str, path: &str) -> Seen {
         let seen = self.take();
         let matching: Vec<&Seen> = seen

@@ -195,9 +195,12 @@ async fn google_calendar_and_drive() {
             "next_page_token": "p2",
             "time_zone": "Europe/Berlin"
         })).await;
-    let seen = e.api.only("google", "/calendar/v3/calendars/primary/events");
-    assert_eq!(seen.method, Method::GET);
-    assert_bearer(&seen, GOOGLE);
+    let seen = e.api.only_with(
+        Method::GET,
+        "google",
+        "/calendar/v3/calendars/primary/events",
+        GOOGLE,
+    );
     assert_eq!(
         seen.query_sorted(),
         pairs(&[
@@ -244,9 +247,12 @@ async fn google_calendar_and_drive() {
             "id": "ev9", "status": "confirmed", "summary": "Review", "start": "2026-12-02T14:00:00+01:00",
             "end": "2026-12-02T15:00:00+01:00", "link": "https://www.google.com/calendar/event?eid=ev9"
         })).await;
-    let seen = e.api.only("google", "/calendar/v3/calendars/primary/events");
-    assert_eq!(seen.method, Method::POST);
-    assert_bearer(&seen, GOOGLE);
+    let seen = e.api.only_with(
+        Method::POST,
+        "google",
+        "/calendar/v3/calendars/primary/events",
+        GOOGLE,
+    );
     assert_eq!(seen.query_sorted(), pairs(&[("sendUpdates", "all")]));
     assert_eq!(
         seen.json(),
@@ -277,9 +283,7 @@ async fn google_calendar_and_drive() {
             ],
             "next_page_token": "d2"
         })).await;
-    let seen = e.api.only("google", "/drive/v3/files");
-    assert_eq!(seen.method, Method::GET);
-    assert_bearer(&seen, GOOGLE);
+    let seen = e.api.only_with(Method::GET, "google", "/drive/v3/files", GOOGLE);
     assert_eq!(
         seen.query_sorted(),
         pairs(&[
@@ -309,9 +313,9 @@ async fn slack_send_list_and_errors_in_200_answers() {
         json!({"channel": "C0123", "ts": "1795687201.000200", "thread_ts": "1795687200.000100"}),
     )
     .await;
-    let seen = e.api.only("slack", "/api/chat.postMessage");
-    assert_eq!(seen.method, Method::POST);
-    assert_bearer(&seen, SLACK);
+    let seen = e
+        .api
+        .only_with(Method::POST, "slack", "/api/chat.postMessage", SLACK);
     assert_eq!(
         seen.header("content-type"),
         Some("application/json; charset=utf-8")
@@ -341,9 +345,9 @@ async fn slack_send_list_and_errors_in_200_answers() {
             ],
             "next_cursor": "dGVhbTpDMDYxRkE1UEI="
         })).await;
-    let seen = e.api.only("slack", "/api/conversations.list");
-    assert_eq!(seen.method, Method::GET);
-    assert_bearer(&seen, SLACK);
+    let seen = e
+        .api
+        .only_with(Method::GET, "slack", "/api/conversations.list", SLACK);
     assert_eq!(
         seen.query_sorted(),
         pairs(&[
@@ -408,9 +412,7 @@ async fn notion_search_and_create_page() {
             ],
             "has_more": false
         })).await;
-    let seen = e.api.only("notion", "/v1/search");
-    assert_eq!(seen.method, Method::POST);
-    assert_bearer(&seen, NOTION);
+    let seen = e.api.only_with(Method::POST, "notion", "/v1/search", NOTION);
     assert_eq!(seen.header("notion-version"), Some("2022-06-28"));
     assert_eq!(
         seen.json(),
@@ -439,9 +441,7 @@ async fn notion_search_and_create_page() {
             "id": "b55c9c91-384d-452b-81db-d1ef79372b75", "url": "https://www.notion.so/Meeting-notes-b55c9c91384d452b81dbd1ef79372b75",
             "created_time": "2026-11-27T10:00:00.000Z"
         })).await;
-    let seen = e.api.only("notion", "/v1/pages");
-    assert_eq!(seen.method, Method::POST);
-    assert_bearer(&seen, NOTION);
+    let seen = e.api.only_with(Method::POST, "notion", "/v1/pages", NOTION);
     assert_eq!(seen.header("notion-version"), Some("2022-06-28"));
     let paragraph = |t: &str| json!({"object": "block", "type": "paragraph", "paragraph": {"rich_text": [{"type": "text", "text": {"content": t}}]}});
     assert_eq!(
@@ -473,9 +473,9 @@ async fn hubspot_contacts_and_a_conflict_cleaned_of_secrets() {
                           "updated_at": "2026-11-01T00:00:00.000Z"}],
             "next_after": "513"
         })).await;
-    let seen = e.api.only("hubspot", "/crm/v3/objects/contacts");
-    assert_eq!(seen.method, Method::GET);
-    assert_bearer(&seen, HUBSPOT);
+    let seen = e
+        .api
+        .only_with(Method::GET, "hubspot", "/crm/v3/objects/contacts", HUBSPOT);
     assert_eq!(
         seen.query_sorted(),
         pairs(&[
@@ -497,9 +497,9 @@ async fn hubspot_contacts_and_a_conflict_cleaned_of_secrets() {
             "id": "601", "properties": {"company": "Acme", "email": "ben@acme.example", "firstname": "Ben", "lastname": "Ng"},
             "created_at": "2026-11-27T10:00:00.000Z"
         })).await;
-    let seen = e.api.only("hubspot", "/crm/v3/objects/contacts");
-    assert_eq!(seen.method, Method::POST);
-    assert_bearer(&seen, HUBSPOT);
+    let seen = e
+        .api
+        .only_with(Method::POST, "hubspot", "/crm/v3/objects/contacts", HUBSPOT);
     assert_eq!(
         seen.json(),
         json!({"properties": {"email": "ben@acme.example", "firstname": "Ben", "lastname": "Ng", "company": "Acme"}})
@@ -567,9 +567,9 @@ async fn github_issues() {
              "created_at": "2026-11-01T00:00:00Z", "updated_at": "2026-11-02T00:00:00Z", "url": "https://github.com/acme/widgets/pull/1348",
              "pull_request": "https://github.com/acme/widgets/pull/1348"}
         ]})).await;
-    let seen = e.api.only("github", "/repos/acme/widgets/issues");
-    assert_eq!(seen.method, Method::GET);
-    assert_bearer(&seen, GITHUB);
+    let seen = e
+        .api
+        .only_with(Method::GET, "github", "/repos/acme/widgets/issues", GITHUB);
     assert_github_headers(&seen);
     assert_eq!(
         seen.query_sorted(),
@@ -586,9 +586,9 @@ async fn github_issues() {
     e.expect_tool("github_create_issue", json!({
         "owner": "acme", "repo": "widgets", "title": "Crash on start", "body": "Steps:\n1. start", "labels": ["bug"]
     }), json!({"number": 1349, "title": "Crash on start", "state": "open", "url": "https://github.com/acme/widgets/issues/1349"})).await;
-    let seen = e.api.only("github", "/repos/acme/widgets/issues");
-    assert_eq!(seen.method, Method::POST);
-    assert_bearer(&seen, GITHUB);
+    let seen = e
+        .api
+        .only_with(Method::POST, "github", "/repos/acme/widgets/issues", GITHUB);
     assert_github_headers(&seen);
     assert_eq!(
         seen.json(),
@@ -871,9 +871,9 @@ async fn proxy_forwards_with_the_credential_and_stays_on_the_provider() {
     assert_eq!(resp.headers()["x-ratelimit-remaining"], "4999");
     assert!(resp.headers()["link"].to_str().unwrap().contains("page=2"));
     assert_eq!(resp.json::<Value>().await.unwrap()[0]["number"], 1);
-    let seen = e.api.only("github", "/repos/acme/widgets/issues");
-    assert_eq!(seen.method, Method::GET);
-    assert_bearer(&seen, GITHUB);
+    let seen = e
+        .api
+        .only_with(Method::GET, "github", "/repos/acme/widgets/issues", GITHUB);
     assert_eq!(seen.headers.get_all("authorization").iter().count(), 1);
     assert!(seen.header("cookie").is_none());
     assert_eq!(seen.header("x-custom"), Some("kept"));
@@ -901,9 +901,9 @@ async fn proxy_forwards_with_the_credential_and_stays_on_the_provider() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
-    let seen = e.api.only("github", "/repos/acme/widgets/issues");
-    assert_eq!(seen.method, Method::POST);
-    assert_bearer(&seen, GITHUB);
+    let seen = e
+        .api
+        .only_with(Method::POST, "github", "/repos/acme/widgets/issues", GITHUB);
     assert_eq!(seen.header("content-type"), Some("application/json"));
     assert_eq!(seen.json(), json!({"title": "Two", "body": "text"}));
 
