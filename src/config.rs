@@ -19,6 +19,8 @@ pub struct Config {
     pub leader_election: bool,
     /// Most token-endpoint calls in flight at once.
     pub refresh_concurrency: usize,
+    /// Where tenant-set URLs may point beyond the public internet (`--egress-allow`).
+    pub egress: crate::egress::EgressPolicy,
 }
 
 impl Config {

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod controller;
+pub mod egress;
 pub mod gateway;
 pub mod links;
 pub mod metrics;

@@ -82,6 +82,11 @@ struct RunArgs {
     /// flight at once, so a wave of expiring tokens does not flood a provider.
     #[arg(long, env = "REFRESH_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     refresh_concurrency: u16,
+    /// Hosts (`idp.corp.internal`, `*.corp.internal`) and CIDRs (`10.20.0.0/16`) that tenant-set
+    /// URLs (token, revocation, JWT exchange, form verification) may reach although they are
+    /// internal, and over plain http. Everything else must be https to a public address.
+    #[arg(long = "egress-allow", env = "EGRESS_ALLOW", value_delimiter = ',')]
+    egress_allow: Vec<agent_auth_operator::egress::Allow>,
 }
 
 #[tokio::main]
@@ -145,6 +150,7 @@ async fn main() -> ExitCode {
                 instance: args.instance,
                 leader_election: args.leader_election,
                 refresh_concurrency: usize::from(args.refresh_concurrency),
+                egress: agent_auth_operator::egress::EgressPolicy::new(args.egress_allow),
             };
             match run::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -48,7 +48,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         client: client.clone(),
         config: config.clone(),
         signer: signer.clone(),
-        http: crate::auth::oauth2::http_client()?,
+        http: crate::auth::oauth2::http_client(config.egress.clone())?,
         credentials: CredentialStore::new(client.clone(), &config.namespace),
         metrics: metrics.clone(),
         cache: gateway::cache::Cache::start(&client, &config.watch_namespaces),

@@ -2,13 +2,12 @@
 //! the client secret read from the Secret it references. Shared by the controller (refresh,
 //! revocation) and the gateway (authorize, code exchange).
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use super::oauth2::{ConfigError, OAuthClient, Settings};
 use crate::api::{Connection, SecretKeyRef};
 use crate::config::Config;
+use crate::store::secret_ref;
 
 /// The Connection's effective OAuth 2.0 settings (no API calls), for `OAuth2` and
 /// `ClientCredentials` Connections.
@@ -21,25 +20,15 @@ pub fn settings(conn: &Connection) -> Result<Settings, ConfigError> {
     Settings::resolve(conn.spec.auth_type, conn.spec.provider.as_deref(), oauth2)
 }
 
-/// Reads one key of a Secret in `namespace`, as text.
+/// Reads one key of an opted-in Secret in `namespace`, as text (see [`secret_ref`]).
 pub async fn read_secret_key(
     client: &Client,
     namespace: &str,
     r: &SecretKeyRef,
 ) -> Result<String, ConfigError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = api
-        .get_opt(&r.name)
+    secret_ref::read_text(client, namespace, &r.name, &r.key)
         .await
-        .map_err(|e| ConfigError(format!("cannot read Secret {}: {}", r.name, api_reason(&e))))?
-        .ok_or_else(|| ConfigError(format!("Secret {} not found", r.name)))?;
-    let bytes = secret
-        .data
-        .and_then(|mut d| d.remove(&r.key))
-        .ok_or_else(|| ConfigError(format!("Secret {} has no key {:?}", r.name, r.key)))?;
-    let text = String::from_utf8(bytes.0)
-        .map_err(|_| ConfigError(format!("Secret {} key {:?} is not UTF-8", r.name, r.key)))?;
-    Ok(text.trim().to_owned())
+        .map_err(|e| ConfigError(e.to_string()))
 }
 
 /// An OAuth client for the Connection, with its client secret.
@@ -59,12 +48,4 @@ pub async fn oauth_client(
         None => None,
     };
     OAuthClient::new(settings, secret, &config.redirect_uri())
-}
-
-/// A short reason for an API error, without response bodies.
-fn api_reason(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => format!("{} ({})", s.reason, s.code),
-        _ => "API unavailable".to_owned(),
-    }
 }

@@ -131,12 +131,12 @@ pub enum JwtError {
     Config(String),
     /// The token endpoint refused the JWT (a 4xx answer): wrong key, issuer or audience, app
     /// uninstalled, key revoked. `code` is the RFC 6749 `error` code when the endpoint sent one.
-    #[error("the token endpoint rejected the JWT (HTTP {status}{}){}",
-        code.as_deref().map(|c| format!(", {c}")).unwrap_or_default(),
-        description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    #[error("the token endpoint rejected the JWT (HTTP {status}{})",
+        code.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
     Rejected {
         status: u16,
         code: Option<String>,
+        /// The endpoint's own words, scrubbed of the JWT; for debug logs only, never shown.
         description: Option<String>,
     },
     /// Network trouble, 5xx, 429, malformed answers: retry with backoff, and not before
@@ -485,22 +485,10 @@ fn sec1_to_pkcs8_p256(sec1: &[u8]) -> Vec<u8> {
     tlv(0x30, &[&version[..], &algorithm, &tlv(0x04, sec1)].concat())
 }
 
-/// The rendered token URL, which must be https (plain http only on loopback, for local
-/// endpoints and tests).
+/// The rendered token URL; the egress policy decides whether it may be called.
 fn token_url(exchange: &JwtExchange, t: &Template) -> Result<url::Url, JwtError> {
-    let url = url::Url::parse(&render_url(&exchange.token_url, t))
-        .map_err(|e| config(format!("exchange.tokenUrl is not a valid URL: {e}")))?;
-    let loopback = match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    };
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if loopback => Ok(url),
-        _ => Err(config("exchange.tokenUrl must use https")),
-    }
+    url::Url::parse(&render_url(&exchange.token_url, t))
+        .map_err(|e| config(format!("exchange.tokenUrl is not a valid URL: {e}")))
 }
 
 /// Mints a JWT and, when `exchange` is set, trades it at the token endpoint. Without exchange
@@ -509,7 +497,7 @@ fn token_url(exchange: &JwtExchange, t: &Template) -> Result<url::Url, JwtError>
 /// as long as the JWT, so it is renewed on the same schedule. `http` should not follow
 /// redirects and should have timeouts (see [`crate::auth::oauth2::http_client`]).
 pub async fn obtain(
-    http: &reqwest::Client,
+    http: &crate::egress::EgressClient,
     settings: &CustomJwtSettings,
     key: &[u8],
     t: &Template<'_>,
@@ -534,12 +522,14 @@ pub async fn obtain(
             if !scope.is_empty() {
                 form.push(("scope", scope.as_str()));
             }
-            http.post(url)
+            http.post(url.as_str())
+                .map_err(|e| config(format!("exchange.tokenUrl refused: {e}")))?
                 .header(reqwest::header::ACCEPT, "application/json")
                 .form(&form)
         }
         ExchangeStyle::BearerCredential => http
-            .post(url)
+            .post(url.as_str())
+            .map_err(|e| config(format!("exchange.tokenUrl refused: {e}")))?
             .bearer_auth(&jwt)
             .header(
                 reqwest::header::ACCEPT,
@@ -550,7 +540,7 @@ pub async fn obtain(
     let response = request
         .send()
         .await
-        .map_err(|e| JwtError::transient(format!("request failed: {}", chain(&e))))?;
+        .map_err(|e| JwtError::transient(crate::egress::phrase(&e)))?;
     let status = response.status();
     let retry_after = if matches!(status.as_u16(), 429 | 503) {
         parse_retry_after(response.headers())
@@ -679,7 +669,7 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, JwtErr
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| JwtError::transient(format!("reading the token response: {}", chain(&e))))?
+        .map_err(|e| JwtError::transient(crate::egress::phrase(&e)))?
     {
         if body.len() + chunk.len() > MAX_RESPONSE {
             return Err(too_large());
@@ -721,18 +711,6 @@ fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .parse()
         .ok()?;
     Some(Duration::from_secs(secs.min(3600)))
-}
-
-/// An error and its sources, for messages (reqwest errors name the URL, never the body).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out.chars().take(300).collect()
 }
 
 #[cfg(test)]
@@ -1113,7 +1091,7 @@ mod tests {
     }
 
     async fn obtain_at(s: &CustomJwtSettings) -> Result<TokenSet, JwtError> {
-        let http = crate::auth::oauth2::http_client().unwrap();
+        let http = crate::auth::oauth2::http_client(crate::egress::EgressPolicy::new(vec!["127.0.0.1/32".parse().unwrap()])).unwrap();
         obtain(&http, s, EC.as_bytes(), &ACCOUNT, Timestamp::now()).await
     }
 
@@ -1151,7 +1129,7 @@ mod tests {
     async fn without_exchange_the_credential_is_the_jwt() {
         let s = settings(JwtAlgorithm::ES256);
         let now = Timestamp::now();
-        let http = crate::auth::oauth2::http_client().unwrap();
+        let http = crate::auth::oauth2::http_client(crate::egress::EgressPolicy::new(vec!["127.0.0.1/32".parse().unwrap()])).unwrap();
         let tokens = obtain(&http, &s, EC.as_bytes(), &ACCOUNT, now).await.unwrap();
         verify(
             &tokens.access_token,

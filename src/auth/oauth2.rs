@@ -15,11 +15,12 @@ use oauth2::basic::{
 use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
     EndpointSet, ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
-    RequestTokenError, StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
+    HttpClientError, RequestTokenError, StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::api::{AuthType, OAuth2Settings, TokenEndpointAuthMethod};
+use crate::egress::{EgressClient, SendError};
 use crate::auth::catalog;
 use crate::auth::quirks::{self, TokenQuirks};
 use crate::store::TokenSet;
@@ -54,33 +55,52 @@ type Client = oauth2::Client<
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// Why a call to the token endpoint failed. Messages contain no token material.
+/// Why a call to the token endpoint failed. Messages contain no token material and no remote
+/// text: only the RFC 6749 error code (restricted to its alphabet) or a fixed phrase.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenEndpointError {
     /// The grant is no longer valid (`invalid_grant`, revoked, expired): the user must authorize again.
-    #[error("the provider rejected the grant ({code}{})", describe(.description))]
+    #[error("the provider rejected the grant ({code})")]
     Rejected {
         code: String,
+        /// The provider's `error_description`, for debug logs only; never shown.
         description: Option<String>,
     },
     /// The provider refused the client itself (`invalid_client`): the Connection needs fixing.
-    #[error("the provider rejected the client ({code}{})", describe(.description))]
+    #[error("the provider rejected the client ({code})")]
     ClientRejected {
         code: String,
+        /// The provider's `error_description`, for debug logs only; never shown.
         description: Option<String>,
     },
-    /// Network trouble, 5xx, malformed responses: worth retrying.
-    #[error("token endpoint unavailable: {0}")]
-    Transient(String),
+    /// The Connection or a Secret it names cannot be used; our own words, safe to show.
+    #[error("{0}")]
+    Misconfigured(String),
+    /// Network trouble, 5xx, malformed responses: worth retrying. `sent` is false when the request
+    /// provably never reached the endpoint (refused connect, DNS, TLS, egress policy).
+    #[error("token endpoint unavailable: {message}")]
+    Transient { message: String, sent: bool },
     /// 429/503 with `Retry-After`: retry, but not before the provider asked.
     #[error("token endpoint asked to retry after {}s: {message}", retry_after.as_secs())]
     RetryAfter { message: String, retry_after: Duration },
 }
 
-fn describe(d: &Option<String>) -> String {
-    d.as_deref()
-        .map(|d| format!(": {}", truncate(d, 200)))
-        .unwrap_or_default()
+impl TokenEndpointError {
+    /// A transient failure in our own words.
+    pub fn transient(message: impl Into<String>) -> Self {
+        TokenEndpointError::Transient {
+            message: message.into(),
+            sent: true,
+        }
+    }
+}
+
+/// An RFC 6749 error code as shown: its own alphabet only, short, else a neutral word.
+pub fn error_code(raw: &str) -> String {
+    let ok = !raw.is_empty()
+        && raw.len() <= 64
+        && raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok { raw.to_owned() } else { "error".to_owned() }
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -231,15 +251,6 @@ pub struct OAuthClient {
     redirect_uri: url::Url,
 }
 
-fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    }
-}
-
 impl OAuthClient {
     pub fn new(
         settings: Settings,
@@ -322,7 +333,7 @@ impl OAuthClient {
     /// Exchanges an authorization code for tokens.
     pub async fn exchange_code(
         &self,
-        http: &reqwest::Client,
+        http: &EgressClient,
         code: &str,
         pkce_verifier: &str,
         now: Timestamp,
@@ -332,7 +343,8 @@ impl OAuthClient {
             req = req.set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()));
         }
         let provider = self.provider_http(http, now);
-        let resp = req.request_async(&provider).await.map_err(classify)?;
+        let result = req.request_async(&provider).await;
+        let resp = provider.outcome(result)?;
         Ok(self.token_set(resp, now))
     }
 
@@ -340,7 +352,7 @@ impl OAuthClient {
     /// and the old metadata where the refresh response does not repeat it (Salesforce, Slack).
     pub async fn refresh(
         &self,
-        http: &reqwest::Client,
+        http: &EgressClient,
         current: &TokenSet,
         now: Timestamp,
     ) -> Result<TokenSet, TokenEndpointError> {
@@ -371,7 +383,7 @@ impl OAuthClient {
     /// token; call again before it expires. `invalid_client` means the Connection needs fixing.
     pub async fn client_credentials(
         &self,
-        http: &reqwest::Client,
+        http: &EgressClient,
         now: Timestamp,
     ) -> Result<TokenSet, TokenEndpointError> {
         let mut req = self.client.exchange_client_credentials();
@@ -384,7 +396,7 @@ impl OAuthClient {
         Ok(self.token_set(resp, now))
     }
 
-    fn provider_http(&self, http: &reqwest::Client, now: Timestamp) -> ProviderHttp {
+    fn provider_http(&self, http: &EgressClient, now: Timestamp) -> ProviderHttp {
         ProviderHttp {
             http: http.clone(),
             quirks: self.settings.quirks.clone(),
@@ -394,25 +406,24 @@ impl OAuthClient {
     }
 
     /// Revokes the refresh token (or else the access token) at the RFC 7009 endpoint, if the
-    /// Connection has one. Returns `Ok(false)` when there is nothing to call.
+    /// Connection has one. Returns `Ok(false)` when there is nothing to call. The endpoint goes
+    /// through the egress policy like every other tenant-set URL; the error is a fixed phrase.
     ///
-    /// Done here rather than by the `oauth2` crate, which refuses plain-HTTP endpoints outright: we
-    /// require HTTPS too, except on loopback addresses (local providers, tests).
-    pub async fn revoke(&self, http: &reqwest::Client, tokens: &TokenSet) -> Result<bool, String> {
+    /// Done here rather than by the `oauth2` crate, which refuses plain-HTTP endpoints outright
+    /// (the egress policy allows them for allowlisted hosts).
+    pub async fn revoke(&self, http: &EgressClient, tokens: &TokenSet) -> Result<bool, String> {
         let Some(endpoint) = &self.settings.revocation_url else {
             return Ok(false);
         };
-        let url = url::Url::parse(endpoint).map_err(|e| format!("revocationUrl is not a valid URL: {e}"))?;
-        if url.scheme() != "https" && !is_loopback(&url) {
-            return Err("revocationUrl must use https".to_owned());
-        }
         let (token, hint) = match &tokens.refresh_token {
             Some(r) => (r.as_str(), "refresh_token"),
             None => (tokens.access_token.as_str(), "access_token"),
         };
         let mut form = vec![("token", token), ("token_type_hint", hint)];
         let client_id = self.settings.client_id.as_str();
-        let mut req = http.post(url);
+        let mut req = http
+            .post(endpoint)
+            .map_err(|e| format!("revocationUrl refused: {e}"))?;
         match (&self.client_secret, self.settings.auth_method) {
             (Some(secret), TokenEndpointAuthMethod::ClientSecretBasic) => {
                 req = req.basic_auth(client_id, Some(secret))
@@ -426,7 +437,7 @@ impl OAuthClient {
             .form(&form)
             .send()
             .await
-            .map_err(|e| format!("revocation endpoint unreachable: {}", chain(&e)))?;
+            .map_err(|e| format!("revocation failed: {}", crate::egress::phrase(&e)))?;
         // RFC 7009 2.2: 200 means revoked (or already invalid).
         match resp.status() {
             s if s.is_success() => Ok(true),
@@ -475,10 +486,10 @@ fn token_type_name(t: &BasicTokenType) -> String {
     }
 }
 
-fn classify<RE: std::error::Error>(e: RequestTokenError<RE, BasicErrorResponse>) -> TokenEndpointError {
+fn classify(e: RequestTokenError<HttpClientError<SendError>, BasicErrorResponse>) -> TokenEndpointError {
     match e {
         RequestTokenError::ServerResponse(r) => {
-            let code = r.error().to_string();
+            let code = error_code(&r.error().to_string());
             let description = r.error_description().map(|d| truncate(d, 200));
             match r.error() {
                 BasicErrorResponseType::InvalidClient | BasicErrorResponseType::UnauthorizedClient => {
@@ -492,35 +503,36 @@ fn classify<RE: std::error::Error>(e: RequestTokenError<RE, BasicErrorResponse>)
                     TokenEndpointError::ClientRejected { code, description }
                 }
                 BasicErrorResponseType::Extension(_) => {
-                    TokenEndpointError::Transient(format!("error {code}{}", describe(&description)))
+                    TokenEndpointError::transient(format!("the endpoint answered error {code}"))
                 }
             }
         }
-        RequestTokenError::Request(e) => {
-            TokenEndpointError::Transient(format!("request failed: {}", chain(&e)))
-        }
-        RequestTokenError::Parse(..) => TokenEndpointError::Transient("malformed token response".into()),
-        RequestTokenError::Other(s) => TokenEndpointError::Transient(truncate(&s, 200)),
+        RequestTokenError::Request(HttpClientError::Reqwest(e)) => TokenEndpointError::Transient {
+            message: e.to_string(),
+            sent: !matches!(*e, SendError::NotSent(_) | SendError::Refused(_)),
+        },
+        RequestTokenError::Request(HttpClientError::Http(_)) => TokenEndpointError::Transient {
+            message: "the request could not be built".into(),
+            sent: false,
+        },
+        RequestTokenError::Request(_) => TokenEndpointError::transient("the endpoint's answer could not be read"),
+        RequestTokenError::Parse(..) => TokenEndpointError::transient("malformed token response"),
+        RequestTokenError::Other(s) => match s.strip_prefix("HTTP ") {
+            // The crate words unexpected statuses itself; keep only the status.
+            Some(rest) => TokenEndpointError::transient(format!(
+                "the endpoint answered HTTP {}",
+                rest.chars().take_while(char::is_ascii_digit).collect::<String>()
+            )),
+            None => TokenEndpointError::transient("unexpected answer from the endpoint"),
+        },
     }
-}
-
-/// An error and its sources, for messages (reqwest errors name the URL, never the body).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    truncate(&out, 300)
 }
 
 /// The HTTP client the `oauth2` crate talks through: it rewrites provider quirks into RFC 6749
 /// shape ([`quirks::normalise`]) before the crate parses the answer, and remembers the
 /// `Retry-After` of a 429/503 answer (the crate's errors do not carry headers).
 struct ProviderHttp {
-    http: reqwest::Client,
+    http: EgressClient,
     quirks: TokenQuirks,
     now: Timestamp,
     retry_after: std::sync::Arc<std::sync::Mutex<Option<Duration>>>,
@@ -529,13 +541,13 @@ struct ProviderHttp {
 impl ProviderHttp {
     /// Classifies the result of a request made through `self`; a transient failure the provider
     /// asked us to retry later becomes `RetryAfter`.
-    fn outcome<RE: std::error::Error>(
+    fn outcome(
         &self,
-        result: Result<Response, RequestTokenError<RE, BasicErrorResponse>>,
+        result: Result<Response, RequestTokenError<HttpClientError<SendError>, BasicErrorResponse>>,
     ) -> Result<Response, TokenEndpointError> {
         let waited = self.retry_after.lock().ok().and_then(|s| *s);
         match (result.map_err(classify), waited) {
-            (Err(TokenEndpointError::Transient(message)), Some(retry_after)) => {
+            (Err(TokenEndpointError::Transient { message, .. }), Some(retry_after)) => {
                 Err(TokenEndpointError::RetryAfter { message, retry_after })
             }
             (other, _) => other,
@@ -546,7 +558,7 @@ impl ProviderHttp {
 type HttpFuture<'c> = std::pin::Pin<
     Box<
         dyn std::future::Future<
-                Output = Result<oauth2::HttpResponse, oauth2::HttpClientError<reqwest::Error>>,
+                Output = Result<oauth2::HttpResponse, HttpClientError<SendError>>,
             > + Send
             + Sync
             + 'c,
@@ -554,12 +566,12 @@ type HttpFuture<'c> = std::pin::Pin<
 >;
 
 impl<'c> oauth2::AsyncHttpClient<'c> for ProviderHttp {
-    type Error = oauth2::HttpClientError<reqwest::Error>;
+    type Error = HttpClientError<SendError>;
     type Future = HttpFuture<'c>;
 
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
         Box::pin(async move {
-            let resp = oauth2::AsyncHttpClient::call(&self.http, request).await?;
+            let resp = send(&self.http, request).await?;
             let (mut parts, mut body) = resp.into_parts();
             if let Some(rewritten) = quirks::normalise(parts.status.as_u16(), &body, &self.quirks, self.now)
                 && let Ok(status) = oauth2::http::StatusCode::from_u16(rewritten.status)
@@ -590,15 +602,39 @@ fn parse_retry_after(headers: &oauth2::http::HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs.min(3600)))
 }
 
-/// The HTTP client for token endpoints: no redirects (the oauth2 crate requires it, against SSRF),
-/// bounded timeouts.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(15))
-        .user_agent(concat!("agent-auth-operator/", env!("CARGO_PKG_VERSION")))
-        .build()
+/// Longest token endpoint answer read; more is cut off (and then fails to parse).
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// Sends one request of the `oauth2` crate through the egress client and reads a bounded answer.
+async fn send(http: &EgressClient, request: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, HttpClientError<SendError>> {
+    let request = reqwest::Request::try_from(request).map_err(|e| HttpClientError::Reqwest(Box::new(SendError::NotSent(e))))?;
+    let mut resp = http
+        .execute(request)
+        .await
+        .map_err(|e| HttpClientError::Reqwest(Box::new(e)))?;
+    let mut builder = oauth2::http::Response::builder().status(resp.status());
+    for (k, v) in resp.headers() {
+        builder = builder.header(k, v);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| HttpClientError::Reqwest(Box::new(SendError::NoAnswer(e))))?
+    {
+        let room = MAX_ANSWER.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if room <= chunk.len() {
+            break;
+        }
+    }
+    builder.body(body).map_err(HttpClientError::Http)
+}
+
+/// The HTTP client for token endpoints: the egress policy, no redirects (the oauth2 crate requires
+/// it, against SSRF), bounded timeouts.
+pub fn http_client(policy: crate::egress::EgressPolicy) -> Result<EgressClient, reqwest::Error> {
+    EgressClient::new(policy, Duration::from_secs(15))
 }
 
 #[cfg(test)]
@@ -643,19 +679,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn revocation_needs_https_except_on_loopback() {
+    async fn revocation_goes_through_the_egress_policy() {
         let mut s = spec();
         s.revocation_url = Some("http://provider.example.test/revoke".into());
         let settings = Settings::resolve(AuthType::OAuth2, Some("google"), &s).unwrap();
         let c = OAuthClient::new(settings, None, "https://gw.test/oauth/callback").unwrap();
-        let err = c
-            .revoke(&http_client().unwrap(), &TokenSet::default())
-            .await
-            .unwrap_err();
+        let err = c.revoke(&test_http(), &TokenSet::default()).await.unwrap_err();
         assert!(err.contains("https"), "{err}");
-        assert!(is_loopback(&url::Url::parse("http://127.0.0.1:8/x").unwrap()));
-        assert!(is_loopback(&url::Url::parse("http://[::1]/x").unwrap()));
-        assert!(!is_loopback(&url::Url::parse("http://10.0.0.1/x").unwrap()));
+        let mut s = spec();
+        s.revocation_url = Some("https://169.254.169.254/revoke".into());
+        let settings = Settings::resolve(AuthType::OAuth2, Some("google"), &s).unwrap();
+        let c = OAuthClient::new(settings, None, "https://gw.test/oauth/callback").unwrap();
+        let err = c.revoke(&test_http(), &TokenSet::default()).await.unwrap_err();
+        assert!(err.contains("egress policy"), "{err}");
+    }
+
+    /// An egress client that allows the loopback test servers.
+    fn test_http() -> EgressClient {
+        http_client(crate::egress::EgressPolicy::new(vec!["127.0.0.1/32".parse().unwrap()])).unwrap()
     }
 
     #[test]
@@ -857,7 +898,7 @@ mod tests {
         let c = client_for("slack", AuthType::OAuth2, &base, &[]);
         let t = c
             .exchange_code(
-                &http_client().unwrap(),
+                &test_http(),
                 "code",
                 &"v".repeat(43),
                 Timestamp::UNIX_EPOCH,
@@ -886,7 +927,7 @@ mod tests {
         })
         .await;
         let c = client_for("slack", AuthType::OAuth2, &base, &[]);
-        let http = http_client().unwrap();
+        let http = test_http();
         let current = TokenSet {
             refresh_token: Some("xoxe-1-old".into()),
             ..Default::default()
@@ -932,7 +973,7 @@ mod tests {
             &["https://graph.microsoft.com/.default"],
         );
         let now = Timestamp::UNIX_EPOCH;
-        let t = c.client_credentials(&http_client().unwrap(), now).await.unwrap();
+        let t = c.client_credentials(&test_http(), now).await.unwrap();
         assert_eq!(t.access_token, "m2m");
         assert_eq!(t.refresh_token, None);
         assert_eq!(t.expires_at, Some(now + jiff::SignedDuration::from_secs(3600)));
@@ -946,7 +987,7 @@ mod tests {
         let settings = Settings::resolve(AuthType::ClientCredentials, None, &s).unwrap();
         let wrong = OAuthClient::new(settings, Some("wrong".into()), "https://gw.test/cb").unwrap();
         let err = wrong
-            .client_credentials(&http_client().unwrap(), now)
+            .client_credentials(&test_http(), now)
             .await
             .unwrap_err();
         assert!(
@@ -977,7 +1018,7 @@ mod tests {
             ..Default::default()
         };
         let t = c
-            .refresh(&http_client().unwrap(), &current, Timestamp::UNIX_EPOCH)
+            .refresh(&test_http(), &current, Timestamp::UNIX_EPOCH)
             .await
             .unwrap();
         assert_eq!(t.access_token, "figu_new");

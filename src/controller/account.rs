@@ -492,16 +492,14 @@ async fn sync_credentials_ref(
     let Some(r) = &account.spec.credentials_ref else {
         return Ok(());
     };
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
+    let ns = account.namespace().unwrap_or_default();
     let fail = |message: String| {
         ctx.note_failure(&uid, message, now, |_| std::time::Duration::from_secs(30));
         Ok(())
     };
-    let Some(secret) = api.get_opt(&r.name).await? else {
-        return fail(format!(
-            "Secret {} named in spec.credentialsRef does not exist",
-            r.name
-        ));
+    let secret = match crate::store::secret_ref::read(&ctx.client, &ns, &r.name).await {
+        Ok(s) => s,
+        Err(e) => return fail(format!("spec.credentialsRef: {e}")),
     };
     if secret.metadata.resource_version == versioned.record.source_version
         && versioned.record.tokens.is_some()

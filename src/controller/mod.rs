@@ -67,7 +67,7 @@ pub struct Context {
     pub client: Client,
     pub config: Arc<Config>,
     pub signer: Signer,
-    pub http: reqwest::Client,
+    pub http: crate::egress::EgressClient,
     pub credentials: CredentialStore,
     pub connections: Store<GuardedConnection>,
     pub records: Store<Secret>,
@@ -221,7 +221,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client: client.clone(),
         credentials: CredentialStore::new(client.clone(), &config.namespace),
-        http: crate::auth::oauth2::http_client()?,
+        http: crate::auth::oauth2::http_client(config.egress.clone())?,
         events: events::EventQueue::start(Recorder::new(client.clone(), reporter)),
         signer,
         config: config.clone(),

@@ -4,9 +4,7 @@
 //! transient (retried with backoff).
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::Api;
 
 use super::Context;
 use crate::api::{AuthType, ConnectedAccount, Connection, SecretKeyRef};
@@ -56,7 +54,7 @@ async fn token_call_slot(ctx: &Context) -> Result<tokio::sync::SemaphorePermit<'
     ctx.token_calls
         .acquire()
         .await
-        .map_err(|_| TokenEndpointError::Transient("shutting down".into()))
+        .map_err(|_| TokenEndpointError::transient("shutting down"))
 }
 
 async fn mint(
@@ -97,33 +95,28 @@ async fn mint(
             JwtError::Transient {
                 message,
                 retry_after: None,
-            } => TokenEndpointError::Transient(message),
+            } => TokenEndpointError::transient(message),
         })
 }
 
-/// The signing key, byte for byte (an HS256 secret must not be trimmed).
+/// The signing key, byte for byte (an HS256 secret must not be trimmed), from an opted-in Secret.
 pub async fn signing_key(
     ctx: &Context,
     conn: &Connection,
     r: &SecretKeyRef,
 ) -> Result<Vec<u8>, TokenEndpointError> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &conn.namespace().unwrap_or_default());
-    let secret = api
-        .get_opt(&r.name)
+    crate::store::secret_ref::read_key(&ctx.client, &conn.namespace().unwrap_or_default(), &r.name, &r.key)
         .await
-        .map_err(|e| TokenEndpointError::Transient(format!("cannot read Secret {}: {e}", r.name)))?
-        .ok_or_else(|| misconfigured(format!("Secret {} not found", r.name)))?;
-    secret
-        .data
-        .and_then(|mut d| d.remove(&r.key))
-        .map(|b| b.0)
-        .ok_or_else(|| misconfigured(format!("Secret {} has no key {:?}", r.name, r.key)))
+        .map_err(|e| {
+            if e.transient() {
+                TokenEndpointError::transient(e.to_string())
+            } else {
+                misconfigured(e.to_string())
+            }
+        })
 }
 
-/// A configuration problem, reported like a client the provider refused.
+/// A configuration problem: the Connection or a Secret it names must be fixed.
 pub fn misconfigured(message: String) -> TokenEndpointError {
-    TokenEndpointError::ClientRejected {
-        code: "configuration".into(),
-        description: Some(message),
-    }
+    TokenEndpointError::Misconfigured(message)
 }

@@ -148,6 +148,13 @@ async fn check(
         HttpMethod::Get => gw.http.get(&url),
         HttpMethod::Post => gw.http.post(&url),
     };
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "credential check refused by the egress policy");
+            return Err("This app's credential check is not allowed by the operator. Contact the platform team.".into());
+        }
+    };
     let sent = request
         .header(form.header_name.as_str(), tokens.authorization())
         .header(header::ACCEPT, "application/json")

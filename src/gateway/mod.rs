@@ -38,7 +38,7 @@ pub struct Gateway {
     pub client: Client,
     pub config: Arc<Config>,
     pub signer: Signer,
-    pub http: reqwest::Client,
+    pub http: crate::egress::EgressClient,
     pub credentials: CredentialStore,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub cache: cache::Cache,

@@ -10,6 +10,7 @@ pub mod agent_secret;
 pub mod credentials;
 pub mod finalizer;
 mod record;
+pub mod secret_ref;
 pub mod signing_key;
 
 pub use record::{FlowError, PendingVerification, Record, TokenSet};
