@@ -53,6 +53,10 @@ pub struct StateClaims {
     /// Random session id; also bound to the browser by a cookie and the seed of the PKCE verifier.
     pub sid: String,
     pub exp: i64,
+    /// UID of the Connection the attempt was sent out for: the callback refuses the state at any
+    /// other Connection's redirect URI (RFC 9700 mix-up defence).
+    #[serde(default)]
+    pub conn: String,
 }
 
 /// Signs and verifies tokens with the operator's HMAC-SHA256 key.

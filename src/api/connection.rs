@@ -180,6 +180,21 @@ pub struct OAuth2Settings {
     /// Use PKCE (S256). On by default; turn off only for providers that reject it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pkce: Option<bool>,
+
+    /// Keep the shared redirect URI `<gateway>/oauth/callback` of earlier releases instead of this
+    /// Connection's own (`status.redirectUri`), for registrations made before the upgrade. Weaker
+    /// against mix-up attacks between Connections; accepted for one release, then removed.
+    /// Register the new URI at the provider and drop this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_redirect_uri: Option<bool>,
+
+    /// The authorization server's issuer identifier. When the provider sends `iss` with the
+    /// authorization response (RFC 9207) it must equal this; without it, `iss` must have the
+    /// origin of the authorization URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("must be an http(s) URL"))]
+    #[schemars(length(min = 1, max = 2048))]
+    pub issuer: Option<String>,
 }
 
 /// How the client authenticates at the token endpoint.

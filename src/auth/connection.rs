@@ -7,7 +7,7 @@ use kube::{Client, ResourceExt};
 use super::oauth2::{ConfigError, OAuthClient, Settings};
 use crate::api::{Connection, SecretKeyRef};
 use crate::config::Config;
-use crate::store::secret_ref;
+use crate::store::{Grant, secret_ref};
 
 /// The Connection's effective OAuth 2.0 settings (no API calls), for `OAuth2` and
 /// `ClientCredentials` Connections.
@@ -37,15 +37,58 @@ pub async fn oauth_client(
     config: &Config,
     conn: &Connection,
 ) -> Result<OAuthClient, ConfigError> {
-    let settings = settings(conn)?;
+    oauth_client_for(client, config, conn, None).await
+}
+
+/// An OAuth client for refreshing or revoking `grant`: its own endpoints and client id, whatever
+/// the Connection says now, with the Connection's current client secret (so rotating the secret
+/// under the same client id keeps working). A grant of another client gets no secret.
+pub async fn oauth_client_for(
+    client: &Client,
+    config: &Config,
+    conn: &Connection,
+    grant: Option<&Grant>,
+) -> Result<OAuthClient, ConfigError> {
+    let current = settings(conn)?;
+    let same_client = grant.is_none_or(|g| g.client_id == current.client_id);
+    let settings = match grant {
+        Some(g) => current.pinned_to(g),
+        None => current,
+    };
     let secret = match conn
         .spec
         .oauth2
         .as_ref()
         .and_then(|o| o.client_secret_ref.as_ref())
     {
-        Some(r) => Some(read_secret_key(client, &conn.namespace().unwrap_or_default(), r).await?),
+        Some(r) if same_client => Some(read_secret_key(client, &conn.namespace().unwrap_or_default(), r).await?),
+        Some(_) => None,
         None => None,
     };
-    OAuthClient::new(settings, secret, &config.redirect_uri())
+    OAuthClient::new(settings, secret, &redirect_uri(config, conn))
+}
+
+/// The callback URL to register at the provider for this Connection:
+/// `<gateway>/oauth/callback/ns/<namespace>/<name>`, its own, so that a provider sends a user who
+/// consented to this client back only to this Connection (RFC 9700 section 4.4 mix-up defence).
+/// A Connection with `spec.oauth2.legacyRedirectUri` keeps the shared `<gateway>/oauth/callback`
+/// of earlier releases.
+pub fn redirect_uri(config: &Config, conn: &Connection) -> String {
+    if legacy_callback(conn) {
+        return config.redirect_uri();
+    }
+    config.endpoint(&format!(
+        "oauth/callback/ns/{}/{}",
+        conn.namespace().unwrap_or_default(),
+        conn.name_any()
+    ))
+}
+
+/// The Connection opted in to the shared callback of earlier releases.
+pub fn legacy_callback(conn: &Connection) -> bool {
+    conn.spec
+        .oauth2
+        .as_ref()
+        .and_then(|o| o.legacy_redirect_uri)
+        .unwrap_or(false)
 }

@@ -132,6 +132,26 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The grant a user authorizing now would give: these endpoints, this client.
+    pub fn grant(&self) -> crate::store::Grant {
+        crate::store::Grant {
+            client_id: self.client_id.clone(),
+            token_url: self.token_url.clone(),
+            refresh_url: self.refresh_url.clone(),
+            revocation_url: self.revocation_url.clone(),
+            requested_scopes: self.scopes.clone(),
+        }
+    }
+
+    /// These settings aimed at the endpoints and client of `grant`, for refreshing and revoking it.
+    pub fn pinned_to(mut self, grant: &crate::store::Grant) -> Settings {
+        self.client_id = grant.client_id.clone();
+        self.token_url = grant.token_url.clone();
+        self.refresh_url = grant.refresh_url.clone();
+        self.revocation_url = grant.revocation_url.clone();
+        self
+    }
+
     /// Merges `spec` over the preset named by `provider`, and checks that every URL parses.
     /// `ClientCredentials` needs only a token URL and gets no default scopes (those are for users).
     pub fn resolve(
@@ -297,6 +317,11 @@ impl OAuthClient {
             client_secret,
             redirect_uri: redirect,
         })
+    }
+
+    /// The grant an authorization through this client gives (pinned in the operator's copy).
+    pub fn grant(&self) -> crate::store::Grant {
+        self.settings.grant()
     }
 
     /// The provider URL to send the user to, for `state` and the session's PKCE verifier. Scopes

@@ -159,12 +159,17 @@ fn resolve_connection(
         (None, _) => Source::Operator,
     };
     let duration = |d: Option<&String>| d.and_then(|s| schedule::parse_duration(s).ok());
+    let settings = conn_auth::settings(&conn).ok();
     let view = ConnectionView {
         source,
         link_ttl: duration(conn.spec.authorization_link.as_ref().and_then(|l| l.ttl.as_ref()))
             .unwrap_or(DEFAULT_LINK_TTL),
         refresh_before: duration(conn.spec.refresh.as_ref().and_then(|r| r.before.as_ref())),
-        scopes: conn_auth::settings(&conn).map(|s| s.scopes).unwrap_or_default(),
+        grant: settings
+            .as_ref()
+            .filter(|_| conn.spec.auth_type == crate::api::AuthType::OAuth2)
+            .map(|s| s.grant()),
+        scopes: settings.map(|s| s.scopes).unwrap_or_default(),
     };
     Ok((conn, view))
 }
@@ -368,7 +373,8 @@ async fn refresh(
         .tokens
         .clone()
         .filter(|_| !versioned.record.rejected);
-    let outcome = match super::obtain::obtain(ctx, conn, account, current.as_ref(), now).await {
+    let grant = versioned.record.grant.clone();
+    let outcome = match super::obtain::obtain(ctx, conn, account, current.as_ref(), grant.as_ref(), now).await {
         Ok(None) => return Ok(()),
         Ok(Some(t)) => Ok(t),
         Err(e) => Err(e),
@@ -476,7 +482,86 @@ async fn housekeeping(
     if view.source == Source::SecretRef {
         sync_credentials_ref(account, conn, versioned, ctx, now).await?;
     }
+    pin_grant(account, view, versioned, ctx).await?;
+    revoke_superseded(account, conn, versioned, ctx).await
+}
+
+/// A credential stored before grants were pinned gets the Connection's endpoints of today, once:
+/// from then on an edit of the Connection cannot redirect its refresh token.
+async fn pin_grant(
+    account: &ConnectedAccount,
+    view: &ConnectionView,
+    versioned: &mut Versioned,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let unpinned = |v: &Versioned| v.record.tokens.is_some() && v.record.grant.is_none();
+    let Some(grant) = view.grant.as_ref().filter(|_| unpinned(versioned)) else {
+        return Ok(());
+    };
+    *versioned = ctx.credentials.get(&account.uid().unwrap_or_default()).await?;
+    if unpinned(versioned) {
+        let mut record = versioned.record.clone();
+        record.grant = Some(grant.clone());
+        persist(account, versioned, record, ctx).await?;
+        tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "pinned the existing grant to the Connection's current endpoints");
+    }
     Ok(())
+}
+
+/// Revokes a grant that a new authorization elsewhere replaced, at its own pinned endpoint only,
+/// then forgets it (also when revocation fails: the provider's refusal is final, and a retry loop
+/// against an endpoint that is gone would never end).
+async fn revoke_superseded(
+    account: &ConnectedAccount,
+    conn: &Connection,
+    versioned: &mut Versioned,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let Some(old) = versioned.record.superseded.clone() else {
+        return Ok(());
+    };
+    revoke(account, conn, &old.tokens, &old.grant, ctx).await;
+    let mut record = versioned.record.clone();
+    record.superseded = None;
+    persist(account, versioned, record, ctx).await
+}
+
+/// Revokes `tokens` at the endpoint of `grant` (best effort), with an Event either way.
+async fn revoke(
+    account: &ConnectedAccount,
+    conn: &Connection,
+    tokens: &crate::store::TokenSet,
+    grant: &crate::store::Grant,
+    ctx: &Context,
+) {
+    let outcome = match conn_auth::oauth_client_for(&ctx.client, &ctx.config, conn, Some(grant)).await {
+        Ok(c) => c.revoke(&ctx.http, tokens).await,
+        Err(e) => Err(e.0),
+    };
+    let host = grant
+        .revocation_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    match outcome {
+        Ok(true) => {
+            ctx.event(
+                account,
+                EventType::Normal,
+                "Revoked",
+                "Revoke",
+                format!("token revoked at {host}, where it was obtained"),
+            )
+            .await
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(account = %account.name_any(), error = %e, "revocation failed; deleting local copies anyway");
+            ctx.event(account, EventType::Warning, "RevocationFailed", "Revoke", e)
+                .await;
+        }
+    }
 }
 
 /// Copies the credential from the account's `spec.credentialsRef` Secret when it changed. A missing
@@ -632,27 +717,10 @@ async fn discard_credentials(
     let versioned = ctx.credentials.get(&uid).await?;
     let revocable = conn.filter(|c| c.spec.oauth2.is_some());
     if let (Some(tokens), Some(conn)) = (&versioned.record.tokens, revocable) {
-        let outcome = match conn_auth::oauth_client(&ctx.client, &ctx.config, conn).await {
-            Ok(c) => c.revoke(&ctx.http, tokens).await,
-            Err(e) => Err(e.0),
-        };
-        match outcome {
-            Ok(true) => {
-                ctx.event(
-                    account,
-                    EventType::Normal,
-                    "Revoked",
-                    "Revoke",
-                    "token revoked at the provider".into(),
-                )
-                .await
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(account = %account.name_any(), error = %e, "revocation failed; deleting local copies anyway");
-                ctx.event(account, EventType::Warning, "RevocationFailed", "Revoke", e)
-                    .await;
-            }
+        // Only where the grant was obtained; a grant stored before pinning has the Connection's.
+        let current = conn_auth::settings(conn).ok().map(|s| s.grant());
+        if let Some(grant) = versioned.record.grant.clone().or(current) {
+            revoke(account, conn, tokens, &grant, ctx).await;
         }
     }
     if ownership == Ownership::Ours {

@@ -19,6 +19,8 @@ pub struct ConnectionView {
     pub refresh_before: Option<SignedDuration>,
     pub scopes: Vec<String>,
     pub source: Source,
+    /// The grant an authorization now would give (OAuth 2.0): compared with the pinned one.
+    pub grant: Option<crate::store::Grant>,
 }
 
 /// Where an account's credential comes from.
@@ -111,8 +113,23 @@ pub fn refresh_due(o: &Observed<'_>) -> bool {
     let retry_ok = o.refresh_failure.is_none_or(|f| f.retry_at <= o.now);
     match usable_tokens(o.record) {
         None => conn.source == Source::Operator && retry_ok,
-        Some(tokens) => renewal_at(conn, tokens, o.account).is_some_and(|at| at <= o.now) && retry_ok,
+        Some(tokens) => {
+            renewal_at(conn, tokens, o.account).is_some_and(|at| at <= o.now)
+                && retry_ok
+                && !client_moved(conn, o.record)
+        }
     }
+}
+
+/// The Connection now names other endpoints or another client than the grant was obtained with.
+fn grant_moved(conn: &ConnectionView, record: &Record) -> bool {
+    matches!((&conn.grant, &record.grant), (Some(now), Some(pinned)) if !now.same_place(pinned))
+}
+
+/// The Connection's client id changed: the grant's own client cannot authenticate any more (its
+/// secret is gone), so it is not refreshed; it runs until expiry while the user re-authorizes.
+fn client_moved(conn: &ConnectionView, record: &Record) -> bool {
+    matches!((&conn.grant, &record.grant), (Some(now), Some(pinned)) if now.client_id != pinned.client_id)
 }
 
 fn renewal_at(
@@ -168,15 +185,26 @@ pub fn decide(o: &Observed<'_>) -> Plan {
     }
 
     let tokens = usable_tokens(o.record);
+    // Compared with what was asked for when the user authorized: providers legitimately grant
+    // fewer (or drop meta scopes such as `offline_access`), which must not loop re-authorizations.
+    let asked = |t: &'_ crate::store::TokenSet| -> Vec<String> {
+        match &o.record.grant {
+            Some(g) if !g.requested_scopes.is_empty() => g.requested_scopes.clone(),
+            _ => t.scopes.clone(),
+        }
+    };
     let missing_scopes: Vec<&str> = match tokens {
-        Some(t) => conn
-            .scopes
-            .iter()
-            .filter(|s| !t.scopes.contains(s))
-            .map(String::as_str)
-            .collect(),
+        Some(t) => {
+            let asked = asked(t);
+            conn.scopes
+                .iter()
+                .filter(|s| !asked.contains(s))
+                .map(String::as_str)
+                .collect()
+        }
         None => Vec::new(),
     };
+    let moved = tokens.is_some() && grant_moved(conn, o.record);
     let interactive = conn.source == Source::Link;
     let pending = o.record.pending.as_ref().filter(|p| p.expires_at > o.now);
     let reauthorize = interactive && reauthorize_requested(o.account);
@@ -186,7 +214,7 @@ pub fn decide(o: &Observed<'_>) -> Plan {
     // While the platform verifies a user there is nothing for a link to do.
     let wanted = interactive
         && pending.is_none()
-        && (tokens.is_none() || !missing_scopes.is_empty() || reauthorize || outstanding.is_some());
+        && (tokens.is_none() || moved || !missing_scopes.is_empty() || reauthorize || outstanding.is_some());
     plan.link = match outstanding {
         _ if !wanted => LinkPlan::Clear,
         Some(l) if !reauthorize && l.exp > o.now.as_second() => LinkPlan::Keep,
@@ -258,9 +286,16 @@ pub fn decide(o: &Observed<'_>) -> Plan {
                 AccountState::Active
             };
             plan.publish = !o.secret_current;
-            plan.next_refresh_at = renewal_at(conn, t, o.account);
+            plan.next_refresh_at = renewal_at(conn, t, o.account).filter(|_| !client_moved(conn, o.record));
             plan.conditions.push(if expired {
                 not_ready("TokenExpired", "the access token expired and could not be renewed yet")
+            } else if moved {
+                not_ready(
+                    "ConnectionChanged",
+                    "the Connection's endpoints or client id changed since the user authorized; the existing \
+                     grant is renewed and revoked only where it was obtained (not at all under a new client id), \
+                     and a new link waits for the user",
+                )
             } else if !missing_scopes.is_empty() {
                 not_ready_owned(
                     "ScopesChanged",
@@ -302,6 +337,8 @@ pub fn decide(o: &Observed<'_>) -> Plan {
         .then(|| o.now + SignedDuration::try_from(SECRET_REF_RECHECK).unwrap_or_default());
     let next = [
         plan.next_refresh_at.map(|t| t.max(retry_at.unwrap_or(t))),
+        // The state turns EXPIRED exactly when the access token does.
+        tokens.and_then(|t| t.expires_at).filter(|e| *e > o.now),
         link_expiry.and_then(|s| Timestamp::from_second(s).ok()),
         pending.map(|p| p.expires_at),
         // An operator-obtained credential that failed is retried at the backoff time.

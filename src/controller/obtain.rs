@@ -11,20 +11,23 @@ use crate::api::{AuthType, ConnectedAccount, Connection, SecretKeyRef};
 use crate::auth::connection as conn_auth;
 use crate::auth::jwt::{self, JwtError, Template};
 use crate::auth::oauth2::TokenEndpointError;
-use crate::store::TokenSet;
+use crate::store::{Grant, TokenSet};
 
-/// A new credential for `account`. `current` is the credential to renew, if any; OAuth 2.0 needs it.
+/// A new credential for `account`. `current` is the credential to renew, if any; OAuth 2.0 needs it,
+/// and `grant`, where it was obtained.
 /// `Ok(None)`: this method has nothing to renew on its own (hosted forms).
 pub async fn obtain(
     ctx: &Context,
     conn: &Connection,
     account: &ConnectedAccount,
     current: Option<&TokenSet>,
+    grant: Option<&Grant>,
     now: Timestamp,
 ) -> Result<Option<TokenSet>, TokenEndpointError> {
     match (conn.spec.auth_type, current) {
+        // Refreshed only where it was obtained, with the client it was issued to.
         (AuthType::OAuth2, Some(current)) => {
-            let client = conn_auth::oauth_client(&ctx.client, &ctx.config, conn)
+            let client = conn_auth::oauth_client_for(&ctx.client, &ctx.config, conn, grant)
                 .await
                 .map_err(|e| misconfigured(e.0))?;
             let _slot = token_call_slot(ctx).await?;

@@ -1,8 +1,10 @@
 //! When to renew a token, and how long to wait after a failed renewal.
 //!
 //! Renewal happens at `expires_at - before - jitter`. `before` is the Connection's
-//! `spec.refresh.before`, or else a third of the token's lifetime, at least one minute but never
-//! more than half the lifetime (so a short-lived token is not renewed the moment it arrives).
+//! `spec.refresh.before`, or else a third of the token's lifetime, at least one minute. Whatever
+//! `before` says, renewal is never earlier than half the token's lifetime after it was obtained,
+//! and never sooner than [`MIN_INTERVAL`] after it: a `before` close to (or beyond) the lifetime,
+//! or a provider issuing near-zero lifetimes, cannot make a refresh loop.
 //! Jitter (up to a tenth of `before`) is derived from the account UID and the token's issue time,
 //! so many tokens issued together spread out, yet a reconcile always computes the same time: no
 //! status churn, no hot loop.
@@ -36,16 +38,19 @@ pub fn renew_at(
         .max(SignedDuration::ZERO);
     let half = lifetime / 2;
     let before = match before {
-        Some(b) if b < lifetime => b,
-        Some(_) => half,
+        Some(b) => b.min(half),
         None => (lifetime / 3).max(SignedDuration::from_secs(60).min(half)),
     };
     let mut h = DefaultHasher::new();
     (uid, tokens.obtained_at.as_second()).hash(&mut h);
     let spread = (before / 10).as_millis().max(1) as u64;
     let jitter = SignedDuration::from_millis((h.finish() % spread) as i64);
-    Some(expires_at - before - jitter)
+    let earliest = tokens.obtained_at + half.max(MIN_INTERVAL);
+    Some((expires_at - before - jitter).max(earliest))
 }
+
+/// The shortest time between obtaining a credential and renewing it.
+pub const MIN_INTERVAL: SignedDuration = SignedDuration::from_secs(5);
 
 /// Delay before retry number `attempt` (1-based) after a transient failure: 5 s doubling to 5 min,
 /// plus up to 20% jitter.
@@ -106,9 +111,26 @@ mod tests {
     }
 
     #[test]
-    fn explicit_before_wins_unless_it_exceeds_the_lifetime() {
-        assert!((45..=49).contains(&lead(&tokens(60), Some(SignedDuration::from_secs(45)), "u")));
-        assert!((30..=33).contains(&lead(&tokens(60), Some(SignedDuration::from_secs(600)), "u")));
+    fn explicit_before_wins_up_to_half_the_lifetime() {
+        assert!((20..=22).contains(&lead(&tokens(60), Some(SignedDuration::from_secs(20)), "u")));
+        // `before` at or beyond the lifetime: never before half of it has passed, for any jitter.
+        for before in [30, 45, 59, 60, 600] {
+            for uid in ["a", "b", "c", "d", "e"] {
+                let t = tokens(60);
+                let at = refresh_at(&t, Some(SignedDuration::from_secs(before)), uid).unwrap();
+                assert!(at >= t.obtained_at + SignedDuration::from_secs(30), "before {before}s, {uid}");
+                assert_eq!(lead(&t, Some(SignedDuration::from_secs(before)), uid), 30);
+            }
+        }
+    }
+
+    #[test]
+    fn near_zero_lifetimes_cannot_loop() {
+        for lifetime in [0, 1, 4] {
+            let t = tokens(lifetime);
+            let at = refresh_at(&t, None, "u").unwrap();
+            assert_eq!(at, t.obtained_at + MIN_INTERVAL, "lifetime {lifetime}s");
+        }
     }
 
     #[test]

@@ -1,15 +1,21 @@
-//! `GET /oauth/callback`: the provider sends the user back here with a code (or an error).
+//! `GET /oauth/callback/ns/{namespace}/{connection}` (and, for Connections that opted in, the shared
+//! `GET /oauth/callback` of earlier releases): the provider sends the user back here with a code
+//! (or an error).
 //!
 //! Checks, in order: the `state` signature and expiry, the browser cookie of the attempt, that the
 //! account still exists with the same UID, and that the attempt's link is still the account's
-//! current one. Then the code is exchanged with the session's PKCE verifier and the credentials are
+//! current one; then that the state was issued for the very Connection whose redirect URI this is,
+//! and that `iss` (RFC 9207), when sent, names that Connection's authorization server. A state of
+//! one Connection arriving at another's callback is refused before any code is exchanged
+//! (RFC 9700 section 4.4 mix-up). Then the code is exchanged with the session's PKCE verifier and the credentials are
 //! written to the operator's copy with optimistic concurrency, which also spends the link: a second
 //! completion through it finds the link spent and is refused.
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::Api;
 
 use super::complete::{complete, finish, record_failure, spent};
@@ -22,7 +28,22 @@ use crate::links::{self, LinkClaims, StateClaims};
 /// Longest query string the callback reads.
 const MAX_QUERY: usize = 4096;
 
-pub async fn callback(State(gw): State<Gateway>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+/// The shared callback of earlier releases, for Connections with `legacyRedirectUri`.
+pub async fn legacy(State(gw): State<Gateway>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    callback(gw, None, headers, query).await
+}
+
+/// A Connection's own callback.
+pub async fn own(
+    State(gw): State<Gateway>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    callback(gw, Some((ns, name)), headers, query).await
+}
+
+async fn callback(gw: Gateway, at: Option<(String, String)>, headers: HeaderMap, query: Option<String>) -> Response {
     let query = query.unwrap_or_default();
     if query.len() > MAX_QUERY {
         return pages::bad_request("The request is too large.");
@@ -66,6 +87,17 @@ pub async fn callback(State(gw): State<Gateway>, headers: HeaderMap, RawQuery(qu
         tracing::info!(account = %claims.name, namespace = %claims.ns, "OAuth state for a spent or replaced link");
         return pages::used_link();
     }
+    let conns: Api<Connection> = Api::namespaced(gw.client.clone(), &claims.ns);
+    let conn = match conns.get_opt(&account.spec.connection_ref.name).await {
+        Ok(Some(c)) => c,
+        _ => return pages::unavailable("This app is not configured. Contact the platform team."),
+    };
+    if let Err(why) = meant_for(&conn, &claims, at.as_ref(), param("iss").as_deref()) {
+        tracing::warn!(account = %claims.name, namespace = %claims.ns, connection = %conn.name_any(), why, "refused a sign-in response meant for another Connection");
+        return pages::bad_request(
+            "This sign-in response does not belong to this app. Start again from your link.",
+        );
+    }
 
     if let Some(error) = param("error") {
         let (reason, message) = match error.as_str() {
@@ -98,11 +130,6 @@ pub async fn callback(State(gw): State<Gateway>, headers: HeaderMap, RawQuery(qu
         return pages::bad_request("The sign-in response is missing its code. Start again from your link.");
     };
 
-    let conns: Api<Connection> = Api::namespaced(gw.client.clone(), &claims.ns);
-    let conn = match conns.get_opt(&account.spec.connection_ref.name).await {
-        Ok(Some(c)) => c,
-        _ => return pages::unavailable("This app is not configured. Contact the platform team."),
-    };
     let oauth = match conn_auth::oauth_client(&gw.client, &gw.config, &conn).await {
         Ok(c) => c,
         Err(e) => {
@@ -132,7 +159,7 @@ pub async fn callback(State(gw): State<Gateway>, headers: HeaderMap, RawQuery(qu
             );
         }
     };
-    let result = complete(&gw, &account, &conn, &claims.link, tokens).await;
+    let result = complete(&gw, &account, &conn, &claims.link, tokens, Some(oauth.grant())).await;
     finish(&account, &conn, result)
 }
 
@@ -147,6 +174,37 @@ pub fn session_of(headers: &HeaderMap, name: &str) -> Option<String> {
             let (k, v) = c.trim().split_once('=')?;
             (k == name).then(|| v.to_owned())
         })
+}
+
+/// Whether a sign-in response for `claims` may complete at this callback: the state names this
+/// Connection (same UID, so a re-created namesake is refused too), arrives at its own redirect URI
+/// (or at the shared one if it opted in), and `iss`, when present, is its authorization server.
+fn meant_for(
+    conn: &Connection,
+    claims: &StateClaims,
+    at: Option<&(String, String)>,
+    iss: Option<&str>,
+) -> Result<(), &'static str> {
+    if conn.metadata.uid.as_deref() != Some(claims.conn.as_str()) {
+        return Err("state issued for another Connection");
+    }
+    match at {
+        Some((ns, name)) if *ns == conn.namespace().unwrap_or_default() && *name == conn.name_any() => {}
+        Some(_) => return Err("state arrived at another Connection's redirect URI"),
+        None if conn_auth::legacy_callback(conn) => {}
+        None => return Err("state arrived at the shared redirect URI the Connection did not opt in to"),
+    }
+    let Some(iss) = iss else { return Ok(()) };
+    let expected = conn.spec.oauth2.as_ref().and_then(|o| o.issuer.clone());
+    let ok = match expected {
+        Some(e) => e.trim_end_matches('/') == iss.trim_end_matches('/'),
+        None => {
+            let auth = conn_auth::settings(conn).ok().and_then(|s| s.authorization_url);
+            let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
+            auth.is_some_and(|a| origin(&a).is_some() && origin(&a) == origin(iss))
+        }
+    };
+    if ok { Ok(()) } else { Err("iss names another authorization server") }
 }
 
 fn link_is_current(gw: &Gateway, account: &ConnectedAccount, claims: &StateClaims) -> bool {

@@ -12,7 +12,7 @@ use crate::api::{ConnectedAccount, Connection};
 use crate::controller::schedule;
 use crate::links::LinkClaims;
 use crate::store::credentials::StoreError;
-use crate::store::{FlowError, PendingVerification, Record, TokenSet};
+use crate::store::{FlowError, Grant, PendingVerification, Record, TokenSet};
 
 /// How long the platform has to confirm a user by default.
 const DEFAULT_VERIFICATION_TTL: jiff::SignedDuration = jiff::SignedDuration::from_mins(15);
@@ -36,6 +36,7 @@ pub async fn complete(
     conn: &Connection,
     link: &str,
     tokens: TokenSet,
+    grant: Option<Grant>,
 ) -> Result<Next, Completion> {
     let uid = account.uid().unwrap_or_default();
     let now = Timestamp::now();
@@ -51,14 +52,18 @@ pub async fn complete(
             return Err(Completion::AlreadyDone);
         }
         let (record, next) = match &conn.spec.verification {
-            None => (
-                Record {
-                    tokens: Some(tokens.clone()),
+            None => {
+                let mut record = Record {
+                    tokens: current.record.tokens.clone(),
+                    grant: current.record.grant.clone(),
+                    rejected: current.record.rejected,
+                    superseded: current.record.superseded.clone(),
                     completed_link: Some(link.to_owned()),
                     ..Default::default()
-                },
-                Next::Done,
-            ),
+                };
+                record.install(tokens.clone(), grant.clone());
+                (record, Next::Done)
+            }
             Some(v) => {
                 let ttl = v
                     .ttl
@@ -79,10 +84,13 @@ pub async fn complete(
                 // Credentials that work today stay published until the new ones are confirmed.
                 let record = Record {
                     tokens: current.record.tokens.clone().filter(|_| !current.record.rejected),
+                    grant: current.record.grant.clone(),
+                    superseded: current.record.superseded.clone(),
                     completed_link: Some(link.to_owned()),
                     pending: Some(PendingVerification {
                         request,
                         tokens: tokens.clone(),
+                        grant: grant.clone(),
                         expires_at: now + ttl,
                     }),
                     ..Default::default()

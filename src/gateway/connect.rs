@@ -43,8 +43,8 @@ pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Re
         return super::forms::show(&gw, &claims, &conn).await;
     }
     // The authorization URL needs no client secret: nothing to read from the API here.
-    let oauth = match conn_auth::settings(&conn)
-        .and_then(|s| OAuthClient::new(s, None, &gw.config.redirect_uri()))
+    let redirect_uri = conn_auth::redirect_uri(&gw.config, &conn);
+    let oauth = match conn_auth::settings(&conn).and_then(|s| OAuthClient::new(s, None, &redirect_uri))
     {
         Ok(c) => c,
         Err(e) => {
@@ -60,10 +60,11 @@ pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Re
         link: claims.nonce.clone(),
         sid: sid.clone(),
         exp: now + STATE_TTL_SECS,
+        conn: conn.metadata.uid.clone().unwrap_or_default(),
     });
     let target = oauth.authorize_url(&state, &gw.signer.pkce_verifier(&sid));
     tracing::debug!(account = %claims.name, namespace = %claims.ns, "sending user to the provider");
-    let cookie = session_cookie(&gw, SESSION_COOKIE, &gw.config.redirect_uri(), &sid);
+    let cookie = session_cookie(&gw, SESSION_COOKIE, &redirect_uri, &sid);
     let mut resp = (StatusCode::FOUND, [(header::LOCATION, target.as_str())]).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);

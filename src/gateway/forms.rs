@@ -130,7 +130,7 @@ pub async fn submit(
         tracing::info!(account = %claims.name, namespace = %claims.ns, "submitted credential failed the app's check");
         return refuse(&clean, BTreeMap::new(), Some(general));
     }
-    let result = complete(&gw, &account, &conn, &claims.nonce, tokens).await;
+    let result = complete(&gw, &account, &conn, &claims.nonce, tokens, None).await;
     finish(&account, &conn, result)
 }
 
@@ -194,6 +194,7 @@ fn render(
         link: claims.nonce.clone(),
         sid: sid.to_owned(),
         exp: Timestamp::now().as_second() + STATE_TTL_SECS,
+        conn: conn.metadata.uid.clone().unwrap_or_default(),
     });
     let app = conn
         .spec

@@ -64,7 +64,8 @@ pub fn router(gw: Gateway) -> Router {
     let metrics = gw.metrics.clone();
     let mut router = Router::new()
         .route("/connect/{token}", get(connect::connect).post(forms::submit))
-        .route("/oauth/callback", get(callback::callback))
+        .route("/oauth/callback", get(callback::legacy))
+        .route("/oauth/callback/ns/{ns}/{connection}", get(callback::own))
         .route("/verify", axum::routing::post(verify::verify))
         .fallback(|| async { pages::not_found() })
         .with_state(gw)

@@ -123,8 +123,7 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
         };
         let matches = req.identifier == account.spec.identifier;
         if matches {
-            record.tokens = Some(pending.tokens);
-            record.rejected = false;
+            record.install(pending.tokens, pending.grant);
             record.flow_error = None;
         } else {
             record.flow_error = Some(FlowError {

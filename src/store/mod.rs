@@ -13,7 +13,7 @@ mod record;
 pub mod secret_ref;
 pub mod signing_key;
 
-pub use record::{FlowError, PendingVerification, Record, TokenSet};
+pub use record::{FlowError, Grant, PendingVerification, Record, Superseded, TokenSet};
 
 /// Label on every Secret the operator creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "agent-auth-operator");

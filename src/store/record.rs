@@ -30,6 +30,78 @@ pub struct Record {
     /// `resourceVersion` of the account's `spec.credentialsRef` Secret the tokens were copied from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_version: Option<String>,
+    /// Where the OAuth 2.0 grant in `tokens` was obtained: refresh and revocation go only there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Grant>,
+    /// A grant replaced by a new authorization, still to be revoked at its own pinned endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded: Option<Superseded>,
+}
+
+/// The endpoints and client an OAuth 2.0 grant belongs to. A refresh token is only ever sent to
+/// the endpoint it came from, with the client it was issued to: editing a Connection's endpoints
+/// or client id cannot redirect an existing grant.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    pub client_id: String,
+    pub token_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_url: Option<String>,
+    /// The scopes asked for when the user authorized (providers may grant fewer, or drop meta
+    /// scopes such as `offline_access`); a Connection asking for more needs re-authorization.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requested_scopes: Vec<String>,
+}
+
+impl Grant {
+    /// Same endpoints and client (the requested scopes may differ).
+    pub fn same_place(&self, other: &Grant) -> bool {
+        self.client_id == other.client_id
+            && self.token_url == other.token_url
+            && self.refresh_url == other.refresh_url
+            && self.revocation_url == other.revocation_url
+    }
+}
+
+/// A replaced grant awaiting revocation. `Debug` never prints the token.
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Superseded {
+    pub tokens: TokenSet,
+    pub grant: Grant,
+}
+
+impl std::fmt::Debug for Superseded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Superseded")
+            .field("tokens", &self.tokens)
+            .field("grant", &self.grant)
+            .finish()
+    }
+}
+
+impl Record {
+    /// Puts a newly authorized credential in place. A previous grant obtained somewhere else (the
+    /// Connection's endpoints or client changed) is kept aside for revocation at its own pinned
+    /// endpoint; one at the same place is not revoked, since providers such as Google revoke every
+    /// token of the client and user together.
+    pub fn install(&mut self, tokens: TokenSet, grant: Option<Grant>) {
+        let old_tokens = self.tokens.take().filter(|_| !self.rejected);
+        if let (Some(old), Some(old_grant)) = (old_tokens, self.grant.take())
+            && grant.as_ref().is_none_or(|g| !g.same_place(&old_grant))
+        {
+            self.superseded = Some(Superseded {
+                tokens: old,
+                grant: old_grant,
+            });
+        }
+        self.tokens = Some(tokens);
+        self.grant = grant;
+        self.rejected = false;
+    }
 }
 
 /// A credential waiting for the platform to confirm who authorized it.
@@ -39,6 +111,9 @@ pub struct PendingVerification {
     /// Nonce of the one-time request id given to the platform.
     pub request: String,
     pub tokens: TokenSet,
+    /// Where `tokens` were obtained (OAuth 2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Grant>,
     /// After this the credential is discarded and a new link issued.
     pub expires_at: Timestamp,
 }

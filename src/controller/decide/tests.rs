@@ -27,6 +27,7 @@ fn conn() -> ConnectionView {
         refresh_before: None,
         scopes: vec!["email".into()],
         source: Source::Link,
+        grant: None,
     }
 }
 
