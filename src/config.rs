@@ -21,6 +21,10 @@ pub struct Config {
     pub refresh_concurrency: usize,
     /// Where tenant-set URLs may point beyond the public internet (`--egress-allow`).
     pub egress: crate::egress::EgressPolicy,
+    /// How far namespaced Connections are trusted (`--connection-policy`).
+    pub connection_policy: crate::controller::tenancy::ConnectionPolicy,
+    /// Hosts that namespaced Connections may name explicitly under `presets-only`.
+    pub connection_hosts: crate::egress::EgressPolicy,
 }
 
 impl Config {

@@ -103,6 +103,16 @@ impl EgressPolicy {
         is_public(ip) || self.host_listed(host) || self.net_listed(ip)
     }
 
+    /// Whether the allowlist names `url`'s host (by name, or an IP literal inside a listed CIDR).
+    pub fn lists_host_of(&self, url: &url::Url) -> bool {
+        match url.host() {
+            Some(url::Host::Ipv4(ip)) => self.net_listed(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => self.net_listed(IpAddr::V6(ip)),
+            Some(url::Host::Domain(d)) => self.host_listed(d),
+            None => false,
+        }
+    }
+
     /// Checks what can be checked without DNS: scheme, and IP-literal hosts.
     pub fn check_url(&self, url: &url::Url) -> Result<(), EgressError> {
         let literal = match url.host() {

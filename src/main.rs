@@ -87,6 +87,15 @@ struct RunArgs {
     /// internal, and over plain http. Everything else must be https to a public address.
     #[arg(long = "egress-allow", env = "EGRESS_ALLOW", value_delimiter = ',')]
     egress_allow: Vec<agent_auth_operator::egress::Allow>,
+    /// How far namespaced Connections are trusted: `any` (every Connection editor may point
+    /// accounts anywhere), `presets-only` (explicit endpoints only on --connection-host-allow
+    /// hosts, catalog endpoints otherwise), `deny` (ClusterConnections only).
+    #[arg(long, env = "CONNECTION_POLICY", value_enum, default_value_t)]
+    connection_policy: agent_auth_operator::controller::tenancy::ConnectionPolicy,
+    /// Hosts (`idp.example.com`, `*.example.com`) or CIDRs namespaced Connections may name in
+    /// explicit endpoints under `--connection-policy=presets-only`.
+    #[arg(long = "connection-host-allow", env = "CONNECTION_HOST_ALLOW", value_delimiter = ',')]
+    connection_host_allow: Vec<agent_auth_operator::egress::Allow>,
 }
 
 #[tokio::main]
@@ -151,6 +160,8 @@ async fn main() -> ExitCode {
                 leader_election: args.leader_election,
                 refresh_concurrency: usize::from(args.refresh_concurrency),
                 egress: agent_auth_operator::egress::EgressPolicy::new(args.egress_allow),
+                connection_policy: args.connection_policy,
+                connection_hosts: agent_auth_operator::egress::EgressPolicy::new(args.connection_host_allow),
             };
             match run::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,

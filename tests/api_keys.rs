@@ -174,6 +174,7 @@ async fn credentials_ref_activates_without_a_user_and_follows_the_secret() {
     let source = |key: &str| Secret {
         metadata: ObjectMeta {
             name: Some("team-key".into()),
+            labels: Some(agent_auth_operator::store::secret_ref::opt_in_labels()),
             ..Default::default()
         },
         string_data: Some(BTreeMap::from([("api_key".to_owned(), key.to_owned())])),

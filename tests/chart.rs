@@ -1234,7 +1234,8 @@ async fn operator_serves_with_chart_rbac(client: &kube::Client, ns: &str, work_n
 
     // A Connection and an account: status, link, finalizer, an Event.
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "google-oauth"}, "stringData": {"client-secret": "not-a-real-secret"}
+        "metadata": {"name": "google-oauth", "labels": {"agentauth.dev/usable": "true"}},
+        "stringData": {"client-secret": "not-a-real-secret"}
     }))
     .unwrap();
     Api::<Secret>::namespaced(client.clone(), work_ns)
@@ -1300,7 +1301,7 @@ async fn operator_serves_with_chart_rbac(client: &kube::Client, ns: &str, work_n
         },
     )
     .await;
-    assert_eq!(redirect, format!("{GATEWAY_URL}/oauth/callback"));
+    assert_eq!(redirect, format!("{GATEWAY_URL}/oauth/callback/ns/{work_ns}/gmail"));
     let a = accounts.get("alice-gmail").await.unwrap();
     assert!(
         a.meta().finalizers.clone().unwrap_or_default().is_empty(),

@@ -23,6 +23,7 @@ async fn key_secret(client: &kube::Client, ns: &str, name: &str, value: &str) {
     let s = Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
+            labels: Some(agent_auth_operator::store::secret_ref::opt_in_labels()),
             ..Default::default()
         },
         string_data: Some(BTreeMap::from([("key".to_owned(), value.to_owned())])),

@@ -373,6 +373,7 @@ pub async fn create_connection(client: &kube::Client, ns: &str) -> Res<()> {
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(format!("{CONNECTION}-oauth")),
+            labels: Some(agent_auth_operator::store::secret_ref::opt_in_labels()),
             ..Default::default()
         },
         string_data: Some(BTreeMap::from([(

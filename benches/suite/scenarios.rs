@@ -713,6 +713,7 @@ impl Suite<'_> {
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some("cc-secret".into()),
+                labels: Some(agent_auth_operator::store::secret_ref::opt_in_labels()),
                 ..Default::default()
             },
             string_data: Some(BTreeMap::from([("key".to_owned(), "test-secret".to_owned())])),

@@ -165,12 +165,14 @@ pub struct OAuth2Settings {
     /// Scopes to request (space-free strings). Adding a scope marks existing accounts `ScopesChanged` and issues them a
     /// new link; their old token keeps working until the user re-authorizes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 100))]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 256), regex(pattern = r"^[!-~]+$")))]
     pub scopes: Vec<String>,
 
     /// Extra query parameters for the authorization URL (for example `access_type: offline` and
     /// `prompt: consent` for Google).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 20, "additionalProperties" = {"type": "string", "maxLength": 512}))]
+    #[x_kube(validation = Rule::new("self.all(k, k.size() >= 1 && k.size() <= 64 && !(k in ['redirect_uri', 'state', 'response_type', 'client_id', 'code_challenge', 'code_challenge_method', 'scope', 'user_scope', 'nonce', 'request', 'request_uri']))").message("keys are 1 to 64 characters and cannot be a parameter the operator sets itself (redirect_uri, state, response_type, client_id, code_challenge, code_challenge_method, scope, ...)"))]
     pub extra_authorization_params: BTreeMap<String, String>,
 
     /// How the client authenticates at the token endpoint. Default `ClientSecretBasic`.
@@ -221,11 +223,13 @@ pub struct SecretKeyRef {
 }
 
 /// Authorization link settings.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct LinkSettings {
-    /// How long a link stays valid, as a duration (`30m`, `24h`). Default `24h`.
+    /// How long a link stays valid, as a duration (`30m`, `24h`), at most `720h` (30 days).
+    /// Default `24h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('720h')").message("a link lives at most 720h (30 days)"))]
     pub ttl: Option<String>,
 }
 

@@ -68,18 +68,19 @@ pub struct FormField {
 }
 
 /// How the credential is presented to the app's API.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct HeaderSettings {
     /// The header name. Default `Authorization`; when it is another header the agent Secret also
     /// has `header_name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 100), regex(pattern = r"^[A-Za-z0-9-]+$"))]
+    #[x_kube(validation = Rule::new("!(self.lowerAscii() in ['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'te', 'trailer', 'upgrade', 'cookie', 'proxy-authorization', 'proxy-connection', 'forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-real-ip'])").message("this header is managed by HTTP itself or by proxies and cannot carry the credential"))]
     pub name: Option<String>,
     /// Written before the value, for example `Bearer ` or `Token `. Default: `Bearer ` for
     /// `BearerToken`, nothing for `APIKey`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 100))]
+    #[schemars(length(max = 100), regex(pattern = r"^[ -~]*$"))]
     pub prefix: Option<String>,
     /// The field whose value goes into the header. Default: the first secret field.
     #[serde(default, skip_serializing_if = "Option::is_none")]

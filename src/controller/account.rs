@@ -127,8 +127,8 @@ fn resolve_connection(
         reason: "ConnectionNotReady",
         message,
     };
-    if let Err(m) = super::connection::validate(&conn) {
-        return Err(not_ready(format!("Connection {name} is not valid: {m}")));
+    if let Err((_, m)) = super::connection::admit(&conn, ctx) {
+        return Err(not_ready(format!("Connection {name} is not usable: {m}")));
     }
     let status = conn.status.as_ref();
     let ready = status.and_then(|s| conditions::find(&s.conditions, conditions::READY));

@@ -10,7 +10,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
-use super::{Context, Error, schedule};
+use super::{Context, Error, schedule, tenancy};
 use crate::api::conditions;
 use crate::api::{AuthType, Connection, ConnectionStatus};
 use crate::auth::connection as conn_auth;
@@ -56,11 +56,35 @@ pub fn validate(conn: &Connection) -> Result<(), String> {
         if d < jiff::SignedDuration::from_secs(60) {
             return Err(format!("authorizationLink.ttl {ttl} is shorter than a minute"));
         }
+        if d > jiff::SignedDuration::from_hours(720) {
+            return Err(format!("authorizationLink.ttl {ttl} is longer than 720h"));
+        }
     }
     if let Some(before) = conn.spec.refresh.as_ref().and_then(|r| r.before.as_ref()) {
         schedule::parse_duration(before)?;
     }
     Ok(())
+}
+
+/// Everything that decides whether accounts may use `conn`, without API calls: its spec, the
+/// operator's tenancy and egress policies, and whether another namespace claimed its client.
+pub fn admit(conn: &Connection, ctx: &Context) -> Result<(), (&'static str, String)> {
+    validate(conn).map_err(|m| ("InvalidSpec", m))?;
+    let refuse = |r: tenancy::Refusal| (r.reason, r.message);
+    tenancy::check(
+        conn,
+        ctx.config.connection_policy,
+        &ctx.config.connection_hosts,
+        &ctx.config.egress,
+    )
+    .map_err(refuse)?;
+    let others: Vec<Connection> = ctx
+        .connections
+        .state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok().cloned())
+        .collect();
+    tenancy::check_claims(conn, &others).map_err(refuse)
 }
 
 /// [`reconcile`] with its duration and outcome recorded in metrics.
@@ -87,7 +111,7 @@ pub async fn reconcile_measured(
 
 pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = conn.namespace().unwrap_or_default();
-    let mut outcome = validate(&conn).map_err(|m| ("InvalidSpec", m));
+    let mut outcome = admit(&conn, &ctx);
     if outcome.is_ok() {
         outcome = check_secrets(&conn, &ctx).await;
     }

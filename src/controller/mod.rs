@@ -10,6 +10,7 @@ pub mod decide;
 mod events;
 mod obtain;
 pub mod schedule;
+pub mod tenancy;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

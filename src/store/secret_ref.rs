@@ -48,6 +48,11 @@ impl RefError {
     }
 }
 
+/// The labels that opt a Secret in, for code that creates referenced Secrets.
+pub fn opt_in_labels() -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([(USABLE_LABEL.to_owned(), "true".to_owned())])
+}
+
 /// Whether `secret` may be used through a reference.
 pub fn check(secret: &Secret) -> Result<(), RefError> {
     let name = secret.metadata.name.clone().unwrap_or_default();

@@ -27,6 +27,7 @@ pub async fn dex_connection(
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(format!("{name}-oauth")),
+            labels: Some(agent_auth_operator::store::secret_ref::opt_in_labels()),
             ..Default::default()
         },
         string_data: Some(BTreeMap::from([(
@@ -51,6 +52,9 @@ pub async fn dex_connection(
                 "authorizationUrl": dex.authorization_url(),
                 "tokenUrl": dex.token_url(),
                 "scopes": scopes,
+                // Dex registers the shared callback of earlier releases (tests/tenancy.rs covers
+                // the per-Connection one).
+                "legacyRedirectUri": true,
             },
             "authorizationLink": {"ttl": "1h"},
         }

@@ -11,6 +11,7 @@ pub mod hygiene;
 pub mod operator;
 pub mod outage;
 pub mod proxy;
+pub mod recorder;
 pub mod token_server;
 
 use std::future::Future;

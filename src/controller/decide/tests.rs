@@ -343,6 +343,7 @@ fn a_pending_verification_holds_back_the_credential_until_it_expires() {
     c.record.pending = Some(crate::store::PendingVerification {
         request: "r1".into(),
         tokens: tokens(0, 3600),
+        grant: None,
         expires_at: t(900),
     });
     let p = c.plan();

@@ -131,7 +131,7 @@ pub fn run(operator_bin: &Path, non_interactive: bool) -> Result<(), String> {
     let (gateway_port, admin_port) = (free_port()?, free_port()?);
     let gateway_url = format!("http://127.0.0.1:{gateway_port}");
     let dex = Dex::start_with(
-        &format!("{gateway_url}/oauth/callback"),
+        &format!("{gateway_url}/oauth/callback/ns/demo/dex"),
         DexOptions { id_token_ttl: "5m" },
     )?;
     let dir = cluster.dir().to_owned();
@@ -141,6 +141,9 @@ pub fn run(operator_bin: &Path, non_interactive: bool) -> Result<(), String> {
         format!("--gateway-url={gateway_url}"),
         format!("--gateway-addr=127.0.0.1:{gateway_port}"),
         format!("--admin-addr=127.0.0.1:{admin_port}"),
+        // Dex and the demo's form check run on loopback: allowed explicitly, as a user would.
+        "--egress-allow=127.0.0.1/32".to_owned(),
+        "--connection-host-allow=127.0.0.1".to_owned(),
     ];
     let kc = kubeconfig.display().to_string();
     let _operator = Proc::spawn(&dir, "operator", operator_bin, &args, &[("KUBECONFIG", &kc)])?;
