@@ -210,7 +210,9 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 .filter(|a| policy.address_allowed(&host, a.ip()))
                 .collect();
             if allowed.is_empty() {
-                return Err(Box::new(EgressError::ForbiddenAddress) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(
+                    Box::new(EgressError::ForbiddenAddress) as Box<dyn std::error::Error + Send + Sync>
+                );
             }
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
@@ -247,7 +249,11 @@ impl EgressClient {
     }
 
     /// A request to `url` after the policy check.
-    pub fn request(&self, method: reqwest::Method, url: &str) -> Result<reqwest::RequestBuilder, EgressError> {
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::RequestBuilder, EgressError> {
         let url = self.policy.check(url)?;
         Ok(self.http.request(method, url))
     }
@@ -370,7 +376,10 @@ mod tests {
         assert_eq!(p.check("http://example.com/").unwrap_err(), EgressError::NotHttps);
         assert!(p.check("http://idp.internal/token").is_ok());
         assert!(p.check("http://a.b.corp.test/token").is_ok());
-        assert_eq!(p.check("ftp://idp.internal/").unwrap_err(), EgressError::InvalidUrl);
+        assert_eq!(
+            p.check("ftp://idp.internal/").unwrap_err(),
+            EgressError::InvalidUrl
+        );
         assert_eq!(p.check("not a url").unwrap_err(), EgressError::InvalidUrl);
         assert!("*.".parse::<Allow>().is_err());
         assert!("a b".parse::<Allow>().is_err());
@@ -391,7 +400,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(egress_refusal(&err), Some(EgressError::ForbiddenAddress));
         assert_eq!(phrase(&err), EgressError::ForbiddenAddress.to_string());
-        assert!(!accepted.is_finished(), "nothing connected to the internal server");
+        assert!(
+            !accepted.is_finished(),
+            "nothing connected to the internal server"
+        );
         accepted.abort();
     }
 }

@@ -94,7 +94,11 @@ struct RunArgs {
     connection_policy: agent_auth_operator::controller::tenancy::ConnectionPolicy,
     /// Hosts (`idp.example.com`, `*.example.com`) or CIDRs namespaced Connections may name in
     /// explicit endpoints under `--connection-policy=presets-only`.
-    #[arg(long = "connection-host-allow", env = "CONNECTION_HOST_ALLOW", value_delimiter = ',')]
+    #[arg(
+        long = "connection-host-allow",
+        env = "CONNECTION_HOST_ALLOW",
+        value_delimiter = ','
+    )]
     connection_host_allow: Vec<agent_auth_operator::egress::Allow>,
 }
 

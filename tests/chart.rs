@@ -1301,7 +1301,10 @@ async fn operator_serves_with_chart_rbac(client: &kube::Client, ns: &str, work_n
         },
     )
     .await;
-    assert_eq!(redirect, format!("{GATEWAY_URL}/oauth/callback/ns/{work_ns}/gmail"));
+    assert_eq!(
+        redirect,
+        format!("{GATEWAY_URL}/oauth/callback/ns/{work_ns}/gmail")
+    );
     let a = accounts.get("alice-gmail").await.unwrap();
     assert!(
         a.meta().finalizers.clone().unwrap_or_default().is_empty(),

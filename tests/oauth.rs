@@ -483,6 +483,8 @@ async fn deleting_an_account_revokes_its_token_at_the_provider() {
     let (client, ns, accounts, _) = env.parts();
     let user = s.dex.user(6);
 
+    let conn = dex_connection(client, ns, "dex", &s.dex, &["openid", "offline_access"]).await;
+    let client_id = conn.spec.oauth2.unwrap().client_id;
     // Dex has no RFC 7009 endpoint: serve one that checks the client's credentials and the form,
     // then revokes at Dex through its admin API.
     let calls: Arc<Mutex<Vec<(bool, String, String)>>> = Arc::default();
@@ -490,7 +492,7 @@ async fn deleting_an_account_revokes_its_token_at_the_provider() {
         "Basic {}",
         base64::Engine::encode(
             &base64::engine::general_purpose::STANDARD,
-            format!("{}:{}", s.dex.client_id, s.dex.client_secret)
+            format!("{}:{}", client_id, s.dex.client_secret)
         )
     );
     let app = axum::Router::new().route(
@@ -527,7 +529,6 @@ async fn deleting_an_account_revokes_its_token_at_the_provider() {
     let revocation_url = format!("http://{}/revoke", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    dex_connection(client, ns, "dex", &s.dex, &["openid", "offline_access"]).await;
     let patch = json!({"spec": {"oauth2": {"revocationUrl": revocation_url}}});
     Api::<Connection>::namespaced(client.clone(), ns)
         .patch("dex", &PatchParams::default(), &Patch::Merge(&patch))
@@ -564,7 +565,7 @@ async fn deleting_an_account_revokes_its_token_at_the_provider() {
     let current = token.clone();
     let refresh = reqwest::Client::new()
         .post(s.dex.token_url())
-        .basic_auth(&s.dex.client_id, Some(&s.dex.client_secret))
+        .basic_auth(&client_id, Some(&s.dex.client_secret))
         .form(&[
             ("grant_type", "refresh_token"),
             ("refresh_token", current.as_str()),

@@ -32,7 +32,11 @@ async fn tenant(env: &TestEnv, user: &str) {
         },
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec!["agentauth.dev".into(), "".into()]),
-            resources: Some(vec!["connections".into(), "connectedaccounts".into(), "configmaps".into()]),
+            resources: Some(vec![
+                "connections".into(),
+                "connectedaccounts".into(),
+                "configmaps".into(),
+            ]),
             verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
                 .map(String::from)
                 .to_vec(),
@@ -49,7 +53,7 @@ async fn tenant(env: &TestEnv, user: &str) {
             ..Default::default()
         },
         role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
             kind: "Role".into(),
             name: "tenant".into(),
         },
@@ -72,7 +76,10 @@ async fn tenant(env: &TestEnv, user: &str) {
 /// Runs the real kubectl as `user` (`--as`) in `ns`; (success, stdout+stderr).
 fn kubectl_as(user: &str, ns: &str, args: &[&str], stdin: Option<String>) -> (bool, String) {
     let kubectl = agentauth_testcluster::binaries().unwrap().kubectl.clone();
-    let kubeconfig = agentauth_testcluster::shared().unwrap().kubeconfig_path().to_owned();
+    let kubeconfig = agentauth_testcluster::shared()
+        .unwrap()
+        .kubeconfig_path()
+        .to_owned();
     let mut cmd = Command::new(kubectl);
     cmd.arg(format!("--as={user}"))
         .arg("-n")
@@ -122,15 +129,15 @@ async fn platform_secret(env: &TestEnv, name: &str, data: &[(&str, &str)], usabl
 /// Waits for the Connection's Ready condition to be False with `reason`; returns its message.
 async fn refused(env: &TestEnv, name: &str, reason: &str) -> String {
     let conns: Api<Connection> = Api::namespaced(env.client.clone(), &env.ns);
-    eventually(REACT, &format!("Connection {name} refused with {reason}"), || async {
-        let c = conns.get(name).await.ok()?;
-        let ready = c
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")?;
-        (ready.status == "False" && ready.reason == reason).then_some(ready.message)
-    })
+    eventually(
+        REACT,
+        &format!("Connection {name} refused with {reason}"),
+        || async {
+            let c = conns.get(name).await.ok()?;
+            let ready = c.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+            (ready.status == "False" && ready.reason == reason).then_some(ready.message)
+        },
+    )
     .await
 }
 
@@ -171,7 +178,14 @@ async fn editing_a_connection_never_redirects_an_existing_grant() {
     let (ok, out) = kubectl_as(
         "tenant-pin",
         ns,
-        &["patch", "connection", "dex", "--type=merge", "-p", &patch.to_string()],
+        &[
+            "patch",
+            "connection",
+            "dex",
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ],
         None,
     );
     assert!(ok, "{out}");
@@ -182,11 +196,15 @@ async fn editing_a_connection_never_redirects_an_existing_grant() {
     })
     .await;
     assert_eq!(state(&changed), Some(AccountState::Active));
-    let renewed = eventually(Duration::from_secs(60), "a refresh at the pinned endpoint", || async {
-        let a = accounts.get("alice").await.ok()?;
-        let at = a.status.as_ref()?.last_refreshed_at.as_ref()?.0;
-        (at > first_refresh && state(&a) == Some(AccountState::Active)).then_some(a)
-    })
+    let renewed = eventually(
+        Duration::from_secs(60),
+        "a refresh at the pinned endpoint",
+        || async {
+            let a = accounts.get("alice").await.ok()?;
+            let at = a.status.as_ref()?.last_refreshed_at.as_ref()?.0;
+            (at > first_refresh && state(&a) == Some(AccountState::Active)).then_some(a)
+        },
+    )
     .await;
     assert_eq!(ready(&renewed).unwrap().1, "ConnectionChanged");
 
@@ -194,7 +212,14 @@ async fn editing_a_connection_never_redirects_an_existing_grant() {
     let (ok, out) = kubectl_as(
         "tenant-pin",
         ns,
-        &["patch", "connectedaccount", "alice", "--type=merge", "-p", r#"{"spec":{"disconnected":true}}"#],
+        &[
+            "patch",
+            "connectedaccount",
+            "alice",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"disconnected":true}}"#,
+        ],
         None,
     );
     assert!(ok, "{out}");
@@ -227,7 +252,7 @@ async fn a_secret_that_did_not_opt_in_is_never_read_or_sent() {
             json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection", "metadata": {"name": "sign"},
                 "spec": {"authType": "CustomJWT", "customJWT": {"signingKeyRef": {"name": "db-creds", "key": "password"},
                     "algorithm": "HS256", "issuer": "i",
-                    "exchange": {"tokenUrl": format!("{}/token", attacker.url)}}}}),
+                    "exchange": {"tokenUrl": format!("{}/token", attacker.url), "style": "JwtBearer"}}}}),
             json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection", "metadata": {"name": "form"},
                 "spec": {"authType": "APIKey", "apiKey": {"fields": [{"name": "password"}]}}}),
             json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount", "metadata": {"name": "m2m"},
@@ -257,12 +282,10 @@ async fn a_secret_that_did_not_opt_in_is_never_read_or_sent() {
     // An operator-managed Secret is refused even when someone labels it.
     let mut labelled = env.secrets.get("db-creds").await.unwrap();
     labelled.metadata.labels = Some(agent_auth_operator::store::secret_ref::opt_in_labels());
-    labelled
-        .metadata
-        .labels
-        .as_mut()
-        .unwrap()
-        .insert("app.kubernetes.io/managed-by".into(), "agent-auth-operator".into());
+    labelled.metadata.labels.as_mut().unwrap().insert(
+        "app.kubernetes.io/managed-by".into(),
+        "agent-auth-operator".into(),
+    );
     labelled.metadata.managed_fields = None;
     env.secrets
         .replace("db-creds", &PostParams::default(), &labelled)
@@ -303,16 +326,20 @@ async fn internal_addresses_are_refused_with_no_read_channel() {
             cc("literal", format!("https://127.0.0.2:{port}/token")),
             cc("metadata", "https://169.254.169.254/latest/meta-data/iam".into()),
             cc("named", format!("https://localhost:{port}/token")),
+            cc("elsewhere", "https://attacker.example.net/token".into()),
             json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount", "metadata": {"name": "svc"},
                 "spec": {"connectionRef": {"name": "named"}, "identifier": "svc"}}),
         ],
     );
+    // Hosts outside the operator's allowlist for namespaced Connections are refused by policy.
+    let elsewhere = refused(&env, "elsewhere", "PolicyDenied").await;
+    assert!(elsewhere.contains("presets-only"), "{elsewhere}");
     let plain = refused(&env, "plain", "EgressDenied").await;
     assert!(plain.contains("https"), "{plain}");
-    for name in ["literal", "metadata"] {
-        let m = refused(&env, name, "EgressDenied").await;
-        assert!(m.contains("egress policy"), "{name}: {m}");
-    }
+    let literal = refused(&env, "literal", "EgressDenied").await;
+    assert!(literal.contains("egress policy"), "{literal}");
+    // The metadata address is not even a host namespaced Connections may name.
+    refused(&env, "metadata", "PolicyDenied").await;
     // A host name that resolves to an internal address passes admission and is refused when
     // resolved: the account reports the policy, not the socket.
     let svc = wait_account(&env.accounts, "svc", "refused at resolution", |a| {
@@ -320,7 +347,11 @@ async fn internal_addresses_are_refused_with_no_read_channel() {
     })
     .await;
     assert_eq!(state(&svc), Some(AccountState::Error));
-    assert!(!ready_message(&svc).to_lowercase().contains("refused"), "{}", ready_message(&svc));
+    assert!(
+        !ready_message(&svc).to_lowercase().contains("refused"),
+        "{}",
+        ready_message(&svc)
+    );
     internal.assert_untouched("tenant URLs aimed at internal addresses");
     no_remote_text(&env).await;
 }
@@ -332,11 +363,12 @@ async fn one_oauth_client_per_namespace_and_states_stay_with_their_connection() 
     let s = stack();
     tenant(&b, "tenant-b").await;
     let attacker = Recorder::start("127.0.0.1").await;
+    let client_id = s.dex.next_client_id();
     // Tenant A's app, on its own redirect URI.
     platform_secret(&a, "dex-oauth", &[("client-secret", &s.dex.client_secret)], true).await;
     let conn_a: Connection = serde_json::from_value(json!({
         "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection", "metadata": {"name": "app"},
-        "spec": {"authType": "OAuth2", "oauth2": {"clientId": s.dex.client_id,
+        "spec": {"authType": "OAuth2", "oauth2": {"clientId": client_id,
             "clientSecretRef": {"name": "dex-oauth", "key": "client-secret"},
             "authorizationUrl": s.dex.authorization_url(), "tokenUrl": s.dex.token_url(), "scopes": ["openid"]}}}))
     .unwrap();
@@ -361,7 +393,7 @@ async fn one_oauth_client_per_namespace_and_states_stay_with_their_connection() 
         &b.ns,
         &[
             json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection", "metadata": {"name": "app"},
-                "spec": {"authType": "OAuth2", "oauth2": {"clientId": s.dex.client_id,
+                "spec": {"authType": "OAuth2", "oauth2": {"clientId": client_id,
                     "authorizationUrl": s.dex.authorization_url(), "tokenUrl": format!("{}/token", attacker.url),
                     "tokenEndpointAuthMethod": "None"}}}),
             json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount", "metadata": {"name": "victim"},
@@ -386,15 +418,23 @@ async fn one_oauth_client_per_namespace_and_states_stay_with_their_connection() 
     let q: std::collections::BTreeMap<String, String> = location.query_pairs().into_owned().collect();
     assert_eq!(q["redirect_uri"], redirect);
     let gw = &s.operator.gateway_url;
-    let state = &q["state"];
-    let cookie = to_dex.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let issued = &q["state"];
+    let cookie = to_dex.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
     for callback in [
         format!("{gw}/oauth/callback/ns/{}/app", b.ns),
         format!("{gw}/oauth/callback"),
         format!("{gw}/oauth/callback/ns/{}/other", a.ns),
     ] {
         let resp = http
-            .get(format!("{callback}?code=stolen-code&state={state}&iss=http://127.0.0.1"))
+            .get(format!(
+                "{callback}?code=stolen-code&state={issued}&iss=http://127.0.0.1"
+            ))
             .header("cookie", &cookie)
             .send()
             .await
@@ -406,7 +446,7 @@ async fn one_oauth_client_per_namespace_and_states_stay_with_their_connection() 
     // At its own callback, an `iss` of another authorization server is refused too (RFC 9207).
     let resp = http
         .get(format!(
-            "{gw}/oauth/callback/ns/{}/app?code=c&state={state}&iss=https://evil.example",
+            "{gw}/oauth/callback/ns/{}/app?code=c&state={issued}&iss=https://evil.example",
             a.ns
         ))
         .header("cookie", &cookie)
@@ -440,7 +480,10 @@ async fn a_refresh_before_longer_than_the_lifetime_does_not_loop() {
         .await
         .unwrap();
     account(&env.client, &env.ns, "svc", "cc", json!({})).await;
-    eventually(REACT, "the first token", || async { (server.issued() >= 1).then_some(()) }).await;
+    eventually(REACT, "the first token", || async {
+        (server.issued() >= 1).then_some(())
+    })
+    .await;
     let first = Instant::now();
     eventually(Duration::from_secs(60), "two renewals", || async {
         (server.issued() >= 3).then_some(())

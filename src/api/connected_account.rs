@@ -35,7 +35,10 @@ pub struct ConnectedAccountSpec {
 
     /// The user's ID in your platform (for example an email or a user UUID). Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("identifier is immutable"))]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[^\p{Cc}\p{Cf}\p{Zl}\p{Zp}]+$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[^\p{Cc}\p{Cf}\p{Zl}\p{Zp}]+$")
+    )]
     pub identifier: String,
 
     /// Name of the Secret the credential is published in, in this namespace. Default

@@ -165,7 +165,10 @@ pub struct OAuth2Settings {
     /// Scopes to request (space-free strings). Adding a scope marks existing accounts `ScopesChanged` and issues them a
     /// new link; their old token keeps working until the user re-authorizes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 100), inner(length(min = 1, max = 256), regex(pattern = r"^[!-~]+$")))]
+    #[schemars(
+        length(max = 100),
+        inner(length(min = 1, max = 256), regex(pattern = r"^[!-~]+$"))
+    )]
     pub scopes: Vec<String>,
 
     /// Extra query parameters for the authorization URL (for example `access_type: offline` and

@@ -61,7 +61,9 @@ pub async fn oauth_client_for(
         .as_ref()
         .and_then(|o| o.client_secret_ref.as_ref())
     {
-        Some(r) if same_client => Some(read_secret_key(client, &conn.namespace().unwrap_or_default(), r).await?),
+        Some(r) if same_client => {
+            Some(read_secret_key(client, &conn.namespace().unwrap_or_default(), r).await?)
+        }
         Some(_) => None,
         None => None,
     };

@@ -1087,7 +1087,10 @@ mod tests {
     }
 
     async fn obtain_at(s: &CustomJwtSettings) -> Result<TokenSet, JwtError> {
-        let http = crate::auth::oauth2::http_client(crate::egress::EgressPolicy::new(vec!["127.0.0.1/32".parse().unwrap()])).unwrap();
+        let http = crate::auth::oauth2::http_client(crate::egress::EgressPolicy::new(vec![
+            "127.0.0.1/32".parse().unwrap(),
+        ]))
+        .unwrap();
         obtain(&http, s, EC.as_bytes(), &ACCOUNT, Timestamp::now()).await
     }
 
@@ -1125,7 +1128,10 @@ mod tests {
     async fn without_exchange_the_credential_is_the_jwt() {
         let s = settings(JwtAlgorithm::ES256);
         let now = Timestamp::now();
-        let http = crate::auth::oauth2::http_client(crate::egress::EgressPolicy::new(vec!["127.0.0.1/32".parse().unwrap()])).unwrap();
+        let http = crate::auth::oauth2::http_client(crate::egress::EgressPolicy::new(vec![
+            "127.0.0.1/32".parse().unwrap(),
+        ]))
+        .unwrap();
         let tokens = obtain(&http, &s, EC.as_bytes(), &ACCOUNT, now).await.unwrap();
         verify(
             &tokens.access_token,

@@ -14,15 +14,15 @@ use oauth2::basic::{
 };
 use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
-    EndpointSet, ExtraTokenFields, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
-    HttpClientError, RequestTokenError, StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
+    EndpointSet, ExtraTokenFields, HttpClientError, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
+    RefreshToken, RequestTokenError, StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::api::{AuthType, OAuth2Settings, TokenEndpointAuthMethod};
-use crate::egress::{EgressClient, SendError};
 use crate::auth::catalog;
 use crate::auth::quirks::{self, TokenQuirks};
+use crate::egress::{EgressClient, SendError};
 use crate::store::TokenSet;
 
 /// Token response fields beyond the standard ones, kept as provider metadata.
@@ -99,7 +99,9 @@ impl TokenEndpointError {
 pub fn error_code(raw: &str) -> String {
     let ok = !raw.is_empty()
         && raw.len() <= 64
-        && raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok { raw.to_owned() } else { "error".to_owned() }
 }
 
@@ -514,7 +516,7 @@ fn token_type_name(t: &BasicTokenType) -> String {
 fn classify(e: RequestTokenError<HttpClientError<SendError>, BasicErrorResponse>) -> TokenEndpointError {
     match e {
         RequestTokenError::ServerResponse(r) => {
-            let code = error_code(&r.error().to_string());
+            let code = error_code(r.error().as_ref());
             let description = r.error_description().map(|d| truncate(d, 200));
             match r.error() {
                 BasicErrorResponseType::InvalidClient | BasicErrorResponseType::UnauthorizedClient => {
@@ -540,7 +542,9 @@ fn classify(e: RequestTokenError<HttpClientError<SendError>, BasicErrorResponse>
             message: "the request could not be built".into(),
             sent: false,
         },
-        RequestTokenError::Request(_) => TokenEndpointError::transient("the endpoint's answer could not be read"),
+        RequestTokenError::Request(_) => {
+            TokenEndpointError::transient("the endpoint's answer could not be read")
+        }
         RequestTokenError::Parse(..) => TokenEndpointError::transient("malformed token response"),
         RequestTokenError::Other(s) => match s.strip_prefix("HTTP ") {
             // The crate words unexpected statuses itself; keep only the status.
@@ -582,9 +586,8 @@ impl ProviderHttp {
 
 type HttpFuture<'c> = std::pin::Pin<
     Box<
-        dyn std::future::Future<
-                Output = Result<oauth2::HttpResponse, HttpClientError<SendError>>,
-            > + Send
+        dyn std::future::Future<Output = Result<oauth2::HttpResponse, HttpClientError<SendError>>>
+            + Send
             + Sync
             + 'c,
     >,
@@ -631,8 +634,12 @@ fn parse_retry_after(headers: &oauth2::http::HeaderMap) -> Option<Duration> {
 const MAX_ANSWER: usize = 64 * 1024;
 
 /// Sends one request of the `oauth2` crate through the egress client and reads a bounded answer.
-async fn send(http: &EgressClient, request: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, HttpClientError<SendError>> {
-    let request = reqwest::Request::try_from(request).map_err(|e| HttpClientError::Reqwest(Box::new(SendError::NotSent(e))))?;
+async fn send(
+    http: &EgressClient,
+    request: oauth2::HttpRequest,
+) -> Result<oauth2::HttpResponse, HttpClientError<SendError>> {
+    let request = reqwest::Request::try_from(request)
+        .map_err(|e| HttpClientError::Reqwest(Box::new(SendError::NotSent(e))))?;
     let mut resp = http
         .execute(request)
         .await
@@ -721,7 +728,10 @@ mod tests {
 
     /// An egress client that allows the loopback test servers.
     fn test_http() -> EgressClient {
-        http_client(crate::egress::EgressPolicy::new(vec!["127.0.0.1/32".parse().unwrap()])).unwrap()
+        http_client(crate::egress::EgressPolicy::new(vec![
+            "127.0.0.1/32".parse().unwrap(),
+        ]))
+        .unwrap()
     }
 
     #[test]
@@ -922,12 +932,7 @@ mod tests {
         .await;
         let c = client_for("slack", AuthType::OAuth2, &base, &[]);
         let t = c
-            .exchange_code(
-                &test_http(),
-                "code",
-                &"v".repeat(43),
-                Timestamp::UNIX_EPOCH,
-            )
+            .exchange_code(&test_http(), "code", &"v".repeat(43), Timestamp::UNIX_EPOCH)
             .await
             .unwrap();
         assert_eq!(t.access_token, "xoxp-user");
@@ -1011,10 +1016,7 @@ mod tests {
         s.token_url = Some(format!("{base}/token"));
         let settings = Settings::resolve(AuthType::ClientCredentials, None, &s).unwrap();
         let wrong = OAuthClient::new(settings, Some("wrong".into()), "https://gw.test/cb").unwrap();
-        let err = wrong
-            .client_credentials(&test_http(), now)
-            .await
-            .unwrap_err();
+        let err = wrong.client_credentials(&test_http(), now).await.unwrap_err();
         assert!(
             matches!(err, TokenEndpointError::ClientRejected { ref code, .. } if code == "invalid_client"),
             "{err:?}"

@@ -374,7 +374,8 @@ async fn refresh(
         .clone()
         .filter(|_| !versioned.record.rejected);
     let grant = versioned.record.grant.clone();
-    let outcome = match super::obtain::obtain(ctx, conn, account, current.as_ref(), grant.as_ref(), now).await {
+    let outcome = match super::obtain::obtain(ctx, conn, account, current.as_ref(), grant.as_ref(), now).await
+    {
         Ok(None) => return Ok(()),
         Ok(Some(t)) => Ok(t),
         Err(e) => Err(e),

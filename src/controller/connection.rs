@@ -123,7 +123,8 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
     let cond = conditions::condition(conditions::READY, ok, reason, message, conn.metadata.generation);
     let status = ConnectionStatus {
         conditions: conditions::merge(&old.conditions, cond, jiff::Timestamp::now()),
-        redirect_uri: (conn.spec.auth_type == AuthType::OAuth2).then(|| conn_auth::redirect_uri(&ctx.config, &conn)),
+        redirect_uri: (conn.spec.auth_type == AuthType::OAuth2)
+            .then(|| conn_auth::redirect_uri(&ctx.config, &conn)),
         observed_generation: conn.metadata.generation,
     };
     if status != old {

@@ -108,15 +108,20 @@ pub async fn signing_key(
     conn: &Connection,
     r: &SecretKeyRef,
 ) -> Result<Vec<u8>, TokenEndpointError> {
-    crate::store::secret_ref::read_key(&ctx.client, &conn.namespace().unwrap_or_default(), &r.name, &r.key)
-        .await
-        .map_err(|e| {
-            if e.transient() {
-                TokenEndpointError::transient(e.to_string())
-            } else {
-                misconfigured(e.to_string())
-            }
-        })
+    crate::store::secret_ref::read_key(
+        &ctx.client,
+        &conn.namespace().unwrap_or_default(),
+        &r.name,
+        &r.key,
+    )
+    .await
+    .map_err(|e| {
+        if e.transient() {
+            TokenEndpointError::transient(e.to_string())
+        } else {
+            misconfigured(e.to_string())
+        }
+    })
 }
 
 /// A configuration problem: the Connection or a Secret it names must be fixed.

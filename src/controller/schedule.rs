@@ -118,7 +118,10 @@ mod tests {
             for uid in ["a", "b", "c", "d", "e"] {
                 let t = tokens(60);
                 let at = refresh_at(&t, Some(SignedDuration::from_secs(before)), uid).unwrap();
-                assert!(at >= t.obtained_at + SignedDuration::from_secs(30), "before {before}s, {uid}");
+                assert!(
+                    at >= t.obtained_at + SignedDuration::from_secs(30),
+                    "before {before}s, {uid}"
+                );
                 assert_eq!(lead(&t, Some(SignedDuration::from_secs(before)), uid), 30);
             }
         }

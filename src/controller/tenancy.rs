@@ -61,7 +61,10 @@ fn explicit_urls(conn: &Connection) -> Vec<(&'static str, String)> {
     if let Some(x) = spec.custom_jwt.as_ref().and_then(|j| j.exchange.as_ref()) {
         urls.push(("customJWT.exchange.tokenUrl", x.token_url.clone()));
     }
-    for (what, form) in [("apiKey.verify.url", &spec.api_key), ("bearerToken.verify.url", &spec.bearer_token)] {
+    for (what, form) in [
+        ("apiKey.verify.url", &spec.api_key),
+        ("bearerToken.verify.url", &spec.bearer_token),
+    ] {
         if let Some(v) = form.as_ref().and_then(|f| f.verify.as_ref()) {
             urls.push((what, v.url.clone()));
         }
@@ -161,10 +164,19 @@ fn client_key(conn: &Connection) -> Option<(String, String)> {
 }
 
 /// The namespace of an older Connection elsewhere that uses the same authorization host and client
-/// id, if any. "Older" is by creation time, then UID, so every replica and reconcile agrees.
-pub fn claimed_elsewhere<'a>(conn: &Connection, others: impl IntoIterator<Item = &'a Connection>) -> Option<String> {
+/// id, if any. "Older" is by creation time (seconds), then namespace name, so every replica and
+/// reconcile agrees.
+pub fn claimed_elsewhere<'a>(
+    conn: &Connection,
+    others: impl IntoIterator<Item = &'a Connection>,
+) -> Option<String> {
     let key = client_key(conn)?;
-    let rank = |c: &Connection| (c.metadata.creation_timestamp.clone().map(|t| t.0), c.metadata.uid.clone());
+    let rank = |c: &Connection| {
+        (
+            c.metadata.creation_timestamp.clone().map(|t| t.0),
+            c.metadata.namespace.clone(),
+        )
+    };
     let ns = conn.metadata.namespace.as_deref();
     others
         .into_iter()
@@ -176,7 +188,10 @@ pub fn claimed_elsewhere<'a>(conn: &Connection, others: impl IntoIterator<Item =
 }
 
 /// [`claimed_elsewhere`] as a refusal.
-pub fn check_claims<'a>(conn: &Connection, others: impl IntoIterator<Item = &'a Connection>) -> Result<(), Refusal> {
+pub fn check_claims<'a>(
+    conn: &Connection,
+    others: impl IntoIterator<Item = &'a Connection>,
+) -> Result<(), Refusal> {
     match claimed_elsewhere(conn, others) {
         None => Ok(()),
         Some(ns) => Err(Refusal {
@@ -215,8 +230,15 @@ mod tests {
     #[test]
     fn presets_only_allows_catalog_endpoints_and_allowlisted_hosts() {
         let none = allow(&[]);
-        let google = conn("a", 1, serde_json::json!({"authType": "OAuth2", "provider": "google", "oauth2": {"clientId": "x"}}));
-        assert_eq!(check(&google, ConnectionPolicy::PresetsOnly, &none, &none), Ok(()));
+        let google = conn(
+            "a",
+            1,
+            serde_json::json!({"authType": "OAuth2", "provider": "google", "oauth2": {"clientId": "x"}}),
+        );
+        assert_eq!(
+            check(&google, ConnectionPolicy::PresetsOnly, &none, &none),
+            Ok(())
+        );
         let own = conn("a", 1, explicit("https://evil.example.net/token"));
         let err = check(&own, ConnectionPolicy::PresetsOnly, &none, &none).unwrap_err();
         assert_eq!(err.reason, POLICY_DENIED);
@@ -225,7 +247,9 @@ mod tests {
         assert_eq!(check(&own, ConnectionPolicy::PresetsOnly, &hosts, &none), Ok(()));
         assert_eq!(check(&own, ConnectionPolicy::Any, &none, &none), Ok(()));
         assert_eq!(
-            check(&google, ConnectionPolicy::Deny, &hosts, &none).unwrap_err().reason,
+            check(&google, ConnectionPolicy::Deny, &hosts, &none)
+                .unwrap_err()
+                .reason,
             POLICY_DENIED
         );
     }
@@ -240,13 +264,18 @@ mod tests {
         assert!(err.message.contains("https"), "{}", err.message);
         let metadata = conn("a", 1, explicit("https://169.254.169.254/token"));
         assert_eq!(
-            check(&metadata, ConnectionPolicy::Any, &none, &none).unwrap_err().reason,
+            check(&metadata, ConnectionPolicy::Any, &none, &none)
+                .unwrap_err()
+                .reason,
             EGRESS_DENIED
         );
         let template = serde_json::json!({"authType": "CustomJWT", "customJWT": {
             "signingKeyRef": {"name": "k", "key": "k"}, "algorithm": "RS256", "issuer": "i",
             "exchange": {"tokenUrl": "https://api.example.com/app/installations/{identifier}/access_tokens", "style": "BearerCredential"}}});
-        assert_eq!(check(&conn("a", 1, template), ConnectionPolicy::Any, &none, &none), Ok(()));
+        assert_eq!(
+            check(&conn("a", 1, template), ConnectionPolicy::Any, &none, &none),
+            Ok(())
+        );
     }
 
     #[test]

@@ -43,7 +43,12 @@ pub async fn own(
     callback(gw, Some((ns, name)), headers, query).await
 }
 
-async fn callback(gw: Gateway, at: Option<(String, String)>, headers: HeaderMap, query: Option<String>) -> Response {
+async fn callback(
+    gw: Gateway,
+    at: Option<(String, String)>,
+    headers: HeaderMap,
+    query: Option<String>,
+) -> Response {
     let query = query.unwrap_or_default();
     if query.len() > MAX_QUERY {
         return pages::bad_request("The request is too large.");
@@ -204,7 +209,11 @@ fn meant_for(
             auth.is_some_and(|a| origin(&a).is_some() && origin(&a) == origin(iss))
         }
     };
-    if ok { Ok(()) } else { Err("iss names another authorization server") }
+    if ok {
+        Ok(())
+    } else {
+        Err("iss names another authorization server")
+    }
 }
 
 fn link_is_current(gw: &Gateway, account: &ConnectedAccount, claims: &StateClaims) -> bool {

@@ -44,8 +44,7 @@ pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Re
     }
     // The authorization URL needs no client secret: nothing to read from the API here.
     let redirect_uri = conn_auth::redirect_uri(&gw.config, &conn);
-    let oauth = match conn_auth::settings(&conn).and_then(|s| OAuthClient::new(s, None, &redirect_uri))
-    {
+    let oauth = match conn_auth::settings(&conn).and_then(|s| OAuthClient::new(s, None, &redirect_uri)) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(connection = %conn.name_any(), error = %e, "connection unusable");

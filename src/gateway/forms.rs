@@ -152,7 +152,10 @@ async fn check(
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "credential check refused by the egress policy");
-            return Err("This app's credential check is not allowed by the operator. Contact the platform team.".into());
+            return Err(
+                "This app's credential check is not allowed by the operator. Contact the platform team."
+                    .into(),
+            );
         }
     };
     let sent = request

@@ -47,7 +47,8 @@ pub async fn dex_connection(
         "spec": {
             "authType": "OAuth2",
             "oauth2": {
-                "clientId": dex.client_id,
+                // One client per namespace: the operator refuses a client another namespace uses.
+                "clientId": dex.next_client_id(),
                 "clientSecretRef": {"name": format!("{name}-oauth"), "key": "client-secret"},
                 "authorizationUrl": dex.authorization_url(),
                 "tokenUrl": dex.token_url(),

@@ -91,9 +91,10 @@ impl Operator {
             "--log-format=json".to_owned(),
             "--log-level=info,agent_auth_operator=debug".to_owned(),
             // The test providers run on 127.0.0.1: allowed explicitly, through the flags a user
-            // would set. Other loopback addresses (127.0.0.2, ...) stay "internal" for the attacks.
+            // would set. Namespaced Connections may name any loopback host, but only 127.0.0.1 is
+            // reachable: 127.0.0.2 and the rest stand for internal addresses in tests/tenancy.rs.
             "--egress-allow=127.0.0.1/32".to_owned(),
-            "--connection-host-allow=127.0.0.1".to_owned(),
+            "--connection-host-allow=127.0.0.0/8,localhost".to_owned(),
         ];
         if self.options.leader_election {
             args.push("--leader-election".to_owned());

@@ -35,7 +35,9 @@ impl Recorder {
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 64 * 1024];
                     let n = stream.read(&mut buf).await.unwrap_or(0);
-                    r.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    r.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buf[..n]).into_owned());
                     let body = format!(
                         r#"{{"access_token":"attacker-{BANNER}","token_type":"Bearer","expires_in":3600,"refresh_token":"x","error_description":"{BANNER}"}}"#
                     );

@@ -81,7 +81,14 @@ pub struct Dex {
     revoke_bin: PathBuf,
     dir: PathBuf,
     proc: Option<Proc>,
+    /// How many of the [`CLIENTS`] static clients [`Dex::next_client_id`] handed out.
+    clients_used: std::sync::atomic::AtomicUsize,
 }
+
+/// Static clients Dex registers: `client_id` and `client_id-1` .. `client_id-63`, all with the
+/// same secret and redirect URI. The operator lets one OAuth client serve one namespace, so each
+/// test namespace takes its own.
+pub const CLIENTS: usize = 64;
 
 impl Dex {
     /// Starts Dex with [`DexOptions::default`] (60 s tokens) and `redirect_uri` as the client's only
@@ -111,6 +118,19 @@ impl Dex {
             }
         }
         Err(last)
+    }
+
+    /// A static client no Connection of this process uses yet (the first is `client_id`).
+    pub fn next_client_id(&self) -> String {
+        let n = self
+            .clients_used
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(n < CLIENTS, "Dex has {CLIENTS} static clients");
+        if n == 0 {
+            self.client_id.clone()
+        } else {
+            format!("{}-{n}", self.client_id)
+        }
     }
 
     /// Dex's authorization endpoint (from its discovery document).
@@ -222,6 +242,7 @@ fn start_once(
         token_url: String::new(),
         userinfo_url: String::new(),
         revoke_bin: revoke_bin.to_owned(),
+        clients_used: std::sync::atomic::AtomicUsize::new(0),
         dir,
         proc: None,
     };
@@ -261,21 +282,26 @@ oauth2:
   responseTypes: [\"code\"]
   grantTypes: [\"authorization_code\", \"refresh_token\"]
 staticClients:
-- id: {id}
-  name: \"agent-auth-operator tests\"
-  secret: {secret}
-  redirectURIs: [{redirect}]
-enablePasswordDB: true
-staticPasswords:
 ",
         issuer = q(&dex.issuer),
         web = q(web_addr),
         grpc = q(&dex.grpc_addr),
         ttl = q(ttl),
-        id = q(&dex.client_id),
-        secret = q(&dex.client_secret),
-        redirect = q(&dex.redirect_uri),
     );
+    for n in 0..CLIENTS {
+        let id = if n == 0 {
+            dex.client_id.clone()
+        } else {
+            format!("{}-{n}", dex.client_id)
+        };
+        y.push_str(&format!(
+            "- id: {id}\n  name: \"agent-auth-operator tests\"\n  secret: {secret}\n  redirectURIs: [{redirect}]\n",
+            id = q(&id),
+            secret = q(&dex.client_secret),
+            redirect = q(&dex.redirect_uri),
+        ));
+    }
+    y.push_str("enablePasswordDB: true\nstaticPasswords:\n");
     for i in 0..USERS {
         let u = dex.user(i);
         y.push_str(&format!(
