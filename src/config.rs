@@ -19,6 +19,9 @@ pub struct Config {
     pub leader_election: bool,
     /// Most token-endpoint calls in flight at once.
     pub refresh_concurrency: usize,
+    /// Origins the gateway may send users to after an authorization (a Connection's
+    /// `successRedirectUrl` and `spec.verification.url`); empty allows none.
+    pub allowed_redirect_origins: Vec<url::Origin>,
 }
 
 impl Config {

@@ -82,6 +82,11 @@ struct RunArgs {
     /// flight at once, so a wave of expiring tokens does not flood a provider.
     #[arg(long, env = "REFRESH_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     refresh_concurrency: u16,
+    /// An origin (https://host[:port]) the gateway may send users to after an authorization: a
+    /// Connection's successRedirectUrl and spec.verification.url must be on one (repeatable or
+    /// comma-separated; default none: the gateway shows its own pages and says why).
+    #[arg(long = "allowed-redirect-origin", env = "ALLOWED_REDIRECT_ORIGINS", value_delimiter = ',', value_parser = agent_auth_operator::gateway::onward::parse_origin)]
+    allowed_redirect_origins: Vec<url::Origin>,
 }
 
 #[tokio::main]
@@ -145,6 +150,7 @@ async fn main() -> ExitCode {
                 instance: args.instance,
                 leader_election: args.leader_election,
                 refresh_concurrency: usize::from(args.refresh_concurrency),
+                allowed_redirect_origins: args.allowed_redirect_origins,
             };
             match run::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,
