@@ -169,7 +169,7 @@ fn respond(
             match leave {
                 Leave::Redirect => Redirect::to(url.as_str()).into_response(),
                 Leave::Link => {
-                    let host = url.host_str().unwrap_or_default().to_owned();
+                    let host = super::requester::host_port(&url);
                     let body = format!(
                         "<p>Your credentials for {} were received. Before they are used, the platform at {}                          confirms that this account is yours.</p>{}",
                         pages::escape(&who.app()),
@@ -186,7 +186,7 @@ fn respond(
             match (next, leave) {
                 (Onward::Go(url), Leave::Redirect) => Redirect::to(url.as_str()).into_response(),
                 (Onward::Go(url), Leave::Link) => {
-                    let host = url.host_str().unwrap_or_default().to_owned();
+                    let host = super::requester::host_port(&url);
                     let body = format!("{done}{}", pages::continue_link(&url, &host));
                     pages::for_connection(StatusCode::OK, &who, "Account connected", &body)
                 }

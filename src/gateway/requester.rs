@@ -116,11 +116,17 @@ fn host_of(url: &str) -> Option<String> {
     }
     text.push_str(rest);
     let parsed = url::Url::parse(&text).ok()?;
-    let host = parsed.host_str()?.to_owned();
-    Some(match parsed.port() {
+    parsed.host_str()?;
+    Some(host_port(&parsed))
+}
+
+/// `host[:port]` of `url` (the port when it is not the scheme's default).
+pub fn host_port(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
         Some(p) => format!("{host}:{p}"),
-        None => host,
-    })
+        None => host.to_owned(),
+    }
 }
 
 #[cfg(test)]
