@@ -171,7 +171,7 @@ fn respond(
                 Leave::Link => {
                     let host = super::requester::host_port(&url);
                     let body = format!(
-                        "<p>Your credentials for {} were received. Before they are used, the platform at {}                          confirms that this account is yours.</p>{}",
+                        "<p>Your credentials for {} were received. Before they are used, the platform at {} confirms that this account is yours.</p>{}",
                         pages::escape(&who.app()),
                         pages::escape(&host),
                         pages::continue_link(&url, &host)
@@ -194,7 +194,7 @@ fn respond(
                 (Onward::Refused(origin), _) => {
                     tracing::warn!(connection = %conn.name_any(), namespace = ?conn.namespace(), %origin, "successRedirectUrl is not on --allowed-redirect-origin; not followed");
                     let body = format!(
-                        "{done}<p class=\"error\" id=\"not-allowed\">The platform's page at {} is not allowed                          by this gateway, so you were not sent there. The platform team can allow it                          (--allowed-redirect-origin).</p>",
+                        "{done}<p class=\"error\" id=\"not-allowed\">The platform's page at {} is not allowed by this gateway, so you were not sent there. The platform team can allow it (--allowed-redirect-origin).</p>",
                         pages::escape(&origin)
                     );
                     pages::for_connection(StatusCode::OK, &who, "Account connected", &body)
@@ -206,7 +206,7 @@ fn respond(
             &who,
             "Cannot continue",
             &format!(
-                "This app needs the platform's page at {origin} to confirm who you are, but that page is                  not allowed by this gateway. Nothing was saved. Contact the platform team                  (--allowed-redirect-origin)."
+                "This app needs the platform's page at {origin} to confirm who you are, but that page is not allowed by this gateway. Nothing was saved. Contact the platform team (--allowed-redirect-origin)."
             ),
         ),
         Err(Completion::AlreadyDone) => pages::used_link(),
