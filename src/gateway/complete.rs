@@ -264,3 +264,68 @@ pub async fn record_failure(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::header;
+
+    fn objects() -> (ConnectedAccount, Connection) {
+        let account: ConnectedAccount = serde_json::from_value(serde_json::json!({
+            "apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount",
+            "metadata": {"name": "erin", "namespace": "team-a"},
+            "spec": {"connectionRef": {"name": "keys"}, "identifier": "erin@example.com"}
+        }))
+        .unwrap();
+        let conn: Connection = serde_json::from_value(serde_json::json!({
+            "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection",
+            "metadata": {"name": "keys", "namespace": "team-a"},
+            "spec": {"authType": "APIKey"}
+        }))
+        .unwrap();
+        (account, conn)
+    }
+
+    async fn html(resp: Response) -> String {
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_form_post_leaves_by_a_link_and_the_callback_by_a_redirect() {
+        let (account, conn) = objects();
+        let url = url::Url::parse("https://platform.example:8443/verify?request_id=a.b").unwrap();
+        let link = finish_form(&account, &conn, Ok(Next::Verify(url.clone())));
+        assert_eq!(link.status(), StatusCode::OK);
+        assert!(link.headers().get(header::LOCATION).is_none());
+        let page = html(link).await;
+        assert!(
+            page.contains("id=\"continue\" href=\"https://platform.example:8443/verify?request_id=a.b\">Continue to platform.example:8443</a>"),
+            "{page}"
+        );
+        assert!(page.contains("Connection keys in namespace team-a"), "{page}");
+        let redirect = finish(&account, &conn, Ok(Next::Verify(url)));
+        assert_eq!(redirect.status(), StatusCode::SEE_OTHER);
+
+        let refused = finish_form(
+            &account,
+            &conn,
+            Ok(Next::Done(Onward::Refused("https://evil.example".into()))),
+        );
+        let page = html(refused).await;
+        assert!(page.contains("Account connected"), "{page}");
+        assert!(
+            page.contains("page at https://evil.example is not allowed"),
+            "{page}"
+        );
+        assert!(!page.contains("href=\"https://evil.example"), "{page}");
+
+        let not_allowed = finish(
+            &account,
+            &conn,
+            Err(Completion::VerifyNotAllowed("https://evil.example".into())),
+        );
+        assert_eq!(not_allowed.status(), StatusCode::FORBIDDEN);
+        assert!(not_allowed.headers().get(header::LOCATION).is_none());
+    }
+}
