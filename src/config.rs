@@ -25,6 +25,9 @@ pub struct Config {
     pub connection_policy: crate::controller::tenancy::ConnectionPolicy,
     /// Hosts that namespaced Connections may name explicitly under `presets-only`.
     pub connection_hosts: crate::egress::EgressPolicy,
+    /// Origins the gateway may send users to after an authorization (a Connection's
+    /// `successRedirectUrl` and `spec.verification.url`); empty allows none.
+    pub allowed_redirect_origins: Vec<url::Origin>,
 }
 
 impl Config {

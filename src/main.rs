@@ -100,6 +100,11 @@ struct RunArgs {
         value_delimiter = ','
     )]
     connection_host_allow: Vec<agent_auth_operator::egress::Allow>,
+    /// An origin (https://host[:port]) the gateway may send users to after an authorization: a
+    /// Connection's successRedirectUrl and spec.verification.url must be on one (repeatable or
+    /// comma-separated; default none: the gateway shows its own pages and says why).
+    #[arg(long = "allowed-redirect-origin", env = "ALLOWED_REDIRECT_ORIGINS", value_delimiter = ',', value_parser = agent_auth_operator::gateway::onward::parse_origin)]
+    allowed_redirect_origins: Vec<url::Origin>,
 }
 
 #[tokio::main]
@@ -166,6 +171,7 @@ async fn main() -> ExitCode {
                 egress: agent_auth_operator::egress::EgressPolicy::new(args.egress_allow),
                 connection_policy: args.connection_policy,
                 connection_hosts: agent_auth_operator::egress::EgressPolicy::new(args.connection_host_allow),
+                allowed_redirect_origins: args.allowed_redirect_origins,
             };
             match run::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -9,12 +9,10 @@ use std::collections::BTreeMap;
 
 use agent_auth_operator::api::AccountState;
 use common::fixtures::*;
-use common::forms::{self, form_connection, submit};
+use common::forms::{self, form_connection, platform_token, submit, verify};
 use common::operator::stack;
 use common::{eventually, hygiene, setup};
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -53,6 +51,17 @@ async fn api_key_form_validates_checks_with_the_app_and_publishes() {
     );
     assert!(html.contains("name=\"subdomain\" type=\"text\""), "{html}");
     assert!(html.contains("Find your key under Settings"), "{html}");
+    // Who is asking: the app's host (from the verify URL), the namespace and the Connection.
+    let app_host = app.trim_start_matches("http://");
+    assert!(
+        html.contains(&format!("<title>Connect to {app_host}</title>")),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("<dd id=\"requester-host\">{app_host}</dd>"))
+            && html.contains(&format!("Connection crm in namespace {ns}")),
+        "{html}"
+    );
 
     // Server-side validation: messages per field, the secret never echoed, nothing stored.
     hygiene::remember("BAD_KEY_SHOULD_NOT_ECHO");
@@ -105,7 +114,12 @@ async fn api_key_form_validates_checks_with_the_app_and_publishes() {
     hygiene::remember("good-key");
     let resp = submit(&http, &url, &[("api_key", "good-key"), ("subdomain", "acme")]).await;
     assert_eq!(resp.status(), 200);
-    assert!(resp.text().await.unwrap().contains("Account connected"));
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("Account connected"), "{html}");
+    assert!(
+        html.contains(&format!("Connection crm in namespace {ns}")),
+        "{html}"
+    );
     let active = wait_state(accounts, "carol", AccountState::Active).await;
     assert!(link(&active).is_none(), "no link once ACTIVE");
     let secret = secrets.get("carol-credentials").await.unwrap();
@@ -250,49 +264,7 @@ async fn credentials_ref_activates_without_a_user_and_follows_the_secret() {
     assert!(secrets.get_opt("lost-credentials").await.unwrap().is_none());
 }
 
-/// A ServiceAccount `name` with a token; `may_verify` grants it the `verify` verb on accounts.
-async fn platform_token(client: &kube::Client, ns: &str, name: &str, may_verify: bool) -> String {
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    sas.create(&PostParams::default(), &sa).await.unwrap();
-    if may_verify {
-        let role: Role = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "rules": [{"apiGroups": ["agentauth.dev"], "resources": ["connectedaccounts"], "verbs": ["verify"]}]
-        }))
-        .unwrap();
-        Api::<Role>::namespaced(client.clone(), ns)
-            .create(&PostParams::default(), &role)
-            .await
-            .unwrap();
-        let binding: RoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
-        }))
-        .unwrap();
-        Api::<RoleBinding>::namespaced(client.clone(), ns)
-            .create(&PostParams::default(), &binding)
-            .await
-            .unwrap();
-    }
-    let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600}});
-    let issued: TokenRequest = sas
-        .create_subresource("token", name, &PostParams::default(), &request)
-        .await
-        .unwrap();
-    let token = issued.status.unwrap().token.unwrap();
-    hygiene::remember(&token);
-    token
-}
-
-/// The `request_id` the gateway put on the platform's verify URL.
+/// The `request_id` the gateway put on the platform's verify URL (the page's continue link).
 fn request_id(location: &str) -> String {
     let url = url::Url::parse(location).unwrap();
     assert_eq!(url.host_str(), Some("platform.example"), "{location}");
@@ -301,16 +273,6 @@ fn request_id(location: &str) -> String {
         .unwrap()
         .1
         .into_owned()
-}
-
-async fn verify(gateway: &str, token: &str, request_id: &str, identifier: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{gateway}/verify"))
-        .bearer_auth(token)
-        .json(&json!({"requestId": request_id, "identifier": identifier}))
-        .send()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -340,8 +302,12 @@ async fn the_platform_verifies_the_user_before_anything_is_published() {
         &[("api_key", "key-of-someone-else")],
     )
     .await;
-    assert_eq!(resp.status(), 303);
-    let first = request_id(resp.headers()["location"].to_str().unwrap());
+    // A page with a link, not a redirect: browsers block a cross-origin redirect after a form POST
+    // under the gateway's `form-action 'self'`.
+    assert_eq!(resp.status(), 200);
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("Continue to platform.example"), "{page}");
+    let first = request_id(&forms::continue_href(&page));
     let waiting = wait_state(accounts, "erin", AccountState::PendingVerification).await;
     assert!(link(&waiting).is_none());
     assert!(secrets.get_opt("erin-credentials").await.unwrap().is_none());
@@ -394,7 +360,8 @@ async fn the_platform_verifies_the_user_before_anything_is_published() {
     // Through the new link, confirmed as the account's user: published, ACTIVE.
     hygiene::remember("erins-own-key");
     let resp = submit(&http, &link(&back).unwrap(), &[("api_key", "erins-own-key")]).await;
-    let second = request_id(resp.headers()["location"].to_str().unwrap());
+    assert_eq!(resp.status(), 200);
+    let second = request_id(&forms::continue_href(&resp.text().await.unwrap()));
     wait_state(accounts, "erin", AccountState::PendingVerification).await;
     let ok = verify(gateway, &platform, &second, "erin@example.com").await;
     assert_eq!(ok.status(), 200);
@@ -402,4 +369,66 @@ async fn the_platform_verifies_the_user_before_anything_is_published() {
     let published = secrets.get("erin-credentials").await.unwrap();
     assert_eq!(secret_text(&published)["api_key"], "erins-own-key");
     wait_event(client, ns, "erin", "VerificationFailed").await;
+}
+
+/// Onward pages whose origin is not on `--allowed-redirect-origin` are never followed: a
+/// verification page stores nothing and keeps the link usable; a success page leaves the user on
+/// the gateway's page, which says why.
+#[tokio::test]
+async fn onward_pages_must_be_on_the_allowlist() {
+    let env = setup("onward").await;
+    stack();
+    let (client, ns, accounts, secrets) = env.parts();
+    form_connection(
+        client,
+        ns,
+        "elsewhere",
+        json!({"verification": {"url": "https://evil.example/verify"}}),
+    )
+    .await;
+    form_connection(
+        client,
+        ns,
+        "welcome",
+        json!({"successRedirectUrl": "https://platform.example.evil.example/welcome"}),
+    )
+    .await;
+    account(client, ns, "fay", "elsewhere", json!({})).await;
+    account(client, ns, "gus", "welcome", json!({})).await;
+    let http = forms::client();
+
+    let fay = wait_account(accounts, "fay", "link", |a| link(a).is_some()).await;
+    hygiene::remember("fays-key-0001");
+    let resp = submit(&http, &link(&fay).unwrap(), &[("api_key", "fays-key-0001")]).await;
+    assert_eq!(resp.status(), 403);
+    let page = resp.text().await.unwrap();
+    assert!(
+        page.contains(
+            "https://evil.example to confirm who you are, but that page is not allowed by this gateway. Nothing was saved."
+        ),
+        "{page}"
+    );
+    assert!(!page.contains("request_id"), "{page}");
+    // Nothing stored: still PENDING_AUTH, and the same link still shows the form.
+    let still = accounts.get("fay").await.unwrap();
+    assert_eq!(state(&still), Some(AccountState::PendingAuth));
+    assert_eq!(link(&still), link(&fay));
+    assert_eq!(http.get(link(&fay).unwrap()).send().await.unwrap().status(), 200);
+    assert!(secrets.get_opt("fay-credentials").await.unwrap().is_none());
+
+    let gus = wait_account(accounts, "gus", "link", |a| link(a).is_some()).await;
+    hygiene::remember("gus-key-0002");
+    let resp = submit(&http, &link(&gus).unwrap(), &[("api_key", "gus-key-0002")]).await;
+    assert_eq!(resp.status(), 200);
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("Account connected"), "{page}");
+    assert!(
+        page.contains("https://platform.example.evil.example is not allowed by this gateway"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("href=\"https://platform.example.evil.example"),
+        "{page}"
+    );
+    wait_state(accounts, "gus", AccountState::Active).await;
 }

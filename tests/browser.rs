@@ -1,17 +1,21 @@
 //! The hosted pages in a real headless Chromium: a user opens an account's authorization link, signs
 //! in on Dex's own login page, and lands on the operator's success page; another fills the hosted
-//! API-key form, gets its validation and the app's refusal, then connects. Screenshots of each page
-//! land in `target/test-output/browser/`.
+//! API-key form, gets its validation and the app's refusal, then connects; a third fills a form
+//! whose Connection needs the platform to confirm the user, follows the gateway's link to the
+//! platform's page, and is ACTIVE once the platform confirms. Screenshots of each page land in
+//! `target/test-output/browser/`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use agent_auth_operator::api::AccountState;
 use common::browser::Browser;
 use common::fixtures::*;
-use common::operator::stack;
+use common::operator::{platform_origin, stack};
 use common::{forms, hygiene, setup};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -120,7 +124,18 @@ async fn user_fills_the_api_key_form_in_chromium() {
     // The form, with labels tied to their inputs and the help text.
     browser.goto(&link(&pending).unwrap()).await.unwrap();
     browser.wait_for("label[for=f-api_key]").await.unwrap();
-    assert_eq!(browser.text("h1").await.unwrap(), "Connect crm");
+    // A Connection with its own form: a neutral title naming the host its key is checked at, and
+    // who asks.
+    let app_host = app.trim_start_matches("http://");
+    assert_eq!(
+        browser.text("h1").await.unwrap(),
+        format!("Connect to {app_host}")
+    );
+    assert_eq!(browser.text("#requester-host").await.unwrap(), app_host);
+    assert_eq!(
+        browser.text("#requester-connection").await.unwrap(),
+        format!("Connection crm in namespace {ns}")
+    );
     assert_eq!(browser.text("label[for=f-subdomain]").await.unwrap(), "Subdomain");
     assert_eq!(
         browser.text("#f-subdomain-help").await.unwrap(),
@@ -176,5 +191,111 @@ async fn user_fills_the_api_key_form_in_chromium() {
         (data["authorization"].as_str(), data["subdomain"].as_str()),
         ("good-key", "acme")
     );
+    browser.close().await.unwrap();
+}
+
+/// The platform's verify page, served at [`platform_origin`]: it shows the user a heading and
+/// records every `request_id` it is opened with.
+async fn platform_page() -> Arc<Mutex<Vec<String>>> {
+    use axum::extract::Query;
+    let opened = Arc::new(Mutex::new(Vec::new()));
+    let seen = opened.clone();
+    let app = axum::Router::new().route(
+        "/agent-auth/verify",
+        axum::routing::get(move |Query(q): Query<HashMap<String, String>>| {
+            let seen = seen.clone();
+            async move {
+                if let Some(id) = q.get("request_id") {
+                    seen.lock().unwrap().push(id.clone());
+                }
+                axum::response::Html(
+                    "<!doctype html><title>Platform</title><h1>Platform: confirming it is you</h1>",
+                )
+            }
+        }),
+    );
+    let addr = platform_origin().trim_start_matches("http://").to_owned();
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .unwrap_or_else(|e| panic!("cannot serve the platform page at {addr}: {e}"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    opened
+}
+
+#[tokio::test]
+async fn user_fills_a_form_and_the_platform_verifies_them_in_chromium() {
+    let env = setup("browser-verify").await;
+    let s = stack();
+    let (client, ns, accounts, secrets) = env.parts();
+    let opened = platform_page().await;
+    let verify_page = format!("{}/agent-auth/verify", platform_origin());
+    forms::form_connection(client, ns, "keys", json!({"verification": {"url": verify_page}})).await;
+    account(client, ns, "hana", "keys", json!({})).await;
+    let platform = forms::platform_token(client, ns, "platform", true).await;
+    let pending = wait_account(accounts, "hana", "link", |a| link(a).is_some()).await;
+    let browser = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
+
+    browser.goto(&link(&pending).unwrap()).await.unwrap();
+    browser.wait_for("#f-api_key").await.unwrap();
+    assert_eq!(
+        browser.text("#requester-connection").await.unwrap(),
+        format!("Connection keys in namespace {ns}")
+    );
+    hygiene::remember("hanas-key-0001");
+    browser.fill("#f-api_key", "hanas-key-0001").await.unwrap();
+    browser.click("button[type=submit]").await.unwrap();
+
+    // After the POST: the gateway's own page with a link to the platform (a cross-origin redirect
+    // here is what Chromium blocks under `form-action 'self'`).
+    browser
+        .wait_for_text("h1", "One more step")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let platform_host = platform_origin().trim_start_matches("http://");
+    assert_eq!(
+        browser.text("#continue").await.unwrap(),
+        format!("Continue to {platform_host}")
+    );
+    assert!(
+        browser
+            .current_url()
+            .await
+            .unwrap()
+            .starts_with(&s.operator.gateway_url)
+    );
+    browser.screenshot("verify-1-one-more-step").await.unwrap();
+    wait_state(accounts, "hana", AccountState::PendingVerification).await;
+    assert!(secrets.get_opt("hana-credentials").await.unwrap().is_none());
+
+    // The link takes the user to the platform's page, request id and all.
+    browser.click("#continue").await.unwrap();
+    browser
+        .wait_for_text("h1", "Platform: confirming it is you")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(browser.current_url().await.unwrap().starts_with(&verify_page));
+    browser.screenshot("verify-2-platform").await.unwrap();
+    let request_id = {
+        let seen = opened.lock().unwrap();
+        assert_eq!(
+            seen.len(),
+            1,
+            "the platform page was opened once with a request id"
+        );
+        seen[0].clone()
+    };
+
+    // The platform confirms the user: ACTIVE, the key published.
+    let ok = forms::verify(
+        &s.operator.gateway_url,
+        &platform,
+        &request_id,
+        "hana@example.com",
+    )
+    .await;
+    assert_eq!(ok.status(), 200);
+    wait_state(accounts, "hana", AccountState::Active).await;
+    let secret = secrets.get("hana-credentials").await.unwrap();
+    assert_eq!(secret_text(&secret)["api_key"], "hanas-key-0001");
     browser.close().await.unwrap();
 }

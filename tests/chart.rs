@@ -386,6 +386,10 @@ fn missing_or_bad_values_fail_with_a_message_saying_what_to_set() {
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("replicas=2", "replicas"),
         ("ingress.paths[0].pathType=Regex", "/ingress/paths/0"),
+        (
+            "allowedRedirectOrigins={https://app.example.com/welcome}",
+            "/allowedRedirectOrigins/0",
+        ),
     ] {
         let err = t
             .helm(&[
@@ -457,6 +461,10 @@ fn rendered_defaults_and_options() {
     assert_eq!(env["LEADER_ELECTION"]["value"], "false");
     assert_eq!(env["GATEWAY_URL"]["value"], GATEWAY_URL);
     assert!(!env.contains_key("WATCH_NAMESPACES"), "all namespaces by default");
+    assert!(
+        !env.contains_key("ALLOWED_REDIRECT_ORIGINS"),
+        "no onward redirects by default"
+    );
     for kind in [
         "PodDisruptionBudget",
         "Ingress",
@@ -495,6 +503,22 @@ fn rendered_defaults_and_options() {
             .as_array()
             .unwrap()
             .contains(&json!({"name": "LEADER_ELECTION", "value": "true"}))
+    );
+
+    // Allowed redirect origins: one comma-separated variable, as the binary reads it.
+    let docs = documents(
+        &t.template(
+            "ops",
+            &["allowedRedirectOrigins={https://app.example.com,https://platform.example.com:8443}"],
+        )
+        .ok(),
+    );
+    let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert!(
+        dep["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "ALLOWED_REDIRECT_ORIGINS", "value": "https://app.example.com,https://platform.example.com:8443"}))
     );
 
     // Ingress: host from gateway.url (port dropped), TLS, only the gateway's two public paths.

@@ -14,9 +14,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use jiff::Timestamp;
 
-use super::complete::{complete, finish, spent};
+use super::complete::{complete, finish_form, spent};
 use super::connect::{open_link, session_cookie};
 use super::pages::{self, escape};
+use super::requester::Requester;
 use super::{Gateway, STATE_TTL_SECS};
 use crate::api::{Connection, HttpMethod};
 use crate::auth::form::{Field, Form};
@@ -42,7 +43,7 @@ pub async fn show(gw: &Gateway, claims: &LinkClaims, conn: &Connection) -> Respo
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(connection = %conn_name(conn), error = %e, "connection form unusable");
-            return pages::unavailable("This app is not configured correctly. Contact the platform team.");
+            return misconfigured(conn);
         }
     };
     let sid = links::random_id();
@@ -68,13 +69,16 @@ pub async fn submit(
         Ok(opened) => opened,
         Err(resp) => return resp,
     };
+    let who = Requester::of(&conn);
+    let bad_request =
+        |message: &str| pages::message_for(StatusCode::BAD_REQUEST, &who, "Something went wrong", message);
     if !conn.spec.auth_type.form() {
-        return pages::bad_request("This link does not take a form. Open it again.");
+        return bad_request("This link does not take a form. Open it again.");
     }
     let mut values: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in url::form_urlencoded::parse(&body) {
         if values.insert(k.into_owned(), v.into_owned()).is_some() {
-            return pages::bad_request("The form was sent twice over. Open your link again.");
+            return bad_request("The form was sent twice over. Open your link again.");
         }
     }
     let now = Timestamp::now().as_second();
@@ -85,9 +89,7 @@ pub async fn submit(
         .filter(|s| s.link == claims.nonce && Some(&s.sid) == session.as_ref());
     let Some(state) = state else {
         tracing::info!(account = %claims.name, namespace = %claims.ns, "form submission without a valid session");
-        return pages::bad_request(
-            "This form has expired or was sent from another browser. Open your link again.",
-        );
+        return bad_request("This form has expired or was sent from another browser. Open your link again.");
     };
     if spent(&gw, &account, &claims.nonce).await {
         return pages::used_link();
@@ -96,7 +98,7 @@ pub async fn submit(
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(connection = %conn_name(&conn), error = %e, "connection form unusable");
-            return pages::unavailable("This app is not configured correctly. Contact the platform team.");
+            return misconfigured(&conn);
         }
     };
     // Shown again on a refusal: the values the user may see (never secret ones) and the messages.
@@ -131,7 +133,17 @@ pub async fn submit(
         return refuse(&clean, BTreeMap::new(), Some(general));
     }
     let result = complete(&gw, &account, &conn, &claims.nonce, tokens, None).await;
-    finish(&account, &conn, result)
+    finish_form(&account, &conn, result)
+}
+
+/// The page for a Connection whose form cannot be built.
+fn misconfigured(conn: &Connection) -> Response {
+    pages::message_for(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &Requester::of(conn),
+        "Temporarily unavailable",
+        "This app is not configured correctly. Contact the platform team.",
+    )
 }
 
 /// Calls the Connection's verify URL with the new credential; a message for the user on failure.
@@ -199,14 +211,8 @@ fn render(
         exp: Timestamp::now().as_second() + STATE_TTL_SECS,
         conn: conn.metadata.uid.clone().unwrap_or_default(),
     });
-    let app = conn
-        .spec
-        .provider
-        .as_deref()
-        .and_then(crate::auth::catalog::lookup)
-        .map(|p| p.display_name.clone())
-        .unwrap_or_else(|| conn_name(conn));
-    let mut body = String::new();
+    let who = Requester::of(conn);
+    let mut body = who.html();
     if let Some(text) = &form.instructions {
         body.push_str(&format!("<p>{}</p>", escape(text)));
     }
@@ -225,7 +231,7 @@ fn render(
         body.push_str(&field_html(f, feedback));
     }
     body.push_str("<button type=\"submit\">Connect</button></form>");
-    let page = pages::layout(&format!("Connect {app}"), &body);
+    let page = pages::layout(&who.connect_title(), &body);
     let link_url = gw
         .config
         .endpoint(&format!("connect/{}", gw.signer.issue_link(claims)));

@@ -8,7 +8,9 @@ mod callback;
 mod complete;
 mod connect;
 mod forms;
+pub mod onward;
 pub mod pages;
+mod requester;
 mod verify;
 
 use std::net::SocketAddr;

@@ -40,6 +40,12 @@ pub enum ApiError {
     },
     #[error("no API base URL for account `{0}` (set --api-base, or use a provider the catalog knows)")]
     NoBase(String),
+    /// The credential names an API base the sidecar does not send tokens to.
+    #[error("account `{account}`: {problem} (set --api-base for its provider if that host is right)")]
+    UntrustedBase {
+        account: String,
+        problem: super::trust::UntrustedBase,
+    },
     #[error("the provider is unreachable: {0}")]
     Unreachable(String),
     #[error("the provider's response is larger than {0} bytes")]
@@ -64,7 +70,9 @@ impl ApiError {
             | ApiError::InvalidInput(_)
             | ApiError::BadPath(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::ToolDefinition(_) | ApiError::NoBase(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::ToolDefinition(_) | ApiError::NoBase(_) | ApiError::UntrustedBase { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             ApiError::Credential { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unreachable(_) | ApiError::TooLarge(_) => StatusCode::BAD_GATEWAY,
             ApiError::Provider { status, .. } => {
@@ -87,6 +95,7 @@ impl ApiError {
             ApiError::ToolDefinition(_) => "tool_definition",
             ApiError::Credential { .. } => "credential_unavailable",
             ApiError::NoBase(_) => "no_api_base",
+            ApiError::UntrustedBase { .. } => "untrusted_api_base",
             ApiError::Unreachable(_) => "provider_unreachable",
             ApiError::TooLarge(_) => "response_too_large",
             ApiError::Provider { .. } => "provider_error",

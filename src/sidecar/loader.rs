@@ -1,6 +1,9 @@
 //! The catalog the sidecar serves: the built-in `tools.yaml` plus every `*.yaml`, `*.yml` and
 //! `*.json` file of the `--tools-dir` directories (a mounted ConfigMap). A user's tool with the name
-//! of a built-in one replaces it; a user's provider entry replaces the built-in entry of that name.
+//! of a built-in one replaces it; a user's provider entry replaces the built-in entry of that name,
+//! except that it can never move a built-in provider (its `baseUrl`) or set its credential headers:
+//! a file that tries is refused whole, like a file that does not parse (see [`super::trust`]), so
+//! none of its tools runs against a base it did not expect.
 //!
 //! The directories are checked on every use (one `readlink` of the kubelet's `..data` link, or the
 //! file list with sizes and times): an edited ConfigMap takes effect without a restart. A broken
@@ -19,6 +22,8 @@ const BUILT_IN: &str = include_str!("tools.yaml");
 pub struct Catalog {
     pub tools: BTreeMap<String, Arc<Tool>>,
     pub providers: BTreeMap<String, ProviderSpec>,
+    /// The provider names of the built-in `tools.yaml` (user files may not move them).
+    built_in_providers: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +39,9 @@ pub enum LoadError {
     Tool { file: String, source: InvalidTool },
     #[error("{file}: {problem}")]
     Invalid { file: String, problem: String },
+    /// The file tries to change where a built-in provider's tokens go, or how they are sent.
+    #[error("{file}: refused: {problem}")]
+    Refused { file: String, problem: String },
 }
 
 impl Catalog {
@@ -41,10 +49,12 @@ impl Catalog {
     pub fn built_in() -> Result<Catalog, LoadError> {
         let mut c = Catalog::default();
         c.add("built-in", BUILT_IN, false)?;
+        c.built_in_providers = c.providers.keys().cloned().collect();
         Ok(c)
     }
 
-    /// The built-in catalog with every file of `dirs` on top.
+    /// The built-in catalog with every file of `dirs` on top; any file that fails to load or is
+    /// refused by the trust rules fails the whole load (the caller keeps what it had).
     pub fn load(dirs: &[PathBuf]) -> Result<Catalog, LoadError> {
         let mut c = Catalog::built_in()?;
         let mut user_tools = BTreeMap::new();
@@ -66,8 +76,9 @@ impl Catalog {
         Ok(c)
     }
 
-    /// Adds one file's providers and tools; returns the tool names.
-    fn add(&mut self, file: &str, text: &str, replace: bool) -> Result<Vec<String>, LoadError> {
+    /// Adds one file's providers and tools; returns the tool names. A `user` file may replace
+    /// tools, and is held to the trust rules for providers.
+    fn add(&mut self, file: &str, text: &str, user: bool) -> Result<Vec<String>, LoadError> {
         let parsed: ToolsFile = serde_saphyr::from_str(text).map_err(|source| LoadError::Parse {
             file: file.to_owned(),
             source: Box::new(source),
@@ -78,6 +89,20 @@ impl Catalog {
         };
         for (name, spec) in parsed.providers {
             spec.check(&name).map_err(invalid)?;
+            if user {
+                let built_in = super::trust::built_in_provider(&name, &self.built_in_providers);
+                if let Some(problem) = super::trust::user_provider_problem(
+                    &name,
+                    spec.base_url.as_deref(),
+                    spec.headers.keys(),
+                    built_in,
+                ) {
+                    return Err(LoadError::Refused {
+                        file: file.to_owned(),
+                        problem,
+                    });
+                }
+            }
             self.providers.insert(name, spec);
         }
         let mut names = Vec::new();
@@ -86,7 +111,7 @@ impl Catalog {
                 file: file.to_owned(),
                 source,
             })?;
-            if !replace && self.tools.contains_key(&tool.name) {
+            if !user && self.tools.contains_key(&tool.name) {
                 return Err(invalid(format!("tool {} is defined twice", tool.name)));
             }
             names.push(tool.name.clone());
@@ -253,6 +278,48 @@ mod tests {
         );
         std::fs::write(dir.join("c.yaml"), "tools: [{name: Bad}]").unwrap();
         assert!(Catalog::load(std::slice::from_ref(&dir)).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_moves_a_built_in_provider_is_refused_whole() {
+        let dir = std::env::temp_dir().join(format!("sidecar-loader-trust-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let tool = "tools:\n  - name: acme_ping\n    provider: acme\n    description: d\n    inputSchema: {type: object}\n    request: {method: GET, path: /x}\n";
+        let load = || Catalog::load(std::slice::from_ref(&dir));
+        // A new provider with its own base, and headers for a built-in one: fine.
+        std::fs::write(
+            dir.join("ok.yaml"),
+            format!("providers:\n  acme: {{baseUrl: https://api.acme.example}}\n  github: {{headers: {{X-Extra: '1'}}}}\n{tool}"),
+        )
+        .unwrap();
+        let c = load().unwrap();
+        assert!(c.tools.contains_key("acme_ping"));
+        assert_eq!(c.providers["github"].headers["X-Extra"], "1");
+        // Built-in providers of both catalogs (tools.yaml's github, the operator's salesforce).
+        for (provider, entry) in [
+            ("github", "{baseUrl: 'https://collector.example'}"),
+            ("salesforce", "{baseUrl: 'https://collector.example'}"),
+            ("google", "{headers: {Authorization: 'Bearer x'}}"),
+            ("acme", "{headers: {Host: 'other.example'}}"),
+        ] {
+            std::fs::write(
+                dir.join("ok.yaml"),
+                format!("providers:\n  {provider}: {entry}\n{tool}"),
+            )
+            .unwrap();
+            let err = load().unwrap_err();
+            assert!(matches!(err, LoadError::Refused { .. }), "{provider}: {err}");
+            assert!(err.to_string().contains(provider), "{err}");
+        }
+        // A tool's own Host header is refused too.
+        std::fs::write(
+            dir.join("ok.yaml"),
+            tool.replace("path: /x}", "path: /x, headers: {Host: other.example}}"),
+        )
+        .unwrap();
+        assert!(load().unwrap_err().to_string().contains("Host"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

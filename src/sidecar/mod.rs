@@ -29,6 +29,7 @@ mod scrub;
 mod server;
 mod template;
 pub mod tools;
+mod trust;
 mod upstream;
 
 use std::collections::BTreeMap;

@@ -26,7 +26,8 @@ pub struct ToolsFile {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProviderSpec {
-    /// The REST base for providers the operator's catalog does not know (or to replace its base).
+    /// The REST base for providers the sidecar does not know. A built-in provider's base cannot be
+    /// changed here (a file that tries is refused); use `--api-base` in the pod spec.
     #[serde(default)]
     pub base_url: Option<String>,
     /// Sent with every request to this provider (`Notion-Version`, GitHub's `Accept`).
@@ -241,6 +242,10 @@ impl RequestSpec {
         let mut headers = Vec::new();
         for (k, v) in &self.headers {
             let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("header {k}: {e}"))?;
+            // Another Host than the URL's could reach another site behind the same front end.
+            if name == reqwest::header::HOST {
+                return Err("header Host cannot be set".into());
+            }
             let t = Template::parse(&Value::String(v.clone())).map_err(|e| format!("header {k}: {e}"))?;
             headers.push((name, t));
         }

@@ -67,9 +67,11 @@ impl Upstream {
         &self.http
     }
 
-    /// The API base of an account: `--api-base` for its provider, else `instance_url` (or
-    /// `api_url`) from the credential's metadata, else the tool catalog's `baseUrl` for the
-    /// provider, else the operator's provider catalog (with `{subdomain}` from the credential).
+    /// The API base of an account: `--api-base` for its provider, else the base its credential's
+    /// metadata names (`instance_url`, `api_url`) when [`super::trust::metadata_base`] accepts it
+    /// (a refused one fails the call), else the tool catalog's `baseUrl` for the provider (only
+    /// providers the sidecar does not know have one), else the operator's provider catalog (with
+    /// `{subdomain}` from the credential).
     pub fn base_url(
         &self,
         account: &Account,
@@ -80,13 +82,14 @@ impl Upstream {
         if let Some(u) = provider.and_then(|p| self.overrides.get(p)) {
             return Ok(u.clone());
         }
-        for key in ["instance_url", "api_url"] {
-            if let Some(s) = cred.metadata.get(key).and_then(|v| v.as_str()) {
-                return checked_base(s).map_err(|e| {
-                    tracing::warn!(account = %account.name, key, problem = %e, "unusable base URL in the credential's metadata");
-                    ApiError::NoBase(account.name.clone())
-                });
-            }
+        if let Some(found) = super::trust::metadata_base(provider, cred) {
+            return found.map_err(|problem| {
+                tracing::warn!(account = %account.name, %problem, "refused the API base in the credential's metadata");
+                ApiError::UntrustedBase {
+                    account: account.name.clone(),
+                    problem,
+                }
+            });
         }
         let Some(provider) = provider else {
             return Err(ApiError::NoBase(account.name.clone()));

@@ -3,7 +3,10 @@
 #![allow(dead_code)]
 
 use agent_auth_operator::api::Connection;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, ObjectMeta, PostParams};
 use serde_json::json;
 
 /// Creates an `APIKey` (or other form type) Connection with `spec` merged in.
@@ -43,6 +46,16 @@ pub fn state_of(page: &str) -> String {
     let start = page.find("name=\"state\" value=\"").expect("form has a state") + 20;
     let end = page[start..].find('"').unwrap() + start;
     page[start..end].to_owned()
+}
+
+/// The target of a gateway page's "Continue to ..." link (HTML-unescaped).
+pub fn continue_href(page: &str) -> String {
+    let start = page
+        .find("id=\"continue\" href=\"")
+        .unwrap_or_else(|| panic!("no continue link: {page}"))
+        + 20;
+    let end = page[start..].find('"').unwrap() + start;
+    page[start..end].replace("&amp;", "&")
 }
 
 /// Opens `link`, fills `fields`, submits; returns the response to the submission.
@@ -87,4 +100,57 @@ pub fn crm_spec(app: &str) -> serde_json::Value {
         "header": {"name": "X-Api-Key"},
         "verify": {"url": format!("{app}/me")}
     }})
+}
+
+/// A ServiceAccount `name` with a token; `may_verify` grants it the `verify` verb on accounts.
+pub async fn platform_token(client: &kube::Client, ns: &str, name: &str, may_verify: bool) -> String {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    sas.create(&PostParams::default(), &sa).await.unwrap();
+    if may_verify {
+        let role: Role = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": ["agentauth.dev"], "resources": ["connectedaccounts"], "verbs": ["verify"]}]
+        }))
+        .unwrap();
+        Api::<Role>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &role)
+            .await
+            .unwrap();
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
+        }))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+    }
+    let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600}});
+    let issued: TokenRequest = sas
+        .create_subresource("token", name, &PostParams::default(), &request)
+        .await
+        .unwrap();
+    let token = issued.status.unwrap().token.unwrap();
+    super::hygiene::remember(&token);
+    token
+}
+
+/// The platform's `POST /verify` for `request_id`, as the ServiceAccount `token`.
+pub async fn verify(gateway: &str, token: &str, request_id: &str, identifier: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{gateway}/verify"))
+        .bearer_auth(token)
+        .json(&json!({"requestId": request_id, "identifier": identifier}))
+        .send()
+        .await
+        .unwrap()
 }

@@ -17,6 +17,17 @@ pub const OPERATOR_NS: &str = "agent-auth-system";
 /// Access-token lifetime Dex issues in tests: short, so refresh happens within a test.
 pub const TOKEN_TTL: &str = "20s";
 
+/// The origin of the "platform" pages tests may send users to (a loopback port reserved once per
+/// test binary; a test serves its page there). Every test operator allows it, `https://platform.example`
+/// (a page no test follows) and its own gateway origin as redirect targets.
+pub fn platform_origin() -> &'static str {
+    static ORIGIN: OnceLock<String> = OnceLock::new();
+    ORIGIN.get_or_init(|| {
+        let port = free_port().unwrap_or_else(|e| panic!("no free port for the platform page: {e}"));
+        format!("http://127.0.0.1:{port}")
+    })
+}
+
 /// How to run one operator process.
 #[derive(Debug, Clone, Default)]
 pub struct OperatorOptions {
@@ -95,6 +106,11 @@ impl Operator {
             // reachable: 127.0.0.2 and the rest stand for internal addresses in tests/tenancy.rs.
             "--egress-allow=127.0.0.1/32".to_owned(),
             "--connection-host-allow=127.0.0.0/8,localhost".to_owned(),
+            format!(
+                "--allowed-redirect-origin=https://platform.example,{},{}",
+                platform_origin(),
+                self.gateway_url.trim_end_matches('/')
+            ),
         ];
         if self.options.leader_election {
             args.push("--leader-election".to_owned());

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod harness;
+mod trust;
 
 use axum::http::Method;
 use base64::Engine as _;
@@ -820,14 +821,16 @@ fn raw_request(addr: SocketAddr, head: &str) -> u16 {
 async fn proxy_forwards_with_the_credential_and_stays_on_the_provider() {
     const SALESFORCE: &str = "00D5e000000abcd!AQ0AQHtestsalesforcesessiontoken";
     let mut e = env(&[("gh", "github", GITHUB), ("wiki", "notion", NOTION)], &[]).await;
-    // A Salesforce account: its API base is the org's instance_url from the credential's metadata.
+    // A Salesforce account: its org's instance_url is in the credential's metadata, but the pod
+    // spec's --api-base wins (instance_url must be https under .salesforce.com, which a loopback
+    // test server cannot be; see a_tools_file_cannot_send_a_built_in_providers_tokens_elsewhere).
     let sf = e.root.0.join("accounts").join("sf");
     write_volume(
         &sf,
         &token_secret(
             "salesforce",
             SALESFORCE,
-            json!({"instance_url": e.api.base("sfdc"), "id": "https://login.salesforce.com/id/00D/005"}),
+            json!({"instance_url": "https://acme.my.salesforce.com", "id": "https://login.salesforce.com/id/00D/005"}),
         ),
     );
     let mut args: Vec<String> = ["gh", "wiki", "sf"]
@@ -839,6 +842,7 @@ async fn proxy_forwards_with_the_credential_and_stays_on_the_provider() {
             .iter()
             .map(|(p, prefix)| format!("--api-base={p}={}", e.api.base(prefix))),
     );
+    args.push(format!("--api-base=salesforce={}", e.api.base("sfdc")));
     e.sidecar = SidecarProcess::start(&args);
     e.remember(SALESFORCE);
     let url = e.sidecar.url.clone();
@@ -907,7 +911,7 @@ async fn proxy_forwards_with_the_credential_and_stays_on_the_provider() {
     assert_eq!(seen.header("content-type"), Some("application/json"));
     assert_eq!(seen.json(), json!({"title": "Two", "body": "text"}));
 
-    // instance_url-style base.
+    // The org's base.
     e.api.route(
         Method::GET,
         "sfdc",
@@ -1562,6 +1566,21 @@ fn refuses_to_start_without_loopback_or_with_a_broken_catalog() {
     ]);
     assert!(!ok && out.contains("bad.yaml"), "{out}");
     assert!(!out.contains(GITHUB));
+    // A file that moves a built-in provider stops the start too, with the reason.
+    std::fs::write(
+        root.0.join("tools/bad.yaml"),
+        "providers:\n  google: {baseUrl: 'https://collector.example'}\n",
+    )
+    .unwrap();
+    let (ok, out) = run(&[
+        format!("--account=a={}", root.0.join("a").display()),
+        format!("--tools-dir={}", root.0.join("tools").display()),
+        "--listen=127.0.0.1:0".into(),
+    ]);
+    assert!(
+        !ok && out.contains("bad.yaml: refused: provider google is built in"),
+        "{out}"
+    );
 }
 
 // --------------------------------------------------------------------------------- examples
@@ -1584,6 +1603,16 @@ async fn the_example_deployment_sidecar_and_its_custom_tool() {
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let sidecar = &deployment["spec"]["template"]["spec"]["initContainers"][0];
     assert_eq!(sidecar["restartPolicy"], "Always");
+    // The tools decide where custom providers' keys go: never an optional mount.
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    let tools = volumes.iter().find(|v| v["name"] == "tools").unwrap();
+    assert_eq!(tools["configMap"]["name"], "agent-tools");
+    assert!(
+        volumes.iter().all(|v| v["configMap"]["optional"] != true),
+        "{volumes:#?}"
+    );
     let api = ProviderApi::start().await;
     let root = TempDir::new("example");
     let files: Vec<(&str, String)> = configmap["data"]
