@@ -723,12 +723,15 @@ async fn rendered_chart_passes_a_server_side_dry_run_for_watched_namespaces() {
             );
         }
     }
-    // The one cluster-scoped grant: TokenReview/SubjectAccessReview for POST /verify (the built-in
-    // auth-delegator role), which reads nothing in any namespace.
+    // The cluster-scoped grants: TokenReview/SubjectAccessReview for POST /verify (the built-in
+    // auth-delegator role), and ClusterConnections with namespace labels; neither reads anything
+    // in any namespace.
     let verify = format!("{}-{FULLNAME}-verify", env.ns);
+    let cluster = format!("{}-{FULLNAME}-cluster", env.ns);
     assert!(
-        !ids.iter()
-            .any(|(k, _, n)| k.starts_with("Cluster") && !(k == "ClusterRoleBinding" && *n == verify)),
+        !ids.iter().any(|(k, _, n)| k.starts_with("Cluster")
+            && !(k == "ClusterRoleBinding" && *n == verify)
+            && *n != cluster),
         "cluster-wide RBAC in watched-namespace mode: {ids:?}"
     );
     let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
@@ -1142,6 +1145,13 @@ async fn rbac_for_watched_namespaces_stays_inside_them() {
         check(false, &format!("list {ca} -A")),
         check(false, "list secrets -A"),
         check(false, &format!("list {ca} -n {s}")),
+        check(true, "list clusterconnections.agentauth.dev"),
+        check(
+            true,
+            "patch clusterconnections.agentauth.dev --subresource=status",
+        ),
+        check(false, "create clusterconnections.agentauth.dev"),
+        check(false, "update namespaces"),
         check(true, "create tokenreviews.authentication.k8s.io"),
         check(true, "create subjectaccessreviews.authorization.k8s.io"),
         check(false, "delete namespaces"),

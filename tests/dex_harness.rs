@@ -118,6 +118,7 @@ async fn user_logs_in_refreshes_and_is_revoked() {
         &redirect_uri,
         DexOptions {
             id_token_ttl: "1m30s",
+            ..Default::default()
         },
     )
     .unwrap();

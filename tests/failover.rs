@@ -41,7 +41,10 @@ async fn exactly_one_replica_refreshes_and_the_lease_hands_over() {
     let b = Operator::start_with(cluster, replica("replica-b", Some(a.gateway_url.clone()))).unwrap();
     let dex = Dex::start_with(
         &format!("{}/oauth/callback", a.gateway_url),
-        DexOptions { id_token_ttl: "20s" },
+        DexOptions {
+            id_token_ttl: "20s",
+            ..Default::default()
+        },
     )
     .unwrap();
     common::hygiene::remember(&dex.client_secret);

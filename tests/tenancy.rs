@@ -73,7 +73,7 @@ async fn tenant(env: &TestEnv, user: &str) {
     assert!(!denied.0, "a tenant must not read Secrets: {}", denied.1);
 }
 
-/// Runs the real kubectl as `user` (`--as`) in `ns`; (success, stdout+stderr).
+/// Runs the real kubectl as `user` (`--as`; "" for the admin) in `ns`; (success, stdout+stderr).
 fn kubectl_as(user: &str, ns: &str, args: &[&str], stdin: Option<String>) -> (bool, String) {
     let kubectl = agentauth_testcluster::binaries().unwrap().kubectl.clone();
     let kubeconfig = agentauth_testcluster::shared()
@@ -81,8 +81,10 @@ fn kubectl_as(user: &str, ns: &str, args: &[&str], stdin: Option<String>) -> (bo
         .kubeconfig_path()
         .to_owned();
     let mut cmd = Command::new(kubectl);
-    cmd.arg(format!("--as={user}"))
-        .arg("-n")
+    if !user.is_empty() {
+        cmd.arg(format!("--as={user}"));
+    }
+    cmd.arg("-n")
         .arg(ns)
         .args(args)
         .env("KUBECONFIG", kubeconfig)
@@ -340,10 +342,11 @@ async fn internal_addresses_are_refused_with_no_read_channel() {
     assert!(literal.contains("egress policy"), "{literal}");
     // The metadata address is not even a host namespaced Connections may name.
     refused(&env, "metadata", "PolicyDenied").await;
-    // A host name that resolves to an internal address passes admission and is refused when
-    // resolved: the account reports the policy, not the socket.
-    let svc = wait_account(&env.accounts, "svc", "refused at resolution", |a| {
-        ready_message(a).contains("egress policy")
+    // A closed port answers in a fixed phrase, never the socket's "connection refused" (that
+    // would make a port-scan oracle). (`localhost` resolves to the allowlisted 127.0.0.1 here; a
+    // name resolving to a refused address is refused at resolution: `egress::tests`.)
+    let svc = wait_account(&env.accounts, "svc", "a failed credential", |a| {
+        ready_message(a).contains("could not be reached")
     })
     .await;
     assert_eq!(state(&svc), Some(AccountState::Error));
@@ -496,5 +499,124 @@ async fn a_refresh_before_longer_than_the_lifetime_does_not_loop() {
         "renewed {} times in {:?}",
         server.issued(),
         first.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_cluster_connection_serves_selected_namespaces_from_the_operators_secrets() {
+    use agent_auth_operator::api::ClusterConnection;
+    use common::operator::{OPERATOR_NS, PLATFORM_CONNECTION};
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Patch, PatchParams};
+    let allowed = setup("tenancy-cc-in").await;
+    let other = setup("tenancy-cc-out").await;
+    let s = stack();
+    tenant(&allowed, "tenant-cc").await;
+    let label = json!({"metadata": {"labels": {"agentauth.dev/platform-dex": "true"}}});
+    Api::<Namespace>::all(allowed.client.clone())
+        .patch(&allowed.ns, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+    // The platform team's client secret lives in the operator's namespace.
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("platform-dex-oauth".into()),
+            labels: Some(agent_auth_operator::store::secret_ref::opt_in_labels()),
+            ..Default::default()
+        },
+        string_data: Some([("client-secret".to_owned(), s.dex.client_secret.clone())].into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(allowed.client.clone(), OPERATOR_NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let client_id = s.dex.next_client_id();
+    let cc: ClusterConnection = serde_json::from_value(json!({
+        "apiVersion": "agentauth.dev/v1alpha1", "kind": "ClusterConnection",
+        "metadata": {"name": PLATFORM_CONNECTION},
+        "spec": {"authType": "OAuth2",
+            "oauth2": {"clientId": client_id, "clientSecretRef": {"name": "platform-dex-oauth", "key": "client-secret"},
+                "authorizationUrl": s.dex.authorization_url(), "tokenUrl": s.dex.token_url(),
+                "scopes": ["openid", "email", "offline_access"]},
+            "namespaceSelector": {"matchLabels": {"agentauth.dev/platform-dex": "true"}}}}))
+    .unwrap();
+    let ccs: Api<ClusterConnection> = Api::all(allowed.client.clone());
+    ccs.create(&PostParams::default(), &cc).await.unwrap();
+    let redirect = eventually(REACT, "the ClusterConnection Ready", || async {
+        let st = ccs.get(PLATFORM_CONNECTION).await.ok()?.status?;
+        let ready = st
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(st.redirect_uri?)
+    })
+    .await;
+    assert_eq!(
+        redirect,
+        format!(
+            "{}/oauth/callback/cluster/{PLATFORM_CONNECTION}",
+            s.operator.gateway_url
+        )
+    );
+
+    // A tenant cannot create or change ClusterConnections, and cannot read the client secret.
+    let (ok, out) = kubectl_as(
+        "tenant-cc",
+        &allowed.ns,
+        &["delete", "clusterconnection", PLATFORM_CONNECTION],
+        None,
+    );
+    assert!(!ok && out.contains("forbidden"), "{out}");
+    // It can use it from a selected namespace: a real sign-in at Dex through the cluster callback.
+    apply_as(
+        "tenant-cc",
+        &allowed.ns,
+        &[
+            json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount", "metadata": {"name": "alice"},
+            "spec": {"connectionRef": {"kind": "ClusterConnection", "name": PLATFORM_CONNECTION}, "identifier": "user1@example.com"}}),
+        ],
+    );
+    let pending = wait_account(&allowed.accounts, "alice", "link", |a| link(a).is_some()).await;
+    sign_in(&link(&pending).unwrap(), &s.dex.user(1)).await;
+    let active = wait_state(&allowed.accounts, "alice", AccountState::Active).await;
+    remember_credentials(&allowed.client, &allowed.ns, &active).await;
+    assert!(
+        allowed
+            .secrets
+            .get_opt("alice-credentials")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // A namespace the selector does not pick gets no link.
+    account(
+        &other.client,
+        &other.ns,
+        "bob",
+        PLATFORM_CONNECTION,
+        json!({"connectionRef": {"kind": "ClusterConnection", "name": PLATFORM_CONNECTION}}),
+    )
+    .await;
+    let bob = wait_state(&other.accounts, "bob", AccountState::Error).await;
+    assert_eq!(ready(&bob).unwrap().1, "NamespaceNotAllowed");
+    assert_eq!(link(&bob), None);
+    // The platform's client is its own: a tenant's namespaced Connection with it is refused.
+    apply_as(
+        "tenant-cc",
+        &allowed.ns,
+        &[
+            json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection", "metadata": {"name": "copy"},
+            "spec": {"authType": "OAuth2", "oauth2": {"clientId": client_id, "tokenEndpointAuthMethod": "None",
+                "authorizationUrl": s.dex.authorization_url(), "tokenUrl": s.dex.token_url()}}}),
+        ],
+    );
+    refused(&allowed, "copy", "ClientIdInUse").await;
+    // `kubectl get agentauth` lists it beside the namespace's objects.
+    let (ok, out) = kubectl_as("", &allowed.ns, &["get", "agentauth"], None);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("clusterconnection.agentauth.dev/{PLATFORM_CONNECTION}")),
+        "{out}"
     );
 }

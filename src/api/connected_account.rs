@@ -29,7 +29,7 @@ pub const REAUTHORIZE_ANNOTATION: &str = "agentauth.dev/reauthorize";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectedAccountSpec {
-    /// The Connection (in this namespace) this account authorizes. Immutable.
+    /// The Connection (in this namespace) or ClusterConnection this account authorizes. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("connectionRef is immutable"))]
     pub connection_ref: ConnectionRef,
 
@@ -63,12 +63,31 @@ pub struct ConnectedAccountSpec {
     pub disconnected: Option<bool>,
 }
 
-/// A reference to a Connection in the same namespace.
+/// A reference to a Connection in the same namespace, or to a ClusterConnection.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ConnectionRef {
-    /// Name of the Connection.
+    /// `Connection` (default: in this namespace) or `ClusterConnection` (the platform team's).
+    #[serde(default, skip_serializing_if = "ConnectionKind::is_default")]
+    pub kind: ConnectionKind,
+    /// Name of the Connection or ClusterConnection.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+}
+
+/// The kinds an account can refer to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash, schemars::JsonSchema)]
+pub enum ConnectionKind {
+    /// A Connection in the account's namespace.
+    #[default]
+    Connection,
+    /// A cluster-scoped ClusterConnection of the platform team.
+    ClusterConnection,
+}
+
+impl ConnectionKind {
+    fn is_default(&self) -> bool {
+        *self == ConnectionKind::Connection
+    }
 }
 
 /// A Secret in the same namespace.

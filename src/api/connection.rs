@@ -27,27 +27,13 @@ pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Redirect URI","type":"string","jsonPath":".status.redirectUri","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("has(self.spec.oauth2) == (self.spec.authType in ['OAuth2', 'ClientCredentials'])")
-        .message("spec.oauth2 must be set exactly when spec.authType is OAuth2 or ClientCredentials")
-        .field_path(".spec.oauth2"),
-    validation = Rule::new("!has(self.spec.oauth2) || has(self.spec.provider) || self.spec.authType != 'OAuth2' || (has(self.spec.oauth2.authorizationUrl) && has(self.spec.oauth2.tokenUrl))")
-        .message("spec.oauth2.authorizationUrl and tokenUrl are required unless spec.provider names a catalog entry")
-        .field_path(".spec.oauth2"),
-    validation = Rule::new("!has(self.spec.oauth2) || has(self.spec.provider) || self.spec.authType != 'ClientCredentials' || has(self.spec.oauth2.tokenUrl)")
-        .message("spec.oauth2.tokenUrl is required for ClientCredentials unless spec.provider names a catalog entry")
-        .field_path(".spec.oauth2"),
-    validation = Rule::new("!has(self.spec.apiKey) || self.spec.authType == 'APIKey'")
-        .message("spec.apiKey is only for authType APIKey")
-        .field_path(".spec.apiKey"),
-    validation = Rule::new("!has(self.spec.bearerToken) || self.spec.authType == 'BearerToken'")
-        .message("spec.bearerToken is only for authType BearerToken")
-        .field_path(".spec.bearerToken"),
-    validation = Rule::new("has(self.spec.customJWT) == (self.spec.authType == 'CustomJWT')")
-        .message("spec.customJWT must be set exactly when spec.authType is CustomJWT")
-        .field_path(".spec.customJWT"),
-    validation = Rule::new("!has(self.spec.verification) || self.spec.authType in ['OAuth2', 'APIKey', 'BearerToken']")
-        .message("spec.verification needs a user: authType OAuth2, APIKey or BearerToken")
-        .field_path(".spec.verification"),
+    validation = spec_rule(0),
+    validation = spec_rule(1),
+    validation = spec_rule(2),
+    validation = spec_rule(3),
+    validation = spec_rule(4),
+    validation = spec_rule(5),
+    validation = spec_rule(6),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionSpec {
@@ -99,6 +85,36 @@ pub struct ConnectionSpec {
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("must be an http(s) URL"))]
     #[schemars(length(max = 2048))]
     pub success_redirect_url: Option<String>,
+}
+
+/// The rules every Connection-like kind (Connection, ClusterConnection) checks at admission: the
+/// auth-method blocks that must be present or absent together.
+pub(crate) fn spec_rule(i: usize) -> kube::core::Rule {
+    use kube::core::Rule;
+    let rules = [
+        Rule::new("has(self.spec.oauth2) == (self.spec.authType in ['OAuth2', 'ClientCredentials'])")
+            .message("spec.oauth2 must be set exactly when spec.authType is OAuth2 or ClientCredentials")
+            .field_path(".spec.oauth2"),
+        Rule::new("!has(self.spec.oauth2) || has(self.spec.provider) || self.spec.authType != 'OAuth2' || (has(self.spec.oauth2.authorizationUrl) && has(self.spec.oauth2.tokenUrl))")
+            .message("spec.oauth2.authorizationUrl and tokenUrl are required unless spec.provider names a catalog entry")
+            .field_path(".spec.oauth2"),
+        Rule::new("!has(self.spec.oauth2) || has(self.spec.provider) || self.spec.authType != 'ClientCredentials' || has(self.spec.oauth2.tokenUrl)")
+            .message("spec.oauth2.tokenUrl is required for ClientCredentials unless spec.provider names a catalog entry")
+            .field_path(".spec.oauth2"),
+        Rule::new("!has(self.spec.apiKey) || self.spec.authType == 'APIKey'")
+            .message("spec.apiKey is only for authType APIKey")
+            .field_path(".spec.apiKey"),
+        Rule::new("!has(self.spec.bearerToken) || self.spec.authType == 'BearerToken'")
+            .message("spec.bearerToken is only for authType BearerToken")
+            .field_path(".spec.bearerToken"),
+        Rule::new("has(self.spec.customJWT) == (self.spec.authType == 'CustomJWT')")
+            .message("spec.customJWT must be set exactly when spec.authType is CustomJWT")
+            .field_path(".spec.customJWT"),
+        Rule::new("!has(self.spec.verification) || self.spec.authType in ['OAuth2', 'APIKey', 'BearerToken']")
+            .message("spec.verification needs a user: authType OAuth2, APIKey or BearerToken")
+            .field_path(".spec.verification"),
+    ];
+    rules.into_iter().nth(i).unwrap_or_else(|| Rule::new("true"))
 }
 
 /// The ways a credential is obtained.

@@ -3,14 +3,18 @@
 //! Doc comments on the types become the `kubectl explain` text of the generated CRDs, so they are
 //! written for the platform engineer who applies the YAML.
 
+mod cluster_connection;
 pub mod conditions;
 mod connected_account;
 mod connection;
 mod methods;
 
+pub use cluster_connection::{
+    CLUSTER_VIEW_ANNOTATION, ClusterConnection, ClusterConnectionSpec, is_cluster_view,
+};
 pub use connected_account::{
-    AccountState, ConnectedAccount, ConnectedAccountSpec, ConnectedAccountStatus, ConnectionRef,
-    LocalSecretRef, REAUTHORIZE_ANNOTATION,
+    AccountState, ConnectedAccount, ConnectedAccountSpec, ConnectedAccountStatus, ConnectionKind,
+    ConnectionRef, LocalSecretRef, REAUTHORIZE_ANNOTATION,
 };
 pub use connection::{
     AuthType, Connection, ConnectionSpec, ConnectionStatus, LinkSettings, OAuth2Settings, RefreshSettings,
@@ -29,7 +33,11 @@ pub const GROUP: &str = "agentauth.dev";
 
 /// Every CRD the operator serves, in the order `agent-auth-operator crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![reflow(Connection::crd()), reflow(ConnectedAccount::crd())]
+    vec![
+        reflow(Connection::crd()),
+        reflow(ClusterConnection::crd()),
+        reflow(ConnectedAccount::crd()),
+    ]
 }
 
 /// Joins the hard-wrapped lines of doc comments so that `kubectl explain` wraps them itself;

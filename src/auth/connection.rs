@@ -2,10 +2,12 @@
 //! the client secret read from the Secret it references. Shared by the controller (refresh,
 //! revocation) and the gateway (authorize, code exchange).
 
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use super::oauth2::{ConfigError, OAuthClient, Settings};
-use crate::api::{Connection, SecretKeyRef};
+use crate::api::{ClusterConnection, ConnectedAccount, Connection, ConnectionKind, SecretKeyRef};
 use crate::config::Config;
 use crate::store::{Grant, secret_ref};
 
@@ -79,11 +81,52 @@ pub fn redirect_uri(config: &Config, conn: &Connection) -> String {
     if legacy_callback(conn) {
         return config.redirect_uri();
     }
+    if crate::api::is_cluster_view(conn) {
+        return config.endpoint(&format!("oauth/callback/cluster/{}", conn.name_any()));
+    }
     config.endpoint(&format!(
         "oauth/callback/ns/{}/{}",
         conn.namespace().unwrap_or_default(),
         conn.name_any()
     ))
+}
+
+/// The Connection an account refers to, read from the API server: a namespaced Connection in the
+/// account's namespace, or the Connection view of a ClusterConnection (Secrets in
+/// `operator_ns`). `None` when it does not exist or does not admit the account's namespace.
+pub async fn of_account(
+    client: &Client,
+    operator_ns: &str,
+    account: &ConnectedAccount,
+) -> Result<Option<Connection>, kube::Error> {
+    let ns = account.namespace().unwrap_or_default();
+    let name = &account.spec.connection_ref.name;
+    match account.spec.connection_ref.kind {
+        ConnectionKind::Connection => {
+            Api::<Connection>::namespaced(client.clone(), &ns)
+                .get_opt(name)
+                .await
+        }
+        ConnectionKind::ClusterConnection => {
+            let Some(cc) = Api::<ClusterConnection>::all(client.clone())
+                .get_opt(name)
+                .await?
+            else {
+                return Ok(None);
+            };
+            if cc.spec.namespace_selector.is_some() {
+                let labels = Api::<Namespace>::all(client.clone())
+                    .get_metadata_opt(&ns)
+                    .await?
+                    .and_then(|n| n.metadata.labels)
+                    .unwrap_or_default();
+                if !cc.admits(&labels) {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(cc.as_connection(operator_ns)))
+        }
+    }
 }
 
 /// The Connection opted in to the shared callback of earlier releases.

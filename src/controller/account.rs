@@ -18,9 +18,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::decide::{
-    self, ConnectionIssue, ConnectionView, LinkPlan, Observed, Plan, RefreshFailure, Source,
-};
+use super::decide::{self, ConnectionView, LinkPlan, Observed, Plan, RefreshFailure, Source};
 use super::{Context, Error, schedule};
 use crate::api::conditions;
 use crate::api::{AccountState, ConnectedAccount, ConnectedAccountStatus, Connection};
@@ -30,9 +28,6 @@ use crate::links::{self, LinkClaims};
 use crate::store::agent_secret::{self, Ownership};
 use crate::store::credentials::{CredentialStore, StoreError, Versioned};
 use crate::store::{FIELD_MANAGER, Record, finalizer};
-
-/// Default `spec.authorizationLink.ttl`.
-const DEFAULT_LINK_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
 /// [`reconcile`] with its duration and outcome recorded in metrics.
 pub async fn reconcile_measured(
@@ -97,83 +92,6 @@ pub fn secret_name(account: &ConnectedAccount) -> String {
         .unwrap_or_else(|| format!("{}-credentials", account.name_any()))
 }
 
-/// Resolves the account's Connection from the cache.
-fn resolve_connection(
-    account: &ConnectedAccount,
-    ctx: &Context,
-) -> Result<(Arc<Connection>, ConnectionView), ConnectionIssue> {
-    let ns = account.namespace().unwrap_or_default();
-    let name = &account.spec.connection_ref.name;
-    let guard = ctx
-        .connections
-        .get(&ObjectRef::new(name).within(&ns))
-        .ok_or_else(|| ConnectionIssue {
-            reason: "ConnectionNotFound",
-            message: format!("Connection {name} does not exist in namespace {ns}"),
-        })?;
-    let conn = match &guard.0 {
-        Ok(c) => Arc::new(c.clone()),
-        Err(invalid) => {
-            return Err(ConnectionIssue {
-                reason: "ConnectionNotReady",
-                message: format!("Connection {name} does not match the schema: {invalid}"),
-            });
-        }
-    };
-    // The spec is checked here too, so that editing a Connection does not flip its accounts to
-    // ERROR (and void their links) while the Connection controller catches up. What only the
-    // Connection controller can see (its client secret) comes from its status.
-    let not_ready = |message: String| ConnectionIssue {
-        reason: "ConnectionNotReady",
-        message,
-    };
-    if let Err((_, m)) = super::connection::admit(&conn, ctx) {
-        return Err(not_ready(format!("Connection {name} is not usable: {m}")));
-    }
-    let status = conn.status.as_ref();
-    let ready = status.and_then(|s| conditions::find(&s.conditions, conditions::READY));
-    let current = status.and_then(|s| s.observed_generation) == conn.metadata.generation;
-    match ready {
-        // Not looked at by the Connection controller yet: its spec is valid, so go ahead (its
-        // client secret is checked there, and its verdict follows through the watch).
-        None => {}
-        Some(c) if c.status != "True" && (current || c.reason == super::connection::SECRET_UNAVAILABLE) => {
-            return Err(not_ready(format!(
-                "Connection {name} is not ready: {}",
-                c.message
-            )));
-        }
-        Some(_) => {}
-    }
-    let source = match (&account.spec.credentials_ref, conn.spec.auth_type) {
-        (Some(_), t) if t.form() => Source::SecretRef,
-        (Some(_), t) => {
-            return Err(ConnectionIssue {
-                reason: "CredentialsRefUnsupported",
-                message: format!(
-                    "spec.credentialsRef needs an APIKey or BearerToken Connection; {name} is {t:?}"
-                ),
-            });
-        }
-        (None, t) if t.interactive() => Source::Link,
-        (None, _) => Source::Operator,
-    };
-    let duration = |d: Option<&String>| d.and_then(|s| schedule::parse_duration(s).ok());
-    let settings = conn_auth::settings(&conn).ok();
-    let view = ConnectionView {
-        source,
-        link_ttl: duration(conn.spec.authorization_link.as_ref().and_then(|l| l.ttl.as_ref()))
-            .unwrap_or(DEFAULT_LINK_TTL),
-        refresh_before: duration(conn.spec.refresh.as_ref().and_then(|r| r.before.as_ref())),
-        grant: settings
-            .as_ref()
-            .filter(|_| conn.spec.auth_type == crate::api::AuthType::OAuth2)
-            .map(|s| s.grant()),
-        scopes: settings.map(|s| s.scopes).unwrap_or_default(),
-    };
-    Ok((conn, view))
-}
-
 /// The account's record from the cache of operator copies.
 fn cached_record(uid: &str, ctx: &Context) -> Result<Versioned, Error> {
     let key = ObjectRef::new(&CredentialStore::name_for(uid)).within(&ctx.config.namespace);
@@ -196,7 +114,7 @@ fn current_link(account: &ConnectedAccount, ctx: &Context) -> Option<LinkClaims>
 async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Error> {
     let uid = account.uid().unwrap_or_default();
     let ns = account.namespace().unwrap_or_default();
-    let resolved = resolve_connection(account, ctx);
+    let resolved = super::resolve::connection(account, ctx);
     let mut versioned = cached_record(&uid, ctx)?;
     flush_pending(account, &mut versioned, ctx).await?;
     let name = secret_name(account);
@@ -736,7 +654,7 @@ async fn discard_credentials(
 }
 
 async fn cleanup(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Error> {
-    let conn = resolve_connection(account, ctx).ok().map(|(c, _)| c);
+    let conn = super::resolve::connection(account, ctx).ok().map(|(c, _)| c);
     let ns = account.namespace().unwrap_or_default();
     let secret = ctx
         .agent_secrets

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{Context, Error, schedule, tenancy};
 use crate::api::conditions;
-use crate::api::{AuthType, Connection, ConnectionStatus};
+use crate::api::{AuthType, ClusterConnection, Connection, ConnectionStatus};
 use crate::auth::connection as conn_auth;
 use crate::auth::form::Form;
 use crate::auth::jwt;
@@ -68,22 +68,34 @@ pub fn validate(conn: &Connection) -> Result<(), String> {
 
 /// Everything that decides whether accounts may use `conn`, without API calls: its spec, the
 /// operator's tenancy and egress policies, and whether another namespace claimed its client.
+///
+/// A ClusterConnection (its Connection view) is the platform team's: the namespaced-Connection
+/// policy does not apply to it, and it always holds its client against namespaced Connections.
 pub fn admit(conn: &Connection, ctx: &Context) -> Result<(), (&'static str, String)> {
     validate(conn).map_err(|m| ("InvalidSpec", m))?;
     let refuse = |r: tenancy::Refusal| (r.reason, r.message);
-    tenancy::check(
-        conn,
-        ctx.config.connection_policy,
-        &ctx.config.connection_hosts,
-        &ctx.config.egress,
-    )
-    .map_err(refuse)?;
-    let others: Vec<Connection> = ctx
+    let platform = crate::api::is_cluster_view(conn);
+    let policy = if platform {
+        tenancy::ConnectionPolicy::Any
+    } else {
+        ctx.config.connection_policy
+    };
+    tenancy::check(conn, policy, &ctx.config.connection_hosts, &ctx.config.egress).map_err(refuse)?;
+    if platform {
+        return Ok(());
+    }
+    let mut others: Vec<Connection> = ctx
         .connections
         .state()
         .iter()
         .filter_map(|g| g.0.as_ref().ok().cloned())
         .collect();
+    others.extend(ctx.cluster_connections.state().iter().filter_map(|g| {
+        let mut view = g.0.as_ref().ok()?.as_connection(&ctx.config.namespace);
+        // Ranked before every namespaced Connection.
+        view.metadata.creation_timestamp = None;
+        Some(view)
+    }));
     tenancy::check_claims(conn, &others).map_err(refuse)
 }
 
@@ -109,6 +121,30 @@ pub async fn reconcile_measured(
     result
 }
 
+/// [`reconcile_measured`] for a ClusterConnection: reconciled as its Connection view (Secrets in
+/// the operator's namespace), its status written back to it.
+pub async fn reconcile_cluster_measured(
+    guard: Arc<super::GuardedClusterConnection>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let conn = match &guard.0 {
+        Ok(c) => Arc::new(c.as_connection(&ctx.config.namespace)),
+        Err(invalid) => {
+            tracing::warn!(connection = %guard.name_any(), error = %invalid, "ignoring a ClusterConnection that does not match the schema");
+            return Ok(Action::await_change());
+        }
+    };
+    let result = reconcile(conn, ctx.clone()).await;
+    ctx.metrics.reconciled(
+        "clusterconnection",
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
+}
+
+/// Validates a Connection (or a ClusterConnection's view) and publishes `Ready` and `redirectUri`.
 pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = conn.namespace().unwrap_or_default();
     let mut outcome = admit(&conn, &ctx);
@@ -128,15 +164,24 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
         observed_generation: conn.metadata.generation,
     };
     if status != old {
-        let api: Api<Connection> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection", "status": status});
-        api.patch_status(
-            &conn.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-        tracing::info!(connection = %conn.name_any(), namespace = %ns, ready = ok, reason, "connection status changed");
+        let cluster = crate::api::is_cluster_view(&conn);
+        let kind = if cluster {
+            "ClusterConnection"
+        } else {
+            "Connection"
+        };
+        let patch = json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": kind, "status": status});
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        if cluster {
+            let api: Api<ClusterConnection> = Api::all(ctx.client.clone());
+            api.patch_status(&conn.name_any(), &pp, &Patch::Apply(&patch))
+                .await?;
+        } else {
+            let api: Api<Connection> = Api::namespaced(ctx.client.clone(), &ns);
+            api.patch_status(&conn.name_any(), &pp, &Patch::Apply(&patch))
+                .await?;
+        }
+        tracing::info!(connection = %conn.name_any(), namespace = %ns, kind, ready = ok, reason, "connection status changed");
     }
     Ok(Action::requeue(match outcome {
         Ok(()) => RECHECK,

@@ -9,6 +9,7 @@ pub mod connection;
 pub mod decide;
 mod events;
 mod obtain;
+pub mod resolve;
 pub mod schedule;
 pub mod tenancy;
 
@@ -17,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -27,12 +28,14 @@ use kube::{Client, Resource, ResourceExt};
 
 use kube::core::DeserializeGuard;
 
-use crate::api::{ConnectedAccount, Connection};
+use crate::api::{ClusterConnection, ConnectedAccount, Connection, ConnectionKind};
 
 /// Accounts as watched: an object that does not deserialize is reported, not fatal.
 pub type GuardedAccount = DeserializeGuard<ConnectedAccount>;
 /// Connections as watched.
 pub type GuardedConnection = DeserializeGuard<Connection>;
+/// ClusterConnections as watched.
+pub type GuardedClusterConnection = DeserializeGuard<ClusterConnection>;
 use crate::config::Config;
 use crate::links::Signer;
 use crate::store::credentials::CredentialStore;
@@ -71,6 +74,9 @@ pub struct Context {
     pub http: crate::egress::EgressClient,
     pub credentials: CredentialStore,
     pub connections: Store<GuardedConnection>,
+    pub cluster_connections: Store<GuardedClusterConnection>,
+    /// Namespace labels, for ClusterConnections' `namespaceSelector`.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub records: Store<Secret>,
     pub agent_secrets: Store<Secret>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -178,6 +184,7 @@ pub async fn run(
     client: Client,
     config: Arc<Config>,
     watch_ns: Option<String>,
+    primary: bool,
     signer: Signer,
     metrics: Arc<crate::metrics::Metrics>,
     ready: Arc<tokio::sync::watch::Sender<bool>>,
@@ -195,6 +202,21 @@ pub async fn run(
         .modify(slim)
         .reflect(conn_writer)
         .touched_objects();
+    let cluster_connections: Api<GuardedClusterConnection> = Api::all(client.clone());
+    let (cc_store, cc_writer) = reflector::store();
+    let cc_stream = watcher(cluster_connections.clone(), watcher::Config::default())
+        .default_backoff()
+        .modify(slim)
+        .reflect(cc_writer)
+        .touched_objects();
+    let (ns_store, ns_writer) = reflector::store();
+    let ns_stream = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(ns_writer)
+    .touched_objects();
     let (record_store, record_writer) = reflector::store();
     let record_stream = watcher(
         records,
@@ -227,6 +249,8 @@ pub async fn run(
         signer,
         config: config.clone(),
         connections: conn_store.clone(),
+        cluster_connections: cc_store.clone(),
+        namespaces: ns_store.clone(),
         records: record_store.clone(),
         agent_secrets: secret_store.clone(),
         failures: Mutex::default(),
@@ -255,7 +279,46 @@ pub async fn run(
                 .state()
                 .into_iter()
                 .filter(|a| {
-                    a.namespace() == ns && a.0.as_ref().is_ok_and(|a| a.spec.connection_ref.name == name)
+                    a.namespace() == ns
+                        && a.0.as_ref().is_ok_and(|a| {
+                            a.spec.connection_ref.kind == ConnectionKind::Connection
+                                && a.spec.connection_ref.name == name
+                        })
+                })
+                .map(|a| ObjectRef::from_obj(&*a))
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_cluster_connection = {
+        let account_store = account_store.clone();
+        move |cc: GuardedClusterConnection| {
+            let name = cc.name_any();
+            account_store
+                .state()
+                .into_iter()
+                .filter(|a| {
+                    a.0.as_ref().is_ok_and(|a| {
+                        a.spec.connection_ref.kind == ConnectionKind::ClusterConnection
+                            && a.spec.connection_ref.name == name
+                    })
+                })
+                .map(|a| ObjectRef::from_obj(&*a))
+                .collect::<Vec<_>>()
+        }
+    };
+    // A namespace's labels decide which ClusterConnections its accounts may use.
+    let by_namespace = {
+        let account_store = account_store.clone();
+        move |n: PartialObjectMeta<Namespace>| {
+            let ns = n.name_any();
+            account_store
+                .state()
+                .into_iter()
+                .filter(|a| {
+                    a.namespace().as_deref() == Some(ns.as_str())
+                        && a.0
+                            .as_ref()
+                            .is_ok_and(|a| a.spec.connection_ref.kind == ConnectionKind::ClusterConnection)
                 })
                 .map(|a| ObjectRef::from_obj(&*a))
                 .collect::<Vec<_>>()
@@ -272,6 +335,8 @@ pub async fn run(
     let accounts_fut = account_controller
         .owns_stream(secret_stream)
         .watches_stream(conn_stream, by_connection)
+        .watches_stream(cc_stream, by_cluster_connection)
+        .watches_stream(ns_stream, by_namespace)
         .watches_stream(record_stream, by_record)
         .graceful_shutdown_on(shutdown.clone())
         .run(account::reconcile_measured, error_policy, ctx.clone())
@@ -284,12 +349,28 @@ pub async fn run(
         .graceful_shutdown_on(shutdown.clone())
         .run(connection::reconcile_measured, conn_error_policy, ctx.clone())
         .for_each(|_| async {});
+    // One set of controllers (the first) keeps the ClusterConnections' status.
+    let cluster_fut = async {
+        if primary {
+            Controller::new(cluster_connections, watcher::Config::default().any_semantic())
+                .graceful_shutdown_on(shutdown.clone())
+                .run(
+                    connection::reconcile_cluster_measured,
+                    cluster_error_policy,
+                    ctx.clone(),
+                )
+                .for_each(|_| async {})
+                .await;
+        }
+    };
     let readiness = {
         let ctx = ctx.clone();
         let account_store = account_store.clone();
         async move {
             let _ = account_store.wait_until_ready().await;
             let _ = conn_store.wait_until_ready().await;
+            let _ = cc_store.wait_until_ready().await;
+            let _ = ns_store.wait_until_ready().await;
             let _ = record_store.wait_until_ready().await;
             let _ = secret_store.wait_until_ready().await;
             let _ = synced_tx.send(true);
@@ -301,7 +382,7 @@ pub async fn run(
         }
     };
     tokio::select! {
-        _ = futures::future::join(accounts_fut, connections_fut) => {}
+        _ = futures::future::join3(accounts_fut, connections_fut, cluster_fut) => {}
         _ = readiness => {}
     }
     Ok(())
@@ -325,6 +406,11 @@ fn error_policy(account: Arc<GuardedAccount>, err: &Error, _ctx: Arc<Context>) -
         Error::Conflict => Action::requeue(Duration::from_millis(200)),
         _ => Action::requeue(Duration::from_secs(5)),
     }
+}
+
+fn cluster_error_policy(conn: Arc<GuardedClusterConnection>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(clusterconnection = %conn.name_any(), category = err.category(), error = %err, "cluster connection reconcile failed");
+    Action::requeue(Duration::from_secs(5))
 }
 
 fn conn_error_policy(conn: Arc<GuardedConnection>, err: &Error, _ctx: Arc<Context>) -> Action {
@@ -363,13 +449,14 @@ impl Controllers {
         };
         let mut flags = Vec::new();
         let mut sets = Vec::new();
-        for scope in scopes {
+        for (i, scope) in scopes.into_iter().enumerate() {
             let (tx, rx) = tokio::sync::watch::channel(false);
             flags.push(rx);
             sets.push(run(
                 client.clone(),
                 config.clone(),
                 scope,
+                i == 0,
                 signer.clone(),
                 metrics.clone(),
                 Arc::new(tx),

@@ -27,6 +27,8 @@ pub struct Entry {
     pub link: Option<String>,
     pub disconnected: bool,
     pub connection: String,
+    /// ClusterConnections are not cached: their namespace selector needs the namespace's labels.
+    pub cluster: bool,
 }
 
 type Key = (String, String);
@@ -134,6 +136,7 @@ fn entry(a: &GuardedAccount) -> Option<(Key, Entry)> {
             .map(str::to_owned),
         disconnected: status.and_then(|s| s.state) == Some(AccountState::Disconnected),
         connection: account.spec.connection_ref.name.clone(),
+        cluster: account.spec.connection_ref.kind == crate::api::ConnectionKind::ClusterConnection,
     };
     Some((key(a), e))
 }

@@ -16,7 +16,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::Api;
 
 use super::complete::{complete, finish, record_failure, spent};
 use super::connect::current_account;
@@ -28,9 +27,19 @@ use crate::links::{self, LinkClaims, StateClaims};
 /// Longest query string the callback reads.
 const MAX_QUERY: usize = 4096;
 
+/// Which redirect URI a response arrived at.
+enum At {
+    /// The shared `/oauth/callback` of earlier releases.
+    Shared,
+    /// `/oauth/callback/ns/{namespace}/{connection}`.
+    Namespaced(String, String),
+    /// `/oauth/callback/cluster/{clusterconnection}`.
+    Cluster(String),
+}
+
 /// The shared callback of earlier releases, for Connections with `legacyRedirectUri`.
 pub async fn legacy(State(gw): State<Gateway>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    callback(gw, None, headers, query).await
+    callback(gw, At::Shared, headers, query).await
 }
 
 /// A Connection's own callback.
@@ -40,15 +49,20 @@ pub async fn own(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    callback(gw, Some((ns, name)), headers, query).await
+    callback(gw, At::Namespaced(ns, name), headers, query).await
 }
 
-async fn callback(
-    gw: Gateway,
-    at: Option<(String, String)>,
+/// A ClusterConnection's own callback.
+pub async fn cluster(
+    State(gw): State<Gateway>,
+    Path(name): Path<String>,
     headers: HeaderMap,
-    query: Option<String>,
+    RawQuery(query): RawQuery,
 ) -> Response {
+    callback(gw, At::Cluster(name), headers, query).await
+}
+
+async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>) -> Response {
     let query = query.unwrap_or_default();
     if query.len() > MAX_QUERY {
         return pages::bad_request("The request is too large.");
@@ -92,12 +106,11 @@ async fn callback(
         tracing::info!(account = %claims.name, namespace = %claims.ns, "OAuth state for a spent or replaced link");
         return pages::used_link();
     }
-    let conns: Api<Connection> = Api::namespaced(gw.client.clone(), &claims.ns);
-    let conn = match conns.get_opt(&account.spec.connection_ref.name).await {
+    let conn = match conn_auth::of_account(&gw.client, &gw.config.namespace, &account).await {
         Ok(Some(c)) => c,
         _ => return pages::unavailable("This app is not configured. Contact the platform team."),
     };
-    if let Err(why) = meant_for(&conn, &claims, at.as_ref(), param("iss").as_deref()) {
+    if let Err(why) = meant_for(&conn, &claims, &at, param("iss").as_deref()) {
         tracing::warn!(account = %claims.name, namespace = %claims.ns, connection = %conn.name_any(), why, "refused a sign-in response meant for another Connection");
         return pages::bad_request(
             "This sign-in response does not belong to this app. Start again from your link.",
@@ -187,17 +200,22 @@ pub fn session_of(headers: &HeaderMap, name: &str) -> Option<String> {
 fn meant_for(
     conn: &Connection,
     claims: &StateClaims,
-    at: Option<&(String, String)>,
+    at: &At,
     iss: Option<&str>,
 ) -> Result<(), &'static str> {
     if conn.metadata.uid.as_deref() != Some(claims.conn.as_str()) {
         return Err("state issued for another Connection");
     }
+    let cluster = crate::api::is_cluster_view(conn);
     match at {
-        Some((ns, name)) if *ns == conn.namespace().unwrap_or_default() && *name == conn.name_any() => {}
-        Some(_) => return Err("state arrived at another Connection's redirect URI"),
-        None if conn_auth::legacy_callback(conn) => {}
-        None => return Err("state arrived at the shared redirect URI the Connection did not opt in to"),
+        At::Namespaced(ns, name)
+            if !cluster && *ns == conn.namespace().unwrap_or_default() && *name == conn.name_any() => {}
+        At::Cluster(name) if cluster && *name == conn.name_any() => {}
+        At::Shared if conn_auth::legacy_callback(conn) => {}
+        At::Shared => {
+            return Err("state arrived at the shared redirect URI the Connection did not opt in to");
+        }
+        _ => return Err("state arrived at another Connection's redirect URI"),
     }
     let Some(iss) = iss else { return Ok(()) };
     let expected = conn.spec.oauth2.as_ref().and_then(|o| o.issuer.clone());

@@ -30,7 +30,9 @@ pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Re
     let cached = gw
         .cache
         .account(&claims.ns, &claims.name)
-        .filter(|e| e.uid == claims.uid && e.link.as_deref() == Some(token.as_str()) && !e.disconnected)
+        .filter(|e| {
+            e.uid == claims.uid && e.link.as_deref() == Some(token.as_str()) && !e.disconnected && !e.cluster
+        })
         .and_then(|e| gw.cache.connection(&claims.ns, &e.connection));
     let conn = match cached {
         Some(c) => c,
@@ -98,8 +100,7 @@ pub async fn open_link(
         tracing::info!(account = %claims.name, namespace = %claims.ns, "refused a spent or replaced link");
         return Err(pages::used_link());
     }
-    let conns: Api<Connection> = Api::namespaced(gw.client.clone(), &claims.ns);
-    match conns.get_opt(&account.spec.connection_ref.name).await {
+    match conn_auth::of_account(&gw.client, &gw.config.namespace, &account).await {
         Ok(Some(c)) => Ok((claims, account, c)),
         Ok(None) => Err(pages::unavailable(
             "This app is not configured. Contact the platform team.",

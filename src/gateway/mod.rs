@@ -68,6 +68,7 @@ pub fn router(gw: Gateway) -> Router {
         .route("/connect/{token}", get(connect::connect).post(forms::submit))
         .route("/oauth/callback", get(callback::legacy))
         .route("/oauth/callback/ns/{ns}/{connection}", get(callback::own))
+        .route("/oauth/callback/cluster/{connection}", get(callback::cluster))
         .route("/verify", axum::routing::post(verify::verify))
         .fallback(|| async { pages::not_found() })
         .with_state(gw)

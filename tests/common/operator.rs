@@ -14,6 +14,8 @@ use super::dex::{Dex, DexOptions};
 
 /// The operator's own namespace in tests.
 pub const OPERATOR_NS: &str = "agent-auth-system";
+/// Name of the ClusterConnection whose redirect URI the test Dex registers.
+pub const PLATFORM_CONNECTION: &str = "platform-dex";
 /// Access-token lifetime Dex issues in tests: short, so refresh happens within a test.
 pub const TOKEN_TTL: &str = "20s";
 
@@ -282,6 +284,11 @@ fn start() -> Result<Stack, String> {
         &format!("{}/oauth/callback", operator.gateway_url),
         DexOptions {
             id_token_ttl: TOKEN_TTL,
+            // The ClusterConnection of tests/tenancy.rs has a redirect URI of its own.
+            extra_redirect_uris: vec![format!(
+                "{}/oauth/callback/cluster/{PLATFORM_CONNECTION}",
+                operator.gateway_url
+            )],
         },
     )?;
     Ok(Stack { dex, operator })

@@ -132,7 +132,10 @@ pub fn run(operator_bin: &Path, non_interactive: bool) -> Result<(), String> {
     let gateway_url = format!("http://127.0.0.1:{gateway_port}");
     let dex = Dex::start_with(
         &format!("{gateway_url}/oauth/callback/ns/demo/dex"),
-        DexOptions { id_token_ttl: "5m" },
+        DexOptions {
+            id_token_ttl: "5m",
+            ..Default::default()
+        },
     )?;
     let dir = cluster.dir().to_owned();
     let args = [

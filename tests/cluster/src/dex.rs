@@ -44,11 +44,16 @@ pub struct DexOptions<'a> {
     /// `expiry.idTokens`, a Go duration ("60s", "5m", "1h30m"). Dex also uses it as the access
     /// token lifetime, i.e. the token response's `expires_in`.
     pub id_token_ttl: &'a str,
+    /// More redirect URIs every client registers (for example a ClusterConnection's own).
+    pub extra_redirect_uris: Vec<String>,
 }
 
 impl Default for DexOptions<'_> {
     fn default() -> Self {
-        DexOptions { id_token_ttl: "60s" }
+        DexOptions {
+            id_token_ttl: "60s",
+            extra_redirect_uris: Vec::new(),
+        }
     }
 }
 
@@ -69,8 +74,10 @@ pub struct Dex {
     pub issuer: String,
     pub client_id: String,
     pub client_secret: String,
-    /// The client's only registered redirect URI.
+    /// The client's first registered redirect URI.
     pub redirect_uri: String,
+    /// Its other redirect URIs ([`DexOptions::extra_redirect_uris`]).
+    pub extra_redirect_uris: Vec<String>,
     /// `host:port` of Dex's (plaintext, loopback) gRPC API.
     pub grpc_addr: String,
     /// Lifetime of ID and access tokens (`expiry.idTokens`).
@@ -109,6 +116,7 @@ impl Dex {
                 &bins.dex,
                 &bins.dexrevoke,
                 redirect_uri,
+                &opts.extra_redirect_uris,
                 opts.id_token_ttl,
                 id_token_ttl,
             ) {
@@ -224,6 +232,7 @@ fn start_once(
     dex_bin: &Path,
     revoke_bin: &Path,
     redirect_uri: &str,
+    extra_redirect_uris: &[String],
     ttl_text: &str,
     id_token_ttl: Duration,
 ) -> Result<Dex, String> {
@@ -236,6 +245,7 @@ fn start_once(
         client_id: CLIENT_ID.to_owned(),
         client_secret: random_secret(),
         redirect_uri: redirect_uri.to_owned(),
+        extra_redirect_uris: extra_redirect_uris.to_vec(),
         grpc_addr,
         id_token_ttl,
         authorization_url: String::new(),
@@ -298,7 +308,11 @@ staticClients:
             "- id: {id}\n  name: \"agent-auth-operator tests\"\n  secret: {secret}\n  redirectURIs: [{redirect}]\n",
             id = q(&id),
             secret = q(&dex.client_secret),
-            redirect = q(&dex.redirect_uri),
+            redirect = std::iter::once(&dex.redirect_uri)
+                .chain(&dex.extra_redirect_uris)
+                .map(|u| q(u))
+                .collect::<Vec<_>>()
+                .join(", "),
         ));
     }
     y.push_str("enablePasswordDB: true\nstaticPasswords:\n");

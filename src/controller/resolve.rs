@@ -1,0 +1,131 @@
+//! Which Connection an account uses, from the watch caches: a Connection in its own namespace,
+//! or a ClusterConnection that admits its namespace (seen as a Connection in the operator's
+//! namespace, where its Secret references resolve). No API calls.
+
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+
+use super::decide::{ConnectionIssue, ConnectionView, Source};
+use super::{Context, schedule};
+use crate::api::conditions;
+use crate::api::{ConnectedAccount, Connection, ConnectionKind};
+use crate::auth::connection as conn_auth;
+
+/// Default `spec.authorizationLink.ttl`.
+const DEFAULT_LINK_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// Resolves the account's Connection (or the Connection view of its ClusterConnection) from the
+/// caches, and checks that it may be used now.
+pub fn connection(
+    account: &ConnectedAccount,
+    ctx: &Context,
+) -> Result<(Arc<Connection>, ConnectionView), ConnectionIssue> {
+    let name = &account.spec.connection_ref.name;
+    let conn = match account.spec.connection_ref.kind {
+        ConnectionKind::Connection => namespaced(account, ctx)?,
+        ConnectionKind::ClusterConnection => cluster(account, ctx)?,
+    };
+    // The spec is checked here too, so that editing a Connection does not flip its accounts to
+    // ERROR (and void their links) while the Connection controller catches up. What only the
+    // Connection controller can see (its client secret) comes from its status.
+    let not_ready = |message: String| ConnectionIssue {
+        reason: "ConnectionNotReady",
+        message,
+    };
+    if let Err((_, m)) = super::connection::admit(&conn, ctx) {
+        return Err(not_ready(format!("Connection {name} is not usable: {m}")));
+    }
+    let status = conn.status.as_ref();
+    let ready = status.and_then(|s| conditions::find(&s.conditions, conditions::READY));
+    let current = status.and_then(|s| s.observed_generation) == conn.metadata.generation;
+    match ready {
+        // Not looked at by the Connection controller yet: its spec is valid, so go ahead (its
+        // client secret is checked there, and its verdict follows through the watch).
+        None => {}
+        Some(c) if c.status != "True" && (current || c.reason == super::connection::SECRET_UNAVAILABLE) => {
+            return Err(not_ready(format!(
+                "Connection {name} is not ready: {}",
+                c.message
+            )));
+        }
+        Some(_) => {}
+    }
+    let source = match (&account.spec.credentials_ref, conn.spec.auth_type) {
+        (Some(_), t) if t.form() => Source::SecretRef,
+        (Some(_), t) => {
+            return Err(ConnectionIssue {
+                reason: "CredentialsRefUnsupported",
+                message: format!(
+                    "spec.credentialsRef needs an APIKey or BearerToken Connection; {name} is {t:?}"
+                ),
+            });
+        }
+        (None, t) if t.interactive() => Source::Link,
+        (None, _) => Source::Operator,
+    };
+    let duration = |d: Option<&String>| d.and_then(|s| schedule::parse_duration(s).ok());
+    let settings = conn_auth::settings(&conn).ok();
+    let view = ConnectionView {
+        source,
+        link_ttl: duration(conn.spec.authorization_link.as_ref().and_then(|l| l.ttl.as_ref()))
+            .unwrap_or(DEFAULT_LINK_TTL),
+        refresh_before: duration(conn.spec.refresh.as_ref().and_then(|r| r.before.as_ref())),
+        grant: settings
+            .as_ref()
+            .filter(|_| conn.spec.auth_type == crate::api::AuthType::OAuth2)
+            .map(|s| s.grant()),
+        scopes: settings.map(|s| s.scopes).unwrap_or_default(),
+    };
+    Ok((conn, view))
+}
+
+fn namespaced(account: &ConnectedAccount, ctx: &Context) -> Result<Arc<Connection>, ConnectionIssue> {
+    let ns = account.namespace().unwrap_or_default();
+    let name = &account.spec.connection_ref.name;
+    let guard = ctx
+        .connections
+        .get(&ObjectRef::new(name).within(&ns))
+        .ok_or_else(|| ConnectionIssue {
+            reason: "ConnectionNotFound",
+            message: format!("Connection {name} does not exist in namespace {ns}"),
+        })?;
+    match &guard.0 {
+        Ok(c) => Ok(Arc::new(c.clone())),
+        Err(invalid) => Err(ConnectionIssue {
+            reason: "ConnectionNotReady",
+            message: format!("Connection {name} does not match the schema: {invalid}"),
+        }),
+    }
+}
+
+fn cluster(account: &ConnectedAccount, ctx: &Context) -> Result<Arc<Connection>, ConnectionIssue> {
+    let ns = account.namespace().unwrap_or_default();
+    let name = &account.spec.connection_ref.name;
+    let guard = ctx
+        .cluster_connections
+        .get(&ObjectRef::new(name))
+        .ok_or_else(|| ConnectionIssue {
+            reason: "ConnectionNotFound",
+            message: format!("ClusterConnection {name} does not exist"),
+        })?;
+    let cc = guard.0.as_ref().map_err(|invalid| ConnectionIssue {
+        reason: "ConnectionNotReady",
+        message: format!("ClusterConnection {name} does not match the schema: {invalid}"),
+    })?;
+    let labels = ctx
+        .namespaces
+        .get(&ObjectRef::new(&ns))
+        .and_then(|n| n.metadata.labels.clone())
+        .unwrap_or_default();
+    if !cc.admits(&labels) {
+        return Err(ConnectionIssue {
+            reason: "NamespaceNotAllowed",
+            message: format!(
+                "ClusterConnection {name} does not admit namespace {ns} (spec.namespaceSelector)"
+            ),
+        });
+    }
+    Ok(Arc::new(cc.as_connection(&ctx.config.namespace)))
+}
