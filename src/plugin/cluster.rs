@@ -104,8 +104,21 @@ impl Target {
 
     /// The account's Connection and whether it is Ready.
     pub async fn connection(&self, account: &ConnectedAccount) -> ConnectionInfo {
-        let api: Api<Connection> = Api::namespaced(self.client.clone(), &self.namespace);
-        match api.get_opt(&account.spec.connection_ref.name).await {
+        let name = &account.spec.connection_ref.name;
+        let found = match account.spec.connection_ref.kind {
+            crate::api::ConnectionKind::Connection => {
+                Api::<Connection>::namespaced(self.client.clone(), &self.namespace)
+                    .get_opt(name)
+                    .await
+            }
+            crate::api::ConnectionKind::ClusterConnection => {
+                Api::<crate::api::ClusterConnection>::all(self.client.clone())
+                    .get_opt(name)
+                    .await
+                    .map(|c| c.map(|c| c.as_connection(&self.namespace)))
+            }
+        };
+        match found {
             Ok(Some(c)) => ConnectionInfo::of(&c),
             Ok(None) => ConnectionInfo::Missing,
             Err(e) => ConnectionInfo::Unknown(self.error(e).to_string()),
