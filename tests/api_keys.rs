@@ -258,7 +258,7 @@ async fn credentials_ref_activates_without_a_user_and_follows_the_secret() {
     let lost = wait_state(accounts, "lost", AccountState::Error).await;
     let msg = ready_message(&lost);
     assert!(
-        msg.contains("Secret nope named in spec.credentialsRef does not exist"),
+        msg.contains("spec.credentialsRef: Secret nope not found"),
         "{msg}"
     );
     assert!(secrets.get_opt("lost-credentials").await.unwrap().is_none());

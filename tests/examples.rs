@@ -14,7 +14,7 @@ async fn examples_pass_server_side_validation() {
     let _env = setup("examples").await;
     let cluster = common::cluster().unwrap();
     let kubectl = &agentauth_testcluster::binaries().unwrap().kubectl;
-    for ns in ["agents", "demo"] {
+    for ns in ["agents", "demo", "agent-auth-system"] {
         let _ = Command::new(kubectl)
             .args(["create", "namespace", ns])
             .env("KUBECONFIG", cluster.kubeconfig_path())
