@@ -141,7 +141,7 @@ async fn a_hung_provider_times_out_and_is_retried() {
     let failing = eventually(Duration::from_secs(45), "timeout reported", || async {
         let a = accounts.get("acct").await.ok()?;
         refresh_condition(&a)
-            .is_some_and(|c| c.1 == "RefreshFailing" && c.2.contains("request failed"))
+            .is_some_and(|c| c.1 == "RefreshFailing" && c.2.contains("did not answer in time"))
             .then_some(a)
     })
     .await;

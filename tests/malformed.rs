@@ -58,13 +58,20 @@ async fn a_malformed_account_does_not_stop_the_controller() {
     let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
     account(client, ns, "fine", "dex", json!({})).await;
     wait_state(&accounts, "fine", AccountState::PendingAuth).await;
+    // A bidi override or NUL in the identifier would print as another user: the API server says so.
+    let spoof: ConnectedAccount = serde_json::from_value(json!({
+        "apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount", "metadata": {"name": "spoof"},
+        "spec": {"connectionRef": {"name": "dex"}, "identifier": "user\u{202e}evil\u{0000}"}}))
+    .unwrap();
+    let refused = accounts.create(&PostParams::default(), &spoof).await.unwrap_err();
+    assert!(refused.to_string().contains("spec.identifier"), "{refused}");
     // Odd Unicode in free-form fields is just data.
     account(
         client,
         ns,
         "odd",
         "dex",
-        json!({"identifier": "\u{202e}ユーザー\u{0000}👩‍💻"}),
+        json!({"identifier": "ユーザー👩💻 <odd@example.com>"}),
     )
     .await;
     let odd = wait_account(&accounts, "odd", "link", |a| link(a).is_some()).await;

@@ -620,3 +620,80 @@ async fn a_cluster_connection_serves_selected_namespaces_from_the_operators_secr
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn the_agent_secret_stays_the_operators_and_agrees_with_status() {
+    use common::operator::OPERATOR_NS;
+    use kube::ResourceExt;
+    use kube::api::{DeleteParams, Patch, PatchParams};
+    let env = setup("tenancy-secret").await;
+    let s = stack();
+    let (client, ns, accounts, secrets) = env.parts();
+    dex_connection(client, ns, "dex", &s.dex, &["openid", "email", "offline_access"]).await;
+
+    // A foreign Secret under the account's name is found before a user is sent a link.
+    platform_secret(&env, "bob-credentials", &[("note", "someone else's")], false).await;
+    account(client, ns, "bob", "dex", json!({})).await;
+    let bob = wait_state(accounts, "bob", AccountState::Error).await;
+    assert_eq!(ready(&bob).unwrap().1, "SecretConflict");
+    assert_eq!(link(&bob), None, "no link while the Secret name is taken");
+
+    let alice = authorized(client, ns, "alice", "dex", &s.dex.user(2)).await;
+    // A planted key is removed: the operator owns the whole data map.
+    let planted = json!({"data": {"planted": "ZXZpbA=="}});
+    secrets
+        .patch(
+            "alice-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(&planted),
+        )
+        .await
+        .unwrap();
+    eventually(REACT, "the planted key removed", || async {
+        let secret = secrets.get("alice-credentials").await.ok()?;
+        (!secret.data?.contains_key("planted")).then_some(())
+    })
+    .await;
+    // A removed label is repaired; ownership is the owner reference, so no false SecretConflict.
+    let unlabel = json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}});
+    secrets
+        .patch(
+            "alice-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(&unlabel),
+        )
+        .await
+        .unwrap();
+    eventually(REACT, "the label repaired", || async {
+        let secret = secrets.get("alice-credentials").await.ok()?;
+        (secret
+            .labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str)
+            == Some("agent-auth-operator"))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        state(&accounts.get("alice").await.unwrap()),
+        Some(AccountState::Active)
+    );
+
+    // The operator's copy deleted by hand: the agent Secret goes too, and a new link is issued.
+    let copy = format!("agentauth-{}", alice.uid().unwrap());
+    Api::<Secret>::namespaced(client.clone(), OPERATOR_NS)
+        .delete(&copy, &DeleteParams::default())
+        .await
+        .unwrap();
+    let pending = wait_state(accounts, "alice", AccountState::PendingAuth).await;
+    assert!(link(&pending).is_some());
+    eventually(REACT, "the agent Secret removed", || async {
+        secrets
+            .get_opt("alice-credentials")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}

@@ -42,6 +42,8 @@ pub const BENCH_USER: &str = "bench-client";
 pub const CONNECTION: &str = "app";
 /// Where that Connection sends users: nothing listens there (the gateway only redirects to it).
 pub const AUTHORIZATION_URL: &str = "http://127.0.0.1:1/auth";
+/// Hosts namespaced Connections of the suite may name (`--connection-host-allow`).
+pub const BENCH_HOSTS: &str = "127.0.0.0/8";
 
 /// The control plane of one suite run, its clients, and what it holds.
 pub struct Env {
@@ -392,7 +394,7 @@ pub async fn create_connection(client: &kube::Client, ns: &str) -> Res<()> {
         "spec": {
             "authType": "OAuth2",
             "oauth2": {
-                "clientId": "bench-client",
+                "clientId": format!("bench-client-{ns}"), // one OAuth client per namespace
                 "clientSecretRef": {"name": format!("{CONNECTION}-oauth"), "key": "client-secret"},
                 "authorizationUrl": AUTHORIZATION_URL,
                 "tokenUrl": "http://127.0.0.1:1/token",
@@ -667,7 +669,14 @@ impl Operator {
             &format!("operator-{}", self.starts),
             &self.bin,
             &args,
-            &[("KUBECONFIG", &kubeconfig), ("REFRESH_CONCURRENCY", &limit)],
+            &[
+                ("KUBECONFIG", &kubeconfig),
+                ("REFRESH_CONCURRENCY", &limit),
+                // The suite's token servers run on loopback, allowed as a user would (environment
+                // variables: an older build measured for a before/after simply ignores them).
+                ("EGRESS_ALLOW", "127.0.0.1/32"),
+                ("CONNECTION_HOST_ALLOW", BENCH_HOSTS),
+            ],
         )?;
         self.proc = Some(proc);
         let deadline = Instant::now() + Duration::from_secs(180);

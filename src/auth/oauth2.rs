@@ -485,11 +485,23 @@ impl OAuthClient {
             // RFC 6749 5.1: an omitted scope means the requested scopes were granted.
             None => self.settings.scopes.clone(),
         };
+        // Only allowlisted keys: the preset's metadata fields (and the refresh token's expiry).
+        // A Connection without a preset stores none, so an endpoint's unknown fields never reach
+        // the agent Secret.
+        let wanted = |k: &str| {
+            k == quirks::REFRESH_EXPIRES_AT
+                || self
+                    .settings
+                    .quirks
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.contains_key(k))
+        };
         let metadata = resp
             .extra_fields()
             .fields
             .iter()
-            .filter(|(k, _)| !NOT_METADATA.contains(&k.as_str()))
+            .filter(|(k, _)| !NOT_METADATA.contains(&k.as_str()) && wanted(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         TokenSet {

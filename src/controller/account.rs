@@ -162,14 +162,30 @@ async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Erro
         }
     }
     let (mut plan, _) = observe(&versioned.record, ownership, ctx.failure(&uid));
+    // Before a user is handed a link, make sure the Secret name is free: a foreign Secret found only
+    // after the user authorized would tell them "connected" and then fail.
+    if ownership == Ownership::Missing && matches!(plan.link, LinkPlan::Issue { .. }) {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        if let Some(existing) = api.get_opt(&name).await? {
+            ownership = agent_secret::ownership(Some(&existing), account);
+            plan = observe(&versioned.record, ownership, ctx.failure(&uid)).0;
+        }
+    }
 
     if plan.remove_credentials {
         let conn = resolved.as_ref().ok().map(|(c, _)| c.as_ref());
         discard_credentials(account, conn, ctx, ownership).await?;
     }
+    if plan.unpublish {
+        // The operator's copy is gone (deleted by hand): the agent Secret cannot be renewed or
+        // revoked any more, so it goes too, and status and Secret agree.
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        agent_secret::delete(&api, &name).await?;
+        tracing::warn!(account = %account.name_any(), namespace = %ns, "the operator's copy is missing; removed the agent Secret");
+    }
     if let (true, Some(tokens)) = (plan.publish, &versioned.record.tokens) {
         let data = agent_secret::render(tokens, provider.as_deref());
-        if !publish(account, &name, &data, ownership, ctx).await? {
+        if !publish(account, &name, &data, ownership, cached_secret.as_deref(), ctx).await? {
             ownership = Ownership::Foreign;
             plan = observe(&versioned.record, ownership, ctx.failure(&uid)).0;
         }
@@ -602,6 +618,7 @@ async fn publish(
     name: &str,
     data: &std::collections::BTreeMap<String, String>,
     ownership: Ownership,
+    cached: Option<&Secret>,
     ctx: &Context,
 ) -> Result<bool, Error> {
     let ns = account.namespace().unwrap_or_default();
@@ -609,7 +626,7 @@ async fn publish(
     match ownership {
         Ownership::Foreign => Ok(false),
         Ownership::Ours => {
-            agent_secret::apply(&api, account, name, data).await?;
+            agent_secret::apply(&api, account, name, data, cached).await?;
             Ok(true)
         }
         // Not in our cache: it may still exist unlabelled. Look before writing.
@@ -617,8 +634,8 @@ async fn publish(
             Some(existing) if agent_secret::ownership(Some(&existing), account) == Ownership::Foreign => {
                 Ok(false)
             }
-            _ => {
-                agent_secret::apply(&api, account, name, data).await?;
+            existing => {
+                agent_secret::apply(&api, account, name, data, existing.as_ref()).await?;
                 Ok(true)
             }
         },

@@ -93,6 +93,9 @@ pub struct Plan {
     pub publish: bool,
     /// `spec.disconnected`: revoke and delete every copy of the credentials.
     pub remove_credentials: bool,
+    /// The agent Secret is ours but the operator's copy holds no credential (deleted by hand):
+    /// delete it, so that status and Secret agree.
+    pub unpublish: bool,
     pub next_refresh_at: Option<Timestamp>,
     /// Reconcile again after this long (timed work: refresh, link expiry, retry).
     pub requeue_after: Option<Duration>,
@@ -154,6 +157,7 @@ pub fn decide(o: &Observed<'_>) -> Plan {
         link: LinkPlan::Clear,
         publish: false,
         remove_credentials: false,
+        unpublish: false,
         next_refresh_at: None,
         requeue_after: None,
     };
@@ -185,6 +189,7 @@ pub fn decide(o: &Observed<'_>) -> Plan {
     }
 
     let tokens = usable_tokens(o.record);
+    plan.unpublish = o.record.tokens.is_none() && o.secret == Ownership::Ours;
     // Compared with what was asked for when the user authorized: providers legitimately grant
     // fewer (or drop meta scopes such as `offline_access`), which must not loop re-authorizations.
     let asked = |t: &'_ crate::store::TokenSet| -> Vec<String> {

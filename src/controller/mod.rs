@@ -179,18 +179,26 @@ where
     }
 }
 
+/// What one set of controllers watches.
+pub struct Scope {
+    /// One namespace, or `None` for all.
+    pub namespace: Option<String>,
+    /// The first set also keeps the (cluster-scoped) ClusterConnections' status.
+    pub primary: bool,
+}
+
 /// Runs both controllers until `shutdown` resolves; sets `ready` once every cache has synced.
 pub async fn run(
     client: Client,
     config: Arc<Config>,
-    watch_ns: Option<String>,
-    primary: bool,
+    scope: Scope,
     signer: Signer,
     metrics: Arc<crate::metrics::Metrics>,
     ready: Arc<tokio::sync::watch::Sender<bool>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), reqwest::Error> {
-    let watch_ns = watch_ns.as_deref();
+    let Scope { namespace, primary } = scope;
+    let watch_ns = namespace.as_deref();
     let accounts: Api<GuardedAccount> = api_for(&client, watch_ns);
     let connections: Api<GuardedConnection> = api_for(&client, watch_ns);
     let agent_secrets: Api<Secret> = api_for(&client, watch_ns);
@@ -273,55 +281,29 @@ pub async fn run(
     let by_connection = {
         let account_store = account_store.clone();
         move |conn: GuardedConnection| {
-            let ns = conn.namespace();
-            let name = conn.name_any();
-            account_store
-                .state()
-                .into_iter()
-                .filter(|a| {
-                    a.namespace() == ns
-                        && a.0.as_ref().is_ok_and(|a| {
-                            a.spec.connection_ref.kind == ConnectionKind::Connection
-                                && a.spec.connection_ref.name == name
-                        })
-                })
-                .map(|a| ObjectRef::from_obj(&*a))
-                .collect::<Vec<_>>()
+            let (ns, name) = (conn.namespace(), conn.name_any());
+            accounts_where(&account_store, |a, r| {
+                a.namespace() == ns && r.kind == ConnectionKind::Connection && r.name == name
+            })
         }
     };
     let by_cluster_connection = {
         let account_store = account_store.clone();
         move |cc: GuardedClusterConnection| {
             let name = cc.name_any();
-            account_store
-                .state()
-                .into_iter()
-                .filter(|a| {
-                    a.0.as_ref().is_ok_and(|a| {
-                        a.spec.connection_ref.kind == ConnectionKind::ClusterConnection
-                            && a.spec.connection_ref.name == name
-                    })
-                })
-                .map(|a| ObjectRef::from_obj(&*a))
-                .collect::<Vec<_>>()
+            accounts_where(&account_store, |_, r| {
+                r.kind == ConnectionKind::ClusterConnection && r.name == name
+            })
         }
     };
     // A namespace's labels decide which ClusterConnections its accounts may use.
     let by_namespace = {
         let account_store = account_store.clone();
         move |n: PartialObjectMeta<Namespace>| {
-            let ns = n.name_any();
-            account_store
-                .state()
-                .into_iter()
-                .filter(|a| {
-                    a.namespace().as_deref() == Some(ns.as_str())
-                        && a.0
-                            .as_ref()
-                            .is_ok_and(|a| a.spec.connection_ref.kind == ConnectionKind::ClusterConnection)
-                })
-                .map(|a| ObjectRef::from_obj(&*a))
-                .collect::<Vec<_>>()
+            let ns = Some(n.name_any());
+            accounts_where(&account_store, |a, r| {
+                a.namespace() == ns && r.kind == ConnectionKind::ClusterConnection
+            })
         }
     };
     let by_record = |s: Secret| {
@@ -386,6 +368,19 @@ pub async fn run(
         _ = readiness => {}
     }
     Ok(())
+}
+
+/// The cached accounts whose Connection reference satisfies `pred`, to trigger them.
+fn accounts_where(
+    store: &Store<GuardedAccount>,
+    pred: impl Fn(&GuardedAccount, &crate::api::ConnectionRef) -> bool,
+) -> Vec<ObjectRef<GuardedAccount>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|a| a.0.as_ref().is_ok_and(|acc| pred(a, &acc.spec.connection_ref)))
+        .map(|a| ObjectRef::from_obj(&*a))
+        .collect()
 }
 
 /// Most account reconciles in flight at once: enough to keep the API server's write pipeline full,
@@ -455,8 +450,10 @@ impl Controllers {
             sets.push(run(
                 client.clone(),
                 config.clone(),
-                scope,
-                i == 0,
+                Scope {
+                    namespace: scope,
+                    primary: i == 0,
+                },
                 signer.clone(),
                 metrics.clone(),
                 Arc::new(tx),

@@ -116,6 +116,7 @@ async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>
             "This sign-in response does not belong to this app. Start again from your link.",
         );
     }
+    let who = super::requester::Requester::of(&conn);
 
     if let Some(error) = param("error") {
         let (reason, message) = match error.as_str() {
@@ -131,14 +132,16 @@ async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>
         tracing::info!(account = %claims.name, namespace = %claims.ns, reason, "authorization not granted");
         record_failure(&gw, &account, &claims.link, reason, &message).await;
         return if reason == "AccessDenied" {
-            pages::page(
+            pages::message_for(
                 StatusCode::FORBIDDEN,
+                &who,
                 "Access was not granted",
                 "You declined access. Open your link again if you change your mind.",
             )
         } else {
-            pages::page(
+            pages::message_for(
                 StatusCode::BAD_GATEWAY,
+                &who,
                 "The app reported a problem",
                 "Open your link again to retry.",
             )
@@ -170,8 +173,9 @@ async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>
                 &format!("the code exchange failed: {e}"),
             )
             .await;
-            return pages::page(
+            return pages::message_for(
                 StatusCode::BAD_GATEWAY,
+                &who,
                 "We could not finish connecting",
                 "The app did not accept the sign-in. Open your link again to retry.",
             );

@@ -28,7 +28,7 @@ pub fn selector() -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ownership {
     Missing,
-    /// Created by the operator for this very account (label and controller owner reference).
+    /// Created by the operator for this very account (its controller owner reference).
     Ours,
     /// Someone else's: never written, never deleted.
     Foreign,
@@ -38,12 +38,13 @@ pub fn ownership(secret: Option<&Secret>, account: &ConnectedAccount) -> Ownersh
     let Some(secret) = secret else {
         return Ownership::Missing;
     };
-    let labelled = secret.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
+    // Ownership is the controller owner reference (only the operator sets one naming this account's
+    // UID); a removed label is repaired by the next apply.
     let owned = secret
         .owner_references()
         .iter()
         .any(|o| o.controller == Some(true) && Some(&o.uid) == account.metadata.uid.as_ref());
-    if labelled && owned {
+    if owned {
         Ownership::Ours
     } else {
         Ownership::Foreign
@@ -96,13 +97,15 @@ pub fn holds(secret: Option<&Secret>, data: &BTreeMap<String, String>) -> bool {
             .all(|(k, v)| current.get(k).map(|b| b.0.as_slice()) == Some(v.as_bytes()))
 }
 
-/// Server-side applies the Secret for `account` with `data`. Call only when [`ownership`] is not
-/// `Foreign`.
+/// Server-side applies the Secret for `account` with `data`, and removes any other key someone
+/// planted in it (`existing` is what is there now): the operator owns the whole data map. Call
+/// only when [`ownership`] is not `Foreign`.
 pub async fn apply(
     api: &Api<Secret>,
     account: &ConnectedAccount,
     name: &str,
     data: &BTreeMap<String, String>,
+    existing: Option<&Secret>,
 ) -> Result<(), kube::Error> {
     let owner = account.controller_owner_ref(&());
     let secret = Secret {
@@ -135,6 +138,22 @@ pub async fn apply(
         &Patch::Apply(&value),
     )
     .await?;
+    // Server-side apply leaves keys another manager added; a merge patch removes them.
+    let planted: serde_json::Map<String, serde_json::Value> = existing
+        .and_then(|s| s.data.as_ref())
+        .into_iter()
+        .flat_map(|d| d.keys())
+        .filter(|k| !data.contains_key(*k))
+        .map(|k| (k.clone(), serde_json::Value::Null))
+        .collect();
+    if !planted.is_empty() {
+        api.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": planted})),
+        )
+        .await?;
+    }
     Ok(())
 }
 

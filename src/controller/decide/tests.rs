@@ -364,3 +364,53 @@ fn a_pending_verification_holds_back_the_credential_until_it_expires() {
     assert!(matches!(p.link, LinkPlan::Issue { .. }));
     assert_eq!(ready_reason(&p), "VerificationFailed");
 }
+
+#[test]
+fn an_agent_secret_without_an_operator_copy_is_removed() {
+    let mut c = Case::new();
+    c.secret = Ownership::Ours;
+    let p = c.plan();
+    assert!(p.unpublish, "the copy is gone: the agent Secret goes too");
+    assert_eq!(p.state, AccountState::PendingAuth);
+    c.record.tokens = Some(tokens(0, 3600));
+    assert!(!c.plan().unpublish);
+    c.secret = Ownership::Missing;
+    c.record.tokens = None;
+    assert!(!c.plan().unpublish, "nothing to remove");
+}
+
+#[test]
+fn a_moved_connection_asks_for_a_new_link_and_renews_only_under_the_same_client() {
+    let pinned = crate::store::Grant {
+        client_id: "c".into(),
+        token_url: "https://idp.example.com/token".into(),
+        ..Default::default()
+    };
+    let mut c = Case::new();
+    c.record = Record {
+        tokens: Some(tokens(0, 3600)),
+        completed_link: Some("n1".into()),
+        grant: Some(pinned.clone()),
+        ..Default::default()
+    };
+    let moved = |client_id: &str, token_url: &str| {
+        Ok(ConnectionView {
+            grant: Some(crate::store::Grant {
+                client_id: client_id.into(),
+                token_url: token_url.into(),
+                ..Default::default()
+            }),
+            ..conn()
+        })
+    };
+    c.conn = moved("c", "https://attacker.example.net/token");
+    let p = c.plan();
+    assert_eq!(p.state, AccountState::Active);
+    assert_eq!(ready_reason(&p), "ConnectionChanged");
+    assert!(matches!(p.link, LinkPlan::Issue { .. }));
+    assert!(p.next_refresh_at.is_some(), "renewed at the pinned endpoint");
+    c.conn = moved("other", &pinned.token_url);
+    let p = c.plan();
+    assert_eq!(p.next_refresh_at, None, "another client cannot renew this grant");
+    assert_eq!(ready_reason(&p), "ConnectionChanged");
+}

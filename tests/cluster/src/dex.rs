@@ -171,15 +171,29 @@ impl Dex {
     /// Revokes the refresh token Dex holds for `user` and this client (Dex keeps one per pair), so
     /// the next refresh with it is rejected. Fails when Dex has none, or the gRPC call fails.
     pub fn revoke_refresh_tokens(&self, user: &DexUser) -> Result<(), String> {
+        // The user's tokens may be with any client handed out so far.
+        let used = self
+            .clients_used
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .clamp(1, CLIENTS);
+        let mut last = String::new();
+        for n in 0..used {
+            let client = if n == 0 {
+                self.client_id.clone()
+            } else {
+                format!("{}-{n}", self.client_id)
+            };
+            match self.revoke_for(user, &client) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn revoke_for(&self, user: &DexUser, client: &str) -> Result<(), String> {
         let out = Command::new(&self.revoke_bin)
-            .args([
-                "-addr",
-                &self.grpc_addr,
-                "-sub",
-                &user.sub,
-                "-client",
-                &self.client_id,
-            ])
+            .args(["-addr", &self.grpc_addr, "-sub", &user.sub, "-client", client])
             .output()
             .map_err(|e| format!("cannot run {}: {e}", self.revoke_bin.display()))?;
         if out.status.success() {
@@ -187,10 +201,7 @@ impl Dex {
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
         Err(match out.status.code() {
-            Some(3) => format!(
-                "Dex has no refresh token of {} for client {}",
-                user.email, self.client_id
-            ),
+            Some(3) => format!("Dex has no refresh token of {} for any client", user.email),
             _ => format!(
                 "revoking the refresh token of {} failed ({}): {}",
                 user.email,
