@@ -22,7 +22,7 @@ pub struct Config {
     /// Where tenant-set URLs may point beyond the public internet (`--egress-allow`).
     pub egress: crate::egress::EgressPolicy,
     /// How far namespaced Connections are trusted (`--connection-policy`).
-    pub connection_policy: crate::controller::tenancy::ConnectionPolicy,
+    pub connection_policy: ConnectionPolicy,
     /// Hosts that namespaced Connections may name explicitly under `presets-only`.
     pub connection_hosts: crate::egress::EgressPolicy,
     /// Origins the gateway may send users to after an authorization (a Connection's
@@ -45,4 +45,16 @@ impl Config {
     pub fn secure(&self) -> bool {
         self.gateway_url.scheme() == "https"
     }
+}
+
+/// How far namespaced Connections are trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ConnectionPolicy {
+    /// Every Connection editor is trusted with the credentials of its accounts.
+    Any,
+    /// Explicit endpoints only on allowlisted hosts; catalog endpoints otherwise.
+    #[default]
+    PresetsOnly,
+    /// Namespaced Connections are refused; platform teams use ClusterConnections.
+    Deny,
 }

@@ -91,7 +91,7 @@ struct RunArgs {
     /// accounts anywhere), `presets-only` (explicit endpoints only on --connection-host-allow
     /// hosts, catalog endpoints otherwise), `deny` (ClusterConnections only).
     #[arg(long, env = "CONNECTION_POLICY", value_enum, default_value_t)]
-    connection_policy: agent_auth_operator::controller::tenancy::ConnectionPolicy,
+    connection_policy: agent_auth_operator::config::ConnectionPolicy,
     /// Hosts (`idp.example.com`, `*.example.com`) or CIDRs namespaced Connections may name in
     /// explicit endpoints under `--connection-policy=presets-only`.
     #[arg(

@@ -14,19 +14,8 @@
 
 use crate::api::{AuthType, Connection};
 use crate::auth::connection as conn_auth;
+pub use crate::config::ConnectionPolicy;
 use crate::egress::EgressPolicy;
-
-/// How far namespaced Connections are trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum ConnectionPolicy {
-    /// Every Connection editor is trusted with the credentials of its accounts.
-    Any,
-    /// Explicit endpoints only on allowlisted hosts; catalog endpoints otherwise.
-    #[default]
-    PresetsOnly,
-    /// Namespaced Connections are refused; platform teams use ClusterConnections.
-    Deny,
-}
 
 /// Ready reason: the operator's policy refuses this Connection.
 pub const POLICY_DENIED: &str = "PolicyDenied";
