@@ -633,7 +633,16 @@ async fn rendered_chart_passes_a_server_side_dry_run_cluster_wide() {
     let want: BTreeSet<String> = [
         "customresourcedefinition.apiextensions.k8s.io/connections.agentauth.dev".to_owned(),
         "customresourcedefinition.apiextensions.k8s.io/connectedaccounts.agentauth.dev".to_owned(),
+        "customresourcedefinition.apiextensions.k8s.io/clusterconnections.agentauth.dev".to_owned(),
         format!("serviceaccount/{FULLNAME}"),
+        format!(
+            "clusterrole.rbac.authorization.k8s.io/{}-{FULLNAME}-cluster",
+            env.ns
+        ),
+        format!(
+            "clusterrolebinding.rbac.authorization.k8s.io/{}-{FULLNAME}-cluster",
+            env.ns
+        ),
         format!("role.rbac.authorization.k8s.io/{FULLNAME}"),
         format!("rolebinding.rbac.authorization.k8s.io/{FULLNAME}"),
         format!("clusterrole.rbac.authorization.k8s.io/{}-{FULLNAME}", env.ns),
@@ -1294,7 +1303,8 @@ async fn operator_serves_with_chart_rbac(client: &kube::Client, ns: &str, work_n
         "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection",
         "metadata": {"name": "gmail"},
         "spec": {"authType": "OAuth2", "provider": "google", "oauth2": {
-            "clientId": "1234567890-abc.apps.googleusercontent.com",
+            // One OAuth client per namespace: the two operator tests run side by side.
+            "clientId": format!("{work_ns}.apps.googleusercontent.com"),
             "clientSecretRef": {"name": "google-oauth", "key": "client-secret"},
             "scopes": ["https://www.googleapis.com/auth/gmail.readonly"],
         }}

@@ -368,13 +368,14 @@ async fn a_secret_the_operator_did_not_create_is_never_overwritten() {
     secrets.create(&Default::default(), &theirs).await.unwrap();
     dex_connection(client, ns, "dex", &s.dex, &["openid", "offline_access"]).await;
     account(client, ns, "erin", "dex", json!({"secretName": "shared"})).await;
-    let pending = wait_account(accounts, "erin", "link", |a| link(a).is_some()).await;
-    sign_in(&link(&pending).unwrap(), &s.dex.user(3)).await;
+    // Found before a user is sent a link: nobody is told "connected" for a credential that cannot
+    // be published.
     let err = wait_account(accounts, "erin", "SecretConflict", |a| {
         ready(a).is_some_and(|r| r.1 == "SecretConflict")
     })
     .await;
     assert_eq!(state(&err), Some(AccountState::Error));
+    assert_eq!(link(&err), None);
     assert_eq!(ready(&err).unwrap().1, "SecretConflict");
     let still = secrets.get("shared").await.unwrap();
     assert_eq!(
