@@ -38,6 +38,10 @@ const MAX_RESPONSE: usize = 64 * 1024;
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// Claims set from `issuer`, `subject`, `audience` and `lifetime`, never from `claims`.
 const REGISTERED: &[&str] = &["iss", "sub", "aud", "iat", "exp", "nbf", "jti"];
+/// The fields of an exchange answer kept as metadata: what GitHub's installation tokens say about
+/// their reach. Everything else an endpoint sends is dropped.
+const EXCHANGE_METADATA: &[&str] = &["permissions", "repository_selection", "repositories"];
+
 /// Response fields that are credentials or already in the token set, never metadata.
 const NOT_METADATA: &[&str] = &[
     "access_token",
@@ -644,9 +648,10 @@ fn token_set(
         // RFC 6749 5.1: an omitted scope means the requested scopes were granted.
         None => requested_scopes,
     };
+    // Only allowlisted fields: an endpoint's other answers never reach the agent Secret.
     let metadata: BTreeMap<String, Value> = fields
         .into_iter()
-        .filter(|(k, _)| !NOT_METADATA.contains(&k.as_str()))
+        .filter(|(k, _)| !NOT_METADATA.contains(&k.as_str()) && EXCHANGE_METADATA.contains(&k.as_str()))
         .collect();
     Ok(TokenSet {
         access_token,
@@ -1112,13 +1117,19 @@ mod tests {
             ("MAC", 1_003_599)
         );
         assert_eq!(t.scopes, ["s"]);
-        let t = parse(serde_json::json!({"token": "t", "team": "x", "refresh_token": "r"}));
+        let t = parse(
+            serde_json::json!({"token": "t", "team": "x", "permissions": {"issues": "write"}, "refresh_token": "r"}),
+        );
         assert_eq!(
             (t.access_token.as_str(), t.expires_at),
             ("t", Some(exp)),
             "no expiry: the JWT's"
         );
-        assert_eq!(t.metadata.keys().collect::<Vec<_>>(), ["team"]);
+        assert_eq!(
+            t.metadata.keys().collect::<Vec<_>>(),
+            ["permissions"],
+            "only allowlisted fields; `team` is dropped"
+        );
         assert!(t.refresh_token.is_none());
         let none = token_set(Map::new(), vec![], exp, now);
         assert!(matches!(none, Err(JwtError::Transient { .. })));

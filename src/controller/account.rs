@@ -417,86 +417,8 @@ async fn housekeeping(
     if view.source == Source::SecretRef {
         sync_credentials_ref(account, conn, versioned, ctx, now).await?;
     }
-    pin_grant(account, view, versioned, ctx).await?;
-    revoke_superseded(account, conn, versioned, ctx).await
-}
-
-/// A credential stored before grants were pinned gets the Connection's endpoints of today, once:
-/// from then on an edit of the Connection cannot redirect its refresh token.
-async fn pin_grant(
-    account: &ConnectedAccount,
-    view: &ConnectionView,
-    versioned: &mut Versioned,
-    ctx: &Context,
-) -> Result<(), Error> {
-    let unpinned = |v: &Versioned| v.record.tokens.is_some() && v.record.grant.is_none();
-    let Some(grant) = view.grant.as_ref().filter(|_| unpinned(versioned)) else {
-        return Ok(());
-    };
-    *versioned = ctx.credentials.get(&account.uid().unwrap_or_default()).await?;
-    if unpinned(versioned) {
-        let mut record = versioned.record.clone();
-        record.grant = Some(grant.clone());
-        persist(account, versioned, record, ctx).await?;
-        tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "pinned the existing grant to the Connection's current endpoints");
-    }
-    Ok(())
-}
-
-/// Revokes a grant that a new authorization elsewhere replaced, at its own pinned endpoint only,
-/// then forgets it (also when revocation fails: the provider's refusal is final, and a retry loop
-/// against an endpoint that is gone would never end).
-async fn revoke_superseded(
-    account: &ConnectedAccount,
-    conn: &Connection,
-    versioned: &mut Versioned,
-    ctx: &Context,
-) -> Result<(), Error> {
-    let Some(old) = versioned.record.superseded.clone() else {
-        return Ok(());
-    };
-    revoke(account, conn, &old.tokens, &old.grant, ctx).await;
-    let mut record = versioned.record.clone();
-    record.superseded = None;
-    persist(account, versioned, record, ctx).await
-}
-
-/// Revokes `tokens` at the endpoint of `grant` (best effort), with an Event either way.
-async fn revoke(
-    account: &ConnectedAccount,
-    conn: &Connection,
-    tokens: &crate::store::TokenSet,
-    grant: &crate::store::Grant,
-    ctx: &Context,
-) {
-    let outcome = match conn_auth::oauth_client_for(&ctx.client, &ctx.config, conn, Some(grant)).await {
-        Ok(c) => c.revoke(&ctx.http, tokens).await,
-        Err(e) => Err(e.0),
-    };
-    let host = grant
-        .revocation_url
-        .as_deref()
-        .and_then(|u| url::Url::parse(u).ok())
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_default();
-    match outcome {
-        Ok(true) => {
-            ctx.event(
-                account,
-                EventType::Normal,
-                "Revoked",
-                "Revoke",
-                format!("token revoked at {host}, where it was obtained"),
-            )
-            .await
-        }
-        Ok(false) => {}
-        Err(e) => {
-            tracing::warn!(account = %account.name_any(), error = %e, "revocation failed; deleting local copies anyway");
-            ctx.event(account, EventType::Warning, "RevocationFailed", "Revoke", e)
-                .await;
-        }
-    }
+    super::grants::pin(account, view, versioned, ctx).await?;
+    super::grants::revoke_superseded(account, conn, versioned, ctx).await
 }
 
 /// Copies the credential from the account's `spec.credentialsRef` Secret when it changed. A missing
@@ -592,7 +514,7 @@ async fn flush_pending(
 
 /// Writes the record against the version read; a conflict means someone (the gateway) wrote in
 /// between, so the reconcile starts over with fresh data.
-async fn persist(
+pub(super) async fn persist(
     account: &ConnectedAccount,
     versioned: &mut Versioned,
     record: Record,
@@ -656,7 +578,7 @@ async fn discard_credentials(
         // Only where the grant was obtained; a grant stored before pinning has the Connection's.
         let current = conn_auth::settings(conn).ok().map(|s| s.grant());
         if let Some(grant) = versioned.record.grant.clone().or(current) {
-            revoke(account, conn, tokens, &grant, ctx).await;
+            super::grants::revoke(account, conn, tokens, &grant, ctx).await;
         }
     }
     if ownership == Ownership::Ours {

@@ -8,6 +8,7 @@ pub mod account;
 pub mod connection;
 pub mod decide;
 mod events;
+mod grants;
 mod obtain;
 pub mod resolve;
 pub mod schedule;

@@ -1,0 +1,91 @@
+//! Where a grant may go: pinning an existing credential to the endpoints it came from, and
+//! revoking a grant only at its own pinned endpoint (see [`crate::store::Grant`]).
+
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+
+use super::Context;
+use super::Error;
+use super::account::persist;
+use super::decide::ConnectionView;
+use crate::api::{ConnectedAccount, Connection};
+use crate::auth::connection as conn_auth;
+use crate::store::credentials::Versioned;
+
+/// A credential stored before grants were pinned gets the Connection's endpoints of today, once:
+/// from then on an edit of the Connection cannot redirect its refresh token.
+pub(super) async fn pin(
+    account: &ConnectedAccount,
+    view: &ConnectionView,
+    versioned: &mut Versioned,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let unpinned = |v: &Versioned| v.record.tokens.is_some() && v.record.grant.is_none();
+    let Some(grant) = view.grant.as_ref().filter(|_| unpinned(versioned)) else {
+        return Ok(());
+    };
+    *versioned = ctx.credentials.get(&account.uid().unwrap_or_default()).await?;
+    if unpinned(versioned) {
+        let mut record = versioned.record.clone();
+        record.grant = Some(grant.clone());
+        persist(account, versioned, record, ctx).await?;
+        tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "pinned the existing grant to the Connection's current endpoints");
+    }
+    Ok(())
+}
+
+/// Revokes a grant that a new authorization elsewhere replaced, at its own pinned endpoint only,
+/// then forgets it (also when revocation fails: the provider's refusal is final, and a retry loop
+/// against an endpoint that is gone would never end).
+pub(super) async fn revoke_superseded(
+    account: &ConnectedAccount,
+    conn: &Connection,
+    versioned: &mut Versioned,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let Some(old) = versioned.record.superseded.clone() else {
+        return Ok(());
+    };
+    revoke(account, conn, &old.tokens, &old.grant, ctx).await;
+    let mut record = versioned.record.clone();
+    record.superseded = None;
+    persist(account, versioned, record, ctx).await
+}
+
+/// Revokes `tokens` at the endpoint of `grant` (best effort), with an Event either way.
+pub(super) async fn revoke(
+    account: &ConnectedAccount,
+    conn: &Connection,
+    tokens: &crate::store::TokenSet,
+    grant: &crate::store::Grant,
+    ctx: &Context,
+) {
+    let outcome = match conn_auth::oauth_client_for(&ctx.client, &ctx.config, conn, Some(grant)).await {
+        Ok(c) => c.revoke(&ctx.http, tokens).await,
+        Err(e) => Err(e.0),
+    };
+    let host = grant
+        .revocation_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    match outcome {
+        Ok(true) => {
+            ctx.event(
+                account,
+                EventType::Normal,
+                "Revoked",
+                "Revoke",
+                format!("token revoked at {host}, where it was obtained"),
+            )
+            .await
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(account = %account.name_any(), error = %e, "revocation failed; deleting local copies anyway");
+            ctx.event(account, EventType::Warning, "RevocationFailed", "Revoke", e)
+                .await;
+        }
+    }
+}
