@@ -697,3 +697,83 @@ async fn the_agent_secret_stays_the_operators_and_agrees_with_status() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_form_credential_is_never_sent_to_endpoints_added_later() {
+    let env = setup("tenancy-form").await;
+    stack();
+    tenant(&env, "tenant-form").await;
+    let ns = env.ns.clone();
+    hygiene::remember("sk-team-key-4417");
+    platform_secret(&env, "team-key", &[("api_key", "sk-team-key-4417")], true).await;
+    apply_as(
+        "tenant-form",
+        &ns,
+        &[
+            json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection", "metadata": {"name": "crm"},
+                "spec": {"authType": "APIKey", "apiKey": {"fields": [{"name": "api_key"}]}}}),
+            json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount", "metadata": {"name": "team"},
+                "spec": {"connectionRef": {"name": "crm"}, "identifier": "team", "credentialsRef": {"name": "team-key"}}}),
+        ],
+    );
+    wait_state(&env.accounts, "team", AccountState::Active).await;
+    // The tenant turns the Connection into an OAuth 2.0 one whose endpoints are its own, then
+    // disconnects: the stored API key must not be "revoked" there.
+    let attacker = Recorder::start("127.0.0.1").await;
+    let patch = json!({"spec": {"authType": "OAuth2", "apiKey": null, "oauth2": {"clientId": "x",
+        "tokenEndpointAuthMethod": "None",
+        "authorizationUrl": format!("{}/auth", attacker.url), "tokenUrl": format!("{}/token", attacker.url),
+        "revocationUrl": format!("{}/revoke", attacker.url)}}});
+    let (ok, out) = kubectl_as(
+        "tenant-form",
+        &ns,
+        &[
+            "patch",
+            "connection",
+            "crm",
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    // A tenant's Connection cannot pass for a ClusterConnection by annotation.
+    let (ok, out) = kubectl_as(
+        "tenant-form",
+        &ns,
+        &[
+            "annotate",
+            "connection",
+            "crm",
+            "agentauth.dev/cluster-connection=true",
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl_as(
+        "tenant-form",
+        &ns,
+        &[
+            "patch",
+            "connectedaccount",
+            "team",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"disconnected":true}}"#,
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    wait_state(&env.accounts, "team", AccountState::Disconnected).await;
+    let conns: Api<Connection> = Api::namespaced(env.client.clone(), &ns);
+    let redirect = eventually(REACT, "the Connection's own redirect URI", || async {
+        conns.get("crm").await.ok()?.status?.redirect_uri
+    })
+    .await;
+    assert!(
+        redirect.contains(&format!("/oauth/callback/ns/{ns}/crm")),
+        "{redirect}"
+    );
+    attacker.assert_untouched("endpoints added to a form Connection after its key was stored");
+}

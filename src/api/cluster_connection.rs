@@ -78,7 +78,19 @@ impl ClusterConnection {
     }
 }
 
-/// Whether `conn` is the Connection view of a ClusterConnection.
+/// A namespaced Connection as read from the API or a cache, with the cluster-view marker removed:
+/// a tenant can put any annotation on its own Connection, and must never pass for the platform.
+/// Every namespaced Connection goes through this before the operator looks at it.
+pub fn tenant_connection(mut conn: super::Connection) -> super::Connection {
+    if let Some(a) = conn.metadata.annotations.as_mut() {
+        a.remove(CLUSTER_VIEW_ANNOTATION);
+    }
+    conn
+}
+
+/// Whether `conn` is the Connection view of a ClusterConnection (made by
+/// [`ClusterConnection::as_connection`]; namespaced Connections lose the marker through
+/// [`tenant_connection`]).
 pub fn is_cluster_view(conn: &super::Connection) -> bool {
     conn.metadata
         .annotations

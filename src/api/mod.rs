@@ -10,7 +10,7 @@ mod connection;
 mod methods;
 
 pub use cluster_connection::{
-    CLUSTER_VIEW_ANNOTATION, ClusterConnection, ClusterConnectionSpec, is_cluster_view,
+    CLUSTER_VIEW_ANNOTATION, ClusterConnection, ClusterConnectionSpec, is_cluster_view, tenant_connection,
 };
 pub use connected_account::{
     AccountState, ConnectedAccount, ConnectedAccountSpec, ConnectedAccountStatus, ConnectionKind,

@@ -102,11 +102,10 @@ pub async fn of_account(
     let ns = account.namespace().unwrap_or_default();
     let name = &account.spec.connection_ref.name;
     match account.spec.connection_ref.kind {
-        ConnectionKind::Connection => {
-            Api::<Connection>::namespaced(client.clone(), &ns)
-                .get_opt(name)
-                .await
-        }
+        ConnectionKind::Connection => Ok(Api::<Connection>::namespaced(client.clone(), &ns)
+            .get_opt(name)
+            .await?
+            .map(crate::api::tenant_connection)),
         ConnectionKind::ClusterConnection => {
             let Some(cc) = Api::<ClusterConnection>::all(client.clone())
                 .get_opt(name)
@@ -127,6 +126,18 @@ pub async fn of_account(
             Ok(Some(cc.as_connection(operator_ns)))
         }
     }
+}
+
+/// Whether the Connection controller has validated the Connection as it is now: Ready and its
+/// status describing the current generation. The gateway sends a user, a code or a credential
+/// only then, so that an edit (a new `tokenUrl`) takes effect only after it passed the policies.
+pub fn ready_now(conn: &Connection) -> bool {
+    let Some(status) = conn.status.as_ref() else {
+        return false;
+    };
+    status.observed_generation == conn.metadata.generation
+        && crate::api::conditions::find(&status.conditions, crate::api::conditions::READY)
+            .is_some_and(|c| c.status == "True")
 }
 
 /// The Connection opted in to the shared callback of earlier releases.

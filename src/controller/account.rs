@@ -22,7 +22,6 @@ use super::decide::{self, ConnectionView, LinkPlan, Observed, Plan, RefreshFailu
 use super::{Context, Error, schedule};
 use crate::api::conditions;
 use crate::api::{AccountState, ConnectedAccount, ConnectedAccountStatus, Connection};
-use crate::auth::connection as conn_auth;
 use crate::auth::oauth2::TokenEndpointError;
 use crate::links::{self, LinkClaims};
 use crate::store::agent_secret::{self, Ownership};
@@ -575,10 +574,10 @@ async fn discard_credentials(
     let versioned = ctx.credentials.get(&uid).await?;
     let revocable = conn.filter(|c| c.spec.oauth2.is_some());
     if let (Some(tokens), Some(conn)) = (&versioned.record.tokens, revocable) {
-        // Only where the grant was obtained; a grant stored before pinning has the Connection's.
-        let current = conn_auth::settings(conn).ok().map(|s| s.grant());
-        if let Some(grant) = versioned.record.grant.clone().or(current) {
-            super::grants::revoke(account, conn, tokens, &grant, ctx).await;
+        // Only where the grant was obtained. A credential without a pinned grant (a form's API key,
+        // a machine token) is never sent to whatever revocation endpoint the Connection names now.
+        if let Some(grant) = &versioned.record.grant {
+            super::grants::revoke(account, conn, tokens, grant, ctx).await;
         }
     }
     if ownership == Ownership::Ours {

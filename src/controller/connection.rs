@@ -88,7 +88,7 @@ pub fn admit(conn: &Connection, ctx: &Context) -> Result<(), (&'static str, Stri
         .connections
         .state()
         .iter()
-        .filter_map(|g| g.0.as_ref().ok().cloned())
+        .filter_map(|g| g.0.as_ref().ok().cloned().map(crate::api::tenant_connection))
         .collect();
     others.extend(ctx.cluster_connections.state().iter().filter_map(|g| {
         let mut view = g.0.as_ref().ok()?.as_connection(&ctx.config.namespace);
@@ -106,7 +106,7 @@ pub async fn reconcile_measured(
 ) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let conn = match &guard.0 {
-        Ok(c) => Arc::new(c.clone()),
+        Ok(c) => Arc::new(crate::api::tenant_connection(c.clone())),
         Err(invalid) => {
             tracing::warn!(connection = %guard.name_any(), error = %invalid, "ignoring a Connection that does not match the schema");
             return Ok(Action::await_change());

@@ -20,7 +20,15 @@ pub(super) async fn pin(
     versioned: &mut Versioned,
     ctx: &Context,
 ) -> Result<(), Error> {
-    let unpinned = |v: &Versioned| v.record.tokens.is_some() && v.record.grant.is_none();
+    // Only OAuth 2.0 grants of earlier releases: a refresh token, no form fields. A form's API key
+    // under a Connection switched to OAuth 2.0 is never pinned to (and so never sent to) its URLs.
+    let unpinned = |v: &Versioned| {
+        v.record.grant.is_none()
+            && v.record
+                .tokens
+                .as_ref()
+                .is_some_and(|t| t.refresh_token.is_some() && t.fields.is_empty() && t.header_value.is_none())
+    };
     let Some(grant) = view.grant.as_ref().filter(|_| unpinned(versioned)) else {
         return Ok(());
     };

@@ -92,7 +92,7 @@ fn namespaced(account: &ConnectedAccount, ctx: &Context) -> Result<Arc<Connectio
             message: format!("Connection {name} does not exist in namespace {ns}"),
         })?;
     match &guard.0 {
-        Ok(c) => Ok(Arc::new(c.clone())),
+        Ok(c) => Ok(Arc::new(crate::api::tenant_connection(c.clone()))),
         Err(invalid) => Err(ConnectionIssue {
             reason: "ConnectionNotReady",
             message: format!("Connection {name} does not match the schema: {invalid}"),

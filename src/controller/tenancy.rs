@@ -148,6 +148,7 @@ fn client_key(conn: &Connection) -> Option<(String, String)> {
     let host = url::Url::parse(s.authorization_url.as_deref()?)
         .ok()?
         .host_str()?
+        .trim_end_matches('.')
         .to_ascii_lowercase();
     Some((host, s.client_id))
 }

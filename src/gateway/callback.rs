@@ -116,6 +116,10 @@ async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>
             "This sign-in response does not belong to this app. Start again from your link.",
         );
     }
+    if !conn_auth::ready_now(&conn) {
+        tracing::warn!(account = %claims.name, namespace = %claims.ns, "connection changed and not validated yet; code not exchanged");
+        return pages::unavailable("This app is being updated. Start again from your link in a moment.");
+    }
     let who = super::requester::Requester::of(&conn);
 
     if let Some(error) = param("error") {

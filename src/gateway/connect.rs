@@ -33,7 +33,9 @@ pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Re
         .filter(|e| {
             e.uid == claims.uid && e.link.as_deref() == Some(token.as_str()) && !e.disconnected && !e.cluster
         })
-        .and_then(|e| gw.cache.connection(&claims.ns, &e.connection));
+        .and_then(|e| gw.cache.connection(&claims.ns, &e.connection))
+        // A cache lagging behind the Connection controller's verdict asks the API server.
+        .filter(conn_auth::ready_now);
     let conn = match cached {
         Some(c) => c,
         None => match open_link(&gw, &token).await {
@@ -41,6 +43,10 @@ pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Re
             Err(resp) => return resp,
         },
     };
+    if !conn_auth::ready_now(&conn) {
+        tracing::info!(connection = %conn.name_any(), "connection not validated in its current form");
+        return pages::unavailable("This app is being updated. Try your link again in a moment.");
+    }
     if conn.spec.auth_type.form() {
         return super::forms::show(&gw, &claims, &conn).await;
     }

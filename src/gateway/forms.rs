@@ -69,6 +69,10 @@ pub async fn submit(
         Ok(opened) => opened,
         Err(resp) => return resp,
     };
+    if !crate::auth::connection::ready_now(&conn) {
+        tracing::info!(connection = %conn_name(&conn), "connection not validated in its current form");
+        return pages::unavailable("This app is being updated. Try your link again in a moment.");
+    }
     let who = Requester::of(&conn);
     let bad_request =
         |message: &str| pages::message_for(StatusCode::BAD_REQUEST, &who, "Something went wrong", message);
