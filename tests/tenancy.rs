@@ -114,6 +114,17 @@ fn apply_as(user: &str, ns: &str, docs: &[serde_json::Value]) {
     }
 }
 
+/// `kubectl --as patch --type=merge` of one object; panics if the API server refuses.
+fn patch_as(user: &str, ns: &str, kind: &str, name: &str, patch: &str) {
+    let (ok, out) = kubectl_as(
+        user,
+        ns,
+        &["patch", kind, name, "--type=merge", "-p", patch],
+        None,
+    );
+    assert!(ok, "kubectl --as={user} patch {kind} {name}: {out}");
+}
+
 /// A Secret the platform team creates in the tenant's namespace; `usable` adds the opt-in label.
 async fn platform_secret(env: &TestEnv, name: &str, data: &[(&str, &str)], usable: bool) {
     let secret = Secret {
@@ -177,20 +188,7 @@ async fn editing_a_connection_never_redirects_an_existing_grant() {
         "oauth2": {"tokenUrl": format!("{}/token", attacker.url), "revocationUrl": format!("{}/revoke", attacker.url)},
         "refresh": {"before": "19s"},
     }});
-    let (ok, out) = kubectl_as(
-        "tenant-pin",
-        ns,
-        &[
-            "patch",
-            "connection",
-            "dex",
-            "--type=merge",
-            "-p",
-            &patch.to_string(),
-        ],
-        None,
-    );
-    assert!(ok, "{out}");
+    patch_as("tenant-pin", ns, "connection", "dex", &patch.to_string());
 
     // The account says so and offers a new link, and keeps being renewed at Dex only.
     let changed = wait_account(accounts, "alice", "ConnectionChanged", |a| {
@@ -211,20 +209,13 @@ async fn editing_a_connection_never_redirects_an_existing_grant() {
     assert_eq!(ready(&renewed).unwrap().1, "ConnectionChanged");
 
     // Disconnecting revokes only where the grant came from (Dex has no revocation endpoint).
-    let (ok, out) = kubectl_as(
+    patch_as(
         "tenant-pin",
         ns,
-        &[
-            "patch",
-            "connectedaccount",
-            "alice",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"disconnected":true}}"#,
-        ],
-        None,
+        "connectedaccount",
+        "alice",
+        r#"{"spec":{"disconnected":true}}"#,
     );
-    assert!(ok, "{out}");
     wait_state(accounts, "alice", AccountState::Disconnected).await;
     attacker.assert_untouched("tokenUrl/revocationUrl patched by a tenant");
     let events = events_text(client, ns).await;
@@ -724,20 +715,7 @@ async fn a_form_credential_is_never_sent_to_endpoints_added_later() {
         "tokenEndpointAuthMethod": "None",
         "authorizationUrl": format!("{}/auth", attacker.url), "tokenUrl": format!("{}/token", attacker.url),
         "revocationUrl": format!("{}/revoke", attacker.url)}}});
-    let (ok, out) = kubectl_as(
-        "tenant-form",
-        &ns,
-        &[
-            "patch",
-            "connection",
-            "crm",
-            "--type=merge",
-            "-p",
-            &patch.to_string(),
-        ],
-        None,
-    );
-    assert!(ok, "{out}");
+    patch_as("tenant-form", &ns, "connection", "crm", &patch.to_string());
     // A tenant's Connection cannot pass for a ClusterConnection by annotation.
     let (ok, out) = kubectl_as(
         "tenant-form",
@@ -751,20 +729,13 @@ async fn a_form_credential_is_never_sent_to_endpoints_added_later() {
         None,
     );
     assert!(ok, "{out}");
-    let (ok, out) = kubectl_as(
+    patch_as(
         "tenant-form",
         &ns,
-        &[
-            "patch",
-            "connectedaccount",
-            "team",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"disconnected":true}}"#,
-        ],
-        None,
+        "connectedaccount",
+        "team",
+        r#"{"spec":{"disconnected":true}}"#,
     );
-    assert!(ok, "{out}");
     wait_state(&env.accounts, "team", AccountState::Disconnected).await;
     let conns: Api<Connection> = Api::namespaced(env.client.clone(), &ns);
     let redirect = eventually(REACT, "the Connection's own redirect URI", || async {

@@ -104,21 +104,8 @@ pub async fn reconcile_measured(
     guard: Arc<super::GuardedConnection>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let started = std::time::Instant::now();
-    let conn = match &guard.0 {
-        Ok(c) => Arc::new(crate::api::tenant_connection(c.clone())),
-        Err(invalid) => {
-            tracing::warn!(connection = %guard.name_any(), error = %invalid, "ignoring a Connection that does not match the schema");
-            return Ok(Action::await_change());
-        }
-    };
-    let result = reconcile(conn, ctx.clone()).await;
-    ctx.metrics.reconciled(
-        "connection",
-        started.elapsed(),
-        result.as_ref().err().map(Error::category),
-    );
-    result
+    let conn = guard.0.as_ref().map(|c| crate::api::tenant_connection(c.clone()));
+    measured("connection", &guard.name_any(), conn, ctx).await
 }
 
 /// [`reconcile_measured`] for a ClusterConnection: reconciled as its Connection view (Secrets in
@@ -127,17 +114,28 @@ pub async fn reconcile_cluster_measured(
     guard: Arc<super::GuardedClusterConnection>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    let conn = guard.0.as_ref().map(|c| c.as_connection(&ctx.config.namespace));
+    measured("clusterconnection", &guard.name_any(), conn, ctx).await
+}
+
+/// Reconciles a Connection (view) that matched its schema, or skips one that did not.
+async fn measured<E: std::fmt::Display>(
+    kind: &'static str,
+    name: &str,
+    conn: Result<Connection, E>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let conn = match &guard.0 {
-        Ok(c) => Arc::new(c.as_connection(&ctx.config.namespace)),
+    let conn = match conn {
+        Ok(c) => Arc::new(c),
         Err(invalid) => {
-            tracing::warn!(connection = %guard.name_any(), error = %invalid, "ignoring a ClusterConnection that does not match the schema");
+            tracing::warn!(connection = %name, kind, error = %invalid, "ignoring an object that does not match the schema");
             return Ok(Action::await_change());
         }
     };
     let result = reconcile(conn, ctx.clone()).await;
     ctx.metrics.reconciled(
-        "clusterconnection",
+        kind,
         started.elapsed(),
         result.as_ref().err().map(Error::category),
     );

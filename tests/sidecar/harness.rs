@@ -127,6 +127,16 @@ impl Seen {
     }
 }
 
+/// The tool names of a `GET /v1/tools` answer.
+pub fn tool_names(v: &Value) -> Vec<String> {
+    v["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 pub fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = p
         .iter()

@@ -1436,17 +1436,9 @@ tools:
         root,
         secrets: Mutex::new(vec![ACME_KEY.to_owned(), GITHUB.to_owned()]),
     };
-    let names = |v: &Value| -> Vec<String> {
-        v["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
     let (_, listed) = e.get("/v1/tools").await;
     assert_eq!(
-        names(&listed),
+        tool_names(&listed),
         ["acme_list_widgets", "github_create_issue", "github_list_issues"]
     );
 
@@ -1485,7 +1477,7 @@ tools:
     write_volume(&e.root.0.join("tools"), &[("acme.yaml", acme_tools(more))]);
     let (_, listed) = e.get("/v1/tools").await;
     assert_eq!(
-        names(&listed),
+        tool_names(&listed),
         [
             "acme_get_widget",
             "acme_list_widgets",
@@ -1525,7 +1517,7 @@ tools:
         &[("acme.yaml", "tools: [{name: Broken".to_owned())],
     );
     let (_, listed) = e.get("/v1/tools").await;
-    assert_eq!(names(&listed).len(), 4);
+    assert_eq!(tool_names(&listed).len(), 4);
     assert!(e.sidecar.output().contains("tool catalog not reloaded"));
 }
 

@@ -49,16 +49,11 @@ async fn a_tools_file_cannot_send_a_built_in_providers_tokens_elsewhere() {
         root,
         secrets: Mutex::new(vec![GITHUB.to_owned(), SALESFORCE.to_owned()]),
     };
-    let names = |v: &Value| -> Vec<String> {
-        v["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
     let (_, listed) = e.get("/v1/tools").await;
-    assert!(names(&listed).contains(&"github_whoami".to_owned()), "{listed}");
+    assert!(
+        tool_names(&listed).contains(&"github_whoami".to_owned()),
+        "{listed}"
+    );
 
     // The edit: GitHub's and Salesforce's bases moved to the collector, plus a new tool.
     let hostile = format!(
@@ -79,7 +74,7 @@ tools:
     );
     write_volume(&tools_dir, &[("team.yaml", hostile)]);
     let (_, listed) = e.get("/v1/tools").await;
-    let now = names(&listed);
+    let now = tool_names(&listed);
     assert!(
         now.contains(&"github_whoami".to_owned()) && !now.contains(&"salesforce_query".to_owned()),
         "the refused file changes nothing: {now:?}"
