@@ -33,8 +33,15 @@ pub struct AccountRef {
 pub struct RefreshLabels {
     pub namespace: String,
     pub connection: String,
-    /// `success`, `rejected` or `failed`.
+    /// `success`, `rejected`, `failed` (answered with an error or not sent) or `no_answer` (sent,
+    /// no usable answer: the provider may have rotated the token).
     pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub namespace: String,
+    pub connection: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +69,7 @@ pub struct Metrics {
     known: Mutex<HashMap<String, AccountLabels>>,
     token_expiry: Family<AccountRef, Gauge>,
     refreshes: Family<RefreshLabels, Counter>,
+    outcome_unknown: Family<ConnectionLabels, Counter>,
     reconcile_duration: Family<ReconcileLabels, Histogram>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
@@ -91,6 +99,12 @@ impl Metrics {
         );
         let refreshes = Family::<RefreshLabels, Counter>::default();
         registry.register("refreshes", "Token refresh attempts by result", refreshes.clone());
+        let outcome_unknown = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "refresh_outcome_unknown",
+            "Refreshes whose outcome stayed unknown, so that the user must authorize again",
+            outcome_unknown.clone(),
+        );
         let reconcile_duration = Family::<ReconcileLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 2.0, 14))
         });
@@ -125,6 +139,7 @@ impl Metrics {
             known: Mutex::default(),
             token_expiry,
             refreshes,
+            outcome_unknown,
             reconcile_duration,
             reconcile_errors,
             requests,
@@ -193,6 +208,15 @@ impl Metrics {
             result: result.to_owned(),
         };
         self.refreshes.get_or_create(&labels).inc();
+    }
+
+    /// An account's refresh token could not be spent again safely (strict rotation).
+    pub fn refresh_outcome_unknown(&self, namespace: &str, connection: &str) {
+        let labels = ConnectionLabels {
+            namespace: namespace.to_owned(),
+            connection: connection.to_owned(),
+        };
+        self.outcome_unknown.get_or_create(&labels).inc();
     }
 
     pub fn reconciled(&self, controller: &str, took: Duration, error_category: Option<&str>) {

@@ -253,13 +253,51 @@ pub struct LinkSettings {
 }
 
 /// Refresh settings.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct RefreshSettings {
     /// Renew this long before the access token expires (`10m`). Default: a third of the token's
     /// lifetime, at least one minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     pub before: Option<String>,
+    /// How long a refresh may take before its outcome counts as unknown (`60s`, at most `10m`).
+    /// Default `60s`. Under `rotation.policy: Strict` the answer is still read and kept when it
+    /// comes later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('10m')").message("refresh.timeout must be between 1s and 10m"))]
+    pub timeout: Option<String>,
+    /// What the provider does with a refresh token once it is used. Default: the provider preset's
+    /// behaviour, else `Strict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationSettings>,
+}
+
+/// How the provider treats a refresh token that was already used. It decides what the operator
+/// does when a refresh was sent but its answer never arrived (timeout, restart, failover).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("self.policy == 'Grace' ? has(self.window) : !has(self.window)").message("rotation.window is set exactly when policy is Grace"))]
+pub struct RotationSettings {
+    pub policy: RotationPolicy,
+    /// For `Grace`: how long after its first use a refresh token is still accepted once more
+    /// (`10m`, at most `24h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('24h')").message("rotation.window is at most 24h"))]
+    pub window: Option<String>,
+}
+
+/// See [`RotationSettings`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum RotationPolicy {
+    /// Rotates on every refresh and revokes the grant when a used token comes back (RFC 9700
+    /// §4.14): a refresh whose outcome is unknown is never replayed; the user re-authorizes.
+    #[default]
+    Strict,
+    /// Rotates, but accepts a used token again within `window`: replayed once inside it.
+    Grace,
+    /// Does not rotate (or old tokens stay valid): replayed freely.
+    None,
 }
 
 /// Observed state of a Connection.

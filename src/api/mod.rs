@@ -18,6 +18,7 @@ pub use connected_account::{
 };
 pub use connection::{
     AuthType, Connection, ConnectionSpec, ConnectionStatus, LinkSettings, OAuth2Settings, RefreshSettings,
+    RotationPolicy, RotationSettings,
     SecretKeyRef, TokenEndpointAuthMethod,
 };
 pub use methods::{

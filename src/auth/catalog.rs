@@ -74,6 +74,9 @@ pub struct Preset {
     /// The hosted form of an `APIKey` preset.
     #[serde(default)]
     pub form: Option<CredentialForm>,
+    /// What the provider does with a used refresh token; unset means `Strict`.
+    #[serde(default)]
+    pub rotation: Option<crate::api::RotationSettings>,
 }
 
 fn default_separator() -> String {

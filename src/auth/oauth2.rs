@@ -76,22 +76,45 @@ pub enum TokenEndpointError {
     /// The Connection or a Secret it names cannot be used; our own words, safe to show.
     #[error("{0}")]
     Misconfigured(String),
-    /// Network trouble, 5xx, malformed responses: worth retrying. `sent` is false when the request
-    /// provably never reached the endpoint (refused connect, DNS, TLS, egress policy).
+    /// Network trouble, 5xx, malformed responses: worth retrying. `delivery` tells whether the
+    /// provider may have acted on the request (and rotated a refresh token) all the same.
     #[error("token endpoint unavailable: {message}")]
-    Transient { message: String, sent: bool },
+    Transient { message: String, delivery: Delivery },
     /// 429/503 with `Retry-After`: retry, but not before the provider asked.
     #[error("token endpoint asked to retry after {}s: {message}", retry_after.as_secs())]
     RetryAfter { message: String, retry_after: Duration },
 }
 
+/// What became of a request that failed transiently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// It provably never reached the endpoint (refused connect, DNS, TLS, egress policy, shutdown).
+    NotSent,
+    /// The endpoint answered with an error: the grant was not used.
+    Answered,
+    /// Sent, and no usable answer came (timeout after sending, reset while reading, an
+    /// unreadable success): the provider may have rotated the refresh token.
+    NoAnswer,
+}
+
 impl TokenEndpointError {
-    /// A transient failure in our own words.
+    /// A transient failure in our own words, known not to have used the grant.
     pub fn transient(message: impl Into<String>) -> Self {
         TokenEndpointError::Transient {
             message: message.into(),
-            sent: true,
+            delivery: Delivery::Answered,
         }
+    }
+
+    /// The request may have been acted upon although no usable answer came.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            TokenEndpointError::Transient {
+                delivery: Delivery::NoAnswer,
+                ..
+            }
+        )
     }
 }
 
@@ -377,11 +400,13 @@ impl OAuthClient {
 
     /// Uses a refresh token. The result keeps the old refresh token when the provider sends none,
     /// and the old metadata where the refresh response does not repeat it (Salesforce, Slack).
+    /// `timeout` bounds the whole exchange (sending, waiting, reading the answer).
     pub async fn refresh(
         &self,
         http: &EgressClient,
         current: &TokenSet,
         now: Timestamp,
+        timeout: Duration,
     ) -> Result<TokenSet, TokenEndpointError> {
         let Some(refresh) = current.refresh_token.clone() else {
             return Err(TokenEndpointError::Rejected {
@@ -390,7 +415,10 @@ impl OAuthClient {
             });
         };
         let token = RefreshToken::new(refresh);
-        let provider = self.provider_http(http, now);
+        let provider = ProviderHttp {
+            timeout: Some(timeout),
+            ..self.provider_http(http, now)
+        };
         let result = self
             .refresh_client
             .as_ref()
@@ -428,7 +456,9 @@ impl OAuthClient {
             http: http.clone(),
             quirks: self.settings.quirks.clone(),
             now,
+            timeout: None,
             retry_after: Default::default(),
+            status: Default::default(),
         }
     }
 
@@ -548,15 +578,19 @@ fn classify(e: RequestTokenError<HttpClientError<SendError>, BasicErrorResponse>
         }
         RequestTokenError::Request(HttpClientError::Reqwest(e)) => TokenEndpointError::Transient {
             message: e.to_string(),
-            sent: !matches!(*e, SendError::NotSent(_) | SendError::Refused(_)),
+            delivery: match *e {
+                SendError::NotSent(_) | SendError::Refused(_) => Delivery::NotSent,
+                SendError::Timeout(_) | SendError::NoAnswer(_) => Delivery::NoAnswer,
+            },
         },
         RequestTokenError::Request(HttpClientError::Http(_)) => TokenEndpointError::Transient {
             message: "the request could not be built".into(),
-            sent: false,
+            delivery: Delivery::NotSent,
         },
-        RequestTokenError::Request(_) => {
-            TokenEndpointError::transient("the endpoint's answer could not be read")
-        }
+        RequestTokenError::Request(_) => TokenEndpointError::Transient {
+            message: "the endpoint's answer could not be read".into(),
+            delivery: Delivery::NoAnswer,
+        },
         RequestTokenError::Parse(..) => TokenEndpointError::transient("malformed token response"),
         RequestTokenError::Other(s) => match s.strip_prefix("HTTP ") {
             // The crate words unexpected statuses itself; keep only the status.
@@ -576,7 +610,11 @@ struct ProviderHttp {
     http: EgressClient,
     quirks: TokenQuirks,
     now: Timestamp,
+    /// Longest wait for the whole answer, when not the client's default.
+    timeout: Option<Duration>,
     retry_after: std::sync::Arc<std::sync::Mutex<Option<Duration>>>,
+    /// The status of the answer, after quirks: a success that does not parse may have rotated.
+    status: std::sync::Arc<std::sync::Mutex<Option<u16>>>,
 }
 
 impl ProviderHttp {
@@ -587,9 +625,22 @@ impl ProviderHttp {
         result: Result<Response, RequestTokenError<HttpClientError<SendError>, BasicErrorResponse>>,
     ) -> Result<Response, TokenEndpointError> {
         let waited = self.retry_after.lock().ok().and_then(|s| *s);
+        let success = self
+            .status
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .is_some_and(|s| (200..300).contains(&s));
         match (result.map_err(classify), waited) {
             (Err(TokenEndpointError::Transient { message, .. }), Some(retry_after)) => {
                 Err(TokenEndpointError::RetryAfter { message, retry_after })
+            }
+            // The provider said yes in a way we cannot read: it may have rotated.
+            (Err(TokenEndpointError::Transient { message, .. }), None) if success => {
+                Err(TokenEndpointError::Transient {
+                    message,
+                    delivery: Delivery::NoAnswer,
+                })
             }
             (other, _) => other,
         }
@@ -611,7 +662,7 @@ impl<'c> oauth2::AsyncHttpClient<'c> for ProviderHttp {
 
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
         Box::pin(async move {
-            let resp = send(&self.http, request).await?;
+            let resp = send(&self.http, request, self.timeout).await?;
             let (mut parts, mut body) = resp.into_parts();
             if let Some(rewritten) = quirks::normalise(parts.status.as_u16(), &body, &self.quirks, self.now)
                 && let Ok(status) = oauth2::http::StatusCode::from_u16(rewritten.status)
@@ -623,6 +674,9 @@ impl<'c> oauth2::AsyncHttpClient<'c> for ProviderHttp {
                 );
                 parts.headers.remove(oauth2::http::header::CONTENT_LENGTH);
                 body = rewritten.body;
+            }
+            if let Ok(mut slot) = self.status.lock() {
+                *slot = Some(parts.status.as_u16());
             }
             if matches!(parts.status.as_u16(), 429 | 503)
                 && let Some(d) = parse_retry_after(&parts.headers)
@@ -649,9 +703,13 @@ const MAX_ANSWER: usize = 64 * 1024;
 async fn send(
     http: &EgressClient,
     request: oauth2::HttpRequest,
+    timeout: Option<Duration>,
 ) -> Result<oauth2::HttpResponse, HttpClientError<SendError>> {
-    let request = reqwest::Request::try_from(request)
+    let mut request = reqwest::Request::try_from(request)
         .map_err(|e| HttpClientError::Reqwest(Box::new(SendError::NotSent(e))))?;
+    if timeout.is_some() {
+        *request.timeout_mut() = timeout;
+    }
     let mut resp = http
         .execute(request)
         .await
@@ -975,7 +1033,7 @@ mod tests {
             ..Default::default()
         };
         let err = c
-            .refresh(&http, &current, Timestamp::UNIX_EPOCH)
+            .refresh(&http, &current, Timestamp::UNIX_EPOCH, Duration::from_secs(5))
             .await
             .unwrap_err();
         assert_eq!(
@@ -1057,7 +1115,7 @@ mod tests {
             ..Default::default()
         };
         let t = c
-            .refresh(&test_http(), &current, Timestamp::UNIX_EPOCH)
+            .refresh(&test_http(), &current, Timestamp::UNIX_EPOCH, Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(t.access_token, "figu_new");

@@ -19,10 +19,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::decide::{self, ConnectionView, LinkPlan, Observed, Plan, RefreshFailure, Source};
-use super::{Context, Error, schedule};
+use super::{Context, Error};
 use crate::api::conditions;
 use crate::api::{AccountState, ConnectedAccount, ConnectedAccountStatus, Connection};
-use crate::auth::oauth2::TokenEndpointError;
 use crate::links::{self, LinkClaims};
 use crate::store::agent_secret::{self, Ownership};
 use crate::store::credentials::{CredentialStore, StoreError, Versioned};
@@ -110,7 +109,7 @@ fn current_link(account: &ConnectedAccount, ctx: &Context) -> Option<LinkClaims>
     same.then_some(claims)
 }
 
-async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Error> {
+async fn apply(account: &Arc<ConnectedAccount>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let uid = account.uid().unwrap_or_default();
     let ns = account.namespace().unwrap_or_default();
     let resolved = super::resolve::connection(account, ctx);
@@ -120,14 +119,18 @@ async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Erro
     let cached_secret = ctx.agent_secrets.get(&ObjectRef::new(&name).within(&ns));
     let mut ownership = agent_secret::ownership(cached_secret.as_deref(), account);
     let link = current_link(account, ctx);
-    let now = Timestamp::now();
+    let mut now = Timestamp::now();
     if (versioned.resource_version.is_some() || ownership == Ownership::Ours) && !finalizer::present(account)
     {
         finalizer::ensure(&accounts_api(account, ctx), account).await?;
     }
 
     let provider = resolved.as_ref().ok().and_then(|(c, _)| c.spec.provider.clone());
-    let observe = |record: &Record, ownership: Ownership, failure: Option<RefreshFailure>| -> (Plan, bool) {
+    let observe = |record: &Record,
+                   ownership: Ownership,
+                   failure: Option<RefreshFailure>,
+                   now: Timestamp|
+     -> (Plan, bool) {
         let view = resolved.as_ref().map(|(_, v)| v);
         let current = record.tokens.as_ref().is_some_and(|t| {
             agent_secret::holds(
@@ -143,6 +146,7 @@ async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Erro
             secret: ownership,
             secret_current: current,
             refresh_failure: failure.as_ref(),
+            attempt: super::refresh::attempt_state(record, ctx.in_flight(&uid).as_ref(), now),
             now,
         };
         (decide::decide(&o), decide::refresh_due(&o))
@@ -151,23 +155,27 @@ async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Erro
     if let Ok((conn, view)) = &resolved {
         housekeeping(account, conn, view, &mut versioned, ctx, now).await?;
     }
-    let (_, due) = observe(&versioned.record, ownership, ctx.failure(&uid));
-    if let (true, Ok((conn, _))) = (due, &resolved) {
+    let (_, due) = observe(&versioned.record, ownership, ctx.failure(&uid), now);
+    if let (true, Ok((conn, view))) = (due, &resolved) {
         // A refresh token may be spent once: decide on a consistent read, not on the watch cache,
         // which can lag behind our own last write.
         versioned = ctx.credentials.get(&uid).await?;
-        if observe(&versioned.record, ownership, ctx.failure(&uid)).1 {
-            refresh(account, conn, &mut versioned, ctx, now).await?;
+        if observe(&versioned.record, ownership, ctx.failure(&uid), now).1 {
+            super::refresh::refresh(account, conn, view, &mut versioned, ctx, now).await?;
         }
     }
-    let (mut plan, _) = observe(&versioned.record, ownership, ctx.failure(&uid));
+    if due {
+        // A refresh that waited for the provider took time: status describes the moment it is written.
+        now = Timestamp::now();
+    }
+    let (mut plan, _) = observe(&versioned.record, ownership, ctx.failure(&uid), now);
     // Before a user is handed a link, make sure the Secret name is free: a foreign Secret found only
     // after the user authorized would tell them "connected" and then fail.
     if ownership == Ownership::Missing && matches!(plan.link, LinkPlan::Issue { .. }) {
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
         if let Some(existing) = api.get_opt(&name).await? {
             ownership = agent_secret::ownership(Some(&existing), account);
-            plan = observe(&versioned.record, ownership, ctx.failure(&uid)).0;
+            plan = observe(&versioned.record, ownership, ctx.failure(&uid), now).0;
         }
     }
 
@@ -186,7 +194,7 @@ async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Erro
         let data = agent_secret::render(tokens, provider.as_deref());
         if !publish(account, &name, &data, ownership, cached_secret.as_deref(), ctx).await? {
             ownership = Ownership::Foreign;
-            plan = observe(&versioned.record, ownership, ctx.failure(&uid)).0;
+            plan = observe(&versioned.record, ownership, ctx.failure(&uid), now).0;
         }
     }
 
@@ -290,98 +298,6 @@ async fn apply(account: &ConnectedAccount, ctx: &Context) -> Result<Action, Erro
         .requeue_after
         .map(Action::requeue)
         .unwrap_or_else(Action::await_change))
-}
-
-/// Renews the token and persists the outcome in the operator's copy before anything is published.
-async fn refresh(
-    account: &ConnectedAccount,
-    conn: &Connection,
-    versioned: &mut Versioned,
-    ctx: &Context,
-    now: Timestamp,
-) -> Result<(), Error> {
-    let uid = account.uid().unwrap_or_default();
-    let current = versioned
-        .record
-        .tokens
-        .clone()
-        .filter(|_| !versioned.record.rejected);
-    let grant = versioned.record.grant.clone();
-    let outcome = match super::obtain::obtain(ctx, conn, account, current.as_ref(), grant.as_ref(), now).await
-    {
-        Ok(None) => return Ok(()),
-        Ok(Some(t)) => Ok(t),
-        Err(e) => Err(e),
-    };
-    let mut record = versioned.record.clone();
-    let result = match &outcome {
-        Ok(_) => "success",
-        Err(TokenEndpointError::Rejected { .. }) => "rejected",
-        Err(_) => "failed",
-    };
-    ctx.metrics.refresh(
-        &account.namespace().unwrap_or_default(),
-        &account.spec.connection_ref.name,
-        result,
-    );
-    match outcome {
-        Ok(tokens) => {
-            let first = record.tokens.is_none();
-            record.tokens = Some(tokens);
-            record.rejected = false;
-            ctx.clear_failure(&uid);
-            if let Err(e) = persist(account, versioned, record.clone(), ctx).await {
-                // The provider may have rotated the refresh token: keep the only copy of the new one
-                // in memory and write it before anything else once the API answers again.
-                ctx.set_pending(&uid, record);
-                return Err(e);
-            }
-            let (reason, note) = if first {
-                ("Obtained", "credential obtained")
-            } else {
-                ("Refreshed", "access token renewed")
-            };
-            if first {
-                tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "credential obtained");
-            } else {
-                tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "token refreshed");
-            }
-            ctx.event(account, EventType::Normal, reason, "Refresh", note.into())
-                .await;
-        }
-        Err(TokenEndpointError::Rejected { code, .. }) => {
-            record.rejected = true;
-            ctx.clear_failure(&uid);
-            persist(account, versioned, record, ctx).await?;
-            tracing::warn!(account = %account.name_any(), %code, "refresh rejected by the provider");
-            ctx.event(
-                account,
-                EventType::Warning,
-                "RefreshRejected",
-                "Refresh",
-                format!(
-                    "the provider rejected the refresh token ({code}); a new authorization link was issued"
-                ),
-            )
-            .await;
-        }
-        Err(e) => {
-            let message = e.to_string();
-            let attempts = ctx.note_failure(&uid, message.clone(), now, |attempts| {
-                let wait = schedule::backoff(attempts, &uid);
-                match &e {
-                    TokenEndpointError::RetryAfter { retry_after, .. } => wait.max(*retry_after),
-                    _ => wait,
-                }
-            });
-            tracing::warn!(account = %account.name_any(), attempts, error = %message, "refresh failed; backing off");
-            if attempts == 1 {
-                ctx.event(account, EventType::Warning, "RefreshFailing", "Refresh", message)
-                    .await;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Record upkeep that needs no user: drops a held-back credential the platform never confirmed,
@@ -618,6 +534,26 @@ async fn announce(
     let first_link = old.state.is_none() && matches!(plan.link, LinkPlan::Issue { .. });
     if first_link {
         return;
+    }
+    let ready_reason = |s: &ConnectedAccountStatus| {
+        conditions::find(&s.conditions, conditions::READY).map(|c| c.reason.clone())
+    };
+    let stranded = ready_reason(new).as_deref() == Some("RefreshOutcomeUnknown");
+    if stranded && ready_reason(old) != ready_reason(new) {
+        ctx.metrics.refresh_outcome_unknown(
+            &account.namespace().unwrap_or_default(),
+            &account.spec.connection_ref.name,
+        );
+        if old.state == new.state {
+            ctx.event(
+                account,
+                EventType::Warning,
+                "RefreshOutcomeUnknown",
+                "Refresh",
+                "a refresh got no answer; its refresh token is not sent again and a new link waits for the user".into(),
+            )
+            .await;
+        }
     }
     if old.state != new.state {
         let ready = plan.conditions.iter().find(|c| c.type_ == conditions::READY);

@@ -21,6 +21,53 @@ pub struct ConnectionView {
     pub source: Source,
     /// The grant an authorization now would give (OAuth 2.0): compared with the pinned one.
     pub grant: Option<crate::store::Grant>,
+    pub rotation: Rotation,
+    /// How long a refresh may take before its outcome counts as unknown.
+    pub refresh_timeout: SignedDuration,
+}
+
+/// What the provider does with a refresh token that was already used: decides what follows a
+/// refresh that was sent and never answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// Reuse revokes the grant: never replay.
+    Strict,
+    /// Reuse is accepted within the window after first use: replay once inside it.
+    Grace(SignedDuration),
+    /// Tokens are not rotated: replay freely.
+    None,
+}
+
+/// Where the account's last refresh stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptState {
+    /// No outcome is outstanding.
+    Settled,
+    /// This process is waiting for the answer; it counts as unknown from `until`.
+    Waiting { until: Timestamp },
+    /// Past the timeout, and the answer is still being read (strict providers): it may yet come.
+    Late,
+    /// Nobody waits for the answer any more (restart, failover, or the read ended without one).
+    Unknown { started_at: Timestamp, replay: bool },
+}
+
+impl AttemptState {
+    /// The refresh token's fate is unknown and sending it again could cost the grant: the user
+    /// must re-authorize.
+    pub fn stranded(self, rotation: Rotation, now: Timestamp) -> bool {
+        match (self, rotation) {
+            (AttemptState::Late, _) => true,
+            (AttemptState::Unknown { .. }, Rotation::Strict) => true,
+            (AttemptState::Unknown { started_at, replay }, Rotation::Grace(window)) => {
+                replay || started_at + window <= now
+            }
+            _ => false,
+        }
+    }
+
+    fn busy(self) -> bool {
+        matches!(self, AttemptState::Waiting { .. } | AttemptState::Late)
+    }
 }
 
 /// Where an account's credential comes from.
@@ -60,6 +107,7 @@ pub struct Observed<'a> {
     /// The agent Secret already holds what the record says.
     pub secret_current: bool,
     pub refresh_failure: Option<&'a RefreshFailure>,
+    pub attempt: AttemptState,
     pub now: Timestamp,
 }
 
@@ -120,6 +168,8 @@ pub fn refresh_due(o: &Observed<'_>) -> bool {
             renewal_at(conn, tokens, o.account).is_some_and(|at| at <= o.now)
                 && retry_ok
                 && !client_moved(conn, o.record)
+                && !o.attempt.busy()
+                && !o.attempt.stranded(conn.rotation, o.now)
         }
     }
 }
@@ -210,6 +260,7 @@ pub fn decide(o: &Observed<'_>) -> Plan {
         None => Vec::new(),
     };
     let moved = tokens.is_some() && grant_moved(conn, o.record);
+    let stranded = tokens.is_some() && o.attempt.stranded(conn.rotation, o.now);
     let interactive = conn.source == Source::Link;
     let pending = o.record.pending.as_ref().filter(|p| p.expires_at > o.now);
     let reauthorize = interactive && reauthorize_requested(o.account);
@@ -219,7 +270,12 @@ pub fn decide(o: &Observed<'_>) -> Plan {
     // While the platform verifies a user there is nothing for a link to do.
     let wanted = interactive
         && pending.is_none()
-        && (tokens.is_none() || moved || !missing_scopes.is_empty() || reauthorize || outstanding.is_some());
+        && (tokens.is_none()
+            || moved
+            || stranded
+            || !missing_scopes.is_empty()
+            || reauthorize
+            || outstanding.is_some());
     plan.link = match outstanding {
         _ if !wanted => LinkPlan::Clear,
         Some(l) if !reauthorize && l.exp > o.now.as_second() => LinkPlan::Keep,
@@ -285,14 +341,34 @@ pub fn decide(o: &Observed<'_>) -> Plan {
         }
         Some(t) => {
             let expired = t.expires_at.is_some_and(|e| e <= o.now);
-            plan.state = if expired {
-                AccountState::Expired
-            } else {
-                AccountState::Active
+            plan.state = match expired {
+                false => AccountState::Active,
+                // No user can renew a machine credential: the Connection needs fixing.
+                true if !interactive => AccountState::Error,
+                true => AccountState::Expired,
             };
             plan.publish = !o.secret_current;
-            plan.next_refresh_at = renewal_at(conn, t, o.account).filter(|_| !client_moved(conn, o.record));
-            plan.conditions.push(if expired {
+            let retry_at = o.refresh_failure.map(|f| f.retry_at);
+            plan.next_refresh_at = renewal_at(conn, t, o.account)
+                .filter(|_| !client_moved(conn, o.record) && !stranded && !o.attempt.busy())
+                // While retries back off, the next attempt is what is shown.
+                .map(|at| at.max(retry_at.unwrap_or(at)));
+            plan.conditions.push(if stranded {
+                not_ready_owned("RefreshOutcomeUnknown", stranded_message(t, expired))
+            } else if expired && !interactive {
+                not_ready_owned(
+                    "CredentialUnavailable",
+                    match o.refresh_failure {
+                        Some(f) => format!(
+                            "the credential expired and could not be renewed: {} (attempt {}, retrying at {})",
+                            f.message, f.attempts, f.retry_at
+                        ),
+                        None => "the credential expired and is being renewed".to_owned(),
+                    },
+                )
+            } else if expired && o.attempt.busy() {
+                not_ready("TokenExpired", "the access token expired while its renewal is still in progress")
+            } else if expired {
                 not_ready("TokenExpired", "the access token expired and could not be renewed yet")
             } else if moved {
                 not_ready(
@@ -315,9 +391,15 @@ pub fn decide(o: &Observed<'_>) -> Plan {
             } else {
                 ready("Active", "credentials are valid and published")
             });
-            let renews = plan.next_refresh_at.is_some() || o.refresh_failure.is_some();
+            let renews = plan.next_refresh_at.is_some() || o.refresh_failure.is_some() || stranded;
             plan.conditions
                 .extend(renews.then_some(()).map(|()| match o.refresh_failure {
+                    _ if stranded => Cond {
+                        type_: TOKEN_REFRESH,
+                        ok: false,
+                        reason: "RefreshOutcomeUnknown",
+                        message: "a refresh got no answer; its refresh token is not sent again".into(),
+                    },
                     Some(f) => Cond {
                         type_: TOKEN_REFRESH,
                         ok: false,
@@ -338,6 +420,10 @@ pub fn decide(o: &Observed<'_>) -> Plan {
     }
 
     let retry_at = o.refresh_failure.map(|f| f.retry_at);
+    let waiting_until = match o.attempt {
+        AttemptState::Waiting { until } => Some(until),
+        _ => None,
+    };
     let recheck = (conn.source == Source::SecretRef)
         .then(|| o.now + SignedDuration::try_from(SECRET_REF_RECHECK).unwrap_or_default());
     let next = [
@@ -346,6 +432,8 @@ pub fn decide(o: &Observed<'_>) -> Plan {
         tokens.and_then(|t| t.expires_at).filter(|e| *e > o.now),
         link_expiry.and_then(|s| Timestamp::from_second(s).ok()),
         pending.map(|p| p.expires_at),
+        // A refresh in flight turns unknown at its timeout.
+        waiting_until,
         // An operator-obtained credential that failed is retried at the backoff time.
         retry_at.filter(|_| tokens.is_none() && !interactive),
         recheck,
@@ -358,6 +446,19 @@ pub fn decide(o: &Observed<'_>) -> Plan {
         Duration::try_from(d).unwrap_or(Duration::from_secs(1))
     });
     plan
+}
+
+fn stranded_message(t: &crate::store::TokenSet, expired: bool) -> String {
+    let until = match (t.expires_at, expired) {
+        (_, true) => "the access token has expired".to_owned(),
+        (Some(e), false) => format!("the access token keeps working until {e}"),
+        (None, false) => "the access token keeps working".to_owned(),
+    };
+    format!(
+        "a refresh got no answer (timeout, restart or failover) and the provider may have rotated the refresh token; \
+         it is not sent again, since this provider revokes the grant when a used token comes back. {until}; \
+         the user must authorize again through the new link"
+    )
 }
 
 fn usable_tokens(record: &Record) -> Option<&crate::store::TokenSet> {
@@ -416,3 +517,6 @@ fn reason(r: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod attempt_tests;

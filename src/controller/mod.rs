@@ -10,6 +10,7 @@ pub mod decide;
 mod events;
 mod grants;
 mod obtain;
+pub mod refresh;
 pub mod resolve;
 pub mod schedule;
 pub mod tenancy;
@@ -88,6 +89,10 @@ pub struct Context {
     pending: Mutex<HashMap<String, crate::store::Record>>,
     /// Bounds concurrent token-endpoint calls (`--refresh-concurrency`).
     pub token_calls: tokio::sync::Semaphore,
+    /// Refreshes whose answer is still read after their reconcile returned, by account UID.
+    in_flight: Mutex<HashMap<String, refresh::InFlight>>,
+    /// Asks for a reconcile of an account (a late refresh answer was settled).
+    wake: futures::channel::mpsc::UnboundedSender<ObjectRef<GuardedAccount>>,
 }
 
 impl Context {
@@ -144,6 +149,26 @@ impl Context {
         if let Ok(mut p) = self.pending.lock() {
             p.remove(uid);
         }
+    }
+
+    fn in_flight(&self, uid: &str) -> Option<refresh::InFlight> {
+        self.in_flight.lock().ok().and_then(|f| f.get(uid).cloned())
+    }
+
+    fn set_in_flight(&self, uid: &str, call: refresh::InFlight) {
+        if let Ok(mut f) = self.in_flight.lock() {
+            f.insert(uid.to_owned(), call);
+        }
+    }
+
+    fn clear_in_flight(&self, uid: &str) {
+        if let Ok(mut f) = self.in_flight.lock() {
+            f.remove(uid);
+        }
+    }
+
+    fn wake(&self, account: ObjectRef<GuardedAccount>) {
+        let _ = self.wake.unbounded_send(account);
     }
 
     fn clear_failure(&self, uid: &str) {
@@ -246,6 +271,7 @@ pub async fn run(
     .touched_objects();
 
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     let reporter = Reporter {
         controller: "agent-auth-operator".into(),
         instance: Some(config.instance.clone()),
@@ -264,6 +290,8 @@ pub async fn run(
         agent_secrets: secret_store.clone(),
         failures: Mutex::default(),
         pending: Mutex::default(),
+        in_flight: Mutex::default(),
+        wake: wake_tx,
         token_calls: tokio::sync::Semaphore::new(config.refresh_concurrency.max(1)),
         metrics,
         synced: synced_rx,
@@ -321,6 +349,7 @@ pub async fn run(
         .watches_stream(cc_stream, by_cluster_connection)
         .watches_stream(ns_stream, by_namespace)
         .watches_stream(record_stream, by_record)
+        .reconcile_on(wake_rx)
         .graceful_shutdown_on(shutdown.clone())
         .run(account::reconcile_measured, error_policy, ctx.clone())
         .for_each(|r| async move {

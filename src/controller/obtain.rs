@@ -15,7 +15,8 @@ use crate::store::{Grant, TokenSet};
 
 /// A new credential for `account`. `current` is the credential to renew, if any; OAuth 2.0 needs it,
 /// and `grant`, where it was obtained.
-/// `Ok(None)`: this method has nothing to renew on its own (hosted forms).
+/// `Ok(None)`: this method has nothing to renew on its own (hosted forms). `refresh_timeout`
+/// bounds an OAuth 2.0 refresh from sending to the end of the answer.
 pub async fn obtain(
     ctx: &Context,
     conn: &Connection,
@@ -23,6 +24,7 @@ pub async fn obtain(
     current: Option<&TokenSet>,
     grant: Option<&Grant>,
     now: Timestamp,
+    refresh_timeout: std::time::Duration,
 ) -> Result<Option<TokenSet>, TokenEndpointError> {
     match (conn.spec.auth_type, current) {
         // Refreshed only where it was obtained, with the client it was issued to.
@@ -31,7 +33,10 @@ pub async fn obtain(
                 .await
                 .map_err(|e| misconfigured(e.0))?;
             let _slot = token_call_slot(ctx).await?;
-            client.refresh(&ctx.http, current, now).await.map(Some)
+            client
+                .refresh(&ctx.http, current, now, refresh_timeout)
+                .await
+                .map(Some)
         }
         (AuthType::ClientCredentials, _) => {
             let client = conn_auth::oauth_client(&ctx.client, &ctx.config, conn)

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use super::decide::{ConnectionIssue, ConnectionView, Source};
+use super::decide::{ConnectionIssue, ConnectionView, Rotation, Source};
 use super::{Context, schedule};
 use crate::api::conditions;
-use crate::api::{ConnectedAccount, Connection, ConnectionKind};
+use crate::api::{ConnectedAccount, Connection, ConnectionKind, RotationPolicy, RotationSettings};
 use crate::auth::connection as conn_auth;
 
 /// Default `spec.authorizationLink.ttl`.
@@ -77,8 +77,40 @@ pub fn connection(
             .filter(|_| conn.spec.auth_type == crate::api::AuthType::OAuth2)
             .map(|s| s.grant()),
         scopes: settings.map(|s| s.scopes).unwrap_or_default(),
+        rotation: rotation(&conn),
+        refresh_timeout: duration(conn.spec.refresh.as_ref().and_then(|r| r.timeout.as_ref()))
+            .unwrap_or(DEFAULT_REFRESH_TIMEOUT),
     };
     Ok((conn, view))
+}
+
+/// Default `spec.refresh.timeout`: generous, since giving up on a strict provider costs a link.
+const DEFAULT_REFRESH_TIMEOUT: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// The Connection's `spec.refresh.rotation`, else its preset's, else `Strict`: a provider the
+/// operator knows nothing about is assumed to revoke a grant whose used token comes back.
+fn rotation(conn: &Connection) -> Rotation {
+    let preset = conn
+        .spec
+        .provider
+        .as_deref()
+        .and_then(crate::auth::catalog::lookup)
+        .and_then(|p| p.rotation.as_ref());
+    let set = conn.spec.refresh.as_ref().and_then(|r| r.rotation.as_ref()).or(preset);
+    match set {
+        Some(RotationSettings {
+            policy: RotationPolicy::None,
+            ..
+        }) => Rotation::None,
+        Some(RotationSettings {
+            policy: RotationPolicy::Grace,
+            window,
+        }) => match window.as_deref().map(schedule::parse_duration) {
+            Some(Ok(w)) => Rotation::Grace(w),
+            _ => Rotation::Strict,
+        },
+        _ => Rotation::Strict,
+    }
 }
 
 fn namespaced(account: &ConnectedAccount, ctx: &Context) -> Result<Arc<Connection>, ConnectionIssue> {

@@ -13,7 +13,9 @@ mod record;
 pub mod secret_ref;
 pub mod signing_key;
 
-pub use record::{FlowError, Grant, PendingVerification, Record, Superseded, TokenSet};
+pub use record::{
+    FlowError, Grant, PendingVerification, Record, RefreshAttempt, Superseded, TokenSet, token_sha256,
+};
 
 /// Label on every Secret the operator creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "agent-auth-operator");

@@ -36,6 +36,47 @@ pub struct Record {
     /// A grant replaced by a new authorization, still to be revoked at its own pinned endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded: Option<Superseded>,
+    /// A refresh whose refresh token is being (or was) spent and whose outcome is not recorded:
+    /// written before the token is sent, cleared with the outcome. Found after a restart, failover
+    /// or timeout, it means the provider may have rotated the token (see `controller::refresh`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<RefreshAttempt>,
+}
+
+/// The intent of one refresh, recorded before its refresh token leaves the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshAttempt {
+    /// Random; the outcome is applied only while the record still names this attempt.
+    pub id: String,
+    pub started_at: Timestamp,
+    /// SHA-256 (hex) of the refresh token spent, never the token: tells a replay of the same
+    /// token from a refresh of a newer one.
+    pub token_sha256: String,
+    /// This attempt already replays the token of an earlier one whose outcome was unknown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
+}
+
+impl RefreshAttempt {
+    /// A new attempt to spend `refresh_token`.
+    pub fn new(refresh_token: &str, started_at: Timestamp, replay: bool) -> RefreshAttempt {
+        RefreshAttempt {
+            id: crate::links::random_id(),
+            started_at,
+            token_sha256: token_sha256(refresh_token),
+            replay,
+        }
+    }
+}
+
+/// Hex SHA-256 of a token: safe to store and compare, reveals nothing usable.
+pub fn token_sha256(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The endpoints and client an OAuth 2.0 grant belongs to. A refresh token is only ever sent to
@@ -101,6 +142,7 @@ impl Record {
         self.tokens = Some(tokens);
         self.grant = grant;
         self.rejected = false;
+        self.attempt = None;
     }
 }
 

@@ -6,11 +6,11 @@ use super::*;
 use crate::api::{ConnectedAccount, ConnectedAccountStatus};
 use crate::store::{FlowError, Record, TokenSet};
 
-fn t(s: i64) -> Timestamp {
+pub(super) fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_700_000_000 + s).unwrap()
 }
 
-fn account() -> ConnectedAccount {
+pub(super) fn account() -> ConnectedAccount {
     let mut a: ConnectedAccount = serde_json::from_value(serde_json::json!({
         "apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount",
         "metadata": {"name": "alice", "namespace": "ns", "uid": "u-1", "generation": 1},
@@ -21,17 +21,19 @@ fn account() -> ConnectedAccount {
     a
 }
 
-fn conn() -> ConnectionView {
+pub(super) fn conn() -> ConnectionView {
     ConnectionView {
         link_ttl: SignedDuration::from_hours(24),
         refresh_before: None,
         scopes: vec!["email".into()],
         source: Source::Link,
         grant: None,
+        rotation: Rotation::Strict,
+        refresh_timeout: SignedDuration::from_secs(60),
     }
 }
 
-fn tokens(obtained: i64, lifetime: i64) -> TokenSet {
+pub(super) fn tokens(obtained: i64, lifetime: i64) -> TokenSet {
     TokenSet {
         access_token: "a".into(),
         refresh_token: Some("r".into()),
@@ -44,7 +46,7 @@ fn tokens(obtained: i64, lifetime: i64) -> TokenSet {
     }
 }
 
-fn link(nonce: &str, exp: i64) -> LinkClaims {
+pub(super) fn link(nonce: &str, exp: i64) -> LinkClaims {
     LinkClaims {
         ns: "ns".into(),
         name: "alice".into(),
@@ -54,19 +56,20 @@ fn link(nonce: &str, exp: i64) -> LinkClaims {
     }
 }
 
-struct Case {
-    account: ConnectedAccount,
-    conn: Result<ConnectionView, ConnectionIssue>,
-    record: Record,
-    link: Option<LinkClaims>,
-    secret: Ownership,
-    secret_current: bool,
-    failure: Option<RefreshFailure>,
-    now: Timestamp,
+pub(super) struct Case {
+    pub account: ConnectedAccount,
+    pub conn: Result<ConnectionView, ConnectionIssue>,
+    pub record: Record,
+    pub link: Option<LinkClaims>,
+    pub secret: Ownership,
+    pub secret_current: bool,
+    pub failure: Option<RefreshFailure>,
+    pub attempt: AttemptState,
+    pub now: Timestamp,
 }
 
 impl Case {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Case {
             account: account(),
             conn: Ok(conn()),
@@ -75,10 +78,11 @@ impl Case {
             secret: Ownership::Missing,
             secret_current: false,
             failure: None,
+            attempt: AttemptState::Settled,
             now: t(0),
         }
     }
-    fn observed(&self) -> Observed<'_> {
+    pub(super) fn observed(&self) -> Observed<'_> {
         Observed {
             account: &self.account,
             connection: self.conn.as_ref(),
@@ -87,15 +91,16 @@ impl Case {
             secret: self.secret,
             secret_current: self.secret_current,
             refresh_failure: self.failure.as_ref(),
+            attempt: self.attempt,
             now: self.now,
         }
     }
-    fn plan(&self) -> Plan {
+    pub(super) fn plan(&self) -> Plan {
         decide(&self.observed())
     }
 }
 
-fn ready_reason(p: &Plan) -> &'static str {
+pub(super) fn ready_reason(p: &Plan) -> &'static str {
     p.conditions.iter().find(|c| c.type_ == "Ready").unwrap().reason
 }
 

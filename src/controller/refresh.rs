@@ -1,0 +1,302 @@
+//! Renewing a credential so that a refresh token is spent at most once.
+//!
+//! A refresh is an intent first: before a refresh token leaves the operator, the operator's copy
+//! records an attempt (id, start, hash of the token). The outcome replaces the attempt in one more
+//! write. An attempt found without an outcome (after a restart, a failover, or a timeout) is
+//! *ambiguous*: the provider may have rotated the token and the answer is lost. What follows
+//! depends on the provider's rotation ([`Rotation`]): a strict provider is never sent that token
+//! again (the account keeps its access token until expiry and gets a link), a grace provider
+//! gets it once more inside its window, a non-rotating one any number of times (so no intent is
+//! written for it at all).
+//!
+//! Guarantees: the reconcile waits for an answer at most `spec.refresh.timeout` and never past the
+//! access token's expiry, so status turns when it should; for a strict provider the answer is
+//! still read afterwards (up to [`LATE_ANSWER_LIMIT`]) and persisted when it comes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+
+use super::account::persist;
+use super::decide::{AttemptState, ConnectionView, Rotation};
+use super::{Context, Error, GuardedAccount, schedule};
+use crate::api::{AuthType, ConnectedAccount, Connection};
+use crate::auth::oauth2::{Delivery, TokenEndpointError};
+use crate::store::credentials::Versioned;
+use crate::store::{Record, RefreshAttempt, TokenSet, token_sha256};
+
+/// Longest a strict provider's answer is read after the reconcile stopped waiting for it.
+pub const LATE_ANSWER_LIMIT: Duration = Duration::from_secs(600);
+
+/// A refresh whose answer this process is still reading after the reconcile moved on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    pub attempt: Option<String>,
+    /// From then on the outcome counts as unknown.
+    pub until: Timestamp,
+}
+
+/// Where the account's last refresh stands, from its record and what this process is waiting for.
+pub fn attempt_state(record: &Record, in_flight: Option<&InFlight>, now: Timestamp) -> AttemptState {
+    let Some(attempt) = &record.attempt else {
+        return match in_flight {
+            // An attempt without an intent (non-rotating provider, machine credential).
+            Some(f) if f.attempt.is_none() && f.until > now => AttemptState::Waiting { until: f.until },
+            _ => AttemptState::Settled,
+        };
+    };
+    match in_flight.filter(|f| f.attempt.as_deref() == Some(attempt.id.as_str())) {
+        Some(f) if f.until > now => AttemptState::Waiting { until: f.until },
+        Some(_) => AttemptState::Late,
+        None => AttemptState::Unknown {
+            started_at: attempt.started_at,
+            replay: attempt.replay,
+        },
+    }
+}
+
+/// Renews the credential and persists the outcome in the operator's copy before anything is
+/// published. Returns early, leaving the call in the background, when the timeout or the access
+/// token's expiry comes first.
+pub(super) async fn refresh(
+    account: &Arc<ConnectedAccount>,
+    conn: &Arc<Connection>,
+    view: &ConnectionView,
+    versioned: &mut Versioned,
+    ctx: &Arc<Context>,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let uid = account.uid().unwrap_or_default();
+    let current = versioned
+        .record
+        .tokens
+        .clone()
+        .filter(|_| !versioned.record.rejected);
+    let spends = match (conn.spec.auth_type, &current) {
+        (AuthType::OAuth2, Some(t)) => t.refresh_token.clone(),
+        _ => None,
+    };
+    let attempt = match (&spends, view.rotation) {
+        (Some(token), Rotation::Strict | Rotation::Grace(_)) => {
+            let replay = versioned
+                .record
+                .attempt
+                .as_ref()
+                .is_some_and(|a| a.token_sha256 == token_sha256(token));
+            let attempt = RefreshAttempt::new(token, now, replay);
+            let mut record = versioned.record.clone();
+            record.attempt = Some(attempt.clone());
+            // The intent, before the token leaves: one write, conditional on the version read.
+            persist(account, versioned, record, ctx).await?;
+            if replay {
+                tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "replaying a refresh token whose outcome is unknown, inside the provider's grace window");
+            }
+            Some(attempt)
+        }
+        _ => None,
+    };
+    // A strict provider's answer is worth reading for as long as it may come.
+    let strict = attempt.is_some() && view.rotation == Rotation::Strict;
+    let timeout = std::time::Duration::try_from(view.refresh_timeout).unwrap_or(Duration::from_secs(60));
+    let request_timeout = if strict { LATE_ANSWER_LIMIT } else { timeout };
+    let mut call = tokio::spawn({
+        let (ctx, conn, account) = (ctx.clone(), conn.clone(), account.clone());
+        let (current, grant) = (current.clone(), versioned.record.grant.clone());
+        async move {
+            super::obtain::obtain(
+                &ctx,
+                &conn,
+                &account,
+                current.as_ref(),
+                grant.as_ref(),
+                now,
+                request_timeout,
+            )
+            .await
+        }
+    });
+    let until = now + jiff::SignedDuration::try_from(timeout).unwrap_or_default();
+    // Stop waiting at the timeout, or when the access token expires (status turns then).
+    let stop = current
+        .as_ref()
+        .and_then(|t| t.expires_at)
+        .filter(|e| *e > now)
+        .map_or(until, |e| e.min(until));
+    let wait = Duration::try_from(stop.duration_since(now)).unwrap_or_default();
+    let finished = tokio::select! {
+        r = &mut call => Some(r),
+        () = tokio::time::sleep(wait) => None,
+    };
+    let attempt_id = attempt.map(|a| a.id);
+    let Some(joined) = finished else {
+        ctx.set_in_flight(
+            &uid,
+            InFlight {
+                attempt: attempt_id.clone(),
+                until,
+            },
+        );
+        tracing::warn!(account = %account.name_any(), namespace = ?account.namespace(), "the token endpoint has not answered yet; still waiting for it in the background");
+        let (ctx, account, mut versioned) = (ctx.clone(), account.clone(), versioned.clone());
+        tokio::spawn(async move {
+            let outcome = joined_outcome(call.await);
+            let settled = settle(&account, &mut versioned, attempt_id.as_deref(), outcome, &ctx, now).await;
+            if let Err(e) = settled {
+                tracing::warn!(account = %account.name_any(), error = %e, "could not record a late refresh answer");
+            }
+            ctx.clear_in_flight(&uid);
+            ctx.wake(ObjectRef::<GuardedAccount>::new(&account.name_any()).within(&account.namespace().unwrap_or_default()));
+        });
+        return Ok(());
+    };
+    settle(account, versioned, attempt_id.as_deref(), joined_outcome(joined), ctx, now).await
+}
+
+type Outcome = Result<Option<TokenSet>, TokenEndpointError>;
+
+fn joined_outcome(joined: Result<Outcome, tokio::task::JoinError>) -> Outcome {
+    joined.unwrap_or_else(|_| {
+        Err(TokenEndpointError::Transient {
+            message: "the refresh was interrupted".into(),
+            delivery: Delivery::NoAnswer,
+        })
+    })
+}
+
+/// Records the outcome of the attempt `attempt_id` (or of a refresh without an intent), unless
+/// the record moved on meanwhile (the user authorized again): then the outcome is dropped.
+async fn settle(
+    account: &ConnectedAccount,
+    versioned: &mut Versioned,
+    attempt_id: Option<&str>,
+    outcome: Outcome,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let uid = account.uid().unwrap_or_default();
+    let outcome = match outcome {
+        Ok(None) => return Ok(()),
+        Ok(Some(t)) => Ok(t),
+        Err(e) => Err(e),
+    };
+    let result = match &outcome {
+        Ok(_) => "success",
+        Err(TokenEndpointError::Rejected { .. }) => "rejected",
+        Err(e) if e.outcome_unknown() => "no_answer",
+        Err(_) => "failed",
+    };
+    ctx.metrics.refresh(
+        &account.namespace().unwrap_or_default(),
+        &account.spec.connection_ref.name,
+        result,
+    );
+    let obtained = versioned.record.tokens.as_ref().map(|t| t.obtained_at);
+    let ours = |r: &Record| match attempt_id {
+        Some(id) => r.attempt.as_ref().is_some_and(|a| a.id == id),
+        None => r.tokens.as_ref().map(|t| t.obtained_at) == obtained,
+    };
+    match outcome {
+        Ok(tokens) => {
+            let first = versioned.record.tokens.is_none();
+            ctx.clear_failure(&uid);
+            let change = |r: &mut Record| {
+                r.tokens = Some(tokens.clone());
+                r.rejected = false;
+                r.attempt = None;
+            };
+            match write(account, versioned, ctx, &ours, &change).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(account = %account.name_any(), "a refresh answer arrived after the user authorized again; dropped");
+                    return Ok(());
+                }
+                Err(e) => {
+                    // The provider may have rotated the refresh token: keep the only copy of the
+                    // new one in memory and write it before anything else once the API answers.
+                    let mut record = versioned.record.clone();
+                    change(&mut record);
+                    ctx.set_pending(&uid, record);
+                    return Err(e);
+                }
+            }
+            let (reason, note) = if first {
+                ("Obtained", "credential obtained")
+            } else {
+                ("Refreshed", "access token renewed")
+            };
+            tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "{note}");
+            ctx.event(account, EventType::Normal, reason, "Refresh", note.into())
+                .await;
+        }
+        Err(TokenEndpointError::Rejected { code, .. }) => {
+            ctx.clear_failure(&uid);
+            let change = |r: &mut Record| {
+                r.rejected = true;
+                r.attempt = None;
+            };
+            if !write(account, versioned, ctx, &ours, &change).await? {
+                return Ok(());
+            }
+            tracing::warn!(account = %account.name_any(), %code, "refresh rejected by the provider");
+            ctx.event(
+                account,
+                EventType::Warning,
+                "RefreshRejected",
+                "Refresh",
+                format!("the provider rejected the refresh token ({code}); a new authorization link was issued"),
+            )
+            .await;
+        }
+        Err(e) => {
+            // Answered with an error, or never sent: the token was not spent and the attempt is
+            // closed. Without an answer the attempt stays, and the rotation policy decides.
+            if !e.outcome_unknown() && attempt_id.is_some() {
+                write(account, versioned, ctx, &ours, &|r: &mut Record| r.attempt = None).await?;
+            }
+            let message = e.to_string();
+            let attempts = ctx.note_failure(&uid, message.clone(), now, |attempts| {
+                let wait = schedule::backoff(attempts, &uid);
+                match &e {
+                    TokenEndpointError::RetryAfter { retry_after, .. } => wait.max(*retry_after),
+                    _ => wait,
+                }
+            });
+            tracing::warn!(account = %account.name_any(), attempts, error = %message, "refresh failed; backing off");
+            if attempts == 1 {
+                ctx.event(account, EventType::Warning, "RefreshFailing", "Refresh", message)
+                    .await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies `change` to the record while `ours` holds, re-reading it after a conflicting write
+/// (the gateway, or the reconcile that went on while this answer was late). `Ok(false)`: the
+/// record moved on and nothing was written.
+async fn write(
+    account: &ConnectedAccount,
+    versioned: &mut Versioned,
+    ctx: &Context,
+    ours: &(dyn Fn(&Record) -> bool + Sync),
+    change: &(dyn Fn(&mut Record) + Sync),
+) -> Result<bool, Error> {
+    let uid = account.uid().unwrap_or_default();
+    for _ in 0..5 {
+        if !ours(&versioned.record) {
+            return Ok(false);
+        }
+        let mut record = versioned.record.clone();
+        change(&mut record);
+        match persist(account, versioned, record, ctx).await {
+            Ok(()) => return Ok(true),
+            Err(Error::Conflict) => *versioned = ctx.credentials.get(&uid).await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Conflict)
+}
