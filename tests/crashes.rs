@@ -1,5 +1,6 @@
 //! SIGKILL at each step of the flow. After a restart every account reaches the right state, no
-//! credential is lost, and no refresh token is ever sent to the provider twice.
+//! credential is lost, and no refresh token is ever sent to the provider twice (at a strict
+//! rotating provider not even when it rotated and the answer was lost).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
@@ -11,6 +12,8 @@ use common::dex::{browser, login};
 use common::fixtures::*;
 use common::operator::stack;
 use common::proxy::{Fault, active_behind_proxy, proxied_connection};
+use common::rotating::{RotatingOptions, RotatingProvider};
+use common::rotating_account;
 use common::{eventually, setup};
 use kube::api::Api;
 use serde_json::json;
@@ -65,10 +68,21 @@ async fn sigkill_at_each_step_loses_nothing() {
     let active = wait_state(&accounts, "quin", AccountState::Active).await;
     remember_credentials(&env.client, &env.ns, &active).await;
 
-    // 3. During a refresh, before the provider answered: after the restart the same refresh
-    //    token is still the valid one and renewal carries on.
+    // 3. During a refresh, before the provider answered, at a provider with a grace window (Dex
+    //    accepts a used refresh token again for a while): after the restart the operator replays
+    //    the token once, which the provider sees for the first time, and renewal carries on.
+    //    (tests/rotation.rs: the same at a strict provider, where nothing is replayed.)
     let env = setup("crash-refresh").await;
     let (accounts, proxy) = active_behind_proxy(&env, 3).await;
+    let patch = json!({"spec": {"refresh": {"rotation": {"policy": "Grace", "window": "10m"}}}});
+    kube::Api::<agent_auth_operator::api::Connection>::namespaced(env.client.clone(), &env.ns)
+        .patch(
+            "dex",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
     *proxy.fault.lock().unwrap() = Some(Fault::Slow);
     eventually(
         Duration::from_secs(40),
@@ -95,4 +109,95 @@ async fn sigkill_at_each_step_loses_nothing() {
         "a refresh token was sent to the provider twice"
     );
     assert!(!forwarded.is_empty());
+
+    // 4. At the instant of rotation, at a strict provider: it rotated, the answer never arrived.
+    //    No refresh token is sent twice, the agent's access token keeps working, the account shows
+    //    RefreshOutcomeUnknown with a link, then EXPIRED; the link brings it back.
+    let env = setup("crash-strict").await;
+    let accounts: Api<ConnectedAccount> = Api::namespaced(env.client.clone(), &env.ns);
+    let opts = rotating_account::options(&env.ns, Duration::from_secs(20));
+    let p = RotatingProvider::start(opts.clone()).await;
+    rotating_account::connection(&env.client, &env.ns, "rot", &p, &opts, &["read"], json!({})).await;
+    rotating_account::authorized(&env.client, &env.ns, "sid", "rot").await;
+    let held_token = rotating_account::agent_token(&env.client, &env.ns, "sid").await;
+    p.hold_rotations();
+    assert!(
+        p.wait_held(Duration::from_secs(30)).await,
+        "a rotation held at the provider"
+    );
+    s.operator.restart().unwrap();
+    p.release();
+    let unknown = wait_account(&accounts, "sid", "RefreshOutcomeUnknown", |a| {
+        ready(a).is_some_and(|r| r.1 == "RefreshOutcomeUnknown") && link(a).is_some()
+    })
+    .await;
+    assert!(
+        matches!(
+            state(&unknown),
+            Some(AccountState::Active | AccountState::Expired)
+        ),
+        "{:?}",
+        state(&unknown)
+    );
+    assert!(
+        p.access_token_valid(&held_token),
+        "the agent's access token still works"
+    );
+    let expired = wait_state(&accounts, "sid", AccountState::Expired).await;
+    assert_eq!(ready(&expired).unwrap().1, "RefreshOutcomeUnknown");
+    assert!(reasons_include(&env, "sid", "RefreshOutcomeUnknown").await);
+    rotating_account::follow(&link(&expired).unwrap()).await;
+    wait_state(&accounts, "sid", AccountState::Active).await;
+    assert!(rotating_account::assert_no_replay(&p) >= 1);
+
+    // 5. The same at a provider with a grace window: replayed once, inside it; ACTIVE again.
+    let env = setup("crash-grace").await;
+    let accounts: Api<ConnectedAccount> = Api::namespaced(env.client.clone(), &env.ns);
+    let opts = RotatingOptions {
+        grace: Some(Duration::from_secs(120)),
+        ..rotating_account::options(&env.ns, Duration::from_secs(20))
+    };
+    let p = RotatingProvider::start(opts.clone()).await;
+    let refresh = json!({"rotation": {"policy": "Grace", "window": "2m"}});
+    rotating_account::connection(&env.client, &env.ns, "rot", &p, &opts, &["read"], refresh).await;
+    let first = rotating_account::authorized(&env.client, &env.ns, "tam", "rot").await;
+    p.hold_rotations();
+    assert!(
+        p.wait_held(Duration::from_secs(30)).await,
+        "a rotation held at the provider"
+    );
+    s.operator.restart().unwrap();
+    p.release();
+    let t0 = first
+        .status
+        .as_ref()
+        .unwrap()
+        .last_refreshed_at
+        .clone()
+        .unwrap()
+        .0;
+    let renewed = wait_account(&accounts, "tam", "renewed by the replay", |a| {
+        a.status
+            .as_ref()
+            .and_then(|s| s.last_refreshed_at.as_ref())
+            .is_some_and(|t| t.0 > t0)
+    })
+    .await;
+    assert_eq!(state(&renewed), Some(AccountState::Active));
+    assert_eq!(ready(&renewed).unwrap().1, "Active");
+    assert_eq!(p.replays_accepted(), 1, "one replay inside the window");
+    assert_eq!(p.reuse_count(), 0);
+}
+
+async fn reasons_include(env: &common::TestEnv, name: &str, reason: &str) -> bool {
+    let env_client = env.client.clone();
+    eventually(Duration::from_secs(30), reason, || async {
+        event_reasons(&env_client, &env.ns, name)
+            .await
+            .iter()
+            .any(|r| r == reason)
+            .then_some(())
+    })
+    .await;
+    true
 }

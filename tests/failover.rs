@@ -1,21 +1,21 @@
-//! Two replicas with leader election: exactly one refreshes (no refresh token ever reaches the
-//! provider twice), killing the leader while its refresh is in flight hands over within the lease
-//! duration, and renewal carries on without losing the account.
+//! Two replicas with leader election, at a strict rotating provider (reuse of a used refresh token
+//! revokes the grant): exactly one replica refreshes, killing the leader while the provider holds
+//! a rotation hands over within the lease duration, the new leader does not replay the token whose
+//! answer was lost (it asks the user instead), and renewal carries on after the user re-authorizes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection};
-use common::dex::{Dex, DexOptions};
+use agent_auth_operator::api::{AccountState, ConnectedAccount};
 use common::fixtures::*;
 use common::operator::{OPERATOR_NS, Operator, OperatorOptions, prepare_cluster};
-use common::proxy::{Fault, Proxy, start_proxy};
+use common::rotating::RotatingProvider;
+use common::rotating_account::{self, assert_no_replay};
 use common::{eventually, setup};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::json;
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
@@ -28,68 +28,48 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
 }
 
 #[tokio::test]
-async fn exactly_one_replica_refreshes_and_the_lease_hands_over() {
+async fn exactly_one_replica_refreshes_and_the_new_leader_does_not_replay() {
     let env = setup("failover").await;
     let cluster = prepare_cluster().unwrap();
-    let replica = |name: &str, gateway_url: Option<String>| OperatorOptions {
+    let replica = |name: &str| OperatorOptions {
         leader_election: true,
         instance: Some(name.into()),
-        gateway_url,
         ..Default::default()
     };
-    let a = Operator::start_with(cluster, replica("replica-a", None)).unwrap();
-    let b = Operator::start_with(cluster, replica("replica-b", Some(a.gateway_url.clone()))).unwrap();
-    let dex = Dex::start_with(
-        &format!("{}/oauth/callback", a.gateway_url),
-        DexOptions {
-            id_token_ttl: "20s",
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    common::hygiene::remember(&dex.client_secret);
+    let a = Operator::start_with(cluster, replica("replica-a")).unwrap();
+    let b = Operator::start_with(cluster, replica("replica-b")).unwrap();
     common::hygiene::scan_at_exit();
-    let proxy = Arc::new(Proxy::default());
-    let token_url = start_proxy(proxy.clone(), dex.token_url().to_owned()).await;
-    dex_connection(&env.client, &env.ns, "dex", &dex, &["openid", "offline_access"]).await;
-    let patch = json!({"spec": {"oauth2": {"tokenUrl": token_url}}});
-    Api::<Connection>::namespaced(env.client.clone(), &env.ns)
-        .patch("dex", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    let opts = rotating_account::options(&env.ns, Duration::from_secs(20));
+    let p = RotatingProvider::start(opts.clone()).await;
+    rotating_account::connection(&env.client, &env.ns, "rot", &p, &opts, &["read"], json!({})).await;
     let accounts: Api<ConnectedAccount> = Api::namespaced(env.client.clone(), &env.ns);
-    account(&env.client, &env.ns, "rex", "dex", json!({})).await;
-    let pending = wait_account(&accounts, "rex", "link", |a| link(a).is_some()).await;
-    sign_in(&link(&pending).unwrap(), &dex.user(0)).await;
-    wait_state(&accounts, "rex", AccountState::Active).await;
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), OPERATOR_NS);
+    let first = eventually(Duration::from_secs(30), "a leader", || holder(&leases)).await;
+    let (leader, other_name, other) = if first == "replica-a" {
+        (&a, "replica-b", &b)
+    } else {
+        (&b, "replica-a", &a)
+    };
+    // The link comes from the leader; its gateway completes the flow.
+    rotating_account::authorized(&env.client, &env.ns, "rex", "rot").await;
 
     // Two refreshes under the first leader.
-    let forwarded = || proxy.forwarded_refresh_tokens.lock().unwrap().len();
     eventually(Duration::from_secs(60), "two refreshes", || async {
-        (forwarded() >= 2).then_some(())
+        (p.rotations() >= 2).then_some(())
     })
     .await;
 
-    // Kill the leader outright while its refresh hangs at the provider.
-    let leases: Api<Lease> = Api::namespaced(env.client.clone(), OPERATOR_NS);
-    let first = holder(&leases).await.unwrap();
-    let (leader, other) = if first == "replica-a" {
-        (&a, "replica-b")
-    } else {
-        (&b, "replica-a")
-    };
-    *proxy.fault.lock().unwrap() = Some(Fault::Slow);
-    eventually(Duration::from_secs(60), "a refresh in flight", || async {
-        (*proxy.faulted_refreshes.lock().unwrap() > 0).then_some(())
-    })
-    .await;
+    // Kill the leader outright while the provider holds a rotation it already made.
+    let agent = rotating_account::agent_token(&env.client, &env.ns, "rex").await;
+    p.hold_rotations();
+    assert!(p.wait_held(Duration::from_secs(30)).await, "a rotation held");
     leader.kill();
-    *proxy.fault.lock().unwrap() = None;
+    p.release();
     let killed = Instant::now();
     eventually(
         Duration::from_secs(40),
         "the other replica takes the lease",
-        || async { (holder(&leases).await.as_deref() == Some(other)).then_some(()) },
+        || async { (holder(&leases).await.as_deref() == Some(other_name)).then_some(()) },
     )
     .await;
     let handover = killed.elapsed();
@@ -98,10 +78,25 @@ async fn exactly_one_replica_refreshes_and_the_lease_hands_over() {
         "handover took {handover:?} (lease 15 s + 5 s grace)"
     );
 
-    // Renewal continues under the new leader.
-    let before = forwarded();
+    // The new leader does not replay: it asks the user.
+    let unknown = wait_account(&accounts, "rex", "RefreshOutcomeUnknown", |a| {
+        ready(a).is_some_and(|r| r.1 == "RefreshOutcomeUnknown") && link(a).is_some()
+    })
+    .await;
+    let sent = assert_no_replay(&p);
+    assert!(p.access_token_valid(&agent) || state(&unknown) == Some(AccountState::Expired));
+    let link_url = link(&unknown).unwrap();
+    assert!(
+        link_url.starts_with(&other.gateway_url),
+        "the new leader's link: {link_url}"
+    );
+
+    // The user re-authorizes; renewal carries on under the new leader.
+    rotating_account::follow(&link_url).await;
+    wait_state(&accounts, "rex", AccountState::Active).await;
+    let rotations = p.rotations();
     eventually(Duration::from_secs(60), "a refresh by the new leader", || async {
-        (forwarded() > before).then_some(())
+        (p.rotations() > rotations).then_some(())
     })
     .await;
     let after = eventually(Duration::from_secs(30), "ACTIVE under the new leader", || async {
@@ -110,18 +105,8 @@ async fn exactly_one_replica_refreshes_and_the_lease_hands_over() {
     })
     .await;
     remember_credentials(&env.client, &env.ns, &after).await;
-
-    let tokens = proxy.forwarded_refresh_tokens.lock().unwrap().clone();
-    let mut unique = tokens.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(
-        unique.len(),
-        tokens.len(),
-        "a refresh token reached the provider twice"
-    );
+    let total = assert_no_replay(&p);
     eprintln!(
-        "failover: handover after {handover:?}; {} refreshes, all with distinct refresh tokens",
-        tokens.len()
+        "failover: handover after {handover:?}; {total} refresh tokens sent ({sent} before the re-authorization), none twice; reuse 0"
     );
 }

@@ -12,6 +12,8 @@ pub mod operator;
 pub mod outage;
 pub mod proxy;
 pub mod recorder;
+pub mod rotating;
+pub mod rotating_account;
 pub mod token_server;
 
 use std::future::Future;

@@ -120,13 +120,17 @@ pub async fn start_proxy(proxy: Arc<Proxy>, upstream: String) -> String {
 }
 
 /// A Connection `dex` in the test's namespace whose token URL is a fresh proxy in front of the
-/// stack's Dex.
+/// stack's Dex. The proxy answers its faults itself (Dex never sees those requests), so it stands
+/// in for a provider that does not rotate: `refresh.rotation.policy: None`.
 pub async fn proxied_connection(env: &super::TestEnv) -> Arc<Proxy> {
     let s = super::operator::stack();
     let proxy = Arc::new(Proxy::default());
     let token_url = start_proxy(proxy.clone(), s.dex.token_url().to_owned()).await;
     dex_connection(&env.client, &env.ns, "dex", &s.dex, &["openid", "offline_access"]).await;
-    let patch = json!({"spec": {"oauth2": {"tokenUrl": token_url}}});
+    let patch = json!({"spec": {
+        "oauth2": {"tokenUrl": token_url},
+        "refresh": {"rotation": {"policy": "None"}},
+    }});
     Api::<Connection>::namespaced(env.client.clone(), &env.ns)
         .patch("dex", &PatchParams::default(), &Patch::Merge(&patch))
         .await

@@ -1,0 +1,118 @@
+//! Accounts at the strict rotating provider of [`super::rotating`], on the real control plane:
+//! a Connection for it, an account authorized through its link (the provider consents at once, so
+//! a plain cookie-keeping client plays the user), and the agent's access token.
+
+use std::collections::BTreeMap;
+
+use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, PostParams};
+use serde_json::{Value, json};
+
+use super::fixtures::{REACT, account, link, secret_text, wait_account, wait_state};
+use super::rotating::{RotatingOptions, RotatingProvider};
+
+/// Options for a provider whose client is this test's own (client ids are unique per auth host
+/// across namespaces), issuing access tokens that live `ttl`.
+pub fn options(ns: &str, ttl: std::time::Duration) -> RotatingOptions {
+    RotatingOptions {
+        client_id: format!("rot-{ns}"),
+        access_ttl: ttl,
+        ..Default::default()
+    }
+}
+
+/// A Connection `name` in `ns` for provider `p`; `refresh` becomes `spec.refresh`.
+pub async fn connection(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    p: &RotatingProvider,
+    opts: &RotatingOptions,
+    scopes: &[&str],
+    refresh: Value,
+) -> Connection {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-oauth")),
+            labels: Some(agent_auth_operator::store::secret_ref::opt_in_labels()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([(
+            "client-secret".to_owned(),
+            opts.client_secret.clone(),
+        )])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let conn: Connection = serde_json::from_value(json!({
+        "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection",
+        "metadata": {"name": name},
+        "spec": {
+            "authType": "OAuth2",
+            "oauth2": {
+                "clientId": opts.client_id,
+                "clientSecretRef": {"name": format!("{name}-oauth"), "key": "client-secret"},
+                "authorizationUrl": p.authorize_url(),
+                "tokenUrl": p.token_url(),
+                "revocationUrl": p.revocation_url(),
+                "scopes": scopes,
+            },
+            "refresh": refresh,
+        }
+    }))
+    .unwrap();
+    Api::<Connection>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &conn)
+        .await
+        .unwrap()
+}
+
+/// Creates account `name` on `conn`, follows its link through the provider, waits until ACTIVE.
+pub async fn authorized(client: &kube::Client, ns: &str, name: &str, conn: &str) -> ConnectedAccount {
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    account(client, ns, name, conn, json!({})).await;
+    let pending = wait_account(&accounts, name, "link", |a| link(a).is_some()).await;
+    follow(&link(&pending).unwrap()).await;
+    let active = wait_state(&accounts, name, AccountState::Active).await;
+    super::fixtures::remember_credentials(client, ns, &active).await;
+    active
+}
+
+/// Plays the user through `link`: the gateway, the provider's instant consent, the callback page.
+pub async fn follow(link: &str) {
+    let page = super::dex::browser().get(link).send().await.unwrap();
+    assert_eq!(page.status(), 200, "authorization through {link}");
+}
+
+/// The access token the agent holds now (the agent Secret's `access_token`).
+pub async fn agent_token(client: &kube::Client, ns: &str, account: &str) -> String {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let s = super::eventually(REACT, "agent Secret", || async {
+        secrets
+            .get_opt(&format!("{account}-credentials"))
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    secret_text(&s).get("access_token").cloned().unwrap_or_default()
+}
+
+/// Asserts that no refresh token reached `p` twice, and returns how many it received.
+pub fn assert_no_replay(p: &RotatingProvider) -> usize {
+    let got = p.refresh_tokens_received();
+    let mut unique = got.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        got.len(),
+        "a refresh token reached the provider twice"
+    );
+    assert_eq!(p.reuse_count(), 0, "reuse of a consumed refresh token");
+    got.len()
+}
