@@ -75,14 +75,7 @@ async fn sigkill_at_each_step_loses_nothing() {
     let env = setup("crash-refresh").await;
     let (accounts, proxy) = active_behind_proxy(&env, 3).await;
     let patch = json!({"spec": {"refresh": {"rotation": {"policy": "Grace", "window": "10m"}}}});
-    kube::Api::<agent_auth_operator::api::Connection>::namespaced(env.client.clone(), &env.ns)
-        .patch(
-            "dex",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .unwrap();
+    patch_connection(&env.client, &env.ns, "dex", patch).await;
     *proxy.fault.lock().unwrap() = Some(Fault::Slow);
     eventually(
         Duration::from_secs(40),
@@ -116,17 +109,9 @@ async fn sigkill_at_each_step_loses_nothing() {
     let env = setup("crash-strict").await;
     let accounts: Api<ConnectedAccount> = Api::namespaced(env.client.clone(), &env.ns);
     let opts = rotating_account::options(&env.ns, Duration::from_secs(20));
-    let p = RotatingProvider::start(opts.clone()).await;
-    rotating_account::connection(&env.client, &env.ns, "rot", &p, &opts, &["read"], json!({})).await;
-    rotating_account::authorized(&env.client, &env.ns, "sid", "rot").await;
+    let (p, _) = rotating_account::start(&env, opts, json!({}), "sid").await;
     let held_token = rotating_account::agent_token(&env.client, &env.ns, "sid").await;
-    p.hold_rotations();
-    assert!(
-        p.wait_held(Duration::from_secs(30)).await,
-        "a rotation held at the provider"
-    );
-    s.operator.restart().unwrap();
-    p.release();
+    kill_during_a_held_rotation(&p).await;
     let unknown = wait_account(&accounts, "sid", "RefreshOutcomeUnknown", |a| {
         ready(a).is_some_and(|r| r.1 == "RefreshOutcomeUnknown") && link(a).is_some()
     })
@@ -157,17 +142,9 @@ async fn sigkill_at_each_step_loses_nothing() {
         grace: Some(Duration::from_secs(120)),
         ..rotating_account::options(&env.ns, Duration::from_secs(20))
     };
-    let p = RotatingProvider::start(opts.clone()).await;
     let refresh = json!({"rotation": {"policy": "Grace", "window": "2m"}});
-    rotating_account::connection(&env.client, &env.ns, "rot", &p, &opts, &["read"], refresh).await;
-    let first = rotating_account::authorized(&env.client, &env.ns, "tam", "rot").await;
-    p.hold_rotations();
-    assert!(
-        p.wait_held(Duration::from_secs(30)).await,
-        "a rotation held at the provider"
-    );
-    s.operator.restart().unwrap();
-    p.release();
+    let (p, first) = rotating_account::start(&env, opts, refresh, "tam").await;
+    kill_during_a_held_rotation(&p).await;
     let t0 = first
         .status
         .as_ref()
@@ -187,6 +164,17 @@ async fn sigkill_at_each_step_loses_nothing() {
     assert_eq!(ready(&renewed).unwrap().1, "Active");
     assert_eq!(p.replays_accepted(), 1, "one replay inside the window");
     assert_eq!(p.reuse_count(), 0);
+}
+
+/// SIGKILLs (and restarts) the operator while `p` holds the answer to a rotation it already made.
+async fn kill_during_a_held_rotation(p: &RotatingProvider) {
+    p.hold_rotations();
+    assert!(
+        p.wait_held(Duration::from_secs(30)).await,
+        "a rotation held at the provider"
+    );
+    stack().operator.restart().unwrap();
+    p.release();
 }
 
 async fn reasons_include(env: &common::TestEnv, name: &str, reason: &str) -> bool {

@@ -139,14 +139,7 @@ async fn a_hung_provider_times_out_and_is_retried() {
     let (accounts, proxy) = active_behind_proxy(&env, 0).await;
     // A provider that does not rotate may be asked again after `refresh.timeout`.
     let patch = serde_json::json!({"spec": {"refresh": {"timeout": "5s", "rotation": {"policy": "None"}}}});
-    kube::Api::<agent_auth_operator::api::Connection>::namespaced(env.client.clone(), &env.ns)
-        .patch(
-            "dex",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .unwrap();
+    patch_connection(&env.client, &env.ns, "dex", patch).await;
     *proxy.fault.lock().unwrap() = Some(Fault::Slow);
     let failing = eventually(Duration::from_secs(45), "timeout reported", || async {
         let a = accounts.get("acct").await.ok()?;

@@ -18,8 +18,7 @@ pub use connected_account::{
 };
 pub use connection::{
     AuthType, Connection, ConnectionSpec, ConnectionStatus, LinkSettings, OAuth2Settings, RefreshSettings,
-    RotationPolicy, RotationSettings,
-    SecretKeyRef, TokenEndpointAuthMethod,
+    RotationPolicy, RotationSettings, SecretKeyRef, TokenEndpointAuthMethod,
 };
 pub use methods::{
     CredentialForm, CustomJwtSettings, ExchangeStyle, FormField, HeaderSettings, HttpMethod, JwtAlgorithm,
@@ -31,6 +30,12 @@ use kube::CustomResourceExt;
 
 /// API group of every resource the operator defines.
 pub const GROUP: &str = "agentauth.dev";
+
+/// A spec duration (`30m`, `1h30m`, `45s`), as the schema's `DURATION_PATTERN` admits them.
+pub fn parse_duration(s: &str) -> Result<jiff::SignedDuration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))?;
+    jiff::SignedDuration::try_from(d).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
 
 /// Every CRD the operator serves, in the order `agent-auth-operator crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {

@@ -22,8 +22,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value};
 
+use crate::api::parse_duration;
 use crate::api::{CustomJwtSettings, ExchangeStyle, JwtAlgorithm, JwtExchange};
-use crate::controller::schedule::parse_duration;
 use crate::store::TokenSet;
 
 /// `lifetime` when the Connection sets none.

@@ -1115,7 +1115,12 @@ mod tests {
             ..Default::default()
         };
         let t = c
-            .refresh(&test_http(), &current, Timestamp::UNIX_EPOCH, Duration::from_secs(5))
+            .refresh(
+                &test_http(),
+                &current,
+                Timestamp::UNIX_EPOCH,
+                Duration::from_secs(5),
+            )
             .await
             .unwrap();
         assert_eq!(t.access_token, "figu_new");

@@ -19,6 +19,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::decide::{self, ConnectionView, LinkPlan, Observed, Plan, RefreshFailure, Source};
+use super::persist::persist;
 use super::{Context, Error};
 use crate::api::conditions;
 use crate::api::{AccountState, ConnectedAccount, ConnectedAccountStatus, Connection};
@@ -424,28 +425,6 @@ async fn flush_pending(
     persist(account, versioned, pending, ctx).await?;
     ctx.clear_pending(&uid);
     tracing::info!(account = %account.name_any(), "persisted a refreshed token held in memory during an API outage");
-    Ok(())
-}
-
-/// Writes the record against the version read; a conflict means someone (the gateway) wrote in
-/// between, so the reconcile starts over with fresh data.
-pub(super) async fn persist(
-    account: &ConnectedAccount,
-    versioned: &mut Versioned,
-    record: Record,
-    ctx: &Context,
-) -> Result<(), Error> {
-    if versioned.resource_version.is_none() {
-        finalizer::ensure(&accounts_api(account, ctx), account).await?;
-    }
-    let rv = ctx
-        .credentials
-        .put(account, &record, versioned.resource_version.as_deref())
-        .await?;
-    *versioned = Versioned {
-        record,
-        resource_version: Some(rv),
-    };
     Ok(())
 }
 

@@ -6,8 +6,8 @@ use kube::runtime::events::EventType;
 
 use super::Context;
 use super::Error;
-use super::account::persist;
 use super::decide::ConnectionView;
+use super::persist::persist;
 use crate::api::{ConnectedAccount, Connection};
 use crate::auth::connection as conn_auth;
 use crate::store::credentials::Versioned;

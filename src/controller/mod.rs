@@ -10,6 +10,7 @@ pub mod decide;
 mod events;
 mod grants;
 mod obtain;
+mod persist;
 pub mod refresh;
 pub mod resolve;
 pub mod schedule;

@@ -21,8 +21,8 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 
-use super::account::persist;
 use super::decide::{AttemptState, ConnectionView, Rotation};
+use super::persist::persist;
 use super::{Context, Error, GuardedAccount, schedule};
 use crate::api::{AuthType, ConnectedAccount, Connection};
 use crate::auth::oauth2::{Delivery, TokenEndpointError};
@@ -144,16 +144,35 @@ pub(super) async fn refresh(
         let (ctx, account, mut versioned) = (ctx.clone(), account.clone(), versioned.clone());
         tokio::spawn(async move {
             let outcome = joined_outcome(call.await);
-            let settled = settle(&account, &mut versioned, attempt_id.as_deref(), outcome, &ctx, now).await;
+            let settled = settle(
+                &account,
+                &mut versioned,
+                attempt_id.as_deref(),
+                outcome,
+                &ctx,
+                now,
+            )
+            .await;
             if let Err(e) = settled {
                 tracing::warn!(account = %account.name_any(), error = %e, "could not record a late refresh answer");
             }
             ctx.clear_in_flight(&uid);
-            ctx.wake(ObjectRef::<GuardedAccount>::new(&account.name_any()).within(&account.namespace().unwrap_or_default()));
+            ctx.wake(
+                ObjectRef::<GuardedAccount>::new(&account.name_any())
+                    .within(&account.namespace().unwrap_or_default()),
+            );
         });
         return Ok(());
     };
-    settle(account, versioned, attempt_id.as_deref(), joined_outcome(joined), ctx, now).await
+    settle(
+        account,
+        versioned,
+        attempt_id.as_deref(),
+        joined_outcome(joined),
+        ctx,
+        now,
+    )
+    .await
 }
 
 type Outcome = Result<Option<TokenSet>, TokenEndpointError>;
@@ -247,7 +266,9 @@ async fn settle(
                 EventType::Warning,
                 "RefreshRejected",
                 "Refresh",
-                format!("the provider rejected the refresh token ({code}); a new authorization link was issued"),
+                format!(
+                    "the provider rejected the refresh token ({code}); a new authorization link was issued"
+                ),
             )
             .await;
         }

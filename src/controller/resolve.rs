@@ -96,7 +96,12 @@ fn rotation(conn: &Connection) -> Rotation {
         .as_deref()
         .and_then(crate::auth::catalog::lookup)
         .and_then(|p| p.rotation.as_ref());
-    let set = conn.spec.refresh.as_ref().and_then(|r| r.rotation.as_ref()).or(preset);
+    let set = conn
+        .spec
+        .refresh
+        .as_ref()
+        .and_then(|r| r.rotation.as_ref())
+        .or(preset);
     match set {
         Some(RotationSettings {
             policy: RotationPolicy::None,

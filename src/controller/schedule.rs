@@ -64,10 +64,7 @@ pub fn backoff(attempt: u32, uid: &str) -> Duration {
 }
 
 /// Parses a Go-style duration (`90s`, `15m`, `24h`, `1h30m`).
-pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))?;
-    SignedDuration::try_from(d).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
+pub use crate::api::parse_duration;
 
 #[cfg(test)]
 mod tests {

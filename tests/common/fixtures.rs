@@ -23,24 +23,14 @@ pub async fn dex_connection(
     dex: &Dex,
     scopes: &[&str],
 ) -> Connection {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(format!("{name}-oauth")),
-            labels: Some(agent_auth_operator::store::secret_ref::opt_in_labels()),
-            ..Default::default()
-        },
-        string_data: Some(BTreeMap::from([(
-            "client-secret".to_owned(),
-            dex.client_secret.clone(),
-        )])),
-        ..Default::default()
-    };
-    match secrets.create(&PostParams::default(), &secret).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("create client secret: {e}"),
-    }
+    opted_in_secret(
+        client,
+        ns,
+        &format!("{name}-oauth"),
+        "client-secret",
+        &dex.client_secret,
+    )
+    .await;
     let conn: Connection = serde_json::from_value(json!({
         "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection",
         "metadata": {"name": name},
@@ -65,6 +55,39 @@ pub async fn dex_connection(
         .create(&PostParams::default(), &conn)
         .await
         .unwrap()
+}
+
+/// Creates (or keeps) a Secret the operator may read (`agentauth.dev/usable`), holding `key`.
+pub async fn opted_in_secret(client: &kube::Client, ns: &str, name: &str, key: &str, value: &str) {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(agent_auth_operator::store::secret_ref::opt_in_labels()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([(key.to_owned(), value.to_owned())])),
+        ..Default::default()
+    };
+    match Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create Secret {name}: {e}"),
+    }
+}
+
+/// Merge-patches Connection `name`.
+pub async fn patch_connection(client: &kube::Client, ns: &str, name: &str, patch: serde_json::Value) {
+    Api::<Connection>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
 }
 
 /// Creates a ConnectedAccount for `connection`.

@@ -2,11 +2,9 @@
 //! a Connection for it, an account authorized through its link (the provider consents at once, so
 //! a plain cookie-keeping client plays the user), and the agent's access token.
 
-use std::collections::BTreeMap;
-
 use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
 use super::fixtures::{REACT, account, link, secret_text, wait_account, wait_state};
@@ -32,22 +30,14 @@ pub async fn connection(
     scopes: &[&str],
     refresh: Value,
 ) -> Connection {
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(format!("{name}-oauth")),
-            labels: Some(agent_auth_operator::store::secret_ref::opt_in_labels()),
-            ..Default::default()
-        },
-        string_data: Some(BTreeMap::from([(
-            "client-secret".to_owned(),
-            opts.client_secret.clone(),
-        )])),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    super::fixtures::opted_in_secret(
+        client,
+        ns,
+        &format!("{name}-oauth"),
+        "client-secret",
+        &opts.client_secret,
+    )
+    .await;
     let conn: Connection = serde_json::from_value(json!({
         "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection",
         "metadata": {"name": name},
@@ -69,6 +59,20 @@ pub async fn connection(
         .create(&PostParams::default(), &conn)
         .await
         .unwrap()
+}
+
+/// A provider with `opts`, a Connection `rot` for it (scope `read`, `refresh` as `spec.refresh`)
+/// and an ACTIVE account `account` on it.
+pub async fn start(
+    env: &super::TestEnv,
+    opts: RotatingOptions,
+    refresh: Value,
+    account: &str,
+) -> (RotatingProvider, ConnectedAccount) {
+    let p = RotatingProvider::start(opts.clone()).await;
+    connection(&env.client, &env.ns, "rot", &p, &opts, &["read"], refresh).await;
+    let active = authorized(&env.client, &env.ns, account, "rot").await;
+    (p, active)
 }
 
 /// Creates account `name` on `conn`, follows its link through the provider, waits until ACTIVE.

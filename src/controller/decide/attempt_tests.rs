@@ -29,7 +29,11 @@ fn unknown(replay: bool) -> AttemptState {
 }
 
 fn refresh_reason(p: &Plan) -> &'static str {
-    p.conditions.iter().find(|c| c.type_ == TOKEN_REFRESH).unwrap().reason
+    p.conditions
+        .iter()
+        .find(|c| c.type_ == TOKEN_REFRESH)
+        .unwrap()
+        .reason
 }
 
 #[test]
@@ -63,8 +67,14 @@ fn a_grace_window_allows_one_replay_inside_it() {
     let c = refreshing(unknown(false), window);
     assert!(refresh_due(&c.observed()), "replay once inside the window");
     assert_eq!(ready_reason(&c.plan()), "Active");
-    assert!(!refresh_due(&refreshing(unknown(true), window).observed()), "only once");
-    assert_eq!(ready_reason(&refreshing(unknown(true), window).plan()), "RefreshOutcomeUnknown");
+    assert!(
+        !refresh_due(&refreshing(unknown(true), window).observed()),
+        "only once"
+    );
+    assert_eq!(
+        ready_reason(&refreshing(unknown(true), window).plan()),
+        "RefreshOutcomeUnknown"
+    );
     let mut outside = refreshing(unknown(false), window);
     outside.now = t(2900 + 600);
     assert!(!refresh_due(&outside.observed()), "not after the window");
@@ -87,7 +97,11 @@ fn a_refresh_in_flight_is_not_started_again_and_turns_unknown_at_its_timeout() {
     let mut expired = refreshing(AttemptState::Waiting { until: t(4000) }, Rotation::Strict);
     expired.now = t(3600);
     let p = expired.plan();
-    assert_eq!(p.state, AccountState::Expired, "the state turns at expiresAt while waiting");
+    assert_eq!(
+        p.state,
+        AccountState::Expired,
+        "the state turns at expiresAt while waiting"
+    );
     assert_eq!(ready_reason(&p), "TokenExpired");
 }
 

@@ -1,0 +1,36 @@
+//! Writing an account's operator copy: conditional on the version read, so a concurrent writer
+//! (the gateway completing a flow, a late refresh answer) is never overwritten unseen.
+
+use kube::ResourceExt;
+use kube::api::Api;
+
+use super::{Context, Error};
+use crate::api::ConnectedAccount;
+use crate::store::Record;
+use crate::store::credentials::Versioned;
+use crate::store::finalizer;
+
+/// Writes the record against the version read; a conflict means someone (the gateway) wrote in
+/// between, so the reconcile starts over with fresh data. The first write puts the finalizer on
+/// the account before the copy exists, so that deleting the account always cleans it up.
+pub(super) async fn persist(
+    account: &ConnectedAccount,
+    versioned: &mut Versioned,
+    record: Record,
+    ctx: &Context,
+) -> Result<(), Error> {
+    if versioned.resource_version.is_none() {
+        let api: Api<ConnectedAccount> =
+            Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
+        finalizer::ensure(&api, account).await?;
+    }
+    let rv = ctx
+        .credentials
+        .put(account, &record, versioned.resource_version.as_deref())
+        .await?;
+    *versioned = Versioned {
+        record,
+        resource_version: Some(rv),
+    };
+    Ok(())
+}
