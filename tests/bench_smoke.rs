@@ -10,6 +10,9 @@ mod harness;
 mod load;
 #[path = "../benches/suite/report.rs"]
 mod report;
+#[path = "common/rotating.rs"]
+#[allow(dead_code)]
+mod rotating;
 #[path = "../benches/suite/scenarios.rs"]
 mod scenarios;
 #[path = "../benches/suite/tls.rs"]
@@ -37,6 +40,7 @@ async fn every_scenario_produces_numbers_at_smoke_size() {
         "5. refresh wave",
         "6. memory",
         "7. gateway",
+        "8. sustained refresh",
     ] {
         let rows: Vec<_> = report.rows.iter().filter(|r| r.scenario == scenario).collect();
         assert!(!rows.is_empty(), "no numbers for {scenario}:\n{table}");

@@ -6,6 +6,9 @@
 mod harness;
 mod load;
 mod report;
+#[path = "../../tests/common/rotating.rs"]
+#[allow(dead_code)]
+mod rotating;
 mod scenarios;
 mod tls;
 #[path = "../../tests/common/token_server.rs"]

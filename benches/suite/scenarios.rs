@@ -7,11 +7,16 @@
 //! 4. steady state: the operator's API writes (audit log) and CPU in the window after convergence;
 //! 5. refresh wave: client-credentials tokens expiring together: margins and token-endpoint peak;
 //! 6. memory: RSS with many accounts and unrelated Secrets;
-//! 7. gateway: `/connect/{token}` under load from a separate process.
+//! 7. gateway: `/connect/{token}` under load from a separate process;
+//! 8. sustained refresh: OAuth accounts renewing at a rotating provider, API writes per refresh
+//!    with and without the refresh intent (`sustained.rs`).
 //!
 //! The operator is stopped while a floor or baseline runs (it watches every namespace), and
 //! started again (same ports, so links stay valid) before its own measurement.
 #![allow(dead_code)] // the smoke test uses a part of this module
+
+#[path = "sustained.rs"]
+mod sustained;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -63,6 +68,8 @@ pub struct Params {
     pub gateway_baseline_duration: Duration,
     pub gateway_connections: usize,
     pub load: Tool,
+    /// Scenario numbers to run (`BENCH_ONLY`); empty: all. 1, 2 and 4 run together.
+    pub only: Vec<u32>,
 }
 
 impl Params {
@@ -89,6 +96,7 @@ impl Params {
             gateway_baseline_duration: Duration::from_secs(10),
             gateway_connections: 32,
             load: Tool::Wrk,
+            only: Vec::new(),
         }
     }
 
@@ -114,6 +122,7 @@ impl Params {
             gateway_baseline_duration: Duration::from_secs(1),
             gateway_connections: 4,
             load: Tool::InProcess,
+            only: Vec::new(),
         }
     }
 
@@ -146,6 +155,16 @@ impl Params {
             };
             p.conv_sizes = sizes;
             p.targets = false;
+        }
+        if let Some(v) = var("BENCH_ONLY") {
+            p.only = v
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse::<u32>()
+                        .map_err(|e| format!("BENCH_ONLY={v}: {e}"))
+                })
+                .collect::<Res<Vec<_>>>()?;
         }
         if let Some(c) = num("BENCH_CONCURRENCY")? {
             p.concurrency = c.max(1);
@@ -233,19 +252,34 @@ pub async fn run(p: &Params) -> Report {
         started.elapsed().as_secs_f64(),
         s.env.cluster.dir().display()
     ));
+    let runs = |n: u32| p.only.is_empty() || p.only.contains(&n);
     let r = s.empty().await;
     s.record("0. empty operator", r);
     // Also runs 4. steady state, right after the last convergence.
-    let r = s.convergence().await;
-    s.record("1-2. floor and convergence", r);
-    let r = s.latency().await;
-    s.record("3. latency", r);
-    let r = s.refresh_wave().await;
-    s.record("5. refresh wave", r);
-    let r = s.memory().await;
-    s.record("6. memory", r);
-    let r = s.gateway().await;
-    s.record("7. gateway", r);
+    if runs(1) || runs(2) || runs(4) {
+        let r = s.convergence().await;
+        s.record("1-2. floor and convergence", r);
+    }
+    if runs(3) {
+        let r = s.latency().await;
+        s.record("3. latency", r);
+    }
+    if runs(5) {
+        let r = s.refresh_wave().await;
+        s.record("5. refresh wave", r);
+    }
+    if runs(8) {
+        let r = s.sustained_refresh().await;
+        s.record("8. sustained refresh", r);
+    }
+    if runs(6) {
+        let r = s.memory().await;
+        s.record("6. memory", r);
+    }
+    if runs(7) {
+        let r = s.gateway().await;
+        s.record("7. gateway", r);
+    }
     s.op.stop();
     let mut report = s.report;
     // Scenario order (the steady state ran between two convergence rows); stable within one.
