@@ -61,6 +61,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         signer,
         metrics,
         ready: Arc::new(ready_tx),
+        shared: controller::Shared::new(config.refresh_concurrency),
     };
     let controllers = async {
         if config.leader_election {

@@ -404,6 +404,7 @@ async fn a_70s_stall_past_the_timeout_is_still_read_and_persisted() {
     .await;
     assert_eq!(state(&after), Some(AccountState::Active));
     assert_eq!(ready(&after).unwrap().0, "True", "{:?}", ready(&after));
+    assert!(link(&after).is_none(), "the link issued meanwhile is withdrawn");
     assert_eq!(assert_no_replay(&p), 1);
     assert!(p.access_token_valid(&agent_token(&env.client, &env.ns, "bo").await));
 }

@@ -147,7 +147,7 @@ async fn apply(account: &Arc<ConnectedAccount>, ctx: &Arc<Context>) -> Result<Ac
             secret: ownership,
             secret_current: current,
             refresh_failure: failure.as_ref(),
-            attempt: super::refresh::attempt_state(record, ctx.in_flight(&uid).as_ref(), now),
+            attempt: super::attempt::attempt_state(record, ctx.in_flight(&uid).as_ref(), now),
             now,
         };
         (decide::decide(&o), decide::refresh_due(&o))
@@ -156,13 +156,20 @@ async fn apply(account: &Arc<ConnectedAccount>, ctx: &Arc<Context>) -> Result<Ac
     if let Ok((conn, view)) = &resolved {
         housekeeping(account, conn, view, &mut versioned, ctx, now).await?;
     }
+    // An open attempt that nobody here waits for decides a link and a Warning: make sure it is not
+    // our own settled attempt seen through a cache that lags behind the outcome's write.
+    let own =
+        |f: &super::attempt::InFlight| f.attempt == versioned.record.attempt.as_ref().map(|a| a.id.clone());
+    if versioned.record.attempt.is_some() && !ctx.in_flight(&uid).is_some_and(|f| own(&f)) {
+        versioned = ctx.credentials.get(&uid).await?;
+    }
     let (_, due) = observe(&versioned.record, ownership, ctx.failure(&uid), now);
     if let (true, Ok((conn, view))) = (due, &resolved) {
         // A refresh token may be spent once: decide on a consistent read, not on the watch cache,
         // which can lag behind our own last write.
         versioned = ctx.credentials.get(&uid).await?;
         if observe(&versioned.record, ownership, ctx.failure(&uid), now).1 {
-            super::refresh::refresh(account, conn, view, &mut versioned, ctx, now).await?;
+            super::refresh::refresh(account, conn, view, &mut versioned, ctx).await?;
         }
     }
     if due {
@@ -421,8 +428,13 @@ async fn flush_pending(
         *versioned = fresh;
         return Ok(());
     }
+    // Only what a refresh outcome changes: anything the gateway wrote meanwhile stays.
+    let mut merged = fresh.record.clone();
+    merged.tokens = pending.tokens;
+    merged.rejected = pending.rejected;
+    merged.attempt = pending.attempt;
     *versioned = fresh;
-    persist(account, versioned, pending, ctx).await?;
+    persist(account, versioned, merged, ctx).await?;
     ctx.clear_pending(&uid);
     tracing::info!(account = %account.name_any(), "persisted a refreshed token held in memory during an API outage");
     Ok(())

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::attempt::{AttemptState, Rotation};
 use super::schedule;
 use crate::api::{AccountState, ConnectedAccount, REAUTHORIZE_ANNOTATION};
 use crate::links::LinkClaims;
@@ -24,50 +25,6 @@ pub struct ConnectionView {
     pub rotation: Rotation,
     /// How long a refresh may take before its outcome counts as unknown.
     pub refresh_timeout: SignedDuration,
-}
-
-/// What the provider does with a refresh token that was already used: decides what follows a
-/// refresh that was sent and never answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rotation {
-    /// Reuse revokes the grant: never replay.
-    Strict,
-    /// Reuse is accepted within the window after first use: replay once inside it.
-    Grace(SignedDuration),
-    /// Tokens are not rotated: replay freely.
-    None,
-}
-
-/// Where the account's last refresh stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptState {
-    /// No outcome is outstanding.
-    Settled,
-    /// This process is waiting for the answer; it counts as unknown from `until`.
-    Waiting { until: Timestamp },
-    /// Past the timeout, and the answer is still being read (strict providers): it may yet come.
-    Late,
-    /// Nobody waits for the answer any more (restart, failover, or the read ended without one).
-    Unknown { started_at: Timestamp, replay: bool },
-}
-
-impl AttemptState {
-    /// The refresh token's fate is unknown and sending it again could cost the grant: the user
-    /// must re-authorize.
-    pub fn stranded(self, rotation: Rotation, now: Timestamp) -> bool {
-        match (self, rotation) {
-            (AttemptState::Late, _) => true,
-            (AttemptState::Unknown { .. }, Rotation::Strict) => true,
-            (AttemptState::Unknown { started_at, replay }, Rotation::Grace(window)) => {
-                replay || started_at + window <= now
-            }
-            _ => false,
-        }
-    }
-
-    fn busy(self) -> bool {
-        matches!(self, AttemptState::Waiting { .. } | AttemptState::Late)
-    }
 }
 
 /// Where an account's credential comes from.
@@ -275,7 +232,9 @@ pub fn decide(o: &Observed<'_>) -> Plan {
             || stranded
             || !missing_scopes.is_empty()
             || reauthorize
-            || outstanding.is_some());
+            // A link handed out for a re-authorization request stays until it is used; one issued
+            // for a reason that has gone (a late refresh answer arrived) is withdrawn.
+            || (outstanding.is_some() && reauthorize_acted(o.account)));
     plan.link = match outstanding {
         _ if !wanted => LinkPlan::Clear,
         Some(l) if !reauthorize && l.exp > o.now.as_second() => LinkPlan::Keep,
@@ -386,7 +345,7 @@ pub fn decide(o: &Observed<'_>) -> Plan {
                         missing_scopes.join(", ")
                     ),
                 )
-            } else if reauthorize || outstanding.is_some() {
+            } else if plan.link != LinkPlan::Clear {
                 ready("Active", "credentials are valid; a re-authorization link is waiting for the user")
             } else {
                 ready("Active", "credentials are valid and published")
@@ -467,6 +426,21 @@ fn usable_tokens(record: &Record) -> Option<&crate::store::TokenSet> {
 
 fn uid(account: &ConnectedAccount) -> String {
     account.metadata.uid.clone().unwrap_or_default()
+}
+
+/// The operator acted on the account's re-authorization request (issued a link for it).
+fn reauthorize_acted(account: &ConnectedAccount) -> bool {
+    let wanted = account
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REAUTHORIZE_ANNOTATION));
+    wanted.is_some()
+        && wanted
+            == account
+                .status
+                .as_ref()
+                .and_then(|s| s.reauthorize_request.as_ref())
 }
 
 /// The annotation carries a value the operator has not acted on yet.

@@ -5,6 +5,7 @@
 //! rebuilt). All of these are read from watch caches; only Secrets the operator labels are cached.
 
 pub mod account;
+pub mod attempt;
 pub mod connection;
 pub mod decide;
 mod events;
@@ -69,6 +70,28 @@ impl Error {
     }
 }
 
+/// What every set of controllers (one per watched namespace) and every leadership term of the
+/// process share, so that limits hold per process and nothing a refresh brought back is dropped
+/// with a term that ended.
+pub struct Shared {
+    /// Bounds concurrent token-endpoint calls (`--refresh-concurrency`).
+    pub token_calls: Arc<tokio::sync::Semaphore>,
+    /// Refreshed records the API did not accept yet (outage): written before anything else.
+    pending: Mutex<HashMap<String, crate::store::Record>>,
+    /// Refreshes whose answer is still read after their reconcile returned, by account UID.
+    in_flight: Mutex<HashMap<String, attempt::InFlight>>,
+}
+
+impl Shared {
+    pub fn new(refresh_concurrency: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            token_calls: Arc::new(tokio::sync::Semaphore::new(refresh_concurrency.max(1))),
+            pending: Mutex::default(),
+            in_flight: Mutex::default(),
+        })
+    }
+}
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
@@ -86,12 +109,8 @@ pub struct Context {
     events: events::EventQueue,
     failures: Mutex<HashMap<String, RefreshFailure>>,
     synced: tokio::sync::watch::Receiver<bool>,
-    /// Refreshed records the API did not accept yet (outage): written before anything else.
-    pending: Mutex<HashMap<String, crate::store::Record>>,
-    /// Bounds concurrent token-endpoint calls (`--refresh-concurrency`).
-    pub token_calls: tokio::sync::Semaphore,
-    /// Refreshes whose answer is still read after their reconcile returned, by account UID.
-    in_flight: Mutex<HashMap<String, refresh::InFlight>>,
+    /// What outlives this set of controllers.
+    pub shared: Arc<Shared>,
     /// Asks for a reconcile of an account (a late refresh answer was settled).
     wake: futures::channel::mpsc::UnboundedSender<ObjectRef<GuardedAccount>>,
 }
@@ -137,33 +156,40 @@ impl Context {
     }
 
     fn pending(&self, uid: &str) -> Option<crate::store::Record> {
-        self.pending.lock().ok().and_then(|p| p.get(uid).cloned())
+        self.shared.pending.lock().ok().and_then(|p| p.get(uid).cloned())
     }
 
     fn set_pending(&self, uid: &str, record: crate::store::Record) {
-        if let Ok(mut p) = self.pending.lock() {
+        if let Ok(mut p) = self.shared.pending.lock() {
             p.insert(uid.to_owned(), record);
         }
     }
 
     fn clear_pending(&self, uid: &str) {
-        if let Ok(mut p) = self.pending.lock() {
+        if let Ok(mut p) = self.shared.pending.lock() {
             p.remove(uid);
         }
     }
 
-    fn in_flight(&self, uid: &str) -> Option<refresh::InFlight> {
-        self.in_flight.lock().ok().and_then(|f| f.get(uid).cloned())
+    fn in_flight(&self, uid: &str) -> Option<attempt::InFlight> {
+        self.shared
+            .in_flight
+            .lock()
+            .ok()
+            .and_then(|f| f.get(uid).cloned())
     }
 
-    fn set_in_flight(&self, uid: &str, call: refresh::InFlight) {
-        if let Ok(mut f) = self.in_flight.lock() {
+    fn set_in_flight(&self, uid: &str, call: attempt::InFlight) {
+        if let Ok(mut f) = self.shared.in_flight.lock() {
             f.insert(uid.to_owned(), call);
         }
     }
 
-    fn clear_in_flight(&self, uid: &str) {
-        if let Ok(mut f) = self.in_flight.lock() {
+    /// Forgets the refresh `call` once settled; a newer one of the same account stays.
+    fn clear_in_flight(&self, uid: &str, call: &attempt::InFlight) {
+        if let Ok(mut f) = self.shared.in_flight.lock()
+            && f.get(uid) == Some(call)
+        {
             f.remove(uid);
         }
     }
@@ -215,12 +241,14 @@ pub struct Scope {
 }
 
 /// Runs both controllers until `shutdown` resolves; sets `ready` once every cache has synced.
+#[allow(clippy::too_many_arguments)] // what one set of controllers is made of
 pub async fn run(
     client: Client,
     config: Arc<Config>,
     scope: Scope,
     signer: Signer,
     metrics: Arc<crate::metrics::Metrics>,
+    shared: Arc<Shared>,
     ready: Arc<tokio::sync::watch::Sender<bool>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), reqwest::Error> {
@@ -290,10 +318,8 @@ pub async fn run(
         records: record_store.clone(),
         agent_secrets: secret_store.clone(),
         failures: Mutex::default(),
-        pending: Mutex::default(),
-        in_flight: Mutex::default(),
+        shared,
         wake: wake_tx,
-        token_calls: tokio::sync::Semaphore::new(config.refresh_concurrency.max(1)),
         metrics,
         synced: synced_rx,
     });
@@ -452,6 +478,7 @@ pub struct Controllers {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Turns true once every set of controllers has synced its caches.
     pub ready: Arc<tokio::sync::watch::Sender<bool>>,
+    pub shared: Arc<Shared>,
 }
 
 impl Controllers {
@@ -467,6 +494,7 @@ impl Controllers {
             signer,
             metrics,
             ready,
+            shared,
         } = self;
         let scopes: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
             vec![None]
@@ -487,6 +515,7 @@ impl Controllers {
                 },
                 signer.clone(),
                 metrics.clone(),
+                shared.clone(),
                 Arc::new(tx),
                 shutdown.clone(),
             ));

@@ -32,7 +32,6 @@ pub async fn obtain(
             let client = conn_auth::oauth_client_for(&ctx.client, &ctx.config, conn, grant)
                 .await
                 .map_err(|e| misconfigured(e.0))?;
-            let _slot = token_call_slot(ctx).await?;
             client
                 .refresh(&ctx.http, current, now, refresh_timeout)
                 .await
@@ -42,7 +41,6 @@ pub async fn obtain(
             let client = conn_auth::oauth_client(&ctx.client, &ctx.config, conn)
                 .await
                 .map_err(|e| misconfigured(e.0))?;
-            let _slot = token_call_slot(ctx).await?;
             // Only a user can replace a rejected user grant; a machine credential is retried.
             match client.client_credentials(&ctx.http, now).await {
                 Err(TokenEndpointError::Rejected { code, description }) => {
@@ -54,15 +52,6 @@ pub async fn obtain(
         (AuthType::CustomJWT, _) => mint(ctx, conn, account, now).await.map(Some),
         _ => Ok(None),
     }
-}
-
-/// One of the `--refresh-concurrency` slots, held only around the call to the provider (not while
-/// reading Secrets from the API server): the back-pressure of a refresh wave.
-async fn token_call_slot(ctx: &Context) -> Result<tokio::sync::SemaphorePermit<'_>, TokenEndpointError> {
-    ctx.token_calls
-        .acquire()
-        .await
-        .map_err(|_| TokenEndpointError::transient("shutting down"))
 }
 
 async fn mint(
@@ -83,7 +72,6 @@ async fn mint(
         name: &name,
         namespace: &ns,
     };
-    let _slot = token_call_slot(ctx).await?;
     jwt::obtain(&ctx.http, settings, &key, &t, now)
         .await
         .map_err(|e| match e {

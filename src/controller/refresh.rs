@@ -21,7 +21,8 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 
-use super::decide::{AttemptState, ConnectionView, Rotation};
+use super::attempt::{InFlight, Rotation};
+use super::decide::ConnectionView;
 use super::persist::persist;
 use super::{Context, Error, GuardedAccount, schedule};
 use crate::api::{AuthType, ConnectedAccount, Connection};
@@ -32,33 +33,6 @@ use crate::store::{Record, RefreshAttempt, TokenSet, token_sha256};
 /// Longest a strict provider's answer is read after the reconcile stopped waiting for it.
 pub const LATE_ANSWER_LIMIT: Duration = Duration::from_secs(600);
 
-/// A refresh whose answer this process is still reading after the reconcile moved on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InFlight {
-    pub attempt: Option<String>,
-    /// From then on the outcome counts as unknown.
-    pub until: Timestamp,
-}
-
-/// Where the account's last refresh stands, from its record and what this process is waiting for.
-pub fn attempt_state(record: &Record, in_flight: Option<&InFlight>, now: Timestamp) -> AttemptState {
-    let Some(attempt) = &record.attempt else {
-        return match in_flight {
-            // An attempt without an intent (non-rotating provider, machine credential).
-            Some(f) if f.attempt.is_none() && f.until > now => AttemptState::Waiting { until: f.until },
-            _ => AttemptState::Settled,
-        };
-    };
-    match in_flight.filter(|f| f.attempt.as_deref() == Some(attempt.id.as_str())) {
-        Some(f) if f.until > now => AttemptState::Waiting { until: f.until },
-        Some(_) => AttemptState::Late,
-        None => AttemptState::Unknown {
-            started_at: attempt.started_at,
-            replay: attempt.replay,
-        },
-    }
-}
-
 /// Renews the credential and persists the outcome in the operator's copy before anything is
 /// published. Returns early, leaving the call in the background, when the timeout or the access
 /// token's expiry comes first.
@@ -68,8 +42,14 @@ pub(super) async fn refresh(
     view: &ConnectionView,
     versioned: &mut Versioned,
     ctx: &Arc<Context>,
-    now: Timestamp,
 ) -> Result<(), Error> {
+    // One of the `--refresh-concurrency` slots, taken before the intent and held while this
+    // reconcile waits: a refresh queued for a slot is not yet sent, so its clock has not started.
+    // A late answer is read outside the slots.
+    let Ok(_slot) = ctx.shared.token_calls.clone().acquire_owned().await else {
+        return Ok(()); // shutting down
+    };
+    let now = Timestamp::now();
     let uid = account.uid().unwrap_or_default();
     let current = versioned
         .record
@@ -119,27 +99,26 @@ pub(super) async fn refresh(
             .await
         }
     });
-    let until = now + jiff::SignedDuration::try_from(timeout).unwrap_or_default();
+    let sent = Timestamp::now();
+    let until = sent + jiff::SignedDuration::try_from(timeout).unwrap_or_default();
     // Stop waiting at the timeout, or when the access token expires (status turns then).
     let stop = current
         .as_ref()
         .and_then(|t| t.expires_at)
-        .filter(|e| *e > now)
+        .filter(|e| *e > sent)
         .map_or(until, |e| e.min(until));
-    let wait = Duration::try_from(stop.duration_since(now)).unwrap_or_default();
+    let wait = Duration::try_from(stop.duration_since(sent)).unwrap_or_default();
     let finished = tokio::select! {
         r = &mut call => Some(r),
         () = tokio::time::sleep(wait) => None,
     };
     let attempt_id = attempt.map(|a| a.id);
     let Some(joined) = finished else {
-        ctx.set_in_flight(
-            &uid,
-            InFlight {
-                attempt: attempt_id.clone(),
-                until,
-            },
-        );
+        let flight = InFlight {
+            attempt: attempt_id.clone(),
+            until,
+        };
+        ctx.set_in_flight(&uid, flight.clone());
         tracing::warn!(account = %account.name_any(), namespace = ?account.namespace(), "the token endpoint has not answered yet; still waiting for it in the background");
         let (ctx, account, mut versioned) = (ctx.clone(), account.clone(), versioned.clone());
         tokio::spawn(async move {
@@ -156,7 +135,7 @@ pub(super) async fn refresh(
             if let Err(e) = settled {
                 tracing::warn!(account = %account.name_any(), error = %e, "could not record a late refresh answer");
             }
-            ctx.clear_in_flight(&uid);
+            ctx.clear_in_flight(&uid, &flight);
             ctx.wake(
                 ObjectRef::<GuardedAccount>::new(&account.name_any())
                     .within(&account.namespace().unwrap_or_default()),

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use super::decide::{ConnectionIssue, ConnectionView, Rotation, Source};
+use super::attempt::Rotation;
+use super::decide::{ConnectionIssue, ConnectionView, Source};
 use super::{Context, schedule};
 use crate::api::conditions;
 use crate::api::{ConnectedAccount, Connection, ConnectionKind, RotationPolicy, RotationSettings};
@@ -78,8 +79,13 @@ pub fn connection(
             .map(|s| s.grant()),
         scopes: settings.map(|s| s.scopes).unwrap_or_default(),
         rotation: rotation(&conn),
+        // The schema bounds it; clamped again so no edited-around value reaches the arithmetic.
         refresh_timeout: duration(conn.spec.refresh.as_ref().and_then(|r| r.timeout.as_ref()))
-            .unwrap_or(DEFAULT_REFRESH_TIMEOUT),
+            .unwrap_or(DEFAULT_REFRESH_TIMEOUT)
+            .clamp(
+                jiff::SignedDuration::from_secs(1),
+                jiff::SignedDuration::from_mins(10),
+            ),
     };
     Ok((conn, view))
 }
@@ -111,7 +117,9 @@ fn rotation(conn: &Connection) -> Rotation {
             policy: RotationPolicy::Grace,
             window,
         }) => match window.as_deref().map(schedule::parse_duration) {
-            Some(Ok(w)) => Rotation::Grace(w),
+            Some(Ok(w)) => {
+                Rotation::Grace(w.clamp(jiff::SignedDuration::ZERO, jiff::SignedDuration::from_hours(24)))
+            }
             _ => Rotation::Strict,
         },
         _ => Rotation::Strict,

@@ -274,7 +274,11 @@ async fn validated_connection(
     loop {
         let conn = conn_auth::of_account(&gw.client, &gw.config.namespace, account).await?;
         match conn {
-            Some(c) if !conn_auth::ready_now(&c) && tokio::time::Instant::now() < deadline => {
+            // Only an edit not yet looked at is waited for; a verdict already given is final.
+            Some(c)
+                if c.status.as_ref().and_then(|s| s.observed_generation) != c.metadata.generation
+                    && tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
             other => return Ok(other),

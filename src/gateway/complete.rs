@@ -104,6 +104,9 @@ pub async fn complete(
                     grant: current.record.grant.clone(),
                     superseded: current.record.superseded.clone(),
                     completed_link: Some(link.to_owned()),
+                    // The published tokens stay, and so does an open refresh attempt on them: its
+                    // refresh token must not be spent again while its outcome is unknown.
+                    attempt: current.record.attempt.clone(),
                     pending: Some(PendingVerification {
                         request,
                         tokens: tokens.clone(),

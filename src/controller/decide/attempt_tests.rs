@@ -135,3 +135,19 @@ fn an_expired_machine_credential_that_cannot_be_renewed_is_an_error_not_expired(
     assert_eq!(ready_reason(&p), "CredentialUnavailable");
     assert_eq!(p.link, LinkPlan::Clear, "no user can fix it");
 }
+
+#[test]
+fn a_link_issued_for_an_unknown_outcome_is_withdrawn_once_the_answer_arrived() {
+    let mut c = refreshing(AttemptState::Settled, Rotation::Strict);
+    c.link = Some(super::tests::link("n1", 4000));
+    let p = c.plan();
+    assert_eq!(p.link, LinkPlan::Clear, "nothing left for the link to do");
+    assert_eq!(ready_reason(&p), "Active");
+    // A link handed out for a re-authorization request stays until it is used.
+    let mut asked = refreshing(AttemptState::Settled, Rotation::Strict);
+    asked.link = Some(super::tests::link("n1", 4000));
+    let annotations = [(crate::api::REAUTHORIZE_ANNOTATION.to_owned(), "1".to_owned())];
+    asked.account.metadata.annotations = Some(annotations.into_iter().collect());
+    asked.account.status.as_mut().unwrap().reauthorize_request = Some("1".into());
+    assert_eq!(asked.plan().link, LinkPlan::Keep);
+}
