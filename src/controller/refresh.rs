@@ -226,7 +226,11 @@ async fn settle(
             } else {
                 ("Refreshed", "access token renewed")
             };
-            tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "{note}");
+            if first {
+                tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "credential obtained");
+            } else {
+                tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "token refreshed");
+            }
             ctx.event(account, EventType::Normal, reason, "Refresh", note.into())
                 .await;
         }

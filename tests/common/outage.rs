@@ -1,7 +1,8 @@
 //! Control-plane outages (used by `outage_apiserver.rs` and `outage_etcd.rs`, one control plane
 //! each): a component goes down for 20 s while tokens (20 s lifetime) keep rotating at Dex. The
-//! operator recovers on its own, refresh schedules resume, and no credential is lost: a refresh
-//! token rotated during the outage is held in memory and persisted once the API answers again.
+//! operator recovers on its own, refresh schedules resume, and no credential is lost: no refresh
+//! is sent while its intent cannot be recorded, and a refresh token rotated just before the API
+//! went away is held in memory and persisted once it answers again.
 
 use super::*;
 use std::time::Duration;
