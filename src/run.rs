@@ -55,13 +55,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     };
     let gateway = gateway::serve(gw, config.gateway_addr, shutdown.clone());
     let admin = admin::serve(config.admin_addr, ready_rx, metrics.clone(), shutdown.clone());
+    let shared = controller::Shared::new(&client, &config);
     let controllers = controller::Controllers {
+        shared,
         client,
         config: config.clone(),
         signer,
         metrics,
         ready: Arc::new(ready_tx),
-        shared: controller::Shared::new(config.refresh_concurrency),
     };
     let controllers = async {
         if config.leader_election {

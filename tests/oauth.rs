@@ -612,3 +612,44 @@ async fn a_deleted_agent_secret_is_rebuilt_from_the_operators_copy() {
         Some(AccountState::Active)
     );
 }
+
+/// Accounts in `ns` as `agentauth_accounts` counts them now (summed over states).
+async fn counted(admin_url: &str, ns: &str) -> f64 {
+    let text = reqwest::get(format!("{admin_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("agentauth_accounts{") && l.contains(&format!("namespace=\"{ns}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_deleted_account_without_a_finalizer_leaves_no_metrics() {
+    let env = setup("metrics-gone").await;
+    let s = stack();
+    dex_connection(&env.client, &env.ns, "dex", &s.dex, &["openid"]).await;
+    account(&env.client, &env.ns, "gus", "dex", json!({})).await;
+    let pending = wait_account(&env.accounts, "gus", "link", |a| link(a).is_some()).await;
+    assert!(
+        pending.finalizers().is_empty(),
+        "PENDING_AUTH holds nothing to clean up"
+    );
+    let url = &s.operator.admin_url;
+    eventually(REACT, "counted in agentauth_accounts", || async {
+        (counted(url, &env.ns).await == 1.0).then_some(())
+    })
+    .await;
+    env.accounts
+        .delete("gus", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&env.accounts, "gus").await;
+    eventually(REACT, "no longer counted", || async {
+        (counted(url, &env.ns).await == 0.0).then_some(())
+    })
+    .await;
+}

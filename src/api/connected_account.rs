@@ -104,7 +104,8 @@ pub struct LocalSecretRef {
 pub enum AccountState {
     /// Waiting for the user to open `authorizationLink` and authorize.
     PendingAuth,
-    /// The user authorized; waiting for the user to confirm their identity.
+    /// The user authorized; the credential is held back until the platform confirms who the user
+    /// is (`spec.verification`, `POST /verify`).
     PendingVerification,
     /// The credential is valid and published in the Secret.
     Active,

@@ -148,6 +148,11 @@ impl Form {
                 Some(format!("{} contains control characters.", f.label))
             } else if f.pattern.as_ref().is_some_and(|p| !p.is_match(v)) {
                 Some(format!("{} does not have the expected format.", f.label))
+            } else if self.in_verify_host(&f.name) && !host_labels(v) {
+                Some(format!(
+                    "{} may contain only letters, digits, '-' and '.'.",
+                    f.label
+                ))
             } else {
                 None
             };
@@ -181,17 +186,41 @@ impl Form {
         }
     }
 
-    /// The verification URL with `{{field}}` placeholders filled from non-secret values.
+    /// The verification URL with `{{field}}` placeholders filled from non-secret values, RFC 3986
+    /// percent-encoded (a value can add no path segment, query or host; values placed in the host
+    /// were checked to be host labels by [`Form::validate`]).
     pub fn verify_url(&self, values: &BTreeMap<String, String>) -> Option<String> {
         let verify = self.verify.as_ref()?;
         let mut url = verify.url.clone();
         for f in self.fields.iter().filter(|f| !f.secret) {
             let v = values.get(&f.name).map(String::as_str).unwrap_or_default();
-            let encoded: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
-            url = url.replace(&format!("{{{{{}}}}}", f.name), &encoded);
+            url = url.replace(&placeholder(&f.name), &crate::percent::encode(v));
         }
         Some(url)
     }
+
+    /// Whether `{{name}}` sits in the host of the verification URL.
+    fn in_verify_host(&self, name: &str) -> bool {
+        let Some(verify) = &self.verify else {
+            return false;
+        };
+        let after_scheme = verify
+            .url
+            .split_once("://")
+            .map_or(verify.url.as_str(), |(_, r)| r);
+        let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or_default();
+        authority.contains(&placeholder(name))
+    }
+}
+
+fn placeholder(name: &str) -> String {
+    format!("{{{{{name}}}}}")
+}
+
+/// Dot-separated DNS labels: letters, digits and `-`, 1 to 63 each.
+fn host_labels(v: &str) -> bool {
+    v.split('.')
+        .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
 }
 
 #[cfg(test)]
@@ -306,13 +335,25 @@ mod tests {
                 ..Default::default()
             }),
         );
-        let v = BTreeMap::from([
+        let bad = BTreeMap::from([
             ("api_key".into(), "s3cret".into()),
             ("subdomain".into(), "a b".into()),
         ]);
+        let errors = f.validate(&bad).unwrap_err();
+        assert!(errors["subdomain"].contains("only letters"), "{errors:?}");
+        for odd in ["a/b", "a@b", "a:1", "-.", "a..b"] {
+            let v = BTreeMap::from([("api_key".into(), "k".into()), ("subdomain".into(), odd.into())]);
+            assert!(f.validate(&v).is_err(), "{odd} accepted in the host");
+        }
+        let good = BTreeMap::from([
+            ("api_key".into(), "s3cret".into()),
+            ("subdomain".into(), "acme-eu.prod".into()),
+        ]);
+        let clean = f.validate(&good).unwrap();
         assert_eq!(
-            f.verify_url(&v).unwrap(),
-            "https://a+b.example.com/me?k={{api_key}}"
+            f.verify_url(&clean).unwrap(),
+            "https://acme-eu.prod.example.com/me?k={{api_key}}",
+            "secret fields are never filled in"
         );
     }
 }

@@ -748,6 +748,15 @@ mod tests {
     }
 
     #[test]
+    fn a_configuration_problem_never_reads_as_a_provider_refusal() {
+        // Nothing reached the provider: the message is ours alone (issue #14, defect 3).
+        let e = TokenEndpointError::Misconfigured("Secret cc-secret has no key \"key\"".into());
+        assert_eq!(e.to_string(), "Secret cc-secret has no key \"key\"");
+        assert!(!e.to_string().contains("rejected"));
+        assert!(!e.outcome_unknown());
+    }
+
+    #[test]
     fn explicit_settings_win_over_the_preset() {
         let mut s = spec();
         s.token_url = Some("https://example.test/token".into());

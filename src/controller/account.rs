@@ -55,6 +55,10 @@ pub async fn reconcile_measured(
             return Ok(Action::await_change());
         }
     };
+    // One limit for the process, however many namespaces are watched.
+    let Ok(_slot) = ctx.shared.reconciles.acquire().await else {
+        return Ok(Action::await_change()); // shutting down
+    };
     let result = reconcile(account, ctx.clone()).await;
     ctx.metrics.reconciled(
         "account",

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
@@ -80,15 +80,39 @@ pub struct Shared {
     pending: Mutex<HashMap<String, crate::store::Record>>,
     /// Refreshes whose answer is still read after their reconcile returned, by account UID.
     in_flight: Mutex<HashMap<String, attempt::InFlight>>,
+    /// The last transient failure to get each account a credential (the backoff), by UID.
+    failures: Mutex<HashMap<String, RefreshFailure>>,
+    /// Bounds account reconciles in flight across every set of controllers.
+    pub reconciles: Arc<tokio::sync::Semaphore>,
+    /// The few workers that write Events.
+    events: events::EventQueue,
 }
 
 impl Shared {
-    pub fn new(refresh_concurrency: usize) -> Arc<Shared> {
+    /// Starts the Event workers: call from within the runtime.
+    pub fn new(client: &Client, config: &Config) -> Arc<Shared> {
+        let reporter = Reporter {
+            controller: "agent-auth-operator".into(),
+            instance: Some(config.instance.clone()),
+        };
         Arc::new(Shared {
-            token_calls: Arc::new(tokio::sync::Semaphore::new(refresh_concurrency.max(1))),
+            token_calls: Arc::new(tokio::sync::Semaphore::new(config.refresh_concurrency.max(1))),
+            reconciles: Arc::new(tokio::sync::Semaphore::new(usize::from(RECONCILE_CONCURRENCY))),
+            events: events::EventQueue::start(Recorder::new(client.clone(), reporter)),
             pending: Mutex::default(),
             in_flight: Mutex::default(),
+            failures: Mutex::default(),
         })
+    }
+
+    /// Forgets a deleted account: nothing is kept per account once it is gone.
+    fn forget(&self, uid: &str) {
+        if let Ok(mut m) = self.failures.lock() {
+            m.remove(uid);
+        }
+        if let Ok(mut m) = self.pending.lock() {
+            m.remove(uid);
+        }
     }
 }
 
@@ -106,8 +130,6 @@ pub struct Context {
     pub records: Store<Secret>,
     pub agent_secrets: Store<Secret>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    events: events::EventQueue,
-    failures: Mutex<HashMap<String, RefreshFailure>>,
     synced: tokio::sync::watch::Receiver<bool>,
     /// What outlives this set of controllers.
     pub shared: Arc<Shared>,
@@ -128,7 +150,7 @@ impl Context {
     }
 
     fn failure(&self, uid: &str) -> Option<RefreshFailure> {
-        self.failures.lock().ok().and_then(|f| f.get(uid).cloned())
+        self.shared.failures.lock().ok().and_then(|f| f.get(uid).cloned())
     }
 
     /// Notes one more failed attempt to get `uid` a credential; the next try waits
@@ -142,7 +164,7 @@ impl Context {
     ) -> u32 {
         let attempts = self.failure(uid).map_or(1, |f| f.attempts + 1);
         let retry_at = now + jiff::SignedDuration::try_from(wait(attempts)).unwrap_or_default();
-        if let Ok(mut f) = self.failures.lock() {
+        if let Ok(mut f) = self.shared.failures.lock() {
             f.insert(
                 uid.to_owned(),
                 RefreshFailure {
@@ -199,7 +221,7 @@ impl Context {
     }
 
     fn clear_failure(&self, uid: &str) {
-        if let Ok(mut f) = self.failures.lock() {
+        if let Ok(mut f) = self.shared.failures.lock() {
             f.remove(uid);
         }
     }
@@ -214,7 +236,7 @@ impl Context {
         note: String,
     ) {
         let ev = account::event(kind, reason, action, note);
-        self.events.push(ev, account.object_ref(&()));
+        self.shared.events.push(ev, account.object_ref(&()));
     }
 }
 
@@ -301,15 +323,10 @@ pub async fn run(
 
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
-    let reporter = Reporter {
-        controller: "agent-auth-operator".into(),
-        instance: Some(config.instance.clone()),
-    };
     let ctx = Arc::new(Context {
         client: client.clone(),
         credentials: CredentialStore::new(client.clone(), &config.namespace),
         http: crate::auth::oauth2::http_client(config.egress.clone())?,
-        events: events::EventQueue::start(Recorder::new(client.clone(), reporter)),
         signer,
         config: config.clone(),
         connections: conn_store.clone(),
@@ -317,7 +334,6 @@ pub async fn run(
         namespaces: ns_store.clone(),
         records: record_store.clone(),
         agent_secrets: secret_store.clone(),
-        failures: Mutex::default(),
         shared,
         wake: wake_tx,
         metrics,
@@ -327,9 +343,22 @@ pub async fn run(
     // The caches keep what reconciles read, not managedFields or last-applied annotations: at
     // thousands of accounts those are most of the memory.
     let (account_store, account_writer) = reflector::store();
+    // A deleted account leaves nothing behind in metrics or memory, finalizer or not (an account
+    // without one is never reconciled again once gone).
+    let forget = {
+        let (metrics, shared) = (ctx.metrics.clone(), ctx.shared.clone());
+        move |event: &watcher::Event<GuardedAccount>| {
+            if let watcher::Event::Delete(a) = event {
+                let uid = a.uid().unwrap_or_default();
+                metrics.account_deleted(&uid, &a.namespace().unwrap_or_default(), &a.name_any());
+                shared.forget(&uid);
+            }
+        }
+    };
     let account_stream = watcher(accounts, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(slim)
+        .inspect_ok(forget)
         .reflect(account_writer)
         .touched_objects();
     let account_controller = Controller::for_stream(account_stream, account_store.clone())
