@@ -320,14 +320,7 @@ async fn a_failed_code_exchange_shows_a_page_and_the_success_url_is_honoured() {
     // (a page on the gateway's own host, so the test can follow the redirect)
     let success = format!("{}/welcome-back", s.operator.gateway_url);
     let patch = json!({"spec": {"successRedirectUrl": success}});
-    Api::<agent_auth_operator::api::Connection>::namespaced(env.client.clone(), &env.ns)
-        .patch(
-            "dex",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .unwrap();
+    common::fixtures::patch_connection(&env.client, &env.ns, "dex", patch).await;
     let done = http
         .get(&callback)
         .query(&[("state", state.as_str()), ("code", code.as_str())])

@@ -47,18 +47,9 @@ async fn connection(client: &kube::Client, ns: &str, name: &str, spec: Value) {
         .unwrap();
 }
 
-/// The published credential of `account`, once it exists.
+/// The published credential of `account`, once it exists (its token remembered for the scan).
 async fn published(client: &kube::Client, ns: &str, account: &str) -> BTreeMap<String, String> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let s = eventually(REACT, &format!("{account} Secret"), || async {
-        secrets
-            .get_opt(&format!("{account}-credentials"))
-            .await
-            .ok()
-            .flatten()
-    })
-    .await;
-    let data = secret_text(&s);
+    let data = common::fixtures::published(client, ns, account).await;
     if let Some(t) = data.get("access_token") {
         hygiene::remember(t);
     }

@@ -336,18 +336,26 @@ async fn watch_until(
     }
 }
 
+/// An ACTIVE account `name` at a fresh provider issuing `ttl_s` tokens, renewed `before` expiry,
+/// whose refresh answers from now on take `stall_s` (rotated at once, answered late).
+async fn stalled(
+    prefix: &str,
+    ttl_s: u64,
+    before: &str,
+    name: &str,
+    stall_s: u64,
+) -> (common::TestEnv, RotatingProvider, ConnectedAccount) {
+    let env = setup(prefix).await;
+    common::operator::stack();
+    let opts = options(&env.ns, Duration::from_secs(ttl_s));
+    let (p, first) = start(&env, opts, json!({"before": before}), name).await;
+    p.set_stall(Duration::from_secs(stall_s));
+    (env, p, first)
+}
+
 #[tokio::test]
 async fn a_20s_stall_is_waited_out_without_a_replay() {
-    let env = setup("rot-stall20").await;
-    common::operator::stack();
-    let (p, first) = start(
-        &env,
-        options(&env.ns, Duration::from_secs(60)),
-        json!({"before": "30s"}),
-        "ann",
-    )
-    .await;
-    p.set_stall(Duration::from_secs(20));
+    let (env, p, first) = stalled("rot-stall20", 60, "30s", "ann", 20).await;
     let t0 = refreshed_at(&first).unwrap();
     let (after, seen) = watch_until(
         &env.accounts,
@@ -368,16 +376,7 @@ async fn a_20s_stall_is_waited_out_without_a_replay() {
 
 #[tokio::test]
 async fn a_70s_stall_past_the_timeout_is_still_read_and_persisted() {
-    let env = setup("rot-stall70").await;
-    common::operator::stack();
-    let (p, first) = start(
-        &env,
-        options(&env.ns, Duration::from_secs(180)),
-        json!({"before": "90s"}),
-        "bo",
-    )
-    .await;
-    p.set_stall(Duration::from_secs(70));
+    let (env, p, first) = stalled("rot-stall70", 180, "90s", "bo", 70).await;
     let t0 = refreshed_at(&first).unwrap();
     // Past the 60 s timeout the outcome is unknown: a link at once, the token still works.
     let (unknown, _) = watch_until(
@@ -411,16 +410,7 @@ async fn a_70s_stall_past_the_timeout_is_still_read_and_persisted() {
 
 #[tokio::test]
 async fn the_state_turns_at_expiry_while_the_provider_stalls() {
-    let env = setup("rot-expiry").await;
-    common::operator::stack();
-    let (p, first) = start(
-        &env,
-        options(&env.ns, Duration::from_secs(30)),
-        json!({"before": "15s"}),
-        "cy",
-    )
-    .await;
-    p.set_stall(Duration::from_secs(70));
+    let (env, p, first) = stalled("rot-expiry", 30, "15s", "cy", 70).await;
     let expiry = expires_at(&first).unwrap();
     let (expired, _) = watch_until(&env.accounts, "cy", Duration::from_secs(60), "EXPIRED", |a| {
         state(a) == Some(AccountState::Expired)
@@ -477,14 +467,7 @@ async fn scopes_the_provider_narrows_ask_for_no_second_authorization() {
     );
     // A Connection that really asks for more gets both.
     let patch = json!({"spec": {"oauth2": {"scopes": ["openid", "offline_access", "read", "write"]}}});
-    Api::<agent_auth_operator::api::Connection>::namespaced(env.client.clone(), &env.ns)
-        .patch(
-            "rot",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .unwrap();
+    common::fixtures::patch_connection(&env.client, &env.ns, "rot", patch).await;
     let changed = eventually(Duration::from_secs(30), "ScopesChanged", || async {
         let a = env.accounts.get("di").await.ok()?;
         ready(&a).is_some_and(|r| r.1 == "ScopesChanged").then_some(a)

@@ -23,38 +23,66 @@ pub async fn dex_connection(
     dex: &Dex,
     scopes: &[&str],
 ) -> Connection {
-    opted_in_secret(
+    let oauth2 = json!({
+        // One client per namespace: the operator refuses a client another namespace uses.
+        "clientId": dex.next_client_id(),
+        "authorizationUrl": dex.authorization_url(),
+        "tokenUrl": dex.token_url(),
+        "scopes": scopes,
+        // Dex registers the shared callback of earlier releases (tests/tenancy.rs covers the
+        // per-Connection one).
+        "legacyRedirectUri": true,
+    });
+    oauth_connection(
         client,
         ns,
-        &format!("{name}-oauth"),
-        "client-secret",
+        name,
         &dex.client_secret,
+        oauth2,
+        json!({"authorizationLink": {"ttl": "1h"}}),
     )
-    .await;
+    .await
+}
+
+/// An `OAuth2` Connection `name` whose client secret is in an opted-in Secret `<name>-oauth`:
+/// `oauth2` is its `spec.oauth2` (without `clientSecretRef`), `extra` more of its spec.
+pub async fn oauth_connection(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    client_secret: &str,
+    mut oauth2: serde_json::Value,
+    mut extra: serde_json::Value,
+) -> Connection {
+    let secret = format!("{name}-oauth");
+    opted_in_secret(client, ns, &secret, "client-secret", client_secret).await;
+    oauth2["clientSecretRef"] = json!({"name": secret, "key": "client-secret"});
+    extra["authType"] = json!("OAuth2");
+    extra["oauth2"] = oauth2;
     let conn: Connection = serde_json::from_value(json!({
         "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection",
         "metadata": {"name": name},
-        "spec": {
-            "authType": "OAuth2",
-            "oauth2": {
-                // One client per namespace: the operator refuses a client another namespace uses.
-                "clientId": dex.next_client_id(),
-                "clientSecretRef": {"name": format!("{name}-oauth"), "key": "client-secret"},
-                "authorizationUrl": dex.authorization_url(),
-                "tokenUrl": dex.token_url(),
-                "scopes": scopes,
-                // Dex registers the shared callback of earlier releases (tests/tenancy.rs covers
-                // the per-Connection one).
-                "legacyRedirectUri": true,
-            },
-            "authorizationLink": {"ttl": "1h"},
-        }
+        "spec": extra,
     }))
     .unwrap();
     Api::<Connection>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &conn)
         .await
         .unwrap()
+}
+
+/// The agent Secret of `account` as text, once it exists.
+pub async fn published(client: &kube::Client, ns: &str, account: &str) -> BTreeMap<String, String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let s = eventually(REACT, &format!("{account} Secret"), || async {
+        secrets
+            .get_opt(&format!("{account}-credentials"))
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    secret_text(&s)
 }
 
 /// Creates (or keeps) a Secret the operator may read (`agentauth.dev/usable`), holding `key`.

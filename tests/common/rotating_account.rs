@@ -3,11 +3,10 @@
 //! a plain cookie-keeping client plays the user), and the agent's access token.
 
 use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::{Value, json};
 
-use super::fixtures::{REACT, account, link, secret_text, wait_account, wait_state};
+use super::fixtures::{account, link, wait_account, wait_state};
 use super::rotating::{RotatingOptions, RotatingProvider};
 
 /// Options for a provider whose client is this test's own (client ids are unique per auth host
@@ -30,35 +29,22 @@ pub async fn connection(
     scopes: &[&str],
     refresh: Value,
 ) -> Connection {
-    super::fixtures::opted_in_secret(
+    let oauth2 = json!({
+        "clientId": opts.client_id,
+        "authorizationUrl": p.authorize_url(),
+        "tokenUrl": p.token_url(),
+        "revocationUrl": p.revocation_url(),
+        "scopes": scopes,
+    });
+    super::fixtures::oauth_connection(
         client,
         ns,
-        &format!("{name}-oauth"),
-        "client-secret",
+        name,
         &opts.client_secret,
+        oauth2,
+        json!({"refresh": refresh}),
     )
-    .await;
-    let conn: Connection = serde_json::from_value(json!({
-        "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection",
-        "metadata": {"name": name},
-        "spec": {
-            "authType": "OAuth2",
-            "oauth2": {
-                "clientId": opts.client_id,
-                "clientSecretRef": {"name": format!("{name}-oauth"), "key": "client-secret"},
-                "authorizationUrl": p.authorize_url(),
-                "tokenUrl": p.token_url(),
-                "revocationUrl": p.revocation_url(),
-                "scopes": scopes,
-            },
-            "refresh": refresh,
-        }
-    }))
-    .unwrap();
-    Api::<Connection>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &conn)
-        .await
-        .unwrap()
+    .await
 }
 
 /// A provider with `opts`, a Connection `rot` for it (scope `read`, `refresh` as `spec.refresh`)
@@ -94,16 +80,11 @@ pub async fn follow(link: &str) {
 
 /// The access token the agent holds now (the agent Secret's `access_token`).
 pub async fn agent_token(client: &kube::Client, ns: &str, account: &str) -> String {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let s = super::eventually(REACT, "agent Secret", || async {
-        secrets
-            .get_opt(&format!("{account}-credentials"))
-            .await
-            .ok()
-            .flatten()
-    })
-    .await;
-    secret_text(&s).get("access_token").cloned().unwrap_or_default()
+    super::fixtures::published(client, ns, account)
+        .await
+        .get("access_token")
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Asserts that no refresh token reached `p` twice, and returns how many it received.
