@@ -79,17 +79,16 @@ impl Suite<'_> {
             .iter()
             .filter_map(|a| a.status.as_ref()?.authorization_link.clone())
             .collect();
-        let browser = agentauth_testcluster::dex::browser();
+        // One browser (cookie jar) per user: the gateway ties a sign-in to its browser session.
         let failed = futures::stream::iter(links)
-            .map(|l| {
-                let b = browser.clone();
-                async move {
-                    b.get(&l)
-                        .send()
-                        .await
-                        .map(|r| r.status().as_u16() != 200)
-                        .unwrap_or(true)
-                }
+            .map(|l| async move {
+                let browser = agentauth_testcluster::dex::browser();
+                browser
+                    .get(&l)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16() != 200)
+                    .unwrap_or(true)
             })
             .buffer_unordered(16)
             .filter(|bad| futures::future::ready(*bad))
