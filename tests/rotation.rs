@@ -224,7 +224,7 @@ async fn the_provider_rotates_and_revokes_a_grant_on_reuse() {
     });
     tokio::time::timeout(Duration::from_secs(2), async {
         while p.rotations() < 3 || p.held() < 2 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await; // poll interval
         }
     })
     .await
