@@ -279,8 +279,11 @@ async fn apply(account: &Arc<ConnectedAccount>, ctx: &Arc<Context>) -> Result<Ac
         plan.state,
         status.expires_at.as_ref().map(|t| t.0.as_second()),
     );
-    let changed = status != old;
-    tracing::debug!(account = %account.name_any(), namespace = %ns, state = ?plan.state, changed, "reconciled");
+    // The cache still shows the account as it was before our own last status write: that write
+    // is on its way, and its watch event reconciles again. Writing now would repeat it.
+    let stale = ctx.stale_status(&uid, account.resource_version().as_deref());
+    let changed = status != old && !stale;
+    tracing::debug!(account = %account.name_any(), namespace = %ns, state = ?plan.state, changed, stale, "reconciled");
     if changed {
         let api: Api<ConnectedAccount> = Api::namespaced(ctx.client.clone(), &ns);
         // A new link is decided from the cache: the resourceVersion makes that write conditional on
@@ -300,7 +303,7 @@ async fn apply(account: &Arc<ConnectedAccount>, ctx: &Arc<Context>) -> Result<Ac
             )
             .await
         {
-            Ok(_) => {}
+            Ok(written) => ctx.wrote_status(&uid, account.resource_version(), written.resource_version()),
             Err(kube::Error::Api(e)) if e.code == 409 => return Err(Error::Conflict),
             Err(e) => return Err(e.into()),
         }

@@ -82,6 +82,8 @@ pub struct Shared {
     in_flight: Mutex<HashMap<String, attempt::InFlight>>,
     /// The last transient failure to get each account a credential (the backoff), by UID.
     failures: Mutex<HashMap<String, RefreshFailure>>,
+    /// Per account UID: the resourceVersion before and after this process's last status write.
+    status_writes: Mutex<HashMap<String, (String, Option<String>)>>,
     /// Bounds account reconciles in flight across every set of controllers.
     pub reconciles: Arc<tokio::sync::Semaphore>,
     /// The few workers that write Events.
@@ -102,6 +104,7 @@ impl Shared {
             pending: Mutex::default(),
             in_flight: Mutex::default(),
             failures: Mutex::default(),
+            status_writes: Mutex::default(),
         })
     }
 
@@ -111,6 +114,9 @@ impl Shared {
             m.remove(uid);
         }
         if let Ok(mut m) = self.pending.lock() {
+            m.remove(uid);
+        }
+        if let Ok(mut m) = self.status_writes.lock() {
             m.remove(uid);
         }
     }
@@ -190,6 +196,23 @@ impl Context {
     fn clear_pending(&self, uid: &str) {
         if let Ok(mut p) = self.shared.pending.lock() {
             p.remove(uid);
+        }
+    }
+
+    /// Whether the cached account (`rv`) predates this process's own last status write of it.
+    fn stale_status(&self, uid: &str, rv: Option<&str>) -> bool {
+        let Some(rv) = rv else { return false };
+        self.shared
+            .status_writes
+            .lock()
+            .ok()
+            .and_then(|m| m.get(uid).cloned())
+            .is_some_and(|(before, after)| before == rv && after.as_deref() != Some(rv))
+    }
+
+    fn wrote_status(&self, uid: &str, before: Option<String>, after: Option<String>) {
+        if let (Some(before), Ok(mut m)) = (before, self.shared.status_writes.lock()) {
+            m.insert(uid.to_owned(), (before, after));
         }
     }
 
