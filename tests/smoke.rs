@@ -264,3 +264,55 @@ async fn api_server_rejects_inconsistent_auth_method_settings_with_a_message() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn api_server_rejects_out_of_bounds_refresh_settings_with_a_message() {
+    let env = setup("smoke-refresh").await;
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        &env.ns,
+        &kube::api::ApiResource::erase::<agent_auth_operator::api::Connection>(&()),
+    );
+    let cases = [
+        (
+            json!({"timeout": "1h"}),
+            "refresh.timeout must be between 1s and 10m",
+        ),
+        (
+            json!({"timeout": "500ms"}),
+            "refresh.timeout must be between 1s and 10m",
+        ),
+        (json!({"timeout": "9".repeat(40) + "s"}), "spec.refresh.timeout"),
+        (
+            json!({"rotation": {"policy": "Grace"}}),
+            "rotation.window is set exactly when policy is Grace",
+        ),
+        (
+            json!({"rotation": {"policy": "Strict", "window": "1m"}}),
+            "rotation.window is set exactly when policy is Grace",
+        ),
+        (
+            json!({"rotation": {"policy": "Grace", "window": "48h"}}),
+            "rotation.window is at most 24h",
+        ),
+        (
+            json!({"rotation": {"policy": "Sometimes"}}),
+            "spec.refresh.rotation.policy",
+        ),
+    ];
+    for (i, (refresh, words)) in cases.into_iter().enumerate() {
+        let mut bad = kube::api::DynamicObject::new(
+            &format!("c{i}"),
+            &kube::api::ApiResource::erase::<agent_auth_operator::api::Connection>(&()),
+        );
+        bad.data = json!({"spec": {"authType": "OAuth2", "provider": "google",
+            "oauth2": {"clientId": "c", "clientSecretRef": {"name": "s", "key": "k"}},
+            "refresh": refresh}});
+        let text = raw
+            .create(&PostParams::default(), &bad)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains(words), "{refresh}: unexpected error: {text}");
+    }
+}
