@@ -9,14 +9,14 @@ pub const READY: &str = "Ready";
 pub fn condition(
     type_: &str,
     ok: bool,
-    reason: &str,
+    reason: super::Reason,
     message: impl Into<String>,
     generation: Option<i64>,
 ) -> Condition {
     Condition {
         type_: type_.to_owned(),
         status: if ok { "True" } else { "False" }.to_owned(),
-        reason: reason.to_owned(),
+        reason: reason.as_str().to_owned(),
         message: message.into(),
         observed_generation: generation,
         last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
@@ -53,16 +53,36 @@ mod tests {
     fn merge_keeps_transition_time_when_status_is_unchanged() {
         let t0 = jiff::Timestamp::from_second(100).unwrap();
         let t1 = jiff::Timestamp::from_second(200).unwrap();
-        let first = merge(&[], condition(READY, false, "Pending", "waiting", Some(1)), t0);
+        let first = merge(
+            &[],
+            condition(
+                READY,
+                false,
+                super::super::Reason::AwaitingAuthorization,
+                "waiting",
+                Some(1),
+            ),
+            t0,
+        );
         let second = merge(
             &first,
-            condition(READY, false, "Pending", "still waiting", Some(2)),
+            condition(
+                READY,
+                false,
+                super::super::Reason::AwaitingAuthorization,
+                "still waiting",
+                Some(2),
+            ),
             t1,
         );
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].last_transition_time.0, t0);
         assert_eq!(second[0].message, "still waiting");
-        let third = merge(&second, condition(READY, true, "Active", "ok", Some(2)), t1);
+        let third = merge(
+            &second,
+            condition(READY, true, super::super::Reason::Active, "ok", Some(2)),
+            t1,
+        );
         assert_eq!(third[0].last_transition_time.0, t1);
     }
 }

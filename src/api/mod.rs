@@ -8,6 +8,7 @@ pub mod conditions;
 mod connected_account;
 mod connection;
 mod methods;
+mod reason;
 
 pub use cluster_connection::{
     CLUSTER_VIEW_ANNOTATION, ClusterConnection, ClusterConnectionSpec, is_cluster_view, tenant_connection,
@@ -24,6 +25,8 @@ pub use methods::{
     CredentialForm, CustomJwtSettings, ExchangeStyle, FormField, HeaderSettings, HttpMethod, JwtAlgorithm,
     JwtExchange, VerificationSettings, VerifyRequest,
 };
+
+pub use reason::Reason;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

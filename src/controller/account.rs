@@ -22,7 +22,7 @@ use super::decide::{self, ConnectionView, LinkPlan, Observed, Plan, RefreshFailu
 use super::persist::persist;
 use super::{Context, Error};
 use crate::api::conditions;
-use crate::api::{AccountState, ConnectedAccount, ConnectedAccountStatus, Connection};
+use crate::api::{AccountState, ConnectedAccount, ConnectedAccountStatus, Connection, Reason};
 use crate::links::{self, LinkClaims};
 use crate::store::agent_secret::{self, Ownership};
 use crate::store::credentials::{CredentialStore, StoreError, Versioned};
@@ -337,7 +337,7 @@ async fn housekeeping(
             let mut record = versioned.record.clone();
             record.pending = None;
             record.flow_error = Some(crate::store::FlowError {
-                reason: "VerificationFailed".into(),
+                reason: Reason::VerificationFailed.as_str().into(),
                 message: "the platform did not confirm the user in time; the credential was discarded".into(),
                 link: record.completed_link.clone().unwrap_or_default(),
             });
@@ -409,7 +409,7 @@ async fn sync_credentials_ref(
     ctx.event(
         account,
         EventType::Normal,
-        "CredentialsCopied",
+        Reason::CredentialsCopied,
         "Refresh",
         format!("credential taken from Secret {}", r.name),
     )
@@ -536,7 +536,7 @@ async fn announce(
     let ready_reason = |s: &ConnectedAccountStatus| {
         conditions::find(&s.conditions, conditions::READY).map(|c| c.reason.clone())
     };
-    let stranded = ready_reason(new).as_deref() == Some("RefreshOutcomeUnknown");
+    let stranded = ready_reason(new).as_deref() == Some(Reason::RefreshOutcomeUnknown.as_str());
     if stranded && ready_reason(old) != ready_reason(new) {
         ctx.metrics.refresh_outcome_unknown(
             &account.namespace().unwrap_or_default(),
@@ -546,7 +546,7 @@ async fn announce(
             ctx.event(
                 account,
                 EventType::Warning,
-                "RefreshOutcomeUnknown",
+                Reason::RefreshOutcomeUnknown,
                 "Refresh",
                 "a refresh got no answer; its refresh token is not sent again and a new link waits for the user".into(),
             )
@@ -557,7 +557,7 @@ async fn announce(
         let ready = plan.conditions.iter().find(|c| c.type_ == conditions::READY);
         let (reason, note) = ready
             .map(|c| (c.reason, c.message.clone()))
-            .unwrap_or(("StateChanged", String::new()));
+            .unwrap_or((Reason::StateChanged, String::new()));
         let warn = matches!(new.state, Some(AccountState::Error | AccountState::Expired));
         let kind = if warn {
             EventType::Warning
@@ -584,7 +584,7 @@ async fn announce(
         ctx.event(
             account,
             EventType::Normal,
-            "LinkIssued",
+            Reason::LinkIssued,
             "IssueLink",
             format!("new authorization link in status.authorizationLink, valid until {expires_at}"),
         )
@@ -593,10 +593,10 @@ async fn announce(
 }
 
 /// Used by [`Context::event`].
-pub(super) fn event(kind: EventType, reason: &str, action: &str, note: String) -> KubeEvent {
+pub(super) fn event(kind: EventType, reason: Reason, action: &str, note: String) -> KubeEvent {
     KubeEvent {
         type_: kind,
-        reason: reason.to_owned(),
+        reason: reason.as_str().to_owned(),
         note: Some(note),
         action: action.to_owned(),
         secondary: None,

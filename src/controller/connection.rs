@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{Context, Error, schedule, tenancy};
 use crate::api::conditions;
-use crate::api::{AuthType, ClusterConnection, Connection, ConnectionStatus};
+use crate::api::{AuthType, ClusterConnection, Connection, ConnectionStatus, Reason};
 use crate::auth::connection as conn_auth;
 use crate::auth::form::Form;
 use crate::auth::jwt;
@@ -23,9 +23,6 @@ use crate::store::FIELD_MANAGER;
 const RECHECK: Duration = Duration::from_secs(300);
 /// How soon a Connection waiting for its client secret looks again.
 const RETRY: Duration = Duration::from_secs(15);
-
-/// Ready reason when the client secret cannot be read.
-pub const SECRET_UNAVAILABLE: &str = "ClientSecretUnavailable";
 
 /// Problems that need no API call to find.
 pub fn validate(conn: &Connection) -> Result<(), String> {
@@ -71,8 +68,8 @@ pub fn validate(conn: &Connection) -> Result<(), String> {
 ///
 /// A ClusterConnection (its Connection view) is the platform team's: the namespaced-Connection
 /// policy does not apply to it, and it always holds its client against namespaced Connections.
-pub fn admit(conn: &Connection, ctx: &Context) -> Result<(), (&'static str, String)> {
-    validate(conn).map_err(|m| ("InvalidSpec", m))?;
+pub fn admit(conn: &Connection, ctx: &Context) -> Result<(), (Reason, String)> {
+    validate(conn).map_err(|m| (Reason::InvalidSpec, m))?;
     let refuse = |r: tenancy::Refusal| (r.reason, r.message);
     let platform = crate::api::is_cluster_view(conn);
     let policy = if platform {
@@ -150,7 +147,7 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
         outcome = check_secrets(&conn, &ctx).await;
     }
     let (ok, reason, message) = match &outcome {
-        Ok(()) => (true, "Valid", "the Connection is usable".to_owned()),
+        Ok(()) => (true, Reason::Valid, "the Connection is usable".to_owned()),
         Err((reason, message)) => (false, *reason, message.clone()),
     };
     let old = conn.status.clone().unwrap_or_default();
@@ -179,29 +176,29 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
             api.patch_status(&conn.name_any(), &pp, &Patch::Apply(&patch))
                 .await?;
         }
-        tracing::info!(connection = %conn.name_any(), namespace = %ns, kind, ready = ok, reason, "connection status changed");
+        tracing::info!(connection = %conn.name_any(), namespace = %ns, kind, ready = ok, reason = %reason, "connection status changed");
     }
     Ok(Action::requeue(match outcome {
         Ok(()) => RECHECK,
-        Err((SECRET_UNAVAILABLE, _)) => RETRY,
+        Err((Reason::ClientSecretUnavailable, _)) => RETRY,
         Err(_) => RECHECK,
     }))
 }
 
 /// Reads the Secrets the Connection names (client secret, signing key) and checks that they work.
-async fn check_secrets(conn: &Connection, ctx: &Context) -> Result<(), (&'static str, String)> {
+async fn check_secrets(conn: &Connection, ctx: &Context) -> Result<(), (Reason, String)> {
     match (conn.spec.auth_type, &conn.spec.custom_jwt) {
         (AuthType::OAuth2 | AuthType::ClientCredentials, _) => {
             conn_auth::oauth_client(&ctx.client, &ctx.config, conn)
                 .await
                 .map(|_| ())
-                .map_err(|e| (SECRET_UNAVAILABLE, e.0))
+                .map_err(|e| (Reason::ClientSecretUnavailable, e.0))
         }
         (AuthType::CustomJWT, Some(settings)) => {
             let key = super::obtain::signing_key(ctx, conn, &settings.signing_key_ref)
                 .await
-                .map_err(|e| (SECRET_UNAVAILABLE, e.to_string()))?;
-            jwt::check(settings, &key).map_err(|e| ("InvalidSigningKey", e.to_string()))
+                .map_err(|e| (Reason::ClientSecretUnavailable, e.to_string()))?;
+            jwt::check(settings, &key).map_err(|e| (Reason::InvalidSigningKey, e.to_string()))
         }
         _ => Ok(()),
     }

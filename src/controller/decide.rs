@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::attempt::{AttemptState, Rotation};
 use super::schedule;
-use crate::api::{AccountState, ConnectedAccount, REAUTHORIZE_ANNOTATION};
+use crate::api::{AccountState, ConnectedAccount, REAUTHORIZE_ANNOTATION, Reason};
 use crate::links::LinkClaims;
 use crate::store::Record;
 use crate::store::agent_secret::Ownership;
@@ -41,7 +41,7 @@ pub enum Source {
 /// Why an account cannot use its Connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionIssue {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -84,7 +84,7 @@ pub enum LinkPlan {
 pub struct Cond {
     pub type_: &'static str,
     pub ok: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -172,7 +172,7 @@ pub fn decide(o: &Observed<'_>) -> Plan {
         plan.state = AccountState::Disconnected;
         plan.remove_credentials = true;
         plan.conditions.push(not_ready(
-            "Disconnected",
+            Reason::Disconnected,
             "spec.disconnected is true; credentials were removed",
         ));
         return plan;
@@ -188,7 +188,7 @@ pub fn decide(o: &Observed<'_>) -> Plan {
     if o.secret == Ownership::Foreign {
         plan.state = AccountState::Error;
         plan.conditions.push(not_ready(
-            "SecretConflict",
+            Reason::SecretConflict,
             "a Secret with the name in spec.secretName exists and was not created by the operator for this account; \
              it is left untouched. Choose another spec.secretName or delete that Secret",
         ));
@@ -252,7 +252,7 @@ pub fn decide(o: &Observed<'_>) -> Plan {
         None if pending.is_some() => {
             plan.state = AccountState::PendingVerification;
             plan.conditions.push(not_ready(
-                "AwaitingVerification",
+                Reason::AwaitingVerification,
                 "the user authorized; waiting for the platform to confirm the user at POST /verify",
             ));
         }
@@ -260,14 +260,14 @@ pub fn decide(o: &Observed<'_>) -> Plan {
             plan.state = AccountState::Error;
             plan.conditions.push(match o.refresh_failure {
                 Some(f) => not_ready_owned(
-                    "CredentialUnavailable",
+                    Reason::CredentialUnavailable,
                     format!(
                         "{} (attempt {}, retrying at {})",
                         f.message, f.attempts, f.retry_at
                     ),
                 ),
                 None => not_ready(
-                    "CredentialUnavailable",
+                    Reason::CredentialUnavailable,
                     "the credential has not been obtained yet",
                 ),
             });
@@ -275,7 +275,7 @@ pub fn decide(o: &Observed<'_>) -> Plan {
         None if o.record.rejected => {
             plan.state = AccountState::Expired;
             plan.conditions.push(not_ready(
-                "RefreshRejected",
+                Reason::RefreshRejected,
                 "the provider rejected the refresh token; the user must authorize again through the new link",
             ));
         }
@@ -293,7 +293,7 @@ pub fn decide(o: &Observed<'_>) -> Plan {
                     message: e.message.clone(),
                 },
                 None => not_ready(
-                    "AwaitingAuthorization",
+                    Reason::AwaitingAuthorization,
                     "waiting for the user to open status.authorizationLink",
                 ),
             });
@@ -313,10 +313,10 @@ pub fn decide(o: &Observed<'_>) -> Plan {
                 // While retries back off, the next attempt is what is shown.
                 .map(|at| at.max(retry_at.unwrap_or(at)));
             plan.conditions.push(if stranded {
-                not_ready_owned("RefreshOutcomeUnknown", stranded_message(t, expired))
+                not_ready_owned(Reason::RefreshOutcomeUnknown, stranded_message(t, expired))
             } else if expired && !interactive {
                 not_ready_owned(
-                    "CredentialUnavailable",
+                    Reason::CredentialUnavailable,
                     match o.refresh_failure {
                         Some(f) => format!(
                             "the credential expired and could not be renewed: {} (attempt {}, retrying at {})",
@@ -326,19 +326,19 @@ pub fn decide(o: &Observed<'_>) -> Plan {
                     },
                 )
             } else if expired && o.attempt.busy() {
-                not_ready("TokenExpired", "the access token expired while its renewal is still in progress")
+                not_ready(Reason::TokenExpired, "the access token expired while its renewal is still in progress")
             } else if expired {
-                not_ready("TokenExpired", "the access token expired and could not be renewed yet")
+                not_ready(Reason::TokenExpired, "the access token expired and could not be renewed yet")
             } else if moved {
                 not_ready(
-                    "ConnectionChanged",
+                    Reason::ConnectionChanged,
                     "the Connection's endpoints or client id changed since the user authorized; the existing \
                      grant is renewed and revoked only where it was obtained (not at all under a new client id), \
                      and a new link waits for the user",
                 )
             } else if !missing_scopes.is_empty() {
                 not_ready_owned(
-                    "ScopesChanged",
+                    Reason::ScopesChanged,
                     format!(
                         "the Connection now asks for scopes the grant lacks ({}); the current token keeps working \
                          until the user authorizes again through the new link",
@@ -346,9 +346,9 @@ pub fn decide(o: &Observed<'_>) -> Plan {
                     ),
                 )
             } else if plan.link != LinkPlan::Clear {
-                ready("Active", "credentials are valid; a re-authorization link is waiting for the user")
+                ready(Reason::Active, "credentials are valid; a re-authorization link is waiting for the user")
             } else {
-                ready("Active", "credentials are valid and published")
+                ready(Reason::Active, "credentials are valid and published")
             });
             let renews = plan.next_refresh_at.is_some() || o.refresh_failure.is_some() || stranded;
             plan.conditions
@@ -356,13 +356,13 @@ pub fn decide(o: &Observed<'_>) -> Plan {
                     _ if stranded => Cond {
                         type_: TOKEN_REFRESH,
                         ok: false,
-                        reason: "RefreshOutcomeUnknown",
+                        reason: Reason::RefreshOutcomeUnknown,
                         message: "a refresh got no answer; its refresh token is not sent again".into(),
                     },
                     Some(f) => Cond {
                         type_: TOKEN_REFRESH,
                         ok: false,
-                        reason: "RefreshFailing",
+                        reason: Reason::RefreshFailing,
                         message: format!(
                             "{} (attempt {}, retrying at {})",
                             f.message, f.attempts, f.retry_at
@@ -371,7 +371,7 @@ pub fn decide(o: &Observed<'_>) -> Plan {
                     None => Cond {
                         type_: TOKEN_REFRESH,
                         ok: true,
-                        reason: "Renewed",
+                        reason: Reason::Refreshed,
                         message: "token renewal is on schedule".into(),
                     },
                 }));
@@ -457,7 +457,7 @@ pub fn reauthorize_requested(account: &ConnectedAccount) -> bool {
     wanted.is_some() && wanted != seen
 }
 
-fn ready(reason: &'static str, message: &str) -> Cond {
+fn ready(reason: Reason, message: &str) -> Cond {
     Cond {
         type_: crate::api::conditions::READY,
         ok: true,
@@ -466,11 +466,11 @@ fn ready(reason: &'static str, message: &str) -> Cond {
     }
 }
 
-fn not_ready(reason: &'static str, message: &str) -> Cond {
+fn not_ready(reason: Reason, message: &str) -> Cond {
     not_ready_owned(reason, message.to_owned())
 }
 
-fn not_ready_owned(reason: &'static str, message: String) -> Cond {
+fn not_ready_owned(reason: Reason, message: String) -> Cond {
     Cond {
         type_: crate::api::conditions::READY,
         ok: false,
@@ -480,12 +480,10 @@ fn not_ready_owned(reason: &'static str, message: String) -> Cond {
 }
 
 /// Flow error reasons come from the gateway as strings; map them to the static set.
-fn reason(r: &str) -> &'static str {
-    match r {
-        "AccessDenied" => "AccessDenied",
-        "ExchangeFailed" => "ExchangeFailed",
-        "VerificationFailed" => "VerificationFailed",
-        _ => "AuthorizationFailed",
+fn reason(r: &str) -> Reason {
+    match r.parse() {
+        Ok(r @ (Reason::AccessDenied | Reason::ExchangeFailed | Reason::VerificationFailed)) => r,
+        _ => Reason::AuthorizationFailed,
     }
 }
 

@@ -8,7 +8,7 @@ use super::Context;
 use super::Error;
 use super::decide::ConnectionView;
 use super::persist::persist;
-use crate::api::{ConnectedAccount, Connection};
+use crate::api::{ConnectedAccount, Connection, Reason};
 use crate::auth::connection as conn_auth;
 use crate::store::credentials::Versioned;
 
@@ -83,7 +83,7 @@ pub(super) async fn revoke(
             ctx.event(
                 account,
                 EventType::Normal,
-                "Revoked",
+                Reason::Revoked,
                 "Revoke",
                 format!("token revoked at {host}, where it was obtained"),
             )
@@ -92,7 +92,7 @@ pub(super) async fn revoke(
         Ok(false) => {}
         Err(e) => {
             tracing::warn!(account = %account.name_any(), error = %e, "revocation failed; deleting local copies anyway");
-            ctx.event(account, EventType::Warning, "RevocationFailed", "Revoke", e)
+            ctx.event(account, EventType::Warning, Reason::RevocationFailed, "Revoke", e)
                 .await;
         }
     }

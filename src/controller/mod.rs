@@ -254,7 +254,7 @@ impl Context {
         &self,
         account: &ConnectedAccount,
         kind: EventType,
-        reason: &str,
+        reason: crate::api::Reason,
         action: &str,
         note: String,
     ) {

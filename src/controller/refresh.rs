@@ -25,7 +25,7 @@ use super::attempt::{InFlight, Rotation};
 use super::decide::ConnectionView;
 use super::persist::persist;
 use super::{Context, Error, GuardedAccount, schedule};
-use crate::api::{AuthType, ConnectedAccount, Connection};
+use crate::api::{AuthType, ConnectedAccount, Connection, Reason};
 use crate::auth::oauth2::{Delivery, TokenEndpointError};
 use crate::store::credentials::Versioned;
 use crate::store::{Record, RefreshAttempt, TokenSet, token_sha256};
@@ -222,9 +222,9 @@ async fn settle(
                 }
             }
             let (reason, note) = if first {
-                ("Obtained", "credential obtained")
+                (Reason::Obtained, "credential obtained")
             } else {
-                ("Refreshed", "access token renewed")
+                (Reason::Refreshed, "access token renewed")
             };
             if first {
                 tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "credential obtained");
@@ -247,7 +247,7 @@ async fn settle(
             ctx.event(
                 account,
                 EventType::Warning,
-                "RefreshRejected",
+                Reason::RefreshRejected,
                 "Refresh",
                 format!(
                     "the provider rejected the refresh token ({code}); a new authorization link was issued"
@@ -271,8 +271,14 @@ async fn settle(
             });
             tracing::warn!(account = %account.name_any(), attempts, error = %message, "refresh failed; backing off");
             if attempts == 1 {
-                ctx.event(account, EventType::Warning, "RefreshFailing", "Refresh", message)
-                    .await;
+                ctx.event(
+                    account,
+                    EventType::Warning,
+                    Reason::RefreshFailing,
+                    "Refresh",
+                    message,
+                )
+                .await;
             }
         }
     }

@@ -11,7 +11,7 @@ use super::attempt::Rotation;
 use super::decide::{ConnectionIssue, ConnectionView, Source};
 use super::{Context, schedule};
 use crate::api::conditions;
-use crate::api::{ConnectedAccount, Connection, ConnectionKind, RotationPolicy, RotationSettings};
+use crate::api::{ConnectedAccount, Connection, ConnectionKind, Reason, RotationPolicy, RotationSettings};
 use crate::auth::connection as conn_auth;
 
 /// Default `spec.authorizationLink.ttl`.
@@ -32,7 +32,7 @@ pub fn connection(
     // ERROR (and void their links) while the Connection controller catches up. What only the
     // Connection controller can see (its client secret) comes from its status.
     let not_ready = |message: String| ConnectionIssue {
-        reason: "ConnectionNotReady",
+        reason: Reason::ConnectionNotReady,
         message,
     };
     if let Err((_, m)) = super::connection::admit(&conn, ctx) {
@@ -45,7 +45,9 @@ pub fn connection(
         // Not looked at by the Connection controller yet: its spec is valid, so go ahead (its
         // client secret is checked there, and its verdict follows through the watch).
         None => {}
-        Some(c) if c.status != "True" && (current || c.reason == super::connection::SECRET_UNAVAILABLE) => {
+        Some(c)
+            if c.status != "True" && (current || c.reason == Reason::ClientSecretUnavailable.as_str()) =>
+        {
             return Err(not_ready(format!(
                 "Connection {name} is not ready: {}",
                 c.message
@@ -57,7 +59,7 @@ pub fn connection(
         (Some(_), t) if t.form() => Source::SecretRef,
         (Some(_), t) => {
             return Err(ConnectionIssue {
-                reason: "CredentialsRefUnsupported",
+                reason: Reason::CredentialsRefUnsupported,
                 message: format!(
                     "spec.credentialsRef needs an APIKey or BearerToken Connection; {name} is {t:?}"
                 ),
@@ -133,13 +135,13 @@ fn namespaced(account: &ConnectedAccount, ctx: &Context) -> Result<Arc<Connectio
         .connections
         .get(&ObjectRef::new(name).within(&ns))
         .ok_or_else(|| ConnectionIssue {
-            reason: "ConnectionNotFound",
+            reason: Reason::ConnectionNotFound,
             message: format!("Connection {name} does not exist in namespace {ns}"),
         })?;
     match &guard.0 {
         Ok(c) => Ok(Arc::new(crate::api::tenant_connection(c.clone()))),
         Err(invalid) => Err(ConnectionIssue {
-            reason: "ConnectionNotReady",
+            reason: Reason::ConnectionNotReady,
             message: format!("Connection {name} does not match the schema: {invalid}"),
         }),
     }
@@ -152,11 +154,11 @@ fn cluster(account: &ConnectedAccount, ctx: &Context) -> Result<Arc<Connection>,
         .cluster_connections
         .get(&ObjectRef::new(name))
         .ok_or_else(|| ConnectionIssue {
-            reason: "ConnectionNotFound",
+            reason: Reason::ConnectionNotFound,
             message: format!("ClusterConnection {name} does not exist"),
         })?;
     let cc = guard.0.as_ref().map_err(|invalid| ConnectionIssue {
-        reason: "ConnectionNotReady",
+        reason: Reason::ConnectionNotReady,
         message: format!("ClusterConnection {name} does not match the schema: {invalid}"),
     })?;
     let labels = ctx
@@ -166,7 +168,7 @@ fn cluster(account: &ConnectedAccount, ctx: &Context) -> Result<Arc<Connection>,
         .unwrap_or_default();
     if !cc.admits(&labels) {
         return Err(ConnectionIssue {
-            reason: "NamespaceNotAllowed",
+            reason: Reason::NamespaceNotAllowed,
             message: format!(
                 "ClusterConnection {name} does not admit namespace {ns} (spec.namespaceSelector)"
             ),

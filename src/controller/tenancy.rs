@@ -12,22 +12,15 @@
 //!   and client id that a Connection in another namespace used first is refused, so tenant B cannot
 //!   wrap tenant A's OAuth app in its own token endpoint (RFC 9700 section 4.4 mix-up).
 
-use crate::api::{AuthType, Connection};
+use crate::api::{AuthType, Connection, Reason};
 use crate::auth::connection as conn_auth;
 pub use crate::config::ConnectionPolicy;
 use crate::egress::EgressPolicy;
 
-/// Ready reason: the operator's policy refuses this Connection.
-pub const POLICY_DENIED: &str = "PolicyDenied";
-/// Ready reason: a URL fails the egress policy.
-pub const EGRESS_DENIED: &str = "EgressDenied";
-/// Ready reason: another namespace uses this authorization server and client id.
-pub const CLIENT_CLAIMED: &str = "ClientIdInUse";
-
 /// A refusal: reason and message for the Ready condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -106,7 +99,7 @@ pub fn check(
         ConnectionPolicy::Any => {}
         ConnectionPolicy::Deny => {
             return Err(Refusal {
-                reason: POLICY_DENIED,
+                reason: Reason::PolicyDenied,
                 message: "the operator refuses namespaced Connections (--connection-policy=deny); \
                           ask the platform team for a ClusterConnection"
                     .into(),
@@ -117,7 +110,7 @@ pub fn check(
                 let listed = url::Url::parse(&probe(&url)).is_ok_and(|u| hosts.lists_host_of(&u));
                 if !listed {
                     return Err(Refusal {
-                        reason: POLICY_DENIED,
+                        reason: Reason::PolicyDenied,
                         message: format!(
                             "spec.{what} names a host that is not on the operator's allowlist for namespaced \
                              Connections (--connection-policy=presets-only); use spec.provider's endpoints or \
@@ -131,7 +124,7 @@ pub fn check(
     for (what, url) in called_urls(conn) {
         if let Err(e) = egress.check(&probe(&url)) {
             return Err(Refusal {
-                reason: EGRESS_DENIED,
+                reason: Reason::EgressDenied,
                 message: format!("{what}: {e}"),
             });
         }
@@ -185,7 +178,7 @@ pub fn check_claims<'a>(
     match claimed_elsewhere(conn, others) {
         None => Ok(()),
         Some(ns) => Err(Refusal {
-            reason: CLIENT_CLAIMED,
+            reason: Reason::ClientIdInUse,
             message: format!(
                 "namespace {ns} already uses this client id at this authorization server; one OAuth app \
                  serves one namespace (share it across namespaces with a ClusterConnection)"
@@ -231,7 +224,7 @@ mod tests {
         );
         let own = conn("a", 1, explicit("https://evil.example.net/token"));
         let err = check(&own, ConnectionPolicy::PresetsOnly, &none, &none).unwrap_err();
-        assert_eq!(err.reason, POLICY_DENIED);
+        assert_eq!(err.reason, Reason::PolicyDenied);
         assert!(err.message.contains("oauth2.authorizationUrl"), "{}", err.message);
         let hosts = allow(&["accounts.example.com", "*.example.net"]);
         assert_eq!(check(&own, ConnectionPolicy::PresetsOnly, &hosts, &none), Ok(()));
@@ -240,7 +233,7 @@ mod tests {
             check(&google, ConnectionPolicy::Deny, &hosts, &none)
                 .unwrap_err()
                 .reason,
-            POLICY_DENIED
+            Reason::PolicyDenied
         );
     }
 
@@ -250,14 +243,14 @@ mod tests {
         let mut spec = explicit("https://idp.example.com/token");
         spec["oauth2"]["revocationUrl"] = "http://idp.example.com/revoke".into();
         let err = check(&conn("a", 1, spec), ConnectionPolicy::Any, &none, &none).unwrap_err();
-        assert_eq!(err.reason, EGRESS_DENIED);
+        assert_eq!(err.reason, Reason::EgressDenied);
         assert!(err.message.contains("https"), "{}", err.message);
         let metadata = conn("a", 1, explicit("https://169.254.169.254/token"));
         assert_eq!(
             check(&metadata, ConnectionPolicy::Any, &none, &none)
                 .unwrap_err()
                 .reason,
-            EGRESS_DENIED
+            Reason::EgressDenied
         );
         let template = serde_json::json!({"authType": "CustomJWT", "customJWT": {
             "signingKeyRef": {"name": "k", "key": "k"}, "algorithm": "RS256", "issuer": "i",
@@ -275,7 +268,7 @@ mod tests {
         let all = [a.clone(), b.clone()];
         assert_eq!(check_claims(&a, &all), Ok(()));
         let err = check_claims(&b, &all).unwrap_err();
-        assert_eq!(err.reason, CLIENT_CLAIMED);
+        assert_eq!(err.reason, Reason::ClientIdInUse);
         assert!(err.message.contains("tenant-a"));
         let mut other_client = explicit("https://b.example.com/token");
         other_client["oauth2"]["clientId"] = "own".into();

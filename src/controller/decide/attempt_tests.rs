@@ -28,7 +28,7 @@ fn unknown(replay: bool) -> AttemptState {
     }
 }
 
-fn refresh_reason(p: &Plan) -> &'static str {
+fn refresh_reason(p: &Plan) -> Reason {
     p.conditions
         .iter()
         .find(|c| c.type_ == TOKEN_REFRESH)
@@ -42,8 +42,8 @@ fn a_strict_provider_is_never_sent_a_token_of_unknown_fate() {
     assert!(!refresh_due(&c.observed()), "no replay");
     let p = c.plan();
     assert_eq!(p.state, AccountState::Active, "the access token still works");
-    assert_eq!(ready_reason(&p), "RefreshOutcomeUnknown");
-    assert_eq!(refresh_reason(&p), "RefreshOutcomeUnknown");
+    assert_eq!(ready_reason(&p), Reason::RefreshOutcomeUnknown);
+    assert_eq!(refresh_reason(&p), Reason::RefreshOutcomeUnknown);
     assert!(matches!(p.link, LinkPlan::Issue { .. }), "a fresh link at once");
     assert_eq!(p.next_refresh_at, None);
     assert_eq!(p.requeue_after, Some(Duration::from_secs(600)), "turns at expiry");
@@ -51,14 +51,14 @@ fn a_strict_provider_is_never_sent_a_token_of_unknown_fate() {
     later.now = t(3600);
     let p = later.plan();
     assert_eq!(p.state, AccountState::Expired);
-    assert_eq!(ready_reason(&p), "RefreshOutcomeUnknown");
+    assert_eq!(ready_reason(&p), Reason::RefreshOutcomeUnknown);
 }
 
 #[test]
 fn a_late_answer_still_being_read_is_treated_as_unknown_but_not_replayed() {
     let c = refreshing(AttemptState::Late, Rotation::Strict);
     assert!(!refresh_due(&c.observed()));
-    assert_eq!(ready_reason(&c.plan()), "RefreshOutcomeUnknown");
+    assert_eq!(ready_reason(&c.plan()), Reason::RefreshOutcomeUnknown);
 }
 
 #[test]
@@ -66,14 +66,14 @@ fn a_grace_window_allows_one_replay_inside_it() {
     let window = Rotation::Grace(SignedDuration::from_mins(10));
     let c = refreshing(unknown(false), window);
     assert!(refresh_due(&c.observed()), "replay once inside the window");
-    assert_eq!(ready_reason(&c.plan()), "Active");
+    assert_eq!(ready_reason(&c.plan()), Reason::Active);
     assert!(
         !refresh_due(&refreshing(unknown(true), window).observed()),
         "only once"
     );
     assert_eq!(
         ready_reason(&refreshing(unknown(true), window).plan()),
-        "RefreshOutcomeUnknown"
+        Reason::RefreshOutcomeUnknown
     );
     let mut outside = refreshing(unknown(false), window);
     outside.now = t(2900 + 600);
@@ -84,7 +84,7 @@ fn a_grace_window_allows_one_replay_inside_it() {
 fn a_non_rotating_provider_is_replayed_freely() {
     let c = refreshing(unknown(true), Rotation::None);
     assert!(refresh_due(&c.observed()));
-    assert_eq!(ready_reason(&c.plan()), "Active");
+    assert_eq!(ready_reason(&c.plan()), Reason::Active);
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn a_refresh_in_flight_is_not_started_again_and_turns_unknown_at_its_timeout() {
     let c = refreshing(AttemptState::Waiting { until: t(3060) }, Rotation::Strict);
     assert!(!refresh_due(&c.observed()));
     let p = c.plan();
-    assert_eq!(ready_reason(&p), "Active");
+    assert_eq!(ready_reason(&p), Reason::Active);
     assert_eq!(p.requeue_after, Some(Duration::from_secs(60)));
     let mut expired = refreshing(AttemptState::Waiting { until: t(4000) }, Rotation::Strict);
     expired.now = t(3600);
@@ -102,7 +102,7 @@ fn a_refresh_in_flight_is_not_started_again_and_turns_unknown_at_its_timeout() {
         AccountState::Expired,
         "the state turns at expiresAt while waiting"
     );
-    assert_eq!(ready_reason(&p), "TokenExpired");
+    assert_eq!(ready_reason(&p), Reason::TokenExpired);
 }
 
 #[test]
@@ -132,7 +132,7 @@ fn an_expired_machine_credential_that_cannot_be_renewed_is_an_error_not_expired(
     c.now = t(3600);
     let p = c.plan();
     assert_eq!(p.state, AccountState::Error);
-    assert_eq!(ready_reason(&p), "CredentialUnavailable");
+    assert_eq!(ready_reason(&p), Reason::CredentialUnavailable);
     assert_eq!(p.link, LinkPlan::Clear, "no user can fix it");
 }
 
@@ -142,7 +142,7 @@ fn a_link_issued_for_an_unknown_outcome_is_withdrawn_once_the_answer_arrived() {
     c.link = Some(super::tests::link("n1", 4000));
     let p = c.plan();
     assert_eq!(p.link, LinkPlan::Clear, "nothing left for the link to do");
-    assert_eq!(ready_reason(&p), "Active");
+    assert_eq!(ready_reason(&p), Reason::Active);
     // A link handed out for a re-authorization request stays until it is used.
     let mut asked = refreshing(AttemptState::Settled, Rotation::Strict);
     asked.link = Some(super::tests::link("n1", 4000));

@@ -100,7 +100,7 @@ impl Case {
     }
 }
 
-pub(super) fn ready_reason(p: &Plan) -> &'static str {
+pub(super) fn ready_reason(p: &Plan) -> Reason {
     p.conditions.iter().find(|c| c.type_ == "Ready").unwrap().reason
 }
 
@@ -114,7 +114,7 @@ fn new_account_gets_a_link_and_waits() {
             expires_at: t(0) + SignedDuration::from_hours(24)
         }
     );
-    assert_eq!(ready_reason(&p), "AwaitingAuthorization");
+    assert_eq!(ready_reason(&p), Reason::AwaitingAuthorization);
     assert_eq!(p.requeue_after, Some(Duration::from_secs(24 * 3600)));
 }
 
@@ -140,7 +140,7 @@ fn completed_link_makes_the_account_active_and_publishes() {
     assert_eq!(p.state, AccountState::Active);
     assert_eq!(p.link, LinkPlan::Clear);
     assert!(p.publish);
-    assert_eq!(ready_reason(&p), "Active");
+    assert_eq!(ready_reason(&p), Reason::Active);
     assert!(p.next_refresh_at.unwrap() < t(3600));
     c.secret = Ownership::Ours;
     c.secret_current = true;
@@ -184,7 +184,7 @@ fn rejected_refresh_means_expired_with_a_new_link() {
     let p = c.plan();
     assert_eq!(p.state, AccountState::Expired);
     assert!(matches!(p.link, LinkPlan::Issue { .. }));
-    assert_eq!(ready_reason(&p), "RefreshRejected");
+    assert_eq!(ready_reason(&p), Reason::RefreshRejected);
     assert!(!p.publish);
 }
 
@@ -207,18 +207,18 @@ fn disconnected_removes_credentials_and_clears_the_link() {
 fn connection_problems_and_foreign_secrets_are_errors() {
     let mut c = Case::new();
     c.conn = Err(ConnectionIssue {
-        reason: "ConnectionNotFound",
+        reason: Reason::ConnectionNotFound,
         message: "no Connection gmail".into(),
     });
     assert_eq!(c.plan().state, AccountState::Error);
-    assert_eq!(ready_reason(&c.plan()), "ConnectionNotFound");
+    assert_eq!(ready_reason(&c.plan()), Reason::ConnectionNotFound);
     let mut c = Case::new();
     c.secret = Ownership::Foreign;
     c.record = Record {
         tokens: Some(tokens(0, 60)),
         ..Default::default()
     };
-    assert_eq!(ready_reason(&c.plan()), "SecretConflict");
+    assert_eq!(ready_reason(&c.plan()), Reason::SecretConflict);
     assert!(!c.plan().publish);
 }
 
@@ -232,7 +232,7 @@ fn added_scopes_keep_the_account_active_but_not_ready_with_a_link() {
     c.conn.as_mut().unwrap().scopes.push("calendar".into());
     let p = c.plan();
     assert_eq!(p.state, AccountState::Active);
-    assert_eq!(ready_reason(&p), "ScopesChanged");
+    assert_eq!(ready_reason(&p), Reason::ScopesChanged);
     assert!(matches!(p.link, LinkPlan::Issue { .. }));
 }
 
@@ -264,13 +264,13 @@ fn a_declined_authorization_is_shown_on_the_current_link_only() {
     let mut c = Case::new();
     c.link = Some(link("n1", 100));
     c.record.flow_error = Some(FlowError {
-        reason: "AccessDenied".into(),
+        reason: Reason::AccessDenied.as_str().into(),
         message: "the user declined".into(),
         link: "n1".into(),
     });
-    assert_eq!(ready_reason(&c.plan()), "AccessDenied");
+    assert_eq!(ready_reason(&c.plan()), Reason::AccessDenied);
     c.link = Some(link("n2", 100));
-    assert_eq!(ready_reason(&c.plan()), "AwaitingAuthorization");
+    assert_eq!(ready_reason(&c.plan()), Reason::AwaitingAuthorization);
 }
 
 fn source(src: Source) -> ConnectionView {
@@ -287,7 +287,7 @@ fn an_operator_obtained_credential_needs_no_link_and_is_due_when_missing() {
     assert!(refresh_due(&c.observed()), "nothing yet: obtain now");
     let p = c.plan();
     assert_eq!((p.state, p.link.clone()), (AccountState::Error, LinkPlan::Clear));
-    assert_eq!(ready_reason(&p), "CredentialUnavailable");
+    assert_eq!(ready_reason(&p), Reason::CredentialUnavailable);
 
     // A failure waits for its retry time, and the account says why.
     c.failure = Some(RefreshFailure {
@@ -360,14 +360,14 @@ fn a_pending_verification_holds_back_the_credential_until_it_expires() {
     c.record.pending = None;
     c.link = None;
     c.record.flow_error = Some(FlowError {
-        reason: "VerificationFailed".into(),
+        reason: Reason::VerificationFailed.as_str().into(),
         message: "another user".into(),
         link: "n1".into(),
     });
     let p = c.plan();
     assert_eq!(p.state, AccountState::PendingAuth);
     assert!(matches!(p.link, LinkPlan::Issue { .. }));
-    assert_eq!(ready_reason(&p), "VerificationFailed");
+    assert_eq!(ready_reason(&p), Reason::VerificationFailed);
 }
 
 #[test]
@@ -411,11 +411,11 @@ fn a_moved_connection_asks_for_a_new_link_and_renews_only_under_the_same_client(
     c.conn = moved("c", "https://attacker.example.net/token");
     let p = c.plan();
     assert_eq!(p.state, AccountState::Active);
-    assert_eq!(ready_reason(&p), "ConnectionChanged");
+    assert_eq!(ready_reason(&p), Reason::ConnectionChanged);
     assert!(matches!(p.link, LinkPlan::Issue { .. }));
     assert!(p.next_refresh_at.is_some(), "renewed at the pinned endpoint");
     c.conn = moved("other", &pinned.token_url);
     let p = c.plan();
     assert_eq!(p.next_refresh_at, None, "another client cannot renew this grant");
-    assert_eq!(ready_reason(&p), "ConnectionChanged");
+    assert_eq!(ready_reason(&p), Reason::ConnectionChanged);
 }
