@@ -31,6 +31,27 @@ pub use reason::Reason;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+/// Accounts as watched: an object that does not deserialize is reported, not fatal.
+pub type GuardedAccount = kube::core::DeserializeGuard<ConnectedAccount>;
+/// Connections as watched.
+pub type GuardedConnection = kube::core::DeserializeGuard<Connection>;
+/// ClusterConnections as watched.
+pub type GuardedClusterConnection = kube::core::DeserializeGuard<ClusterConnection>;
+
+/// An API for `K` in `ns`, or in every namespace.
+pub fn api_for<K>(client: &kube::Client, ns: Option<&str>) -> kube::Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match ns {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    }
+}
+
 /// API group of every resource the operator defines.
 pub const GROUP: &str = "agentauth.dev";
 

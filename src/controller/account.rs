@@ -30,7 +30,7 @@ use crate::store::{FIELD_MANAGER, Record, finalizer};
 
 /// [`reconcile`] with its duration and outcome recorded in metrics.
 pub async fn reconcile_measured(
-    guard: Arc<super::GuardedAccount>,
+    guard: Arc<crate::api::GuardedAccount>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let started = std::time::Instant::now();
@@ -42,7 +42,7 @@ pub async fn reconcile_measured(
             // the spec, so it is skipped.
             if finalizer::present_in(&invalid.metadata) {
                 ctx.credentials.delete(&guard.uid().unwrap_or_default()).await?;
-                let api: Api<super::GuardedAccount> =
+                let api: Api<crate::api::GuardedAccount> =
                     Api::namespaced(ctx.client.clone(), &guard.namespace().unwrap_or_default());
                 finalizer::remove(&api, &invalid.metadata).await?;
                 tracing::info!(account = %guard.name_any(), namespace = ?guard.namespace(), "removed the copy of a deleted account that does not match the schema");

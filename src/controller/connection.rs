@@ -98,7 +98,7 @@ pub fn admit(conn: &Connection, ctx: &Context) -> Result<(), (Reason, String)> {
 
 /// [`reconcile`] with its duration and outcome recorded in metrics.
 pub async fn reconcile_measured(
-    guard: Arc<super::GuardedConnection>,
+    guard: Arc<crate::api::GuardedConnection>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let conn = guard.0.as_ref().map(|c| crate::api::tenant_connection(c.clone()));
@@ -108,7 +108,7 @@ pub async fn reconcile_measured(
 /// [`reconcile_measured`] for a ClusterConnection: reconciled as its Connection view (Secrets in
 /// the operator's namespace), its status written back to it.
 pub async fn reconcile_cluster_measured(
-    guard: Arc<super::GuardedClusterConnection>,
+    guard: Arc<crate::api::GuardedClusterConnection>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let conn = guard.0.as_ref().map(|c| c.as_connection(&ctx.config.namespace));

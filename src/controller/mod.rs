@@ -30,16 +30,9 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
-use kube::core::DeserializeGuard;
-
-use crate::api::{ClusterConnection, ConnectedAccount, Connection, ConnectionKind};
-
-/// Accounts as watched: an object that does not deserialize is reported, not fatal.
-pub type GuardedAccount = DeserializeGuard<ConnectedAccount>;
-/// Connections as watched.
-pub type GuardedConnection = DeserializeGuard<Connection>;
-/// ClusterConnections as watched.
-pub type GuardedClusterConnection = DeserializeGuard<ClusterConnection>;
+use crate::api::{
+    ConnectedAccount, ConnectionKind, GuardedAccount, GuardedClusterConnection, GuardedConnection, api_for,
+};
 use crate::config::Config;
 use crate::links::Signer;
 use crate::store::credentials::CredentialStore;
@@ -260,20 +253,6 @@ impl Context {
     ) {
         let ev = account::event(kind, reason, action, note);
         self.shared.events.push(ev, account.object_ref(&()));
-    }
-}
-
-/// An API for `K` in `ns`, or in every namespace.
-pub fn api_for<K>(client: &Client, ns: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    match ns {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
     }
 }
 

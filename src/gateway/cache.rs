@@ -16,7 +16,7 @@ use kube::runtime::{WatchStreamExt, reflector::store::Writer};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{AccountState, Connection};
-use crate::controller::{GuardedAccount, GuardedConnection, api_for};
+use crate::api::{GuardedAccount, GuardedConnection, api_for};
 use crate::links;
 
 /// The little the gateway keeps per account.
