@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::{Context, Error, schedule, tenancy};
@@ -170,13 +171,16 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
         if cluster {
             let api: Api<ClusterConnection> = Api::all(ctx.client.clone());
             api.patch_status(&conn.name_any(), &pp, &Patch::Apply(&patch))
-                .await?;
+                .await
+                .map_err(Error::PatchStatus)?;
         } else {
             let api: Api<Connection> = Api::namespaced(ctx.client.clone(), &ns);
             api.patch_status(&conn.name_any(), &pp, &Patch::Apply(&patch))
-                .await?;
+                .await
+                .map_err(Error::PatchStatus)?;
         }
         tracing::info!(connection = %conn.name_any(), namespace = %ns, kind, ready = ok, reason = %reason, "connection status changed");
+        announce(&conn, &old, &status, kind, &ctx);
     }
     Ok(Action::requeue(match outcome {
         Ok(()) => RECHECK,
@@ -202,4 +206,33 @@ async fn check_secrets(conn: &Connection, ctx: &Context) -> Result<(), (Reason, 
         }
         _ => Ok(()),
     }
+}
+
+/// An Event when the Ready condition changes (status or reason), so `kubectl describe` and
+/// event-based alerting see a Connection break or recover; an unchanged message alone is quiet.
+fn announce(conn: &Connection, old: &ConnectionStatus, new: &ConnectionStatus, kind: &str, ctx: &Context) {
+    let ready = |s: &ConnectionStatus| {
+        conditions::find(&s.conditions, conditions::READY).map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let Some((status, reason)) = ready(new).filter(|r| ready(old).as_ref() != Some(r)) else {
+        return;
+    };
+    let Ok(reason) = reason.parse::<Reason>() else {
+        return;
+    };
+    let message = conditions::find(&new.conditions, conditions::READY)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    let mut reference = conn.object_ref(&());
+    if kind == "ClusterConnection" {
+        // The view carries the operator's namespace; the Event belongs to the cluster-scoped object.
+        reference.kind = Some(kind.to_owned());
+        reference.namespace = None;
+    }
+    let (type_, note) = if status == "True" {
+        (EventType::Normal, "the Connection is usable".to_owned())
+    } else {
+        (EventType::Warning, format!("not ready: {message}"))
+    };
+    ctx.event_on(reference, type_, reason, "Validate", note);
 }

@@ -54,7 +54,7 @@ pub struct RefreshFailure {
 }
 
 /// Everything `decide` looks at.
-pub struct Observed<'a> {
+pub struct Facts<'a> {
     pub account: &'a ConnectedAccount,
     pub connection: Result<&'a ConnectionView, &'a ConnectionIssue>,
     pub record: &'a Record,
@@ -111,7 +111,7 @@ pub const TOKEN_REFRESH: &str = "TokenRefresh";
 
 /// Whether renewal is due now. The caller refreshes first, then calls [`decide`] with the result.
 /// For [`Source::Operator`] it is also due when there is no credential yet.
-pub fn refresh_due(o: &Observed<'_>) -> bool {
+pub fn refresh_due(o: &Facts<'_>) -> bool {
     let Ok(conn) = o.connection else {
         return false;
     };
@@ -157,7 +157,7 @@ fn renewal_at(
 /// How often a credential copied from `spec.credentialsRef` is compared with its Secret.
 pub const SECRET_REF_RECHECK: Duration = Duration::from_secs(300);
 
-pub fn decide(o: &Observed<'_>) -> Plan {
+pub fn decide(o: &Facts<'_>) -> Plan {
     let mut plan = Plan {
         state: AccountState::PendingAuth,
         conditions: Vec::new(),

@@ -17,9 +17,9 @@ use crate::store::credentials::Versioned;
 pub(super) async fn pin(
     account: &ConnectedAccount,
     view: &ConnectionView,
-    versioned: &mut Versioned,
+    versioned: Versioned,
     ctx: &Context,
-) -> Result<(), Error> {
+) -> Result<Versioned, Error> {
     // Only OAuth 2.0 grants of earlier releases: a refresh token, no form fields. A form's API key
     // under a Connection switched to OAuth 2.0 is never pinned to (and so never sent to) its URLs.
     let unpinned = |v: &Versioned| {
@@ -29,17 +29,22 @@ pub(super) async fn pin(
                 .as_ref()
                 .is_some_and(|t| t.refresh_token.is_some() && t.fields.is_empty() && t.header_value.is_none())
     };
-    let Some(grant) = view.grant.as_ref().filter(|_| unpinned(versioned)) else {
-        return Ok(());
+    let Some(grant) = view.grant.as_ref().filter(|_| unpinned(&versioned)) else {
+        return Ok(versioned);
     };
-    *versioned = ctx.credentials.get(&account.uid().unwrap_or_default()).await?;
-    if unpinned(versioned) {
-        let mut record = versioned.record.clone();
-        record.grant = Some(grant.clone());
-        persist(account, versioned, record, ctx).await?;
-        tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "pinned the existing grant to the Connection's current endpoints");
+    let fresh = ctx
+        .credentials
+        .get(&account.uid().unwrap_or_default())
+        .await
+        .map_err(Error::ReadRecord)?;
+    if !unpinned(&fresh) {
+        return Ok(fresh);
     }
-    Ok(())
+    let mut record = fresh.record.clone();
+    record.grant = Some(grant.clone());
+    let written = persist(account, &fresh, record, ctx).await?;
+    tracing::info!("pinned the existing grant to the Connection's current endpoints");
+    Ok(written)
 }
 
 /// Revokes a grant that a new authorization elsewhere replaced, at its own pinned endpoint only,
@@ -48,16 +53,16 @@ pub(super) async fn pin(
 pub(super) async fn revoke_superseded(
     account: &ConnectedAccount,
     conn: &Connection,
-    versioned: &mut Versioned,
+    versioned: Versioned,
     ctx: &Context,
-) -> Result<(), Error> {
+) -> Result<Versioned, Error> {
     let Some(old) = versioned.record.superseded.clone() else {
-        return Ok(());
+        return Ok(versioned);
     };
     revoke(account, conn, &old.tokens, &old.grant, ctx).await;
     let mut record = versioned.record.clone();
     record.superseded = None;
-    persist(account, versioned, record, ctx).await
+    persist(account, &versioned, record, ctx).await
 }
 
 /// Revokes `tokens` at the endpoint of `grant` (best effort), with an Event either way.
@@ -91,7 +96,7 @@ pub(super) async fn revoke(
         }
         Ok(false) => {}
         Err(e) => {
-            tracing::warn!(account = %account.name_any(), error = %e, "revocation failed; deleting local copies anyway");
+            tracing::warn!(error = %e, "revocation failed; deleting local copies anyway");
             ctx.event(account, EventType::Warning, Reason::RevocationFailed, "Revoke", e)
                 .await;
         }

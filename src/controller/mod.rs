@@ -8,6 +8,7 @@ pub mod account;
 pub mod attempt;
 pub mod connection;
 pub mod decide;
+mod error;
 mod events;
 mod grants;
 mod obtain;
@@ -38,30 +39,7 @@ use crate::links::Signer;
 use crate::store::credentials::CredentialStore;
 use crate::store::{ACCOUNT_LABEL, ACCOUNT_NAMESPACE_LABEL, agent_secret};
 use decide::RefreshFailure;
-
-/// Reconcile errors. `category()` names them for logs and metrics without formatting details.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API error: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("the credential record changed concurrently")]
-    Conflict,
-    #[error("the credential record is unreadable")]
-    CorruptRecord,
-    #[error("watch caches are not synced yet")]
-    NotSynced,
-}
-
-impl Error {
-    pub fn category(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "kube",
-            Error::Conflict => "conflict",
-            Error::CorruptRecord => "corrupt_record",
-            Error::NotSynced => "not_synced",
-        }
-    }
-}
+pub use error::Error;
 
 /// What every set of controllers (one per watched namespace) and every leadership term of the
 /// process share, so that limits hold per process and nothing a refresh brought back is dropped
@@ -251,8 +229,20 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.event_on(account.object_ref(&()), kind, reason, action, note);
+    }
+
+    /// Queues an Event on any object (a Connection, a ClusterConnection).
+    fn event_on(
+        &self,
+        reference: k8s_openapi::api::core::v1::ObjectReference,
+        kind: EventType,
+        reason: crate::api::Reason,
+        action: &str,
+        note: String,
+    ) {
         let ev = account::event(kind, reason, action, note);
-        self.shared.events.push(ev, account.object_ref(&()));
+        self.shared.events.push(ev, reference);
     }
 }
 
@@ -484,10 +474,11 @@ fn slim<K: Resource>(obj: &mut K) {
 }
 
 fn error_policy(account: Arc<GuardedAccount>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(account = %account.name_any(), namespace = ?account.namespace(), category = err.category(), error = %err, "reconcile failed");
-    match err {
-        Error::Conflict => Action::requeue(Duration::from_millis(200)),
-        _ => Action::requeue(Duration::from_secs(5)),
+    tracing::warn!(account = %account.name_any(), namespace = %account.namespace().unwrap_or_default(), category = err.category(), error = %err, "reconcile failed");
+    if err.is_conflict() {
+        Action::requeue(Duration::from_millis(200))
+    } else {
+        Action::requeue(Duration::from_secs(5))
     }
 }
 

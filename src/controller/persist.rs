@@ -13,24 +13,26 @@ use crate::store::finalizer;
 /// Writes the record against the version read; a conflict means someone (the gateway) wrote in
 /// between, so the reconcile starts over with fresh data. The first write puts the finalizer on
 /// the account before the copy exists, so that deleting the account always cleans it up.
+///
+/// Returns the record as written, with the version a next write must name.
 pub(super) async fn persist(
     account: &ConnectedAccount,
-    versioned: &mut Versioned,
+    read: &Versioned,
     record: Record,
     ctx: &Context,
-) -> Result<(), Error> {
-    if versioned.resource_version.is_none() {
+) -> Result<Versioned, Error> {
+    if read.resource_version.is_none() {
         let api: Api<ConnectedAccount> =
             Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
-        finalizer::ensure(&api, account).await?;
+        finalizer::ensure(&api, account).await.map_err(Error::Finalizer)?;
     }
     let rv = ctx
         .credentials
-        .put(account, &record, versioned.resource_version.as_deref())
-        .await?;
-    *versioned = Versioned {
+        .put(account, &record, read.resource_version.as_deref())
+        .await
+        .map_err(Error::WriteRecord)?;
+    Ok(Versioned {
         record,
         resource_version: Some(rv),
-    };
-    Ok(())
+    })
 }

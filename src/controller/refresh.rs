@@ -28,7 +28,7 @@ use super::{Context, Error, schedule};
 use crate::api::GuardedAccount;
 use crate::api::{AuthType, ConnectedAccount, Connection, Reason};
 use crate::auth::oauth2::{Delivery, TokenEndpointError};
-use crate::store::credentials::Versioned;
+use crate::store::credentials::{StoreError, Versioned};
 use crate::store::{Record, RefreshAttempt, TokenSet, token_sha256};
 
 /// Longest a strict provider's answer is read after the reconcile stopped waiting for it.
@@ -41,14 +41,14 @@ pub(super) async fn refresh(
     account: &Arc<ConnectedAccount>,
     conn: &Arc<Connection>,
     view: &ConnectionView,
-    versioned: &mut Versioned,
+    mut versioned: Versioned,
     ctx: &Arc<Context>,
-) -> Result<(), Error> {
+) -> Result<Versioned, Error> {
     // One of the `--refresh-concurrency` slots, taken before the intent and held while this
     // reconcile waits: a refresh queued for a slot is not yet sent, so its clock has not started.
     // A late answer is read outside the slots.
     let Ok(_slot) = ctx.shared.token_calls.clone().acquire_owned().await else {
-        return Ok(()); // shutting down
+        return Ok(versioned); // shutting down
     };
     let now = Timestamp::now();
     let uid = account.uid().unwrap_or_default();
@@ -72,7 +72,7 @@ pub(super) async fn refresh(
             let mut record = versioned.record.clone();
             record.attempt = Some(attempt.clone());
             // The intent, before the token leaves: one write, conditional on the version read.
-            persist(account, versioned, record, ctx).await?;
+            versioned = persist(account, &versioned, record, ctx).await?;
             if replay {
                 tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "replaying a refresh token whose outcome is unknown, inside the provider's grace window");
             }
@@ -121,18 +121,10 @@ pub(super) async fn refresh(
         };
         ctx.set_in_flight(&uid, flight.clone());
         tracing::warn!(account = %account.name_any(), namespace = ?account.namespace(), "the token endpoint has not answered yet; still waiting for it in the background");
-        let (ctx, account, mut versioned) = (ctx.clone(), account.clone(), versioned.clone());
+        let (ctx, account, mut late) = (ctx.clone(), account.clone(), versioned.clone());
         tokio::spawn(async move {
             let outcome = joined_outcome(call.await);
-            let settled = settle(
-                &account,
-                &mut versioned,
-                attempt_id.as_deref(),
-                outcome,
-                &ctx,
-                now,
-            )
-            .await;
+            let settled = settle(&account, &mut late, attempt_id.as_deref(), outcome, &ctx, now).await;
             if let Err(e) = settled {
                 tracing::warn!(account = %account.name_any(), error = %e, "could not record a late refresh answer");
             }
@@ -142,17 +134,18 @@ pub(super) async fn refresh(
                     .within(&account.namespace().unwrap_or_default()),
             );
         });
-        return Ok(());
+        return Ok(versioned);
     };
     settle(
         account,
-        versioned,
+        &mut versioned,
         attempt_id.as_deref(),
         joined_outcome(joined),
         ctx,
         now,
     )
-    .await
+    .await?;
+    Ok(versioned)
 }
 
 type Outcome = Result<Option<TokenSet>, TokenEndpointError>;
@@ -304,10 +297,15 @@ async fn write(
         let mut record = versioned.record.clone();
         change(&mut record);
         match persist(account, versioned, record, ctx).await {
-            Ok(()) => return Ok(true),
-            Err(Error::Conflict) => *versioned = ctx.credentials.get(&uid).await?,
+            Ok(written) => {
+                *versioned = written;
+                return Ok(true);
+            }
+            Err(e) if e.is_conflict() => {
+                *versioned = ctx.credentials.get(&uid).await.map_err(Error::ReadRecord)?;
+            }
             Err(e) => return Err(e),
         }
     }
-    Err(Error::Conflict)
+    Err(Error::WriteRecord(StoreError::Conflict))
 }

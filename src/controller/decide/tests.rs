@@ -82,8 +82,8 @@ impl Case {
             now: t(0),
         }
     }
-    pub(super) fn observed(&self) -> Observed<'_> {
-        Observed {
+    pub(super) fn observed(&self) -> Facts<'_> {
+        Facts {
             account: &self.account,
             connection: self.conn.as_ref(),
             record: &self.record,

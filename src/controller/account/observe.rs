@@ -1,0 +1,130 @@
+//! Stage 1: what the account's world looks like, read once into an owned [`Observed`].
+//!
+//! Everything comes from the watch caches except one case: a Secret name the cache does not know
+//! is looked up live when the next steps may write there (a credential to publish, a link to
+//! issue), because only operator-labelled Secrets are cached and a foreign one must be found
+//! before a user is told "connected". The ownership found here is final for this reconcile.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+
+use super::super::decide::{ConnectionIssue, ConnectionView, Facts, RefreshFailure};
+use super::super::{Context, Error, attempt};
+use crate::api::{ConnectedAccount, Connection};
+use crate::links::{self, LinkClaims};
+use crate::store::Record;
+use crate::store::agent_secret::{self, Ownership};
+use crate::store::credentials::{CredentialStore, Versioned};
+
+/// The account's inputs as of the start of the reconcile.
+pub struct Observed {
+    pub uid: String,
+    pub namespace: String,
+    /// Name of the agent Secret.
+    pub secret_name: String,
+    pub connection: Result<(Arc<Connection>, ConnectionView), ConnectionIssue>,
+    /// The operator's copy as cached (it may lag behind a write; stages that spend a refresh
+    /// token re-read it).
+    pub record: Versioned,
+    /// The account's current link, if its status has one this operator signed for this account.
+    pub link: Option<LinkClaims>,
+    /// The agent Secret as it is now, if it exists and is readable to us.
+    pub secret: Option<Arc<Secret>>,
+    pub ownership: Ownership,
+    pub now: Timestamp,
+}
+
+impl Observed {
+    /// The Connection and its view, when the account can use it.
+    pub fn usable(&self) -> Option<(&Arc<Connection>, &ConnectionView)> {
+        self.connection.as_ref().ok().map(|(c, v)| (c, v))
+    }
+
+    /// The Connection's catalog name, published with the credential.
+    pub fn provider(&self) -> Option<&str> {
+        self.usable().and_then(|(c, _)| c.spec.provider.as_deref())
+    }
+
+    /// What `decide` (and the refresh-due check) looks at: this snapshot with `record` (renewed
+    /// or re-read), the account's current backoff `failure`, at `now`.
+    pub fn facts<'a>(
+        &'a self,
+        account: &'a ConnectedAccount,
+        record: &'a Record,
+        failure: Option<&'a RefreshFailure>,
+        ctx: &Context,
+        now: Timestamp,
+    ) -> Facts<'a> {
+        let secret_current = record.tokens.as_ref().is_some_and(|t| {
+            agent_secret::holds(self.secret.as_deref(), &agent_secret::render(t, self.provider()))
+        });
+        Facts {
+            account,
+            connection: self.connection.as_ref().map(|(_, v)| v),
+            record,
+            link: self.link.as_ref(),
+            secret: self.ownership,
+            secret_current,
+            refresh_failure: failure,
+            attempt: attempt::attempt_state(record, ctx.in_flight(&self.uid).as_ref(), now),
+            now,
+        }
+    }
+}
+
+/// Reads the account's inputs; one live GET of the Secret name at most (see the module docs).
+pub async fn observe(account: &ConnectedAccount, ctx: &Context) -> Result<Observed, Error> {
+    let uid = account.uid().unwrap_or_default();
+    let namespace = account.namespace().unwrap_or_default();
+    let secret_name = super::secret_name(account);
+    let record = cached_record(&uid, ctx)?;
+    let link = current_link(account, ctx);
+    let now = Timestamp::now();
+    let mut secret = ctx
+        .agent_secrets
+        .get(&ObjectRef::new(&secret_name).within(&namespace));
+    let mut ownership = agent_secret::ownership(secret.as_deref(), account);
+    let may_write = record.record.tokens.is_some() || link.as_ref().is_none_or(|l| l.exp <= now.as_second());
+    if ownership == Ownership::Missing && may_write {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        if let Some(live) = api.get_opt(&secret_name).await.map_err(Error::ReadSecret)? {
+            ownership = agent_secret::ownership(Some(&live), account);
+            secret = Some(Arc::new(live));
+        }
+    }
+    Ok(Observed {
+        connection: super::super::resolve::connection(account, ctx),
+        uid,
+        namespace,
+        secret_name,
+        record,
+        link,
+        secret,
+        ownership,
+        now,
+    })
+}
+
+/// The account's record from the cache of operator copies.
+fn cached_record(uid: &str, ctx: &Context) -> Result<Versioned, Error> {
+    let key = ObjectRef::new(&CredentialStore::name_for(uid)).within(&ctx.config.namespace);
+    match ctx.records.get(&key) {
+        Some(s) => CredentialStore::parse(&s).map_err(Error::ReadRecord),
+        None => Ok(Versioned::default()),
+    }
+}
+
+/// The status link, if it is one this operator signed for this very account.
+fn current_link(account: &ConnectedAccount, ctx: &Context) -> Option<LinkClaims> {
+    let url = account.status.as_ref()?.authorization_link.as_deref()?;
+    let claims = ctx.signer.read_link(links::token_of(url)?)?;
+    let same = Some(&claims.uid) == account.metadata.uid.as_ref()
+        && claims.name == account.name_any()
+        && Some(&claims.ns) == account.metadata.namespace.as_ref();
+    same.then_some(claims)
+}
