@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, text::encode};
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder, text::encode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -33,9 +35,37 @@ pub struct AccountRef {
 pub struct RefreshLabels {
     pub namespace: String,
     pub connection: String,
-    /// `success`, `rejected`, `failed` (answered with an error or not sent) or `no_answer` (sent,
-    /// no usable answer: the provider may have rotated the token).
-    pub result: String,
+    pub result: RefreshResult,
+}
+
+/// How a refresh ended, as the `result` label of `agentauth_refreshes_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RefreshResult {
+    /// New tokens were stored.
+    Success,
+    /// The provider rejected the grant: the user must authorize again.
+    Rejected,
+    /// Answered with an error, or never sent: the token was not spent.
+    Failed,
+    /// Sent, and no usable answer: the provider may have rotated the token.
+    NoAnswer,
+}
+
+impl RefreshResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshResult::Success => "success",
+            RefreshResult::Rejected => "rejected",
+            RefreshResult::Failed => "failed",
+            RefreshResult::NoAnswer => "no_answer",
+        }
+    }
+}
+
+impl EncodeLabelValue for RefreshResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,6 +83,13 @@ pub struct ReconcileLabels {
 pub struct ErrorLabels {
     pub controller: String,
     pub category: String,
+}
+
+/// The gateway's latency label: its own type, not the controllers' `controller=` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route template, e.g. `/connect/{token}` (never the token).
+    pub route: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,7 +110,7 @@ pub struct Metrics {
     reconcile_duration: Family<ReconcileLabels, Histogram>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
-    request_duration: Family<ReconcileLabels, Histogram>,
+    request_duration: Family<RouteLabels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -125,7 +162,7 @@ impl Metrics {
             "Gateway requests by route and status",
             requests.clone(),
         );
-        let request_duration = Family::<ReconcileLabels, Histogram>::new_with_constructor(|| {
+        let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 14))
         });
         registry.register(
@@ -201,11 +238,11 @@ impl Metrics {
         });
     }
 
-    pub fn refresh(&self, namespace: &str, connection: &str, result: &str) {
+    pub fn refresh(&self, namespace: &str, connection: &str, result: RefreshResult) {
         let labels = RefreshLabels {
             namespace: namespace.to_owned(),
             connection: connection.to_owned(),
-            result: result.to_owned(),
+            result,
         };
         self.refreshes.get_or_create(&labels).inc();
     }
@@ -242,8 +279,8 @@ impl Metrics {
             })
             .inc();
         self.request_duration
-            .get_or_create(&ReconcileLabels {
-                controller: route.to_owned(),
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
             })
             .observe(took.as_secs_f64());
     }

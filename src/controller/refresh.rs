@@ -28,6 +28,7 @@ use super::{Context, Error, schedule};
 use crate::api::GuardedAccount;
 use crate::api::{AuthType, ConnectedAccount, Connection, Reason};
 use crate::auth::oauth2::{Delivery, TokenEndpointError};
+use crate::metrics::RefreshResult;
 use crate::store::credentials::{StoreError, Versioned};
 use crate::store::{Record, RefreshAttempt, TokenSet, token_sha256};
 
@@ -176,10 +177,10 @@ async fn settle(
         Err(e) => Err(e),
     };
     let result = match &outcome {
-        Ok(_) => "success",
-        Err(TokenEndpointError::Rejected { .. }) => "rejected",
-        Err(e) if e.outcome_unknown() => "no_answer",
-        Err(_) => "failed",
+        Ok(_) => RefreshResult::Success,
+        Err(TokenEndpointError::Rejected { .. }) => RefreshResult::Rejected,
+        Err(e) if e.outcome_unknown() => RefreshResult::NoAnswer,
+        Err(_) => RefreshResult::Failed,
     };
     ctx.metrics.refresh(
         &account.namespace().unwrap_or_default(),
