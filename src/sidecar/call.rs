@@ -8,14 +8,13 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::error::ApiError;
-use super::expr::{Scope, as_text};
-use super::loader::Catalog;
+use super::accounts::Account;
+use super::error::{ApiError, InvalidInput};
 use super::scrub;
-use super::template::{Template, TemplateError};
-use super::tools::{BodyTemplate, InvalidInput, ProviderSpec, RequestTemplate, Tool};
+use super::state::Sidecar;
+use super::template::{Scope, Template, TemplateError, as_text};
+use super::tools::{BodyTemplate, ProviderSpec, RequestTemplate, Tool};
 use super::upstream::Answer;
-use super::{Account, Sidecar};
 
 /// Largest provider answer a tool reads.
 const RESPONSE_LIMIT: usize = 5 * 1024 * 1024;
@@ -35,12 +34,11 @@ pub async fn run(
         .get(tool_name)
         .cloned()
         .ok_or_else(|| ApiError::UnknownTool(tool_name.to_owned()))?;
-    let account = sc.pick_account(&tool, account)?;
+    let account = sc.accounts.pick(&tool, account)?;
     let input = tool.prepare_input(input)?;
     let provider = catalog.providers.get(&tool.provider).cloned().unwrap_or_default();
     let call = Call {
         sc,
-        catalog: &catalog,
         tool: &tool,
         account,
         provider: &provider,
@@ -92,7 +90,6 @@ fn refused(e: TemplateError) -> ApiError {
 
 struct Call<'a> {
     sc: &'a Sidecar,
-    catalog: &'a Catalog,
     tool: &'a Tool,
     account: &'a Account,
     provider: &'a ProviderSpec,
@@ -144,11 +141,11 @@ impl Call<'_> {
                 RESPONSE_LIMIT,
                 &|status, body| auth_failed(provider, status, body),
                 &|cred| {
-                    let base = self.sc.upstream.base_url(
-                        self.account,
+                    let base = self.sc.routes.base_url(
+                        &self.account.name,
                         Some(&self.tool.provider),
                         cred,
-                        self.catalog,
+                        provider.base_url.as_deref(),
                     )?;
                     let url = join(&base, &path, &query)?;
                     let b = self

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::loader::Catalog;
+use super::template::as_text;
+use super::tool_catalog::Catalog;
 use super::tools::Tool;
 
 /// The Markdown page listing every built-in tool with its input schema.
@@ -105,10 +106,7 @@ fn type_of(p: &Value) -> String {
         s = format!("{s} ({f})");
     }
     if let Some(Value::Array(e)) = p.get("enum") {
-        let vals: Vec<String> = e
-            .iter()
-            .map(|v| format!("`{}`", super::expr::as_text(v)))
-            .collect();
+        let vals: Vec<String> = e.iter().map(|v| format!("`{}`", as_text(v))).collect();
         s = format!("{s}: {}", vals.join(", "));
     }
     s.replace('|', "\\|")

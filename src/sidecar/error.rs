@@ -6,7 +6,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::credentials::CredentialError;
-use super::tools::InvalidInput;
+
+/// Input that does not match a tool's schema; each message names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct InvalidInput(pub Vec<String>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

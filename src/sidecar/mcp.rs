@@ -19,8 +19,10 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
+use super::call;
 use super::error::ApiError;
-use super::{Sidecar, call};
+use super::state::Sidecar;
+use super::tools::loggable;
 
 #[derive(Clone)]
 pub struct Tools {
@@ -92,7 +94,7 @@ impl ServerHandler for Tools {
         };
         match call::run(&self.sc, &request.name, account.as_deref(), Value::Object(args)).await {
             Ok(v) => {
-                tracing::info!(tool = super::loggable(&request.name), "MCP tool call succeeded");
+                tracing::info!(tool = loggable(&request.name), "MCP tool call succeeded");
                 let structured = match v {
                     Value::Object(_) => v,
                     other => json!({ "result": other }),
@@ -104,7 +106,7 @@ impl ServerHandler for Tools {
             }
             Err(e) => {
                 tracing::info!(
-                    tool = super::loggable(&request.name),
+                    tool = loggable(&request.name),
                     code = e.code(),
                     "MCP tool call failed"
                 );

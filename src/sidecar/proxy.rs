@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use url::Url;
 
 use super::error::ApiError;
-use super::{Sidecar, scrub};
+use super::scrub;
+use super::state::Sidecar;
 
 /// Largest request body forwarded and largest answer passed back.
 pub const BODY_LIMIT: usize = 10 * 1024 * 1024;
@@ -111,7 +112,8 @@ async fn forward(sc: &Sidecar, req: Request) -> Result<(String, Response), ApiEr
     let (parts, body) = req.into_parts();
     let (account_name, path) = split_path(parts.uri.path())?;
     let account = sc
-        .account(account_name)
+        .accounts
+        .get(account_name)
         .ok_or_else(|| ApiError::UnknownAccount(account_name.to_owned()))?;
     let query = parts.uri.query().map(str::to_owned);
     let declared = parts
@@ -151,9 +153,9 @@ async fn forward(sc: &Sidecar, req: Request) -> Result<(String, Response), ApiEr
             BODY_LIMIT,
             &|status, b| super::call::auth_failed(&spec, status, b),
             &|cred| {
-                let base = sc
-                    .upstream
-                    .base_url(account, provider.as_deref(), cred, &catalog)?;
+                let base =
+                    sc.routes
+                        .base_url(&account.name, provider.as_deref(), cred, spec.base_url.as_deref())?;
                 let url = target(&base, path, query.as_deref())?;
                 let mut h = headers.clone();
                 // Whatever the agent sent under the credential's header name is replaced in `send`;

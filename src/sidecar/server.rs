@@ -16,8 +16,10 @@ use axum::routing::{any, get, post};
 use serde_json::{Value, json};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use super::error::ApiError;
-use super::{Sidecar, call, mcp, proxy};
+use super::error::{ApiError, InvalidInput};
+use super::state::Sidecar;
+use super::tools::loggable;
+use super::{call, mcp, proxy};
 
 /// Largest tool input accepted.
 const INPUT_LIMIT: usize = 1024 * 1024;
@@ -149,6 +151,7 @@ async fn list_tools(State(sc): State<Arc<Sidecar>>, Query(q): Query<BTreeMap<Str
         })
         .collect();
     let accounts: Vec<Value> = sc
+        .accounts
         .providers()
         .into_iter()
         .map(|(a, p)| {
@@ -178,8 +181,7 @@ async fn call_tool(
         match serde_json::from_slice(&body) {
             Ok(v) => v,
             Err(e) => {
-                let err =
-                    ApiError::InvalidInput(super::tools::InvalidInput(vec![format!("input: not JSON: {e}")]));
+                let err = ApiError::InvalidInput(InvalidInput(vec![format!("input: not JSON: {e}")]));
                 return err.into_response();
             }
         }
@@ -190,7 +192,7 @@ async fn call_tool(
         .or_else(|| headers.get("x-agentauth-account").and_then(|v| v.to_str().ok()));
     let result = call::run(&sc, &tool, account, input).await;
     let ms = started.elapsed().as_millis();
-    let tool = super::loggable(&tool);
+    let tool = loggable(&tool);
     match result {
         Ok(v) => {
             tracing::info!(tool, ms, "tool call succeeded");

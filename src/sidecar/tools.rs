@@ -9,8 +9,9 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::expr::Expr;
-use super::template::Template;
+use super::error::InvalidInput;
+use super::routing::checked_base;
+use super::template::{Expr, Template, strip_braces};
 
 /// One catalog file: provider settings and tools.
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +139,15 @@ pub struct ForEach {
 
 const MAX_FOR_EACH: usize = 100;
 
+/// A tool name fit for a log line (names come from URLs and MCP requests).
+pub(crate) fn loggable(tool: &str) -> &str {
+    if !tool.is_empty() && tool.len() <= 64 && tool.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        tool
+    } else {
+        "(invalid name)"
+    }
+}
+
 /// Why a tool definition is unusable.
 #[derive(Debug, thiserror::Error)]
 #[error("tool {tool}: {problem}")]
@@ -186,7 +196,7 @@ impl ToolSpec {
         let for_each = match &self.for_each {
             None => None,
             Some(f) => Some(ForEach {
-                items: Expr::parse(super::template::strip_braces(&f.items))
+                items: Expr::parse(strip_braces(&f.items))
                     .map_err(|e| invalid(format!("forEach.items: {e}")))?,
                 limit: f.limit.unwrap_or(MAX_FOR_EACH).min(MAX_FOR_EACH),
                 request: f
@@ -273,16 +283,11 @@ impl ProviderSpec {
             HeaderValue::from_str(v).map_err(|e| format!("provider {name}: header {k}: {e}"))?;
         }
         if let Some(b) = &self.base_url {
-            super::upstream::checked_base(b).map_err(|e| format!("provider {name}: baseUrl: {e}"))?;
+            checked_base(b).map_err(|e| format!("provider {name}: baseUrl: {e}"))?;
         }
         Ok(())
     }
 }
-
-/// Input that does not match a tool's schema; each message names the field.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.join("; "))]
-pub struct InvalidInput(pub Vec<String>);
 
 impl Tool {
     /// The input with top-level schema defaults filled in, checked against the schema.

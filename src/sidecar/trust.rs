@@ -7,7 +7,7 @@
 //!   catalog or the built-in `tools.yaml`) keeps its base URL, and no file sets a header that carries
 //!   or replaces credentials (`Authorization`, `Proxy-Authorization`, `Cookie`) for it, nor `Host` for
 //!   any provider (a `Host` other than the URL's could route the request to another site on a shared
-//!   front end). A file that tries is refused whole, see [`super::loader`].
+//!   front end). A file that tries is refused whole, see [`super::tool_catalog`].
 //! - A base URL taken from a credential's metadata (Salesforce `instance_url`, Zoom `api_url`) is used
 //!   only for the provider that documents it, only under that key, and only when it is `https` on a
 //!   host below the provider's own domain, on the default port. Anything else is refused, never

@@ -1,18 +1,16 @@
-//! Calls to provider APIs: where an account's API lives, the credential in its header, and one
-//! retry after a rejected credential when the mounted files have changed since they were read.
+//! The HTTP call to a provider's API: the credential in its header, the answer read up to a limit,
+//! and one retry after a rejected credential when the mounted files have changed since they were
+//! read. Where the call goes is [`super::routing`].
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use url::Url;
 
-use super::Account;
+use super::accounts::Account;
 use super::credentials::Credential;
 use super::error::ApiError;
-use super::loader::Catalog;
 
 /// A provider's answer, read whole (up to a limit), and the credential that got it.
 pub struct Answer {
@@ -24,35 +22,10 @@ pub struct Answer {
 
 pub struct Upstream {
     http: reqwest::Client,
-    overrides: BTreeMap<String, Url>,
-}
-
-/// A base URL from data (catalog files, credential metadata): https, or http on a loopback host;
-/// no credentials, query or fragment.
-pub fn checked_base(s: &str) -> Result<Url, String> {
-    let url = Url::parse(s).map_err(|e| e.to_string())?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
-    if !scheme_ok || url.host().is_none() {
-        return Err("must be an https URL (or http on a loopback address)".into());
-    }
-    if !url.username().is_empty()
-        || url.password().is_some()
-        || url.query().is_some()
-        || url.fragment().is_some()
-    {
-        return Err("must not carry credentials, a query or a fragment".into());
-    }
-    Ok(url)
 }
 
 impl Upstream {
-    pub fn new(overrides: BTreeMap<String, Url>) -> Result<Upstream, reqwest::Error> {
+    pub fn new() -> Result<Upstream, reqwest::Error> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("agent-auth-operator-sidecar/", env!("CARGO_PKG_VERSION")))
             // A redirect is the agent's business (the proxy passes it on); never carry the header along.
@@ -60,67 +33,11 @@ impl Upstream {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Upstream { http, overrides })
+        Ok(Upstream { http })
     }
 
     pub fn http(&self) -> &reqwest::Client {
         &self.http
-    }
-
-    /// The API base of an account: `--api-base` for its provider, else the base its credential's
-    /// metadata names (`instance_url`, `api_url`) when [`super::trust::metadata_base`] accepts it
-    /// (a refused one fails the call), else the tool catalog's `baseUrl` for the provider (only
-    /// providers the sidecar does not know have one), else the operator's provider catalog (with
-    /// `{subdomain}` from the credential).
-    pub fn base_url(
-        &self,
-        account: &Account,
-        provider: Option<&str>,
-        cred: &Credential,
-        catalog: &Catalog,
-    ) -> Result<Url, ApiError> {
-        if let Some(u) = provider.and_then(|p| self.overrides.get(p)) {
-            return Ok(u.clone());
-        }
-        if let Some(found) = super::trust::metadata_base(provider, cred) {
-            return found.map_err(|problem| {
-                tracing::warn!(account = %account.name, %problem, "refused the API base in the credential's metadata");
-                ApiError::UntrustedBase {
-                    account: account.name.clone(),
-                    problem,
-                }
-            });
-        }
-        let Some(provider) = provider else {
-            return Err(ApiError::NoBase(account.name.clone()));
-        };
-        if let Some(b) = catalog
-            .providers
-            .get(provider)
-            .and_then(|p| p.base_url.as_deref())
-        {
-            return checked_base(b).map_err(|_| ApiError::NoBase(account.name.clone()));
-        }
-        let preset = crate::auth::catalog::lookup(provider).and_then(|p| p.api_base_url.clone());
-        let Some(mut base) = preset else {
-            return Err(ApiError::NoBase(account.name.clone()));
-        };
-        if base.contains("{subdomain}") {
-            let sub = cred
-                .fields
-                .get("subdomain")
-                .cloned()
-                .or_else(|| {
-                    cred.metadata
-                        .get("subdomain")
-                        .and_then(|v| v.as_str())
-                        .map(str::to_owned)
-                })
-                .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
-                .ok_or_else(|| ApiError::NoBase(account.name.clone()))?;
-            base = base.replace("{subdomain}", &sub);
-        }
-        checked_base(&base).map_err(|_| ApiError::NoBase(account.name.clone()))
     }
 
     /// Sends the request `build` makes for the current credential, with the credential's header
@@ -206,25 +123,4 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Bytes
         buf.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(buf))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_urls_from_data_must_be_https_or_loopback() {
-        assert!(checked_base("https://x.my.salesforce.com").is_ok());
-        assert!(checked_base("http://127.0.0.1:8080/api").is_ok());
-        assert!(checked_base("http://localhost:1").is_ok());
-        for bad in [
-            "http://evil.example.com",
-            "https://u:p@x.com",
-            "https://x.com/?a=1",
-            "file:///etc",
-            "nonsense",
-        ] {
-            assert!(checked_base(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -14,8 +14,9 @@
 
 use serde_json::Value;
 
+use super::error::TemplateError;
 use super::mime;
-use super::template::TemplateError;
+use super::text::as_text;
 
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -248,14 +249,6 @@ fn parse_filter(src: &str) -> Result<Filter, TemplateError> {
         other => Err(TemplateError::Syntax(format!("unknown filter `{other}`"))),
     }?;
     Ok(filter)
-}
-
-/// Text of a value as it appears inside a string: strings as they are, everything else as JSON.
-pub fn as_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 fn apply(f: &Filter, v: Value) -> Result<Option<Value>, TemplateError> {

@@ -9,8 +9,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
-use super::expr::as_text;
-use super::template::TemplateError;
+use super::error::TemplateError;
+use super::text::as_text;
 
 const ADDRESS_HEADERS: [(&str, &str); 4] = [("from", "From"), ("to", "To"), ("cc", "Cc"), ("bcc", "Bcc")];
 

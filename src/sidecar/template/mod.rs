@@ -10,20 +10,20 @@
 //!   `it`.
 //! - An object with `$if: expr` is missing unless the expression is present (and not `false`).
 //! - Everything else is a literal.
+//!
+//! Modules, each using only those before it: `error` and `text` (leaves), `mime` (the `rfc2822`
+//! filter), `expr` (expressions and filters), then this file (templates).
+
+mod error;
+mod expr;
+mod mime;
+mod text;
 
 use serde_json::{Map, Value};
 
-use super::expr::{Expr, Scope, as_text};
-
-/// A template that does not parse, or a value that cannot be used where it is rendered.
-#[derive(Debug, thiserror::Error)]
-pub enum TemplateError {
-    #[error("{0}")]
-    Syntax(String),
-    /// The rendered value is refused (a line break in a mail header, `..` as a path segment).
-    #[error("{0}")]
-    Refused(String),
-}
+pub use error::TemplateError;
+pub use expr::{Expr, Scope};
+pub use text::{as_text, strip_braces};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Template {
@@ -179,15 +179,6 @@ fn parse_string(s: &str) -> Result<Template, TemplateError> {
         [Part::Expr(e)] => Template::Expr(e.clone()),
         _ => Template::Text(parts),
     })
-}
-
-/// `{{ e }}` or `e` alike, where only an expression can stand.
-pub fn strip_braces(s: &str) -> &str {
-    let s = s.trim();
-    s.strip_prefix("{{")
-        .and_then(|s| s.strip_suffix("}}"))
-        .unwrap_or(s)
-        .trim()
 }
 
 fn parse_for(o: &Map<String, Value>) -> Result<Template, TemplateError> {
