@@ -3,14 +3,17 @@
 //! the signed link/state, the account, and the operator's credential copy), so every replica can
 //! serve every request, before and after restarts.
 
+mod account;
 pub mod cache;
 mod callback;
 mod complete;
 mod connect;
+mod form_page;
 mod forms;
 pub mod onward;
 pub mod pages;
 mod requester;
+mod session;
 mod verify;
 
 use std::net::SocketAddr;
@@ -28,11 +31,6 @@ use tower_http::timeout::TimeoutLayer;
 use crate::config::Config;
 use crate::links::Signer;
 use crate::store::credentials::CredentialStore;
-
-/// Name of the cookie that binds an authorization attempt to the browser that started it.
-pub const SESSION_COOKIE: &str = "agentauth_session";
-/// How long a user has at the provider before the attempt's `state` expires.
-pub const STATE_TTL_SECS: i64 = 600;
 
 /// What every handler shares.
 #[derive(Clone)]

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::Gateway;
-use super::connect::current_account;
+use super::account::current_account;
 use crate::store::FlowError;
 use crate::store::credentials::StoreError;
 
