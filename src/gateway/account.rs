@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use kube::api::Api;
 
-use super::{Gateway, pages};
+use super::context::Gateway;
+use super::pages;
 use crate::api::{AccountState, ConnectedAccount, Connection};
 use crate::auth::connection as conn_auth;
 use crate::links::{self, LinkClaims, TokenError};

@@ -19,9 +19,10 @@ use kube::ResourceExt;
 
 use super::account::current_account;
 use super::complete::{complete, finish, record_failure, spent};
+use super::context::Gateway;
+use super::pages;
 use super::requester::Requester;
 use super::session::{SESSION_COOKIE, session_of};
-use super::{Gateway, pages};
 use crate::api::{ConnectedAccount, Connection};
 use crate::auth::connection as conn_auth;
 use crate::links::{self, LinkClaims, StateClaims};

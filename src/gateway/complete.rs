@@ -16,9 +16,10 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 use maud::html;
 
+use super::context::Gateway;
 use super::onward::{self, Onward};
+use super::pages;
 use super::requester::{Requester, host_port};
-use super::{Gateway, pages};
 use crate::api::{ConnectedAccount, Connection};
 use crate::controller::schedule;
 use crate::links::LinkClaims;

@@ -10,8 +10,9 @@ use axum::response::{IntoResponse, Response};
 use kube::ResourceExt;
 
 use super::account::{open_link, verify_link};
+use super::context::Gateway;
 use super::session::{self, SESSION_COOKIE};
-use super::{Gateway, forms, pages};
+use super::{forms, pages};
 use crate::auth::connection as conn_auth;
 use crate::auth::oauth2::OAuthClient;
 use crate::links;

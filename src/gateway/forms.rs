@@ -16,10 +16,11 @@ use jiff::Timestamp;
 
 use super::account::open_link;
 use super::complete::{complete, finish_form, spent};
+use super::context::Gateway;
 use super::form_page::{self, Feedback};
+use super::pages;
 use super::requester::Requester;
 use super::session::{self, FORM_COOKIE};
-use super::{Gateway, pages};
 use crate::api::{Connection, HttpMethod};
 use crate::auth::form::Form;
 use crate::links::{self, LinkClaims};

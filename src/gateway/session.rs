@@ -9,7 +9,7 @@ use axum::response::Response;
 use cookie::{Cookie, SameSite};
 use jiff::Timestamp;
 
-use super::Gateway;
+use super::context::Gateway;
 use crate::api::Connection;
 use crate::links::{LinkClaims, StateClaims};
 
