@@ -12,14 +12,17 @@
 //! completion through it finds the link spent and is refused.
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use jiff::Timestamp;
 use kube::ResourceExt;
 
+use super::account::current_account;
 use super::complete::{complete, finish, record_failure, spent};
-use super::connect::current_account;
-use super::{Gateway, SESSION_COOKIE, pages};
+use super::context::Gateway;
+use super::pages;
+use super::requester::Requester;
+use super::session::{SESSION_COOKIE, session_of};
 use crate::api::{ConnectedAccount, Connection};
 use crate::auth::connection as conn_auth;
 use crate::links::{self, LinkClaims, StateClaims};
@@ -120,7 +123,7 @@ async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>
         tracing::warn!(account = %claims.name, namespace = %claims.ns, "connection changed and not validated yet; code not exchanged");
         return pages::unavailable("This app is being updated. Start again from your link in a moment.");
     }
-    let who = super::requester::Requester::of(&conn);
+    let who = Requester::of(&conn);
 
     if let Some(error) = param("error") {
         let (reason, message) = match error.as_str() {
@@ -187,19 +190,6 @@ async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>
     };
     let result = complete(&gw, &account, &conn, &claims.link, tokens, Some(oauth.grant())).await;
     finish(&account, &conn, result)
-}
-
-/// The session id from the cookie `name` set by `/connect`.
-pub fn session_of(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            let (k, v) = c.trim().split_once('=')?;
-            (k == name).then(|| v.to_owned())
-        })
 }
 
 /// Whether a sign-in response for `claims` may complete at this callback: the state names this

@@ -14,10 +14,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use jiff::Timestamp;
 use kube::ResourceExt;
+use maud::html;
 
+use super::context::Gateway;
 use super::onward::{self, Onward};
-use super::requester::Requester;
-use super::{Gateway, pages};
+use super::pages;
+use super::requester::{Requester, host_port};
 use crate::api::{ConnectedAccount, Connection};
 use crate::controller::schedule;
 use crate::links::LinkClaims;
@@ -183,35 +185,35 @@ fn respond(
             match leave {
                 Leave::Redirect => Redirect::to(url.as_str()).into_response(),
                 Leave::Link => {
-                    let host = super::requester::host_port(&url);
-                    let body = format!(
-                        "<p>Your credentials for {} were received. Before they are used, the platform at {} confirms that this account is yours.</p>{}",
-                        pages::escape(&who.app()),
-                        pages::escape(&host),
-                        pages::continue_link(&url, &host)
-                    );
-                    pages::for_connection(StatusCode::OK, &who, "One more step", &body)
+                    let host = host_port(&url);
+                    let body = html! {
+                        p {
+                            "Your credentials for " (who.app()) " were received. Before they are used, the platform at "
+                            (host) " confirms that this account is yours."
+                        }
+                        (pages::continue_link(&url, &host))
+                    };
+                    pages::for_connection(StatusCode::OK, &who, "One more step", body)
                 }
             }
         }
         Ok(Next::Done(next)) => {
             tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "authorization completed");
-            let done = "<p>You can close this window and return to the app.</p>";
+            let done = html! { p { "You can close this window and return to the app." } };
+            let connected = |more| {
+                pages::for_connection(StatusCode::OK, &who, "Account connected", html! { (done) (more) })
+            };
             match (next, leave) {
                 (Onward::Go(url), Leave::Redirect) => Redirect::to(url.as_str()).into_response(),
-                (Onward::Go(url), Leave::Link) => {
-                    let host = super::requester::host_port(&url);
-                    let body = format!("{done}{}", pages::continue_link(&url, &host));
-                    pages::for_connection(StatusCode::OK, &who, "Account connected", &body)
-                }
-                (Onward::Stay, _) => pages::for_connection(StatusCode::OK, &who, "Account connected", done),
+                (Onward::Go(url), Leave::Link) => connected(pages::continue_link(&url, &host_port(&url))),
+                (Onward::Stay, _) => connected(html! {}),
                 (Onward::Refused(origin), _) => {
                     tracing::warn!(connection = %conn.name_any(), namespace = ?conn.namespace(), %origin, "successRedirectUrl is not on --allowed-redirect-origin; not followed");
-                    let body = format!(
-                        "{done}<p class=\"error\" id=\"not-allowed\">The platform's page at {} is not allowed by this gateway, so you were not sent there. The platform team can allow it (--allowed-redirect-origin).</p>",
-                        pages::escape(&origin)
-                    );
-                    pages::for_connection(StatusCode::OK, &who, "Account connected", &body)
+                    connected(html! {
+                        p class="error" id="not-allowed" {
+                            "The platform's page at " (origin) " is not allowed by this gateway, so you were not sent there. The platform team can allow it (--allowed-redirect-origin)."
+                        }
+                    })
                 }
             }
         }

@@ -10,32 +10,20 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use jiff::Timestamp;
 
+use super::account::open_link;
 use super::complete::{complete, finish_form, spent};
-use super::connect::{open_link, session_cookie};
-use super::pages::{self, escape};
+use super::context::Gateway;
+use super::form_page::{self, Feedback};
+use super::pages;
 use super::requester::Requester;
-use super::{Gateway, STATE_TTL_SECS};
+use super::session::{self, FORM_COOKIE};
 use crate::api::{Connection, HttpMethod};
-use crate::auth::form::{Field, Form};
-use crate::links::{self, LinkClaims, StateClaims};
-
-/// Cookie of a form session; its path is the link's, so it goes nowhere else.
-const FORM_COOKIE: &str = "agentauth_form";
-
-/// What the page shows besides the inputs.
-#[derive(Default)]
-struct Feedback {
-    /// Previous non-secret values.
-    values: BTreeMap<String, String>,
-    /// Messages per field.
-    errors: BTreeMap<String, String>,
-    /// A message about the whole submission.
-    general: Option<String>,
-}
+use crate::auth::form::Form;
+use crate::links::{self, LinkClaims};
 
 /// Renders the form for a verified, current link.
 pub async fn show(gw: &Gateway, claims: &LinkClaims, conn: &Connection) -> Response {
@@ -86,7 +74,7 @@ pub async fn submit(
         }
     }
     let now = Timestamp::now().as_second();
-    let session = super::callback::session_of(&headers, FORM_COOKIE);
+    let session = session::session_of(&headers, FORM_COOKIE);
     let state = values
         .remove("state")
         .and_then(|s| gw.signer.verify_state(&s, now).ok())
@@ -206,89 +194,12 @@ fn render(
     status: StatusCode,
     feedback: &Feedback,
 ) -> Response {
-    let state = gw.signer.issue_state(&StateClaims {
-        ns: claims.ns.clone(),
-        name: claims.name.clone(),
-        uid: claims.uid.clone(),
-        link: claims.nonce.clone(),
-        sid: sid.to_owned(),
-        exp: Timestamp::now().as_second() + STATE_TTL_SECS,
-        conn: conn.metadata.uid.clone().unwrap_or_default(),
-    });
-    let who = Requester::of(conn);
-    let mut body = who.html();
-    if let Some(text) = &form.instructions {
-        body.push_str(&format!("<p>{}</p>", escape(text)));
-    }
-    if let Some(general) = &feedback.general {
-        body.push_str(&format!(
-            "<p class=\"error\" role=\"alert\" id=\"form-error\">{}</p>",
-            escape(general)
-        ));
-    }
-    body.push_str("<form method=\"post\" autocomplete=\"off\">");
-    body.push_str(&format!(
-        "<input type=\"hidden\" name=\"state\" value=\"{}\">",
-        escape(&state)
-    ));
-    for f in &form.fields {
-        body.push_str(&field_html(f, feedback));
-    }
-    body.push_str("<button type=\"submit\">Connect</button></form>");
-    let page = pages::layout(&who.connect_title(), &body);
+    let state = session::issue_state(gw, claims, conn, sid);
+    let page = form_page::page(&Requester::of(conn), form, &state, feedback);
     let link_url = gw
         .config
         .endpoint(&format!("connect/{}", gw.signer.issue_link(claims)));
-    let cookie = session_cookie(gw, FORM_COOKIE, &link_url, sid);
-    let mut resp = (status, Html(page)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
-    }
+    let mut resp = pages::respond(status, page);
+    session::set_cookie(gw, &mut resp, FORM_COOKIE, &link_url, sid);
     resp
-}
-
-fn field_html(f: &Field, feedback: &Feedback) -> String {
-    let id = format!("f-{}", f.name);
-    let error = feedback.errors.get(&f.name);
-    let mut described = Vec::new();
-    let mut after = String::new();
-    if let Some(help) = &f.help {
-        described.push(format!("{id}-help"));
-        after.push_str(&format!(
-            "<p class=\"help\" id=\"{id}-help\">{}</p>",
-            escape(help)
-        ));
-    }
-    if let Some(e) = error {
-        described.push(format!("{id}-error"));
-        after.push_str(&format!("<p class=\"error\" id=\"{id}-error\">{}</p>", escape(e)));
-    }
-    // Secret values are never sent back to the browser, not even after a failed submission.
-    let value = if f.secret {
-        String::new()
-    } else {
-        feedback
-            .values
-            .get(&f.name)
-            .map(|v| format!(" value=\"{}\"", escape(v)))
-            .unwrap_or_default()
-    };
-    format!(
-        "<label for=\"{id}\">{label}{optional}</label><input id=\"{id}\" name=\"{name}\" type=\"{kind}\"{value}{required}{invalid}{described} spellcheck=\"false\" autocapitalize=\"off\">{after}",
-        label = escape(&f.label),
-        optional = if f.optional { " (optional)" } else { "" },
-        name = escape(&f.name),
-        kind = if f.secret { "password" } else { "text" },
-        required = if f.optional { "" } else { " required" },
-        invalid = if error.is_some() {
-            " aria-invalid=\"true\""
-        } else {
-            ""
-        },
-        described = if described.is_empty() {
-            String::new()
-        } else {
-            format!(" aria-describedby=\"{}\"", described.join(" "))
-        },
-    )
 }

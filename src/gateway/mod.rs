@@ -3,48 +3,31 @@
 //! the signed link/state, the account, and the operator's credential copy), so every replica can
 //! serve every request, before and after restarts.
 
+mod account;
 pub mod cache;
 mod callback;
 mod complete;
 mod connect;
+mod context;
+mod form_page;
 mod forms;
 pub mod onward;
 pub mod pages;
 mod requester;
+mod session;
 mod verify;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::get;
-use kube::Client;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::config::Config;
-use crate::links::Signer;
-use crate::store::credentials::CredentialStore;
-
-/// Name of the cookie that binds an authorization attempt to the browser that started it.
-pub const SESSION_COOKIE: &str = "agentauth_session";
-/// How long a user has at the provider before the attempt's `state` expires.
-pub const STATE_TTL_SECS: i64 = 600;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct Gateway {
-    pub client: Client,
-    pub config: Arc<Config>,
-    pub signer: Signer,
-    pub http: crate::egress::EgressClient,
-    pub credentials: CredentialStore,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    pub cache: cache::Cache,
-}
+pub use context::Gateway;
 
 /// The gateway's routes with security headers, body and time limits.
 pub fn router(gw: Gateway) -> Router {

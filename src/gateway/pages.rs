@@ -1,48 +1,55 @@
 //! The few HTML pages the gateway shows users: plain, self-contained, no scripts, and never
-//! carrying a token, code or secret.
+//! carrying a token, code or secret. Rendered with `maud`, which escapes every value it inserts.
 
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::requester::Requester;
 
 /// A page with a title and one paragraph. `status` tells browsers and tests what happened.
 pub fn page(status: StatusCode, title: &str, message: &str) -> Response {
-    let body = format!("<p>{}</p>", escape(message));
-    (status, Html(layout(title, &body))).into_response()
+    respond(status, layout(title, html! { p { (message) } }))
 }
 
-/// The common frame of every page around `body` (already escaped HTML).
-pub fn layout(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title><style>{STYLE}</style></head>\
-         <body><main><h1>{title}</h1>{body}</main></body></html>\n",
-        title = escape(title),
-    )
+/// The common frame of every page around `body`.
+pub fn layout(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body { main { h1 { (title) } (body) } }
+        }
+    }
+}
+
+/// `page` as the response with `status`.
+pub fn respond(status: StatusCode, page: Markup) -> Response {
+    (status, Html(page.into_string())).into_response()
 }
 
 /// A page about a Connection: the title, then who is asking (app host, namespace, Connection), then
-/// `body` (already escaped HTML).
-pub fn for_connection(status: StatusCode, requester: &Requester, title: &str, body: &str) -> Response {
-    let body = format!("{}{body}", requester.html());
-    (status, Html(layout(title, &body))).into_response()
+/// `body`.
+pub fn for_connection(status: StatusCode, requester: &Requester, title: &str, body: Markup) -> Response {
+    respond(status, layout(title, html! { (requester.html()) (body) }))
 }
 
 /// [`for_connection`] with one paragraph of text.
 pub fn message_for(status: StatusCode, requester: &Requester, title: &str, message: &str) -> Response {
-    for_connection(status, requester, title, &format!("<p>{}</p>", escape(message)))
+    for_connection(status, requester, title, html! { p { (message) } })
 }
 
 /// A plain link the user follows to leave the gateway (a link, not a redirect: a redirect after a
 /// form POST to another origin breaks the gateway's own `form-action 'self'`).
-pub fn continue_link(url: &url::Url, host: &str) -> String {
-    format!(
-        "<p><a class=\"button\" id=\"continue\" href=\"{}\">Continue to {}</a></p>",
-        escape(url.as_str()),
-        escape(host)
-    )
+pub fn continue_link(url: &url::Url, host: &str) -> Markup {
+    html! {
+        p { a class="button" id="continue" href=(url.as_str()) { "Continue to " (host) } }
+    }
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#1f2328}\
@@ -94,29 +101,22 @@ pub fn not_found() -> Response {
     page(StatusCode::NOT_FOUND, "Not found", "There is nothing here.")
 }
 
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn escapes_markup() {
+    fn text_and_titles_are_escaped() {
+        let page = layout("<t>", html! { p { ("<a href='x'>&\"</a>") } }).into_string();
+        assert!(page.contains("<title>&lt;t&gt;</title><style>body{"), "{page}");
+        assert!(
+            page.contains("<h1>&lt;t&gt;</h1><p>&lt;a href='x'&gt;&amp;&quot;&lt;/a&gt;</p>"),
+            "{page}"
+        );
+        let link = url::Url::parse("https://a.example/v?x=1&y=\"2\"").unwrap();
         assert_eq!(
-            super::escape("<a href='x'>&\"</a>"),
-            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+            continue_link(&link, "a.example").into_string(),
+            "<p><a class=\"button\" id=\"continue\" href=\"https://a.example/v?x=1&amp;y=%222%22\">Continue to a.example</a></p>"
         );
     }
 }

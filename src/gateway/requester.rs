@@ -5,11 +5,11 @@
 //! is checked at (from the Connection's endpoints or the form's verify URL, else the preset's API
 //! base), the Connection's namespace and name. A catalog preset's display name is the page's title
 //! only when the Connection overrides neither the preset's endpoints nor its form; otherwise the
-//! title is neutral and names the host. Every value is HTML-escaped by [`super::pages`].
+//! title is neutral and names the host. Every value is HTML-escaped (by `maud`).
 
 use kube::ResourceExt;
+use maud::{Markup, html};
 
-use super::pages::escape;
 use crate::api::{AuthType, Connection};
 use crate::auth::catalog::{self, Preset};
 use crate::auth::form::Form;
@@ -58,17 +58,22 @@ impl Requester {
     }
 
     /// The facts as HTML (escaped), shown under every page's title.
-    pub fn html(&self) -> String {
-        let host = match &self.host {
-            Some(h) => format!("<dd id=\"requester-host\">{}</dd>", escape(h)),
-            None => "<dd id=\"requester-host\">not stated by the Connection</dd>".to_owned(),
-        };
-        format!(
-            "<dl class=\"requester\" id=\"requester\"><dt>App</dt>{host}\
-             <dt>Requested by</dt><dd id=\"requester-connection\">Connection {} in namespace {}</dd></dl>",
-            escape(&self.connection),
-            escape(&self.namespace),
-        )
+    pub fn html(&self) -> Markup {
+        html! {
+            dl class="requester" id="requester" {
+                dt { "App" }
+                dd id="requester-host" {
+                    @match &self.host {
+                        Some(h) => (h),
+                        None => "not stated by the Connection",
+                    }
+                }
+                dt { "Requested by" }
+                dd id="requester-connection" {
+                    "Connection " (self.connection) " in namespace " (self.namespace)
+                }
+            }
+        }
     }
 }
 
@@ -196,7 +201,7 @@ mod tests {
             namespace: "a&b".into(),
             connection: "\"x\"".into(),
         };
-        let html = r.html();
+        let html = r.html().into_string();
         assert!(html.contains("&lt;b&gt;") && html.contains("a&amp;b") && html.contains("&quot;x&quot;"));
         assert!(!html.contains("<b>"));
     }

@@ -20,8 +20,8 @@ use kube::api::{Api, PostParams};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::Gateway;
-use super::connect::current_account;
+use super::account::current_account;
+use super::context::Gateway;
 use crate::store::FlowError;
 use crate::store::credentials::StoreError;
 

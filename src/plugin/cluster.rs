@@ -7,8 +7,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
 
+use super::cli::GlobalArgs;
+use super::error::Error;
 use super::format::{self, ConnectionInfo, EventLine};
-use super::{Error, GlobalArgs};
 use crate::api::{ConnectedAccount, Connection};
 
 /// Field manager of the plugin's writes (the reauthorize annotation).
