@@ -289,7 +289,7 @@ pub fn decide(o: &Facts<'_>) -> Plan {
                 Some(e) => Cond {
                     type_: crate::api::conditions::READY,
                     ok: false,
-                    reason: reason(&e.reason),
+                    reason: e.reason,
                     message: e.message.clone(),
                 },
                 None => not_ready(
@@ -476,14 +476,6 @@ fn not_ready_owned(reason: Reason, message: String) -> Cond {
         ok: false,
         reason,
         message,
-    }
-}
-
-/// Flow error reasons come from the gateway as strings; map them to the static set.
-fn reason(r: &str) -> Reason {
-    match r.parse() {
-        Ok(r @ (Reason::AccessDenied | Reason::ExchangeFailed | Reason::VerificationFailed)) => r,
-        _ => Reason::AuthorizationFailed,
     }
 }
 

@@ -23,7 +23,7 @@ use super::context::Gateway;
 use super::pages;
 use super::requester::Requester;
 use super::session::{SESSION_COOKIE, session_of};
-use crate::api::{ConnectedAccount, Connection};
+use crate::api::{ConnectedAccount, Connection, Reason};
 use crate::auth::connection as conn_auth;
 use crate::links::{self, LinkClaims, StateClaims};
 
@@ -128,17 +128,17 @@ async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>
     if let Some(error) = param("error") {
         let (reason, message) = match error.as_str() {
             "access_denied" => (
-                "AccessDenied",
+                Reason::AccessDenied,
                 "the user declined access at the provider".to_owned(),
             ),
             other => (
-                "AuthorizationFailed",
+                Reason::AuthorizationFailed,
                 format!("the provider reported {}", sanitize(other)),
             ),
         };
-        tracing::info!(account = %claims.name, namespace = %claims.ns, reason, "authorization not granted");
+        tracing::info!(account = %claims.name, namespace = %claims.ns, reason = %reason, "authorization not granted");
         record_failure(&gw, &account, &claims.link, reason, &message).await;
-        return if reason == "AccessDenied" {
+        return if reason == Reason::AccessDenied {
             pages::message_for(
                 StatusCode::FORBIDDEN,
                 &who,
@@ -176,7 +176,7 @@ async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>
                 &gw,
                 &account,
                 &claims.link,
-                "ExchangeFailed",
+                Reason::ExchangeFailed,
                 &format!("the code exchange failed: {e}"),
             )
             .await;

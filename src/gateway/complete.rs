@@ -252,7 +252,7 @@ pub async fn record_failure(
     gw: &Gateway,
     account: &ConnectedAccount,
     link: &str,
-    reason: &str,
+    reason: crate::api::Reason,
     message: &str,
 ) {
     let uid = account.uid().unwrap_or_default();
@@ -262,7 +262,7 @@ pub async fn record_failure(
         };
         let mut record = current.record.clone();
         record.flow_error = Some(FlowError {
-            reason: reason.to_owned(),
+            reason,
             message: message.to_owned(),
             link: link.to_owned(),
         });

@@ -127,7 +127,7 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
             record.flow_error = None;
         } else {
             record.flow_error = Some(FlowError {
-                reason: "VerificationFailed".into(),
+                reason: crate::api::Reason::VerificationFailed,
                 message: "the platform reported a different user than the account's identifier; the credential was discarded".into(),
                 link: record.completed_link.clone().unwrap_or_default(),
             });

@@ -164,8 +164,10 @@ pub struct PendingVerification {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct FlowError {
-    /// CamelCase reason, e.g. `AccessDenied`, `ExchangeFailed`.
-    pub reason: String,
+    /// Why it failed: `AccessDenied`, `AuthorizationFailed`, `ExchangeFailed` or
+    /// `VerificationFailed`. A record written with another name reads as `AuthorizationFailed`.
+    #[serde(deserialize_with = "flow_reason")]
+    pub reason: crate::api::Reason,
     pub message: String,
     /// Nonce of the link the attempt came through.
     pub link: String,
@@ -245,9 +247,35 @@ impl TokenSet {
     }
 }
 
+/// A flow error's reason as stored; names this release does not know (or that are not flow
+/// reasons) read as `AuthorizationFailed`, so an old or hand-edited record never fails to parse.
+fn flow_reason<'de, D: serde::Deserializer<'de>>(d: D) -> Result<crate::api::Reason, D::Error> {
+    use crate::api::Reason;
+    let name = String::deserialize(d)?;
+    Ok(match name.parse() {
+        Ok(r @ (Reason::AccessDenied | Reason::ExchangeFailed | Reason::VerificationFailed)) => r,
+        _ => Reason::AuthorizationFailed,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_flow_reason_outside_the_flow_set_reads_as_authorization_failed() {
+        let read = |name: &str| {
+            serde_json::from_value::<FlowError>(
+                serde_json::json!({"reason": name, "message": "m", "link": "n"}),
+            )
+            .unwrap()
+            .reason
+        };
+        assert_eq!(read("AccessDenied"), crate::api::Reason::AccessDenied);
+        assert_eq!(read("ExchangeFailed"), crate::api::Reason::ExchangeFailed);
+        assert_eq!(read("Active"), crate::api::Reason::AuthorizationFailed);
+        assert_eq!(read("SomethingNew"), crate::api::Reason::AuthorizationFailed);
+    }
 
     #[test]
     fn debug_output_hides_tokens() {

@@ -98,7 +98,7 @@ async fn housekeeping(
             let mut record = versioned.record.clone();
             record.pending = None;
             record.flow_error = Some(FlowError {
-                reason: Reason::VerificationFailed.as_str().into(),
+                reason: Reason::VerificationFailed,
                 message: "the platform did not confirm the user in time; the credential was discarded".into(),
                 link: record.completed_link.clone().unwrap_or_default(),
             });

@@ -264,7 +264,7 @@ fn a_declined_authorization_is_shown_on_the_current_link_only() {
     let mut c = Case::new();
     c.link = Some(link("n1", 100));
     c.record.flow_error = Some(FlowError {
-        reason: Reason::AccessDenied.as_str().into(),
+        reason: Reason::AccessDenied,
         message: "the user declined".into(),
         link: "n1".into(),
     });
@@ -360,7 +360,7 @@ fn a_pending_verification_holds_back_the_credential_until_it_expires() {
     c.record.pending = None;
     c.link = None;
     c.record.flow_error = Some(FlowError {
-        reason: Reason::VerificationFailed.as_str().into(),
+        reason: Reason::VerificationFailed,
         message: "another user".into(),
         link: "n1".into(),
     });
