@@ -22,7 +22,7 @@ async fn api_key_form_validates_checks_with_the_app_and_publishes() {
     let s = stack();
     let (client, ns, accounts, secrets) = env.parts();
     let app = forms::app_api().await;
-    form_connection(client, ns, "crm", forms::crm_spec(&app)).await;
+    form_connection(client, ns, "crm", forms::crm_spec(app.url())).await;
     account(client, ns, "carol", "crm", json!({})).await;
     let pending = wait_account(accounts, "carol", "link", |a| link(a).is_some()).await;
     assert_eq!(state(&pending), Some(AccountState::PendingAuth));
@@ -52,7 +52,7 @@ async fn api_key_form_validates_checks_with_the_app_and_publishes() {
     assert!(html.contains("name=\"subdomain\" type=\"text\""), "{html}");
     assert!(html.contains("Find your key under Settings"), "{html}");
     // Who is asking: the app's host (from the verify URL), the namespace and the Connection.
-    let app_host = app.trim_start_matches("http://");
+    let app_host = app.url().trim_start_matches("http://");
     assert!(
         html.contains(&format!("<title>Connect to {app_host}</title>")),
         "{html}"

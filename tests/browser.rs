@@ -8,11 +8,10 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use agent_auth_operator::api::AccountState;
+use agentauth_testcluster::recorder::{Answer, Recorder, Reply};
 use common::browser::Browser;
 use common::fixtures::*;
 use common::operator::{platform_origin, stack};
@@ -116,7 +115,7 @@ async fn user_fills_the_api_key_form_in_chromium() {
     stack();
     let (client, ns, accounts, _) = env.parts();
     let app = forms::app_api().await;
-    forms::form_connection(client, ns, "crm", forms::crm_spec(&app)).await;
+    forms::form_connection(client, ns, "crm", forms::crm_spec(app.url())).await;
     account(client, ns, "dora", "crm", json!({})).await;
     let pending = wait_account(accounts, "dora", "link", |a| link(a).is_some()).await;
     let browser = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
@@ -126,7 +125,7 @@ async fn user_fills_the_api_key_form_in_chromium() {
     browser.wait_for("label[for=f-api_key]").await.unwrap();
     // A Connection with its own form: a neutral title naming the host its key is checked at, and
     // who asks.
-    let app_host = app.trim_start_matches("http://");
+    let app_host = app.url().trim_start_matches("http://");
     assert_eq!(
         browser.text("h1").await.unwrap(),
         format!("Connect to {app_host}")
@@ -194,32 +193,32 @@ async fn user_fills_the_api_key_form_in_chromium() {
     browser.close().await.unwrap();
 }
 
-/// The platform's verify page, served at [`platform_origin`]: it shows the user a heading and
-/// records every `request_id` it is opened with.
-async fn platform_page() -> Arc<Mutex<Vec<String>>> {
-    use axum::extract::Query;
-    let opened = Arc::new(Mutex::new(Vec::new()));
-    let seen = opened.clone();
-    let app = axum::Router::new().route(
-        "/agent-auth/verify",
-        axum::routing::get(move |Query(q): Query<HashMap<String, String>>| {
-            let seen = seen.clone();
-            async move {
-                if let Some(id) = q.get("request_id") {
-                    seen.lock().unwrap().push(id.clone());
-                }
-                axum::response::Html(
-                    "<!doctype html><title>Platform</title><h1>Platform: confirming it is you</h1>",
-                )
-            }
-        }),
-    );
+/// The platform's verify page, served at [`platform_origin`]: it shows the user a heading at
+/// `/agent-auth/verify` (anything else is a 404); [`opened_with`] tells the `request_id`s it was
+/// opened with.
+async fn platform_page() -> Recorder {
     let addr = platform_origin().trim_start_matches("http://").to_owned();
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .unwrap_or_else(|e| panic!("cannot serve the platform page at {addr}: {e}"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    opened
+    Recorder::start(
+        &addr,
+        Answer::with(|req| match req.path() {
+            "/agent-auth/verify" => Reply::html(
+                200,
+                "<!doctype html><title>Platform</title><h1>Platform: confirming it is you</h1>",
+            ),
+            _ => Reply::status(404),
+        }),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cannot serve the platform page at {addr}: {e}"))
+}
+
+/// Every `request_id` the platform page was opened with.
+fn opened_with(page: &Recorder) -> Vec<String> {
+    page.requests()
+        .iter()
+        .filter(|r| r.path() == "/agent-auth/verify")
+        .filter_map(|r| r.query_param("request_id"))
+        .collect()
 }
 
 #[tokio::test]
@@ -276,7 +275,7 @@ async fn user_fills_a_form_and_the_platform_verifies_them_in_chromium() {
     assert!(browser.current_url().await.unwrap().starts_with(&verify_page));
     browser.screenshot("verify-2-platform").await.unwrap();
     let request_id = {
-        let seen = opened.lock().unwrap();
+        let seen = opened_with(&opened);
         assert_eq!(
             seen.len(),
             1,

@@ -21,12 +21,10 @@ mod common;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use agentauth_testcluster::cli::{Output, Tool};
 use common::{eventually, setup};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -49,125 +47,62 @@ const CRD_NAMES: [&str; 2] = ["connections.agentauth.dev", "connectedaccounts.ag
 // ---------------------------------------------------------------------------------------------
 // helm and kubectl as subprocesses
 
-/// The output of a finished `helm` or `kubectl`.
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-    what: String,
-}
-
-impl Run {
-    /// The stdout of a successful run; panics with both streams otherwise.
-    fn ok(self) -> String {
-        assert!(self.ok, "{} failed:\n{}\n{}", self.what, self.stderr, self.stdout);
-        self.stdout
-    }
-
-    /// stderr and stdout of a failed run; panics if it succeeded.
-    fn fails(self) -> String {
-        assert!(
-            !self.ok,
-            "{} succeeded, expected a failure:\n{}",
-            self.what, self.stdout
-        );
-        format!("{}\n{}", self.stderr, self.stdout)
-    }
-}
-
 /// `helm` and `kubectl` with a private Helm home and discovery cache, pointed at the test cluster
 /// (or at nothing, for tests that never talk to a cluster). The home is removed on drop.
 struct Tools {
-    helm: PathBuf,
-    kubectl: PathBuf,
-    kubeconfig: PathBuf,
-    home: PathBuf,
+    helm: Tool,
+    kubectl: Tool,
+    _home: tempfile::TempDir,
 }
-
-static HOMES: AtomicU32 = AtomicU32::new(0);
 
 impl Tools {
     /// Tools for the test cluster.
     fn cluster() -> Tools {
         let cluster =
             agentauth_testcluster::shared().unwrap_or_else(|e| panic!("control plane unavailable: {e}"));
-        let mut t = Self::offline();
-        t.kubeconfig = cluster.kubeconfig_path().to_owned();
-        t
+        Self::with_kubeconfig(Some(cluster.kubeconfig_path()))
     }
 
     /// Tools that cannot reach any cluster (`KUBECONFIG` names a file that does not exist).
     fn offline() -> Tools {
-        let bins = agentauth_testcluster::binaries().unwrap_or_else(|e| panic!("{e}"));
-        let home = std::env::temp_dir().join(format!(
-            "agentauth-helm-{}-{}",
-            std::process::id(),
-            HOMES.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&home);
-        std::fs::create_dir_all(&home).unwrap();
+        Self::with_kubeconfig(None)
+    }
+
+    fn with_kubeconfig(kubeconfig: Option<&Path>) -> Tools {
+        let home = tempfile::Builder::new()
+            .prefix("agentauth-helm-")
+            .tempdir()
+            .unwrap();
+        let h = home.path();
+        let kubeconfig = kubeconfig.map_or_else(|| h.join("no-kubeconfig"), Path::to_owned);
+        let private = |tool: Tool| {
+            tool.env("KUBECACHEDIR", h.join("kube-cache"))
+                .env("HELM_CACHE_HOME", h.join("cache"))
+                .env("HELM_CONFIG_HOME", h.join("config"))
+                .env("HELM_DATA_HOME", h.join("data"))
+                .env_remove("HELM_NAMESPACE")
+                .env_remove("HELM_KUBECONTEXT")
+        };
         Tools {
-            helm: bins.helm.clone(),
-            kubectl: bins.kubectl.clone(),
-            kubeconfig: home.join("no-kubeconfig"),
-            home,
+            helm: private(Tool::helm(&kubeconfig).unwrap_or_else(|e| panic!("{e}"))),
+            kubectl: private(Tool::kubectl(&kubeconfig).unwrap_or_else(|e| panic!("{e}")))
+                .leading_arg("--request-timeout=30s"),
+            _home: home,
         }
     }
 
-    fn run(&self, bin: &Path, args: &[&str], stdin: Option<String>) -> Run {
-        let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("KUBECACHEDIR", self.home.join("kube-cache"))
-            .env("HELM_CACHE_HOME", self.home.join("cache"))
-            .env("HELM_CONFIG_HOME", self.home.join("config"))
-            .env("HELM_DATA_HOME", self.home.join("data"))
-            .env_remove("HELM_NAMESPACE")
-            .env_remove("HELM_KUBECONTEXT")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let what = format!(
-            "{} {}",
-            bin.file_name().unwrap_or_default().to_string_lossy(),
-            args.join(" ")
-        );
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-        // Written from a thread so that a child filling its stdout pipe never deadlocks us.
-        let writer = stdin.map(|input| {
-            let mut pipe = child.stdin.take().unwrap();
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(input.as_bytes());
-            })
-        });
-        let out = child.wait_with_output().unwrap();
-        if let Some(w) = writer {
-            w.join().unwrap();
-        }
-        Run {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            what,
-        }
+    fn helm(&self, args: &[&str]) -> Output {
+        self.helm.run(args, None).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn helm(&self, args: &[&str]) -> Run {
-        self.run(&self.helm, args, None)
-    }
-
-    fn kubectl(&self, args: &[&str], stdin: Option<String>) -> Run {
-        let mut all = vec!["--request-timeout=30s"];
-        all.extend_from_slice(args);
-        self.run(&self.kubectl, &all, stdin)
+    fn kubectl(&self, args: &[&str], stdin: Option<String>) -> Output {
+        self.kubectl
+            .run(args, stdin.as_deref())
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `helm template` of the chart into `ns` with `gateway.url` and `sets` (each `key=value`).
-    fn template(&self, ns: &str, sets: &[&str]) -> Run {
+    fn template(&self, ns: &str, sets: &[&str]) -> Output {
         let url = format!("gateway.url={GATEWAY_URL}");
         let mut args = vec!["template", RELEASE, CHART, "--namespace", ns, "--set", &url];
         for s in sets {
@@ -182,7 +117,7 @@ impl Tools {
         for s in sets {
             args.extend(["--set", s]);
         }
-        self.helm(&args).ok()
+        self.helm(&args).expect_ok()
     }
 
     /// `kubectl auth can-i <args> --as=<the ServiceAccount>` with the groups a token of it carries.
@@ -207,12 +142,6 @@ impl Tools {
                 r.what, r.stdout, r.stderr
             ),
         }
-    }
-}
-
-impl Drop for Tools {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.home);
     }
 }
 
@@ -295,7 +224,12 @@ fn release_objects(ns: &str) -> Vec<String> {
 fn present(t: &Tools, ns: &str, objects: &[String]) -> Vec<String> {
     let mut args = vec!["get", "-n", ns, "--ignore-not-found", "-o", "name"];
     args.extend(objects.iter().map(String::as_str));
-    let mut found: Vec<String> = t.kubectl(&args, None).ok().lines().map(str::to_owned).collect();
+    let mut found: Vec<String> = t
+        .kubectl(&args, None)
+        .expect_ok()
+        .lines()
+        .map(str::to_owned)
+        .collect();
     found.sort();
     found
 }
@@ -358,7 +292,7 @@ fn chart_lints_cleanly() {
             for s in &sets {
                 args.extend(["--set", s]);
             }
-            let out = t.helm(&args).ok();
+            let out = t.helm(&args).expect_ok();
             assert!(out.contains("1 chart(s) linted, 0 chart(s) failed"), "{out}");
             assert!(!out.contains("[WARNING]") && !out.contains("[ERROR]"), "{out}");
         }
@@ -370,7 +304,7 @@ fn missing_or_bad_values_fail_with_a_message_saying_what_to_set() {
     let t = Tools::offline();
 
     // No gateway.url: the template says what to set.
-    let err = t.helm(&["template", RELEASE, CHART]).fails();
+    let err = t.helm(&["template", RELEASE, CHART]).expect_failure();
     assert!(
         err.contains("gateway.url is required") && err.contains("--set gateway.url=https://"),
         "unhelpful message: {err}"
@@ -401,7 +335,7 @@ fn missing_or_bad_values_fail_with_a_message_saying_what_to_set() {
                 "--set",
                 set,
             ])
-            .fails();
+            .expect_failure();
         assert!(
             err.contains(mentions),
             "--set {set}: the error does not name {mentions}: {err}"
@@ -417,7 +351,7 @@ fn missing_or_bad_values_fail_with_a_message_saying_what_to_set() {
             "--set",
             "gateway.url=https://x.test",
         ])
-        .fails();
+        .expect_failure();
     assert!(err.contains("/replicaCount"), "{err}");
 
     // A ServiceMonitor needs the metrics Service it selects.
@@ -429,7 +363,7 @@ fn missing_or_bad_values_fail_with_a_message_saying_what_to_set() {
                 "metrics.service.enabled=false",
             ],
         )
-        .fails();
+        .expect_failure();
     assert!(err.contains("metrics.service.enabled"), "{err}");
 }
 
@@ -438,7 +372,7 @@ fn rendered_defaults_and_options() {
     let t = Tools::offline();
 
     // Defaults: one replica, no election, Recreate, the image of the appVersion, the CRDs kept.
-    let docs = documents(&t.template("ops", &[]).ok());
+    let docs = documents(&t.template("ops", &[]).expect_ok());
     let ids = identities(&docs);
     for crd in CRD_NAMES {
         let d = docs
@@ -478,7 +412,7 @@ fn rendered_defaults_and_options() {
     }
     assert!(
         !t.template("ops", &["crds.install=false"])
-            .ok()
+            .expect_ok()
             .contains("CustomResourceDefinition")
     );
 
@@ -489,7 +423,7 @@ fn rendered_defaults_and_options() {
             "ops",
             &[&format!("image.digest={digest}"), "leaderElection.enabled=true"],
         )
-        .ok(),
+        .expect_ok(),
     );
     let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let c = &dep["spec"]["template"]["spec"]["containers"][0];
@@ -511,7 +445,7 @@ fn rendered_defaults_and_options() {
             "ops",
             &["allowedRedirectOrigins={https://app.example.com,https://platform.example.com:8443}"],
         )
-        .ok(),
+        .expect_ok(),
     );
     let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     assert!(
@@ -523,7 +457,7 @@ fn rendered_defaults_and_options() {
 
     // Ingress: host from gateway.url (port dropped), TLS, only the gateway's two public paths.
     let url = "gateway.url=https://connect.example.com:8443/";
-    let docs = documents(&t.template("ops", &[url, "ingress.enabled=true"]).ok());
+    let docs = documents(&t.template("ops", &[url, "ingress.enabled=true"]).expect_ok());
     let ing = docs.iter().find(|d| d["kind"] == "Ingress").unwrap();
     assert_eq!(ing["spec"]["rules"][0]["host"], "connect.example.com");
     assert_eq!(ing["spec"]["tls"][0]["hosts"][0], "connect.example.com");
@@ -544,7 +478,10 @@ fn rendered_defaults_and_options() {
     );
 
     // ServiceMonitor: scrapes the metrics Service's port by the Service's labels.
-    let docs = documents(&t.template("ops", &["metrics.serviceMonitor.enabled=true"]).ok());
+    let docs = documents(
+        &t.template("ops", &["metrics.serviceMonitor.enabled=true"])
+            .expect_ok(),
+    );
     let sm = docs.iter().find(|d| d["kind"] == "ServiceMonitor").unwrap();
     assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
     let svc = docs
@@ -594,7 +531,7 @@ fn dry_run(t: &Tools, manifests: String) -> (Vec<String>, String) {
         Some(manifests),
     );
     let stderr = r.stderr.clone();
-    let names = r.ok().lines().map(str::to_owned).collect();
+    let names = r.expect_ok().lines().map(str::to_owned).collect();
     (names, stderr)
 }
 
@@ -628,7 +565,7 @@ async fn rendered_chart_passes_a_server_side_dry_run_cluster_wide() {
                 "replicaCount=2",
             ],
         )
-        .ok();
+        .expect_ok();
     let (names, warnings) = dry_run(&t, manifests.clone());
     let want: BTreeSet<String> = [
         "customresourcedefinition.apiextensions.k8s.io/connections.agentauth.dev".to_owned(),
@@ -677,7 +614,7 @@ async fn rendered_chart_passes_a_server_side_dry_run_cluster_wide() {
         .unwrap();
     let pod = pod_of(&manifests, &env.ns);
     t.kubectl(&["create", "--dry-run=server", "-f", "-"], Some(pod))
-        .ok();
+        .expect_ok();
 
     // The check is live: an insecure override is flagged and its pod rejected.
     let insecure = t
@@ -690,7 +627,7 @@ async fn rendered_chart_passes_a_server_side_dry_run_cluster_wide() {
                 "crds.install=false",
             ],
         )
-        .ok();
+        .expect_ok();
     let (_, warnings) = dry_run(&t, insecure.clone());
     assert!(warnings.contains("would violate PodSecurity"), "{warnings}");
     let err = t
@@ -698,7 +635,7 @@ async fn rendered_chart_passes_a_server_side_dry_run_cluster_wide() {
             &["create", "--dry-run=server", "-f", "-"],
             Some(pod_of(&insecure, &env.ns)),
         )
-        .fails();
+        .expect_failure();
     assert!(err.contains("violates PodSecurity"), "{err}");
 }
 
@@ -718,7 +655,7 @@ async fn rendered_chart_passes_a_server_side_dry_run_for_watched_namespaces() {
             &env.ns,
             &[&watch, "networkPolicy.enabled=true", "crds.install=false"],
         )
-        .ok();
+        .expect_ok();
     let docs = documents(&manifests);
     let ids = identities(&docs);
     let unique: BTreeSet<_> = ids.iter().collect();
@@ -906,7 +843,7 @@ async fn install_upgrade_and_uninstall() {
         "--set",
         "replicaCount=2",
     ])
-    .ok();
+    .expect_ok();
     let dep = deployments.get(FULLNAME).await.unwrap().spec.unwrap();
     assert_eq!(dep.replicas, Some(2));
     assert_eq!(dep.strategy.unwrap().type_.as_deref(), Some("RollingUpdate"));
@@ -923,7 +860,7 @@ async fn install_upgrade_and_uninstall() {
     let pdb_sel = pdb.selector.unwrap().match_labels.unwrap();
     assert!(pdb_sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
     let status: Value =
-        serde_json::from_str(&t.helm(&["status", RELEASE, "-n", ns, "-o", "json"]).ok()).unwrap();
+        serde_json::from_str(&t.helm(&["status", RELEASE, "-n", ns, "-o", "json"]).expect_ok()).unwrap();
     assert_eq!(
         (status["version"].as_i64(), status["info"]["status"].as_str()),
         (Some(2), Some("deployed"))
@@ -931,7 +868,7 @@ async fn install_upgrade_and_uninstall() {
 
     // Uninstall: every object gone, the CRDs untouched.
     t.helm(&["uninstall", RELEASE, "-n", ns, "--wait", "--timeout", "60s"])
-        .ok();
+        .expect_ok();
     eventually(Duration::from_secs(30), "release objects deleted", || async {
         present(&t, ns, &release_objects(ns)).is_empty().then_some(())
     })
@@ -952,7 +889,7 @@ async fn crds_installed_by_the_chart_are_kept_on_uninstall() {
     // apply`): without --take-ownership Helm refuses to adopt them, with it the release owns them.
     let err = t
         .helm(&["install", RELEASE, CHART, "-n", ns, "--set", &url])
-        .fails();
+        .expect_failure();
     assert!(
         err.contains("CustomResourceDefinition") && err.contains("exists"),
         "{err}"
@@ -969,7 +906,7 @@ async fn crds_installed_by_the_chart_are_kept_on_uninstall() {
         "--timeout",
         "60s",
     ])
-    .ok();
+    .expect_ok();
     let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
     for crd in CRD_NAMES {
         let c = crds.get(crd).await.unwrap();
@@ -985,7 +922,7 @@ async fn crds_installed_by_the_chart_are_kept_on_uninstall() {
 
     let out = t
         .helm(&["uninstall", RELEASE, "-n", ns, "--wait", "--timeout", "60s"])
-        .ok();
+        .expect_ok();
     assert!(out.contains("kept due to the resource policy"), "{out}");
     for crd in CRD_NAMES {
         assert!(out.contains(crd), "{crd} not reported as kept: {out}");
@@ -1199,7 +1136,7 @@ async fn operator_serves_with_chart_rbac(client: &kube::Client, ns: &str, work_n
 
     let token = t
         .kubectl(&["create", "token", FULLNAME, "-n", ns, "--duration=1h"], None)
-        .ok();
+        .expect_ok();
     let dir = agentauth_testcluster::shared()
         .unwrap()
         .dir()

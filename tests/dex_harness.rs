@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use agentauth_testcluster::recorder::{Answer, Recorder, Reply};
 use common::dex::{self, Dex, DexOptions, DexUser};
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
@@ -33,20 +32,10 @@ fn query(url: &Url, key: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// A loopback "client" that answers every request with 200; returns its callback URL.
-fn callback_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0_u8; 8192];
-            let _ = conn.read(&mut buf);
-            let _ = conn.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\nConnection: close\r\n\r\ncallback ok",
-            );
-        }
-    });
-    format!("http://127.0.0.1:{port}/callback")
+/// A loopback "client" that answers every request with 200.
+async fn callback_server() -> Recorder {
+    let reply = Reply::text(200, "callback ok").header("connection", "close");
+    Recorder::loopback(Answer::canned(reply)).await.unwrap()
 }
 
 /// POSTs a token request with client_secret_basic; returns status and JSON body.
@@ -112,7 +101,8 @@ fn assert_fresh_tokens(dex: &Dex, body: &Value) {
 
 #[tokio::test]
 async fn user_logs_in_refreshes_and_is_revoked() {
-    let redirect_uri = callback_server();
+    let callback = callback_server().await;
+    let redirect_uri = format!("{}/callback", callback.url());
     let started = Instant::now();
     let dex = Dex::start_with(
         &redirect_uri,

@@ -5,6 +5,7 @@
 mod common;
 
 use agent_auth_operator::api::{AccountState, Connection};
+use agentauth_testcluster::recorder::{Answer, Recorder, Reply};
 use common::dex::{browser, login};
 use common::fixtures::*;
 use common::operator::{OPERATOR_NS, stack};
@@ -478,7 +479,6 @@ async fn a_converged_account_costs_no_writes_and_status_has_one_field_manager() 
 
 #[tokio::test]
 async fn deleting_an_account_revokes_its_token_at_the_provider() {
-    use std::sync::{Arc, Mutex};
     let env = setup("oauth-revoke").await;
     let s = stack();
     let (client, ns, accounts, _) = env.parts();
@@ -488,7 +488,6 @@ async fn deleting_an_account_revokes_its_token_at_the_provider() {
     let client_id = conn.spec.oauth2.unwrap().client_id;
     // Dex has no RFC 7009 endpoint: serve one that checks the client's credentials and the form,
     // then revokes at Dex through its admin API.
-    let calls: Arc<Mutex<Vec<(bool, String, String)>>> = Arc::default();
     let expected_auth = format!(
         "Basic {}",
         base64::Engine::encode(
@@ -496,39 +495,28 @@ async fn deleting_an_account_revokes_its_token_at_the_provider() {
             format!("{}:{}", client_id, s.dex.client_secret)
         )
     );
-    let app = axum::Router::new().route(
-        "/revoke",
-        axum::routing::post({
-            let calls = calls.clone();
-            let user = user.clone();
-            move |headers: axum::http::HeaderMap,
-                  axum::Form(form): axum::Form<std::collections::HashMap<String, String>>| {
-                let calls = calls.clone();
-                let user = user.clone();
-                async move {
-                    let authed = headers.get("authorization").and_then(|v| v.to_str().ok())
-                        == Some(expected_auth.as_str());
-                    let hint = form.get("token_type_hint").cloned().unwrap_or_default();
-                    let token = form.get("token").cloned().unwrap_or_default();
-                    calls.lock().unwrap().push((authed, hint, token));
-                    if authed {
-                        tokio::task::spawn_blocking(move || stack().dex.revoke_refresh_tokens(&user))
-                            .await
-                            .unwrap()
-                            .unwrap();
-                    }
-                    if authed {
-                        axum::http::StatusCode::OK
-                    } else {
-                        axum::http::StatusCode::UNAUTHORIZED
-                    }
-                }
+    let expected = expected_auth.clone();
+    let revoked_user = user.clone();
+    let revoker = Recorder::loopback(Answer::with_async(move |req| {
+        let authed = req.header("authorization") == Some(expected.as_str());
+        let user = revoked_user.clone();
+        async move {
+            if (req.method.as_str(), req.path()) != ("POST", "/revoke") {
+                return Reply::status(404);
             }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let revocation_url = format!("http://{}/revoke", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+            if !authed {
+                return Reply::status(401);
+            }
+            tokio::task::spawn_blocking(move || stack().dex.revoke_refresh_tokens(&user))
+                .await
+                .unwrap()
+                .unwrap();
+            Reply::status(200)
+        }
+    }))
+    .await
+    .unwrap();
+    let revocation_url = format!("{}/revoke", revoker.url());
 
     let patch = json!({"spec": {"oauth2": {"revocationUrl": revocation_url}}});
     Api::<Connection>::namespaced(client.clone(), ns)
@@ -546,7 +534,16 @@ async fn deleting_an_account_revokes_its_token_at_the_provider() {
 
     accounts.delete("mia", &DeleteParams::default()).await.unwrap();
     wait_gone(accounts, "mia").await;
-    let seen = calls.lock().unwrap().clone();
+    let seen: Vec<(bool, String, String)> = revoker
+        .requests()
+        .iter()
+        .filter(|r| r.path() == "/revoke")
+        .map(|r| {
+            let authed = r.header("authorization") == Some(expected_auth.as_str());
+            let hint = r.form_param("token_type_hint").unwrap_or_default();
+            (authed, hint, r.form_param("token").unwrap_or_default())
+        })
+        .collect();
     assert_eq!(
         seen.len(),
         1,

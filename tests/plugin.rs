@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use agent_auth_operator::api::{AccountState, Connection, REAUTHORIZE_ANNOTATION};
+use agentauth_testcluster::cli::{Output, Tool};
+use agentauth_testcluster::recorder::{Answer, Recorder, Reply};
 use common::dex::{browser, login};
 use common::fixtures::*;
 use common::operator::stack;
@@ -19,24 +18,9 @@ use kube::ResourceExt;
 use kube::api::Api;
 use serde_json::json;
 
-/// What a `kubectl` run printed, and how it ended.
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-}
-
 /// Runs the real kubectl with the plugin's directory first on `PATH` and the test cluster's
 /// kubeconfig, so that `kubectl agentauth ...` runs the `kubectl-agentauth` built for this test.
-async fn kubectl(args: &[&str]) -> Run {
-    let kubectl = agentauth_testcluster::binaries().unwrap().kubectl.clone();
+async fn kubectl(args: &[&str]) -> Output {
     let kubeconfig = agentauth_testcluster::shared()
         .unwrap()
         .kubeconfig_path()
@@ -49,19 +33,11 @@ async fn kubectl(args: &[&str]) -> Run {
         &std::env::var_os("PATH").unwrap_or_default(),
     )))
     .unwrap();
+    let tool = Tool::kubectl(&kubeconfig).unwrap().env("PATH", path);
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
-        let out = Command::new(&kubectl)
-            .args(&args)
-            .env("PATH", path)
-            .env("KUBECONFIG", kubeconfig)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", kubectl.display()));
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tool.run(&args, None).unwrap_or_else(|e| panic!("{e}"))
     })
     .await
     .unwrap()
@@ -104,7 +80,7 @@ async fn link_status_and_reauthorize_through_kubectl() {
     .await;
     let pending_link = link(&pending).unwrap();
     let out = kubectl(&["agentauth", "link", "pending", "-n", ns]).await;
-    assert!(out.ok(), "{out:?}");
+    assert!(out.success(), "{out:?}");
     assert_eq!(out.stdout, format!("{pending_link}\n"));
 
     // `status` shows the state, the Connection, the Secret and the Events, but not the link. A new
@@ -112,7 +88,7 @@ async fn link_status_and_reauthorize_through_kubectl() {
     // be thousands of writes).
     let status = {
         let out = kubectl(&["agentauth", "status", "pending", "-n", ns]).await;
-        assert!(out.ok(), "{out:?}");
+        assert!(out.success(), "{out:?}");
         out.stdout
     };
     for want in [
@@ -135,7 +111,7 @@ async fn link_status_and_reauthorize_through_kubectl() {
 
     // Without --wait, reauthorize only sets the annotation; the operator replaces the link.
     let out = kubectl(&["agentauth", "reauthorize", "pending", "-n", ns]).await;
-    assert!(out.ok(), "{out:?}");
+    assert!(out.success(), "{out:?}");
     assert!(out.stdout.contains(REAUTHORIZE_ANNOTATION), "{out:?}");
     let replaced = wait_account(accounts, "pending", "a replaced link", |a| {
         link(a).is_some_and(|l| l != pending_link)
@@ -170,7 +146,7 @@ async fn link_status_and_reauthorize_through_kubectl() {
     // The transition to ACTIVE is an Event, recorded in the background.
     let out = eventually(REACT, "status lists the transition to ACTIVE", || async {
         let out = kubectl(&["agentauth", "status", "alice", "-n", ns]).await;
-        assert!(out.ok(), "{out:?}");
+        assert!(out.success(), "{out:?}");
         out.stdout.contains("state ACTIVE").then_some(out)
     })
     .await;
@@ -203,7 +179,7 @@ async fn link_status_and_reauthorize_through_kubectl() {
     assert!(!out.stdout.contains("Bearer"));
 
     let out = kubectl(&["agentauth", "status", "alice", "-n", ns, "-o", "json"]).await;
-    assert!(out.ok(), "{out:?}");
+    assert!(out.success(), "{out:?}");
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(json["state"], "ACTIVE");
     assert_eq!(json["secretName"], "alice-credentials");
@@ -221,7 +197,7 @@ async fn link_status_and_reauthorize_through_kubectl() {
 
     // `reauthorize --wait` prints the new link; the account stays ACTIVE meanwhile.
     let out = kubectl(&["agentauth", "reauthorize", "alice", "-n", ns, "--wait"]).await;
-    assert!(out.ok(), "{out:?}");
+    assert!(out.success(), "{out:?}");
     let new_link = out.stdout.trim_end();
     assert!(
         new_link.starts_with(&format!("{}/connect/", s.operator.gateway_url)),
@@ -277,7 +253,8 @@ async fn errors_are_clear() {
 
     // A server without the agentauth.dev API (answers 404 to everything, as kube-apiserver does for
     // an unknown group).
-    let server = bare_api_server();
+    let bare = bare_api_server().await;
+    let server = bare.url();
     let bare_kc = write_file(
         &format!("bare-{}.kubeconfig", std::process::id()),
         &format!(
@@ -319,28 +296,7 @@ fn write_file(name: &str, content: &str) -> PathBuf {
 }
 
 /// A plain-HTTP server that answers every request with kube-apiserver's `404 page not found`.
-fn bare_api_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut buf = [0u8; 8192];
-            let mut request = Vec::new();
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
-            let body = "404 page not found\n";
-            let _ = write!(
-                stream,
-                "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    format!("http://{addr}")
+async fn bare_api_server() -> Recorder {
+    let reply = Reply::text(404, "404 page not found\n").header("connection", "close");
+    Recorder::loopback(Answer::canned(reply)).await.unwrap()
 }

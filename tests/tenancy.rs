@@ -8,13 +8,13 @@
 
 mod common;
 
-use std::process::Command;
+use agentauth_testcluster::cli::Tool;
 use std::time::{Duration, Instant};
 
 use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection};
 use common::fixtures::*;
 use common::operator::stack;
-use common::recorder::{BANNER, Recorder};
+use common::recorder::{BANNER, attacker};
 use common::token_server::{TokenServer, TokenServerConfig};
 use common::{TestEnv, eventually, hygiene, setup};
 use k8s_openapi::api::core::v1::Secret;
@@ -75,35 +75,20 @@ async fn tenant(env: &TestEnv, user: &str) {
 
 /// Runs the real kubectl as `user` (`--as`; "" for the admin) in `ns`; (success, stdout+stderr).
 fn kubectl_as(user: &str, ns: &str, args: &[&str], stdin: Option<String>) -> (bool, String) {
-    let kubectl = agentauth_testcluster::binaries().unwrap().kubectl.clone();
     let kubeconfig = agentauth_testcluster::shared()
         .unwrap()
         .kubeconfig_path()
         .to_owned();
-    let mut cmd = Command::new(kubectl);
+    let mut tool = Tool::kubectl(&kubeconfig).unwrap();
     if !user.is_empty() {
-        cmd.arg(format!("--as={user}"));
+        tool = tool.leading_arg(format!("--as={user}"));
     }
-    cmd.arg("-n")
-        .arg(ns)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let out = tool
+        .leading_arg("-n")
+        .leading_arg(ns)
+        .run(args, stdin.as_deref())
+        .unwrap();
+    (out.success(), out.combined())
 }
 
 /// `kubectl --as apply` of JSON documents; panics if the API server refuses.
@@ -183,9 +168,9 @@ async fn editing_a_connection_never_redirects_an_existing_grant() {
 
     // Finding 1: the tenant points the token and revocation endpoints at itself and asks for a
     // refresh right away.
-    let attacker = Recorder::start("127.0.0.1").await;
+    let attacker = attacker("127.0.0.1").await;
     let patch = json!({"spec": {
-        "oauth2": {"tokenUrl": format!("{}/token", attacker.url), "revocationUrl": format!("{}/revoke", attacker.url)},
+        "oauth2": {"tokenUrl": format!("{}/token", attacker.url()), "revocationUrl": format!("{}/revoke", attacker.url())},
         "refresh": {"before": "19s"},
     }});
     patch_as("tenant-pin", ns, "connection", "dex", &patch.to_string());
@@ -230,7 +215,7 @@ async fn a_secret_that_did_not_opt_in_is_never_read_or_sent() {
     let ns = env.ns.clone();
     hygiene::remember("db-password-value-5521");
     platform_secret(&env, "db-creds", &[("password", "db-password-value-5521")], false).await;
-    let attacker = Recorder::start("127.0.0.1").await;
+    let attacker = attacker("127.0.0.1").await;
 
     // Finding 2: a ClientCredentials Connection whose client secret is someone else's Secret, a
     // CustomJWT signing key from it, and an account copying it through credentialsRef.
@@ -241,11 +226,11 @@ async fn a_secret_that_did_not_opt_in_is_never_read_or_sent() {
             json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection", "metadata": {"name": "steal"},
                 "spec": {"authType": "ClientCredentials", "oauth2": {"clientId": "x",
                     "clientSecretRef": {"name": "db-creds", "key": "password"},
-                    "tokenUrl": format!("{}/token", attacker.url)}}}),
+                    "tokenUrl": format!("{}/token", attacker.url())}}}),
             json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection", "metadata": {"name": "sign"},
                 "spec": {"authType": "CustomJWT", "customJWT": {"signingKeyRef": {"name": "db-creds", "key": "password"},
                     "algorithm": "HS256", "issuer": "i",
-                    "exchange": {"tokenUrl": format!("{}/token", attacker.url), "style": "JwtBearer"}}}}),
+                    "exchange": {"tokenUrl": format!("{}/token", attacker.url()), "style": "JwtBearer"}}}}),
             json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection", "metadata": {"name": "form"},
                 "spec": {"authType": "APIKey", "apiKey": {"fields": [{"name": "password"}]}}}),
             json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount", "metadata": {"name": "m2m"},
@@ -302,7 +287,7 @@ async fn internal_addresses_are_refused_with_no_read_channel() {
     let ns = env.ns.clone();
     // 127.0.0.2 is not on the test operator's egress allowlist (127.0.0.1/32): it stands for an
     // internal service, a metadata endpoint, a cluster address.
-    let internal = Recorder::start("127.0.0.2").await;
+    let internal = attacker("127.0.0.2").await;
     platform_secret(&env, "cc", &[("secret", "cc-secret-value-8812")], true).await;
     hygiene::remember("cc-secret-value-8812");
     let cc = |name: &str, token_url: String| {
@@ -310,7 +295,7 @@ async fn internal_addresses_are_refused_with_no_read_channel() {
             "spec": {"authType": "ClientCredentials", "oauth2": {"clientId": "x",
                 "clientSecretRef": {"name": "cc", "key": "secret"}, "tokenUrl": token_url}}})
     };
-    let port = internal.port;
+    let port = internal.addr().port();
     apply_as(
         "tenant-ssrf",
         &ns,
@@ -356,7 +341,7 @@ async fn one_oauth_client_per_namespace_and_states_stay_with_their_connection() 
     let b = setup("tenancy-mixb").await;
     let s = stack();
     tenant(&b, "tenant-b").await;
-    let attacker = Recorder::start("127.0.0.1").await;
+    let attacker = attacker("127.0.0.1").await;
     let client_id = s.dex.next_client_id();
     // Tenant A's app, on its own redirect URI.
     platform_secret(&a, "dex-oauth", &[("client-secret", &s.dex.client_secret)], true).await;
@@ -388,7 +373,7 @@ async fn one_oauth_client_per_namespace_and_states_stay_with_their_connection() 
         &[
             json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection", "metadata": {"name": "app"},
                 "spec": {"authType": "OAuth2", "oauth2": {"clientId": client_id,
-                    "authorizationUrl": s.dex.authorization_url(), "tokenUrl": format!("{}/token", attacker.url),
+                    "authorizationUrl": s.dex.authorization_url(), "tokenUrl": format!("{}/token", attacker.url()),
                     "tokenEndpointAuthMethod": "None"}}}),
             json!({"apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount", "metadata": {"name": "victim"},
                 "spec": {"connectionRef": {"name": "app"}, "identifier": "victim@example.com"}}),
@@ -710,11 +695,11 @@ async fn a_form_credential_is_never_sent_to_endpoints_added_later() {
     wait_state(&env.accounts, "team", AccountState::Active).await;
     // The tenant turns the Connection into an OAuth 2.0 one whose endpoints are its own, then
     // disconnects: the stored API key must not be "revoked" there.
-    let attacker = Recorder::start("127.0.0.1").await;
+    let attacker = attacker("127.0.0.1").await;
     let patch = json!({"spec": {"authType": "OAuth2", "apiKey": null, "oauth2": {"clientId": "x",
         "tokenEndpointAuthMethod": "None",
-        "authorizationUrl": format!("{}/auth", attacker.url), "tokenUrl": format!("{}/token", attacker.url),
-        "revocationUrl": format!("{}/revoke", attacker.url)}}});
+        "authorizationUrl": format!("{}/auth", attacker.url()), "tokenUrl": format!("{}/token", attacker.url()),
+        "revocationUrl": format!("{}/revoke", attacker.url())}}});
     patch_as("tenant-form", &ns, "connection", "crm", &patch.to_string());
     // A tenant's Connection cannot pass for a ClusterConnection by annotation.
     let (ok, out) = kubectl_as(

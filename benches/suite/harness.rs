@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_auth_operator::api::{self, AccountState, ConnectedAccount, Connection};
+use agentauth_testcluster::fixtures::ConnectionFixture;
 use agentauth_testcluster::{Cluster, ClusterOptions, Proc, free_port};
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -130,29 +130,7 @@ impl Env {
 
 /// Server-side applies the operator's CRDs and waits until each is Established.
 pub async fn install_crds(client: &kube::Client) -> Res<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let pp = PatchParams::apply("agentauth-bench").force();
-    for crd in api::crds() {
-        let name = crd.name_any();
-        crds.patch(&name, &pp, &Patch::Apply(&crd))
-            .await
-            .map_err(|e| format!("apply CRD {name}: {e}"))?;
-        poll(
-            Duration::from_secs(30),
-            &format!("CRD {name} Established"),
-            || async {
-                let c = crds.get(&name).await.ok()?;
-                let ok = c
-                    .status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                ok.then_some(())
-            },
-        )
-        .await?;
-    }
-    Ok(())
+    agentauth_testcluster::fixtures::install_crds(client, api::crds()).await
 }
 
 pub async fn create_namespace(client: &kube::Client, name: &str) -> Res<()> {
@@ -372,42 +350,26 @@ pub async fn patch_floor_status(api: &Api<ConnectedAccount>, name: &str, ns: &st
 
 /// Creates the client secret and the OAuth2 [`CONNECTION`] every PENDING_AUTH account uses.
 pub async fn create_connection(client: &kube::Client, ns: &str) -> Res<()> {
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(format!("{CONNECTION}-oauth")),
-            labels: Some(agent_auth_operator::store::secret_ref::opt_in_labels()),
-            ..Default::default()
-        },
-        string_data: Some(BTreeMap::from([(
-            "client-secret".to_owned(),
-            "bench-client-secret".to_owned(),
-        )])),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
+    let oauth2 = json!({
+        "clientId": format!("bench-client-{ns}"), // one OAuth client per namespace
+        "authorizationUrl": AUTHORIZATION_URL,
+        "tokenUrl": "http://127.0.0.1:1/token",
+        "scopes": ["openid"],
+    });
+    connection(CONNECTION, "bench-client-secret", oauth2)
+        .create::<Connection>(client, ns)
         .await
-        .map_err(|e| format!("create client secret: {e}"))?;
-    let conn: Connection = serde_json::from_value(json!({
-        "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection",
-        "metadata": {"name": CONNECTION},
-        "spec": {
-            "authType": "OAuth2",
-            "oauth2": {
-                "clientId": format!("bench-client-{ns}"), // one OAuth client per namespace
-                "clientSecretRef": {"name": format!("{CONNECTION}-oauth"), "key": "client-secret"},
-                "authorizationUrl": AUTHORIZATION_URL,
-                "tokenUrl": "http://127.0.0.1:1/token",
-                "scopes": ["openid"],
-            },
-        }
-    }))
-    .map_err(|e| e.to_string())?;
-    Api::<Connection>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &conn)
-        .await
-        .map_err(|e| format!("create Connection: {e}"))?;
-    Ok(())
+        .map(|_| ())
+}
+
+/// An `OAuth2` Connection `name` whose client secret is in the opted-in Secret `<name>-oauth`.
+pub fn connection(name: &str, client_secret: &str, oauth2: Value) -> ConnectionFixture {
+    ConnectionFixture::oauth2(
+        name,
+        client_secret,
+        oauth2,
+        agent_auth_operator::store::secret_ref::opt_in_labels(),
+    )
 }
 
 /// Waits until the Connection controller reports the Connection Ready.

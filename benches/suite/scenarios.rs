@@ -27,7 +27,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 
@@ -744,32 +744,14 @@ impl Suite<'_> {
         })
         .await;
         server.set_delay(p.refresh_delay);
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some("cc-secret".into()),
-                labels: Some(agent_auth_operator::store::secret_ref::opt_in_labels()),
-                ..Default::default()
-            },
-            string_data: Some(BTreeMap::from([("key".to_owned(), "test-secret".to_owned())])),
-            ..Default::default()
-        };
-        Api::<Secret>::namespaced(self.env.admin.clone(), &ns)
-            .create(&PostParams::default(), &secret)
-            .await
-            .map_err(|e| format!("create client secret: {e}"))?;
-        let conn: Connection = serde_json::from_value(json!({
-            "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection",
-            "metadata": {"name": "cc"},
-            "spec": {"authType": "ClientCredentials", "oauth2": {
-                "clientId": "test-client", "clientSecretRef": {"name": "cc-secret", "key": "key"},
-                "tokenUrl": server.token_url(),
-            }}
-        }))
-        .map_err(|e| e.to_string())?;
-        Api::<Connection>::namespaced(self.env.admin.clone(), &ns)
-            .create(&PostParams::default(), &conn)
-            .await
-            .map_err(|e| format!("create Connection: {e}"))?;
+        harness::connection(
+            "cc",
+            "test-secret",
+            json!({"clientId": "test-client", "tokenUrl": server.token_url()}),
+        )
+        .auth_type("ClientCredentials")
+        .create::<Connection>(&self.env.admin, &ns)
+        .await?;
         harness::wait_connection_ready(&self.env.admin, &ns, "cc").await?;
         let wave = RefreshWatch::start(&self.env.admin, &ns).await?;
         let n = p.refresh_n;

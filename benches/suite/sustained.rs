@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use agent_auth_operator::api::{ConnectedAccount, Connection};
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::{Suite, progress};
@@ -38,32 +37,16 @@ impl Suite<'_> {
         };
         let provider = RotatingProvider::start(opts.clone()).await;
         let admin = self.env.admin.clone();
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "rot-oauth", "labels": agent_auth_operator::store::secret_ref::opt_in_labels()},
-            "stringData": {"client-secret": opts.client_secret},
-        }))
-        .map_err(|e| e.to_string())?;
-        Api::<Secret>::namespaced(admin.clone(), &ns)
-            .create(&PostParams::default(), &secret)
-            .await
-            .map_err(|e| format!("create client secret: {e}"))?;
-        let conn: Connection = serde_json::from_value(json!({
-            "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection",
-            "metadata": {"name": "rot"},
-            "spec": {"authType": "OAuth2", "oauth2": {
-                "clientId": opts.client_id,
-                "clientSecretRef": {"name": "rot-oauth", "key": "client-secret"},
-                "authorizationUrl": provider.authorize_url(),
-                "tokenUrl": provider.token_url(),
-                "scopes": ["read"],
-            }}
-        }))
-        .map_err(|e| e.to_string())?;
+        let oauth2 = json!({
+            "clientId": opts.client_id,
+            "authorizationUrl": provider.authorize_url(),
+            "tokenUrl": provider.token_url(),
+            "scopes": ["read"],
+        });
+        harness::connection("rot", &opts.client_secret, oauth2)
+            .create::<Connection>(&admin, &ns)
+            .await?;
         let conns: Api<Connection> = Api::namespaced(admin.clone(), &ns);
-        conns
-            .create(&PostParams::default(), &conn)
-            .await
-            .map_err(|e| format!("create Connection: {e}"))?;
         harness::wait_connection_ready(&admin, &ns, "rot").await?;
 
         // Every account authorized through its link, as a user would (the provider consents at once).

@@ -62,7 +62,8 @@ pub struct Browser {
 /// The chromedriver process and the browser's directory. Cleans both up on drop.
 struct Driver {
     proc: Proc,
-    dir: PathBuf,
+    /// Removed when the driver drops, after its processes are gone.
+    dir: tempfile::TempDir,
     /// Chromium's browser process, as chromedriver reports it (`goog:processID`).
     chromium_pid: Option<u32>,
 }
@@ -96,11 +97,12 @@ impl Browser {
 
     async fn start_once() -> Result<Browser, String> {
         let dir = agentauth_testcluster::scratch_dir("agentauth-chromium-")?;
-        let (home, profile, tmp) = (dir.join("home"), dir.join("profile"), dir.join("tmp"));
+        let root = dir.path().to_owned();
+        let (home, profile, tmp) = (root.join("home"), root.join("profile"), root.join("tmp"));
         for d in [&home, &profile, &tmp] {
             std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
         }
-        let wrapper = dir.join("chromium");
+        let wrapper = root.join("chromium");
         std::fs::write(
             &wrapper,
             format!("#!/bin/sh\nexec {SETPRIV} --pdeathsig KILL -- {CHROMIUM} \"$@\"\n"),
@@ -117,7 +119,7 @@ impl Browser {
         // HOME, XDG dirs and TMPDIR keep Chromium's crash database, caches and scratch directories
         // inside the browser's directory, which the drop removes.
         let proc = Proc::spawn(
-            &dir,
+            &root,
             "chromedriver",
             Path::new(CHROMEDRIVER),
             &[format!("--port={port}")],
@@ -385,14 +387,13 @@ impl Drop for Driver {
             // Should not happen; kill it ourselves if it is still ours (its command line names our
             // profile directory, so a reused pid is left alone).
             let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*self.dir.to_string_lossy()));
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*self.dir.path().to_string_lossy()));
             if alive(pid) && ours {
                 let _ = std::process::Command::new("kill")
                     .args(["-KILL", &pid.to_string()])
                     .status();
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

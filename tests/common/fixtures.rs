@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use agent_auth_operator::api::{AccountState, ConnectedAccount, Connection};
+use agent_auth_operator::store::secret_ref::opt_in_labels;
+use agentauth_testcluster::fixtures::{ConnectionFixture, labelled_secret};
 use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
 use super::dex::Dex;
@@ -51,22 +53,12 @@ pub async fn oauth_connection(
     ns: &str,
     name: &str,
     client_secret: &str,
-    mut oauth2: serde_json::Value,
-    mut extra: serde_json::Value,
+    oauth2: serde_json::Value,
+    extra: serde_json::Value,
 ) -> Connection {
-    let secret = format!("{name}-oauth");
-    opted_in_secret(client, ns, &secret, "client-secret", client_secret).await;
-    oauth2["clientSecretRef"] = json!({"name": secret, "key": "client-secret"});
-    extra["authType"] = json!("OAuth2");
-    extra["oauth2"] = oauth2;
-    let conn: Connection = serde_json::from_value(json!({
-        "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection",
-        "metadata": {"name": name},
-        "spec": extra,
-    }))
-    .unwrap();
-    Api::<Connection>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &conn)
+    ConnectionFixture::oauth2(name, client_secret, oauth2, opt_in_labels())
+        .extra(extra)
+        .create(client, ns)
         .await
         .unwrap()
 }
@@ -87,23 +79,9 @@ pub async fn published(client: &kube::Client, ns: &str, account: &str) -> BTreeM
 
 /// Creates (or keeps) a Secret the operator may read (`agentauth.dev/usable`), holding `key`.
 pub async fn opted_in_secret(client: &kube::Client, ns: &str, name: &str, key: &str, value: &str) {
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            labels: Some(agent_auth_operator::store::secret_ref::opt_in_labels()),
-            ..Default::default()
-        },
-        string_data: Some(BTreeMap::from([(key.to_owned(), value.to_owned())])),
-        ..Default::default()
-    };
-    match Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
+    labelled_secret(client, ns, name, opt_in_labels(), key, value)
         .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("create Secret {name}: {e}"),
-    }
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Merge-patches Connection `name`.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use agent_auth_operator::api::Connection;
+use agentauth_testcluster::recorder::{Answer, Recorder, Reply};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -69,23 +70,16 @@ pub async fn submit(http: &reqwest::Client, link: &str, fields: &[(&str, &str)])
 }
 
 /// A stand-in for an API-key app's own API: `GET /me` answers 200 only for the key `good-key` in
-/// `X-Api-Key`, as such an app checks its keys. Returns its base URL.
-pub async fn app_api() -> String {
-    use axum::http::{HeaderMap, StatusCode};
-    let app = axum::Router::new().route(
-        "/me",
-        axum::routing::get(|headers: HeaderMap| async move {
-            if headers.get("x-api-key").and_then(|v| v.to_str().ok()) == Some("good-key") {
-                StatusCode::OK
-            } else {
-                StatusCode::UNAUTHORIZED
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+/// `X-Api-Key`, as such an app checks its keys; anything else is a 404. Serves until dropped.
+pub async fn app_api() -> Recorder {
+    Recorder::loopback(Answer::with(|req| match (req.method.as_str(), req.path()) {
+        ("GET", "/me") if req.header("x-api-key") == Some("good-key") => Reply::status(200),
+        ("GET", "/me") => Reply::status(401),
+        (_, "/me") => Reply::status(405),
+        _ => Reply::status(404),
+    }))
+    .await
+    .unwrap()
 }
 
 /// The API-key Connection both form tests use: a secret key with a pattern, a public subdomain,

@@ -21,9 +21,8 @@ use std::time::{Duration, Instant};
 
 use agent_auth_operator::api;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::Client;
+use kube::api::Api;
 
 /// A test's view of the cluster: an admin client, a namespace of its own, and the APIs of its
 /// accounts and Secrets there.
@@ -67,28 +66,9 @@ pub async fn setup(prefix: &str) -> TestEnv {
 
 /// Server-side applies every CRD of the operator and waits until each is Established.
 pub async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let pp = PatchParams::apply("agentauth-tests").force();
-    for crd in api::crds() {
-        let name = crd.name_any();
-        crds.patch(&name, &pp, &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
-        eventually(
-            Duration::from_secs(30),
-            &format!("CRD {name} Established"),
-            || async {
-                let c = crds.get(&name).await.ok()?;
-                let established = c
-                    .status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                established.then_some(())
-            },
-        )
-        .await;
-    }
+    agentauth_testcluster::fixtures::install_crds(client, api::crds())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Polls `check` until it returns `Some`, or panics naming `what` after `limit`.

@@ -3,11 +3,10 @@
 //! refresh tokens it forwarded, so tests can prove bounded retries and that no refresh token is
 //! ever used twice.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use agent_auth_operator::api::{ConnectedAccount, Connection};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use agentauth_testcluster::recorder::{Answer, Recorder, Reply, Request};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
@@ -36,87 +35,69 @@ pub struct Proxy {
     pub faulted_refreshes: Mutex<u32>,
     /// Refresh tokens forwarded to the provider, in order.
     pub forwarded_refresh_tokens: Mutex<Vec<String>>,
+    /// The server, which serves as long as this lives.
+    server: OnceLock<Recorder>,
 }
 
-/// Starts the proxy; returns its token URL.
+/// Starts the proxy (the shared recording server, answering `POST /token`); returns its token URL.
 pub async fn start_proxy(proxy: Arc<Proxy>, upstream: String) -> String {
-    let app = axum::Router::new().route(
-        "/token",
-        axum::routing::post(move |headers: HeaderMap, body: String| {
-            let proxy = proxy.clone();
-            let upstream = upstream.clone();
-            async move {
-                let fault = proxy.fault.lock().unwrap().unwrap_or(Fault::None);
-                let refresh = body.contains("grant_type=refresh_token");
-                if !refresh {
-                    *proxy.exchanges.lock().unwrap() += 1;
-                    if *proxy.hold_exchanges.lock().unwrap() {
-                        return futures::future::pending().await; // a provider that never answers
-                    }
+    // Weak: the server belongs to the proxy, not the other way round.
+    let weak = Arc::downgrade(&proxy);
+    let answer = Answer::with_async(move |req| {
+        let (proxy, upstream) = (weak.upgrade(), upstream.clone());
+        async move {
+            match proxy {
+                Some(proxy) if (req.method.as_str(), req.path()) == ("POST", "/token") => {
+                    token(&proxy, &upstream, req).await
                 }
-                if fault != Fault::None && refresh {
-                    *proxy.faulted_refreshes.lock().unwrap() += 1;
-                    return match fault {
-                        Fault::ServerError => {
-                            (StatusCode::SERVICE_UNAVAILABLE, "upstream down").into_response()
-                        }
-                        Fault::Truncated => (
-                            StatusCode::OK,
-                            [("content-type", "application/json")],
-                            r#"{"access_token":"ab"#,
-                        )
-                            .into_response(),
-                        Fault::InvalidGrant => (
-                            StatusCode::BAD_REQUEST,
-                            [("content-type", "application/json")],
-                            r#"{"error":"invalid_grant"}"#,
-                        )
-                            .into_response(),
-                        Fault::InvalidClient => (
-                            StatusCode::UNAUTHORIZED,
-                            [("content-type", "application/json")],
-                            r#"{"error":"invalid_client"}"#,
-                        )
-                            .into_response(),
-                        Fault::RateLimited => (
-                            StatusCode::TOO_MANY_REQUESTS,
-                            [("retry-after", "40")],
-                            "slow down",
-                        )
-                            .into_response(),
-                        Fault::Slow => futures::future::pending().await, // a provider that never answers
-                        Fault::None => unreachable!(),
-                    };
-                }
-                if refresh {
-                    let token = url::form_urlencoded::parse(body.as_bytes())
-                        .find(|(k, _)| k == "refresh_token")
-                        .map(|(_, v)| v.into_owned())
-                        .unwrap_or_default();
-                    proxy.forwarded_refresh_tokens.lock().unwrap().push(token);
-                }
-                let mut req = reqwest::Client::new()
-                    .post(&upstream)
-                    .body(body)
-                    .header("content-type", "application/x-www-form-urlencoded");
-                if let Some(auth) = headers.get("authorization") {
-                    req = req.header("authorization", auth.to_str().unwrap());
-                }
-                let resp = req.send().await.unwrap();
-                let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
-                (
-                    status,
-                    [("content-type", "application/json")],
-                    resp.text().await.unwrap(),
-                )
-                    .into_response()
+                Some(_) => Reply::status(404),
+                None => Reply::text(503, "proxy gone"),
             }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/token", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+        }
+    });
+    let server = Recorder::loopback(answer).await.unwrap();
+    let url = format!("{}/token", server.url());
+    let _ = proxy.server.set(server);
     url
+}
+
+async fn token(proxy: &Proxy, upstream: &str, req: Request) -> Reply {
+    let body = req.text();
+    let fault = proxy.fault.lock().unwrap().unwrap_or(Fault::None);
+    let refresh = body.contains("grant_type=refresh_token");
+    if !refresh {
+        *proxy.exchanges.lock().unwrap() += 1;
+        if *proxy.hold_exchanges.lock().unwrap() {
+            return futures::future::pending().await; // a provider that never answers
+        }
+    }
+    if fault != Fault::None && refresh {
+        *proxy.faulted_refreshes.lock().unwrap() += 1;
+        let json = "application/json";
+        return match fault {
+            Fault::ServerError => Reply::text(503, "upstream down"),
+            Fault::Truncated => Reply::body(200, json, r#"{"access_token":"ab"#),
+            Fault::InvalidGrant => Reply::body(400, json, r#"{"error":"invalid_grant"}"#),
+            Fault::InvalidClient => Reply::body(401, json, r#"{"error":"invalid_client"}"#),
+            Fault::RateLimited => Reply::text(429, "slow down").header("retry-after", "40"),
+            Fault::Slow => futures::future::pending().await, // a provider that never answers
+            Fault::None => unreachable!(),
+        };
+    }
+    if refresh {
+        let token = req.form_param("refresh_token").unwrap_or_default();
+        proxy.forwarded_refresh_tokens.lock().unwrap().push(token);
+    }
+    let mut forward = reqwest::Client::new()
+        .post(upstream)
+        .body(body)
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some(auth) = req.header("authorization") {
+        forward = forward.header("authorization", auth);
+    }
+    let resp = forward.send().await.unwrap();
+    let status = resp.status().as_u16();
+    Reply::body(status, "application/json", resp.text().await.unwrap())
 }
 
 /// A Connection `dex` in the test's namespace whose token URL is a fresh proxy in front of the

@@ -2,9 +2,9 @@
 //! records what it receives, and the sidecar process.
 #![allow(dead_code)]
 
+use agentauth_testcluster::recorder::{Answer, Recorder, Reply, Request};
 use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -19,23 +19,12 @@ use std::time::Duration;
 
 pub static SEQ: AtomicUsize = AtomicUsize::new(0);
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("agentauth-sidecar-{}-{name}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory `agentauth-sidecar-<name>-<random>` under the system temp dir, removed on drop.
+pub fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("agentauth-sidecar-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// Writes (or atomically replaces) a kubelet-style volume at `dir` holding exactly `files`.
@@ -155,9 +144,9 @@ pub struct Canned {
 
 pub type Hook = Box<dyn Fn(&str) + Send + Sync>;
 
+/// How the provider API answers; what it received is in the shared recording server's log.
 #[derive(Default)]
 pub struct ProviderState {
-    pub seen: Mutex<Vec<Seen>>,
     pub routes: Mutex<HashMap<(Method, String, String), Canned>>,
     /// Per provider: the only `Authorization` values accepted (absent: any).
     pub accepted: Mutex<HashMap<String, Vec<String>>>,
@@ -165,25 +154,26 @@ pub struct ProviderState {
     pub on_reject: Mutex<Option<Hook>>,
 }
 
+/// The provider API: the shared recording server ([`Recorder`]) answering from [`ProviderState`].
 #[derive(Clone)]
 pub struct ProviderApi {
     pub state: Arc<ProviderState>,
     pub addr: SocketAddr,
+    server: Arc<Recorder>,
 }
 
 impl ProviderApi {
     pub async fn start() -> ProviderApi {
         let state = Arc::new(ProviderState::default());
         let s = state.clone();
-        let app =
-            axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let s = s.clone();
-                async move { answer(&s, method, uri, headers, body) }
-            });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        ProviderApi { state, addr }
+        let server = Recorder::loopback(Answer::with(move |req| answer(&s, req)))
+            .await
+            .unwrap();
+        ProviderApi {
+            state,
+            addr: server.addr(),
+            server: Arc::new(server),
+        }
     }
 
     pub fn base(&self, prefix: &str) -> String {
@@ -230,8 +220,14 @@ impl ProviderApi {
         *self.state.on_reject.lock().unwrap() = Some(Box::new(hook));
     }
 
+    /// The requests since the last `take`, draining the log.
     pub fn take(&self) -> Vec<Seen> {
-        std::mem::take(&mut *self.state.seen.lock().unwrap())
+        self.server.take().iter().map(Seen::from).collect()
+    }
+
+    /// The requests since the last `take`, leaving them in the log.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.server.requests().iter().map(Seen::from).collect()
     }
 
     /// The single request to `provider` `path` since the last `take`, draining the log.
@@ -255,56 +251,53 @@ impl ProviderApi {
     }
 }
 
-pub fn answer(s: &ProviderState, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let raw = uri.path().trim_start_matches('/');
-    let (provider, rest) = raw.split_once('/').unwrap_or((raw, ""));
-    let seen = Seen {
-        method: method.clone(),
-        provider: provider.to_owned(),
-        path: format!("/{rest}"),
-        query: url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect(),
-        headers,
-        body,
-    };
+impl From<&Request> for Seen {
+    fn from(req: &Request) -> Seen {
+        let raw = req.path().trim_start_matches('/');
+        let (provider, rest) = raw.split_once('/').unwrap_or((raw, ""));
+        Seen {
+            method: req.method.clone(),
+            provider: provider.to_owned(),
+            path: format!("/{rest}"),
+            query: req.query(),
+            headers: req.headers.clone(),
+            body: req.body.clone(),
+        }
+    }
+}
+
+fn answer(s: &ProviderState, req: &Request) -> Reply {
+    let seen = Seen::from(req);
     let auth = seen.auth().to_owned();
-    s.seen.lock().unwrap().push(seen.clone());
     let rejected = s
         .accepted
         .lock()
         .unwrap()
-        .get(provider)
+        .get(&seen.provider)
         .is_some_and(|ok| !ok.contains(&auth));
     if rejected {
         if let Some(hook) = &*s.on_reject.lock().unwrap() {
             hook(&auth);
         }
-        return if provider == "slack" {
-            axum::Json(json!({"ok": false, "error": "invalid_auth"})).into_response()
+        return if seen.provider == "slack" {
+            Reply::json(200, &json!({"ok": false, "error": "invalid_auth"}))
         } else {
             let body = json!({"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}});
-            (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+            Reply::json(401, &body)
         };
     }
     let canned = s
         .routes
         .lock()
         .unwrap()
-        .get(&(method, provider.to_owned(), seen.path.clone()))
+        .get(&(seen.method.clone(), seen.provider.clone(), seen.path.clone()))
         .cloned();
     match canned {
-        Some(c) => {
-            let mut resp = (StatusCode::from_u16(c.status).unwrap(), axum::Json(c.body)).into_response();
-            for (k, v) in c.headers {
-                resp.headers_mut().append(
-                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    v.parse().unwrap(),
-                );
-            }
-            resp
-        }
-        None => (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))).into_response(),
+        Some(c) => c
+            .headers
+            .iter()
+            .fold(Reply::json(c.status, &c.body), |reply, (k, v)| reply.header(k, v)),
+        None => Reply::json(404, &json!({"message": "Not Found"})),
     }
 }
 
@@ -396,17 +389,17 @@ pub struct Env {
     pub api: ProviderApi,
     pub sidecar: SidecarProcess,
     pub http: reqwest::Client,
-    pub root: TempDir,
+    pub root: tempfile::TempDir,
     pub secrets: Mutex<Vec<String>>,
 }
 
 /// Accounts as (name, provider, token); each becomes a kubelet-style volume.
 pub async fn env(accounts: &[(&str, &str, &str)], extra: &[String]) -> Env {
     let api = ProviderApi::start().await;
-    let root = TempDir::new("env");
+    let root = temp_dir("env");
     let mut args = Vec::new();
     for (name, provider, token) in accounts {
-        let dir = root.0.join("accounts").join(name);
+        let dir = root.path().join("accounts").join(name);
         write_volume(&dir, &token_secret(provider, token, Value::Null));
         args.push(format!("--account={name}={}", dir.display()));
     }
@@ -426,7 +419,7 @@ pub async fn env(accounts: &[(&str, &str, &str)], extra: &[String]) -> Env {
 
 impl Env {
     pub fn dir(&self, account: &str) -> PathBuf {
-        self.root.0.join("accounts").join(account)
+        self.root.path().join("accounts").join(account)
     }
 
     pub fn remember(&self, secret: &str) {

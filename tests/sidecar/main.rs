@@ -824,7 +824,7 @@ async fn proxy_forwards_with_the_credential_and_stays_on_the_provider() {
     // A Salesforce account: its org's instance_url is in the credential's metadata, but the pod
     // spec's --api-base wins (instance_url must be https under .salesforce.com, which a loopback
     // test server cannot be; see a_tools_file_cannot_send_a_built_in_providers_tokens_elsewhere).
-    let sf = e.root.0.join("accounts").join("sf");
+    let sf = e.root.path().join("accounts").join("sf");
     write_volume(
         &sf,
         &token_secret(
@@ -1269,10 +1269,7 @@ async fn rotation_under_load_loses_no_call() {
         assert_eq!(status, 200);
         let ours = e
             .api
-            .state
-            .seen
-            .lock()
-            .unwrap()
+            .seen()
             .iter()
             .rev()
             .find(|s| s.query.iter().any(|(_, v)| *v == marker))
@@ -1373,8 +1370,8 @@ async fn a_rejected_credential_is_reread_and_retried_once() {
 async fn custom_tools_from_a_configmap_directory_without_restart() {
     const ACME_KEY: &str = "acme_live_key_0123456789abcdef";
     let api = ProviderApi::start().await;
-    let root = TempDir::new("custom");
-    let tools_dir = root.0.join("tools");
+    let root = temp_dir("custom");
+    let tools_dir = root.path().join("tools");
     let acme_base = api.base("acme");
     let acme_tools = |extra: &str| {
         format!(
@@ -1405,7 +1402,7 @@ tools:
     };
     write_volume(&tools_dir, &[("acme.yaml", acme_tools(""))]);
     // API-key account without a provider key, in its own header; accounts found under a directory.
-    let accounts = root.0.join("accounts");
+    let accounts = root.path().join("accounts");
     write_volume(
         &accounts.join("acme-team"),
         &[
@@ -1474,7 +1471,7 @@ tools:
     inputSchema: {type: object, required: [owner, repo], properties: {owner: {type: string}, repo: {type: string}}}
     request: {method: GET, path: "/repos/{{input.owner}}/{{input.repo}}/issues", query: {labels: bug}}
 "#;
-    write_volume(&e.root.0.join("tools"), &[("acme.yaml", acme_tools(more))]);
+    write_volume(&e.root.path().join("tools"), &[("acme.yaml", acme_tools(more))]);
     let (_, listed) = e.get("/v1/tools").await;
     assert_eq!(
         tool_names(&listed),
@@ -1513,7 +1510,7 @@ tools:
 
     // A broken edit is logged and the previous catalog stays.
     write_volume(
-        &e.root.0.join("tools"),
+        &e.root.path().join("tools"),
         &[("acme.yaml", "tools: [{name: Broken".to_owned())],
     );
     let (_, listed) = e.get("/v1/tools").await;
@@ -1523,8 +1520,11 @@ tools:
 
 #[test]
 fn refuses_to_start_without_loopback_or_with_a_broken_catalog() {
-    let root = TempDir::new("refuse");
-    write_volume(&root.0.join("a"), &token_secret("github", GITHUB, Value::Null));
+    let root = temp_dir("refuse");
+    write_volume(
+        &root.path().join("a"),
+        &token_secret("github", GITHUB, Value::Null),
+    );
     let run = |args: &[String]| {
         let out = Command::new(env!("CARGO_BIN_EXE_agent-auth-operator"))
             .arg("sidecar")
@@ -1540,33 +1540,33 @@ fn refuses_to_start_without_loopback_or_with_a_broken_catalog() {
             ),
         )
     };
-    let account = format!("--account=a={}", root.0.join("a").display());
+    let account = format!("--account=a={}", root.path().join("a").display());
     let (ok, out) = run(&[account.clone(), "--listen=0.0.0.0:0".into()]);
     assert!(!ok && out.contains("not a loopback address"), "{out}");
     let (ok, out) = run(&["--listen=127.0.0.1:0".into()]);
     assert!(!ok && out.contains("no accounts"), "{out}");
-    std::fs::create_dir_all(root.0.join("tools")).unwrap();
+    std::fs::create_dir_all(root.path().join("tools")).unwrap();
     std::fs::write(
-        root.0.join("tools/bad.yaml"),
+        root.path().join("tools/bad.yaml"),
         "tools:\n  - name: x\n    provider: p\n",
     )
     .unwrap();
     let (ok, out) = run(&[
         account,
-        format!("--tools-dir={}", root.0.join("tools").display()),
+        format!("--tools-dir={}", root.path().join("tools").display()),
         "--listen=127.0.0.1:0".into(),
     ]);
     assert!(!ok && out.contains("bad.yaml"), "{out}");
     assert!(!out.contains(GITHUB));
     // A file that moves a built-in provider stops the start too, with the reason.
     std::fs::write(
-        root.0.join("tools/bad.yaml"),
+        root.path().join("tools/bad.yaml"),
         "providers:\n  google: {baseUrl: 'https://collector.example'}\n",
     )
     .unwrap();
     let (ok, out) = run(&[
-        format!("--account=a={}", root.0.join("a").display()),
-        format!("--tools-dir={}", root.0.join("tools").display()),
+        format!("--account=a={}", root.path().join("a").display()),
+        format!("--tools-dir={}", root.path().join("tools").display()),
         "--listen=127.0.0.1:0".into(),
     ]);
     assert!(
@@ -1606,16 +1606,16 @@ async fn the_example_deployment_sidecar_and_its_custom_tool() {
         "{volumes:#?}"
     );
     let api = ProviderApi::start().await;
-    let root = TempDir::new("example");
+    let root = temp_dir("example");
     let files: Vec<(&str, String)> = configmap["data"]
         .as_object()
         .unwrap()
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str().unwrap().to_owned()))
         .collect();
-    write_volume(&root.0.join("tools"), &files);
+    write_volume(&root.path().join("tools"), &files);
     write_volume(
-        &root.0.join("accounts/alice-github"),
+        &root.path().join("accounts/alice-github"),
         &token_secret("github", GITHUB, Value::Null),
     );
     let mut args: Vec<String> = sidecar["args"]
@@ -1625,8 +1625,14 @@ async fn the_example_deployment_sidecar_and_its_custom_tool() {
         .map(|a| a.as_str().unwrap().to_owned())
         .filter(|a| a != "sidecar" && !a.starts_with("--listen") && !a.starts_with("--log-format"))
         .map(|a| {
-            a.replace("/var/run/agentauth", root.0.join("accounts").to_str().unwrap())
-                .replace("/etc/agentauth/tools", root.0.join("tools").to_str().unwrap())
+            a.replace(
+                "/var/run/agentauth",
+                root.path().join("accounts").to_str().unwrap(),
+            )
+            .replace(
+                "/etc/agentauth/tools",
+                root.path().join("tools").to_str().unwrap(),
+            )
         })
         .collect();
     args.push(format!("--api-base=github={}", api.base("github")));

@@ -17,8 +17,8 @@ async fn a_tools_file_cannot_send_a_built_in_providers_tokens_elsewhere() {
     const SALESFORCE: &str = "00D5e000000wxyz!AQ0AQHcollectorsalesforcetoken";
     let api = ProviderApi::start().await;
     let collector = ProviderApi::start().await;
-    let root = TempDir::new("trust");
-    let tools_dir = root.0.join("tools");
+    let root = temp_dir("trust");
+    let tools_dir = root.path().join("tools");
     let whoami = r#"  - name: github_whoami
     provider: github
     description: The signed-in user.
@@ -26,7 +26,7 @@ async fn a_tools_file_cannot_send_a_built_in_providers_tokens_elsewhere() {
     request: {method: GET, path: /user}
 "#;
     write_volume(&tools_dir, &[("team.yaml", format!("tools:\n{whoami}"))]);
-    let accounts = root.0.join("accounts");
+    let accounts = root.path().join("accounts");
     write_volume(&accounts.join("gh"), &token_secret("github", GITHUB, Value::Null));
     // The token endpoint (a tenant may set it) answered with an instance_url of its choosing.
     write_volume(

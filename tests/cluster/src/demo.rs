@@ -5,11 +5,11 @@
 //! Non-interactive, it plays the user for alice (signs in at Dex), waits with `kubectl wait` until
 //! alice and team are ACTIVE, shows them and alice's Secret's keys, and returns.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::cli::Tool;
 use crate::dex::{self, Dex, DexOptions};
 use crate::{Proc, binaries, block_on, free_port, shared, wait_for_signal};
 
@@ -84,27 +84,9 @@ pub fn run(operator_bin: &Path, non_interactive: bool) -> Result<(), String> {
     let cluster = shared()?;
     let kubeconfig = cluster.kubeconfig_path().to_owned();
     let kubectl = binaries()?.kubectl.clone();
+    let tool = Tool::kubectl(&kubeconfig)?;
     let run_kubectl = |args: &[&str], stdin: Option<&str>| -> Result<String, String> {
-        let mut child = Command::new(&kubectl)
-            .args(args)
-            .env("KUBECONFIG", &kubeconfig)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
-            input.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
-        }
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!(
-                "kubectl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        tool.run(args, stdin)?.into_result()
     };
 
     let crds = Command::new(operator_bin)

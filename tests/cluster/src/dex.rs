@@ -86,7 +86,7 @@ pub struct Dex {
     token_url: String,
     userinfo_url: String,
     revoke_bin: PathBuf,
-    dir: PathBuf,
+    dir: tempfile::TempDir,
     proc: Option<Proc>,
     /// How many of the [`CLIENTS`] static clients [`Dex::next_client_id`] handed out.
     clients_used: std::sync::atomic::AtomicUsize,
@@ -226,7 +226,7 @@ impl Dex {
     /// Removes Dex's directory (for shared instances that are never dropped; the process itself
     /// dies with the test binary).
     pub fn remove_dir(&self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(self.dir.path());
     }
 }
 
@@ -235,7 +235,7 @@ impl Drop for Dex {
         if let Some(mut p) = self.proc.take() {
             p.kill();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The directory goes with the `dir` field, after the process.
     }
 }
 
@@ -267,11 +267,11 @@ fn start_once(
         dir,
         proc: None,
     };
-    let config = dex.dir.join("config.yaml");
+    let config = dex.dir.path().join("config.yaml");
     std::fs::write(&config, config_yaml(&dex, &web_addr, ttl_text))
         .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
     let args = ["serve".to_owned(), config.display().to_string()];
-    dex.proc = Some(Proc::spawn(&dex.dir, "dex", dex_bin, &args, &[])?);
+    dex.proc = Some(Proc::spawn(dex.dir.path(), "dex", dex_bin, &args, &[])?);
     let discovery = wait_ready(&mut dex, &web_addr)?;
     let endpoint = |key: &str| {
         discovery[key]

@@ -8,12 +8,18 @@
 //!   set from a thread that lives as long as the process, see [`Proc`]), and a normal exit, including
 //!   a test binary with panicking tests, also removes the cluster directory (an `atexit` hook);
 //! - directories left by a process that was killed outright are removed by the next start.
+//!
+//! Shared by the integration tests and the benchmark suite: [`cli`] runs `kubectl` and `helm`,
+//! [`recorder`] is the recording HTTP server, [`fixtures`] installs the CRDs and Connections.
 
 mod certs;
+pub mod cli;
 pub mod demo;
 pub mod dex;
+pub mod fixtures;
 mod kubeconfig;
 mod process;
+pub mod recorder;
 
 pub use process::{Binaries, Proc, at_exit, binaries, block_on, free_port, scratch_dir};
 
@@ -98,10 +104,9 @@ impl Cluster {
 
     fn start_once(options: &ClusterOptions) -> Result<Cluster, String> {
         let bins = process::binaries()?;
-        process::sweep_stale_dirs("agentauth-cluster-");
-        let dir = std::env::temp_dir().join(format!("agentauth-cluster-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // Kept, not dropped: the shared cluster lives in a static, so its directory is removed by
+        // `stop` (from the `atexit` hook), or by the sweep of the next start after a kill.
+        let dir = process::scratch_dir("agentauth-cluster-")?.keep();
         let pki = certs::generate(&dir)?;
         let mut cluster = Cluster {
             kubeconfig: dir.join("kubeconfig"),

@@ -4,7 +4,6 @@ use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Paths of the control-plane binaries.
@@ -230,16 +229,15 @@ pub fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-/// A fresh directory `{temp}/{prefix}{pid}-{n}` for one process a test starts, made after removing
-/// those left by test binaries that were killed before their cleanup ran.
-pub fn scratch_dir(prefix: &str) -> Result<PathBuf, String> {
-    static SEQ: AtomicU32 = AtomicU32::new(0);
+/// A fresh directory `{temp}/{prefix}{pid}-{random}` for one process a test starts, removed when
+/// the returned guard drops. Made after removing those left by test binaries that were killed
+/// before their cleanup ran: the pid in the name is what [`sweep_stale_dirs`] checks.
+pub fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, String> {
     sweep_stale_dirs(prefix);
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("{prefix}{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    Ok(dir)
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}{}-", std::process::id()))
+        .tempdir()
+        .map_err(|e| format!("cannot create a {prefix} directory: {e}"))
 }
 
 /// Removes temporary directories named `{prefix}{pid}` or `{prefix}{pid}-...` whose process no
