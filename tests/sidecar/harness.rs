@@ -365,6 +365,19 @@ impl SidecarProcess {
     pub fn output(&self) -> String {
         self.out.lock().unwrap().clone()
     }
+
+    /// Waits (polling, 10 s deadline) until the sidecar's output contains `text`: its log lines
+    /// reach us through a reader thread, after the response that caused them.
+    pub async fn wait_output(&self, text: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !self.output().contains(text) {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
 }
 
 impl Drop for SidecarProcess {

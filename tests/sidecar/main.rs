@@ -1515,7 +1515,7 @@ tools:
     );
     let (_, listed) = e.get("/v1/tools").await;
     assert_eq!(tool_names(&listed).len(), 4);
-    assert!(e.sidecar.output().contains("tool catalog not reloaded"));
+    assert!(e.sidecar.wait_output("tool catalog not reloaded").await);
 }
 
 #[test]
