@@ -239,7 +239,7 @@ pub fn mint(
     }
     claims.insert("iat".into(), Value::from(iat));
     claims.insert("exp".into(), Value::from(exp.as_second()));
-    claims.insert("jti".into(), Value::String(crate::links::random_id()));
+    claims.insert("jti".into(), Value::String(crate::signer::random_id()));
     for (name, raw) in &settings.claims {
         if REGISTERED.contains(&name.as_str()) {
             return Err(config(format!(

@@ -23,9 +23,9 @@ use super::persist::persist;
 use super::{Context, Error};
 use crate::api::conditions;
 use crate::api::{AccountState, ConnectedAccount, ConnectedAccountStatus, Connection};
-use crate::links::{self, LinkClaims};
+use crate::signer::{self, LinkClaims};
 use crate::store::agent_secret::{self, Ownership};
-use crate::store::credentials::{CredentialStore, StoreError, Versioned};
+use crate::store::operator_copy::{CredentialStore, StoreError, Versioned};
 use crate::store::{FIELD_MANAGER, Record, finalizer};
 
 /// [`reconcile`] with its duration and outcome recorded in metrics.
@@ -107,7 +107,7 @@ fn cached_record(uid: &str, ctx: &Context) -> Result<Versioned, Error> {
 /// The status link, if it is one this operator signed for this very account.
 fn current_link(account: &ConnectedAccount, ctx: &Context) -> Option<LinkClaims> {
     let url = account.status.as_ref()?.authorization_link.as_deref()?;
-    let claims = ctx.signer.read_link(links::token_of(url)?)?;
+    let claims = ctx.signer.read_link(signer::token_of(url)?)?;
     let same = Some(&claims.uid) == account.metadata.uid.as_ref()
         && claims.name == account.name_any()
         && Some(&claims.ns) == account.metadata.namespace.as_ref();
@@ -221,7 +221,7 @@ async fn apply(account: &Arc<ConnectedAccount>, ctx: &Arc<Context>) -> Result<Ac
                 ns: ns.clone(),
                 name: account.name_any(),
                 uid: uid.clone(),
-                nonce: links::random_id(),
+                nonce: signer::random_id(),
                 exp: expires_at.as_second(),
             };
             let url = ctx

@@ -41,8 +41,8 @@ pub type GuardedConnection = DeserializeGuard<Connection>;
 /// ClusterConnections as watched.
 pub type GuardedClusterConnection = DeserializeGuard<ClusterConnection>;
 use crate::config::Config;
-use crate::links::Signer;
-use crate::store::credentials::CredentialStore;
+use crate::signer::Signer;
+use crate::store::operator_copy::CredentialStore;
 use crate::store::{ACCOUNT_LABEL, ACCOUNT_NAMESPACE_LABEL, agent_secret};
 use decide::RefreshFailure;
 

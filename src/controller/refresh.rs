@@ -27,7 +27,7 @@ use super::persist::persist;
 use super::{Context, Error, GuardedAccount, schedule};
 use crate::api::{AuthType, ConnectedAccount, Connection};
 use crate::auth::oauth2::{Delivery, TokenEndpointError};
-use crate::store::credentials::Versioned;
+use crate::store::operator_copy::Versioned;
 use crate::store::{Record, RefreshAttempt, TokenSet, token_sha256};
 
 /// Longest a strict provider's answer is read after the reconcile stopped waiting for it.

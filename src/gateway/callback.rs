@@ -21,8 +21,8 @@ use super::complete::{complete, finish, record_failure, spent};
 use super::connect::current_account;
 use super::{Gateway, SESSION_COOKIE, pages};
 use crate::api::{ConnectedAccount, Connection};
-use crate::auth::connection as conn_auth;
-use crate::links::{self, LinkClaims, StateClaims};
+use crate::auth::resolve as conn_auth;
+use crate::signer::{self, LinkClaims, StateClaims};
 
 /// Longest query string the callback reads.
 const MAX_QUERY: usize = 4096;
@@ -247,7 +247,7 @@ fn link_is_current(gw: &Gateway, account: &ConnectedAccount, claims: &StateClaim
         .status
         .as_ref()
         .and_then(|s| s.authorization_link.as_deref())
-        .and_then(links::token_of)
+        .and_then(signer::token_of)
         .and_then(|t| gw.signer.read_link(t));
     current.is_some_and(|l| l.nonce == claims.link)
 }

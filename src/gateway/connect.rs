@@ -12,9 +12,9 @@ use kube::api::Api;
 
 use super::{Gateway, SESSION_COOKIE, STATE_TTL_SECS, pages};
 use crate::api::{AccountState, ConnectedAccount, Connection};
-use crate::auth::connection as conn_auth;
 use crate::auth::oauth2::OAuthClient;
-use crate::links::{self, LinkClaims, StateClaims, TokenError};
+use crate::auth::resolve as conn_auth;
+use crate::signer::{self, LinkClaims, StateClaims, TokenError};
 
 pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Response {
     let now = Timestamp::now().as_second();
@@ -59,7 +59,7 @@ pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Re
             return pages::unavailable("This app is not configured correctly. Contact the platform team.");
         }
     };
-    let sid = links::random_id();
+    let sid = signer::random_id();
     let state = gw.signer.issue_state(&StateClaims {
         ns: claims.ns.clone(),
         name: claims.name.clone(),
@@ -99,7 +99,7 @@ pub async fn open_link(
         .status
         .as_ref()
         .and_then(|s| s.authorization_link.as_deref())
-        .and_then(links::token_of);
+        .and_then(signer::token_of);
     if link_token != Some(token)
         || account.status.as_ref().and_then(|s| s.state) == Some(AccountState::Disconnected)
     {

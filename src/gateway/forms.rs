@@ -21,7 +21,7 @@ use super::requester::Requester;
 use super::{Gateway, STATE_TTL_SECS};
 use crate::api::{Connection, HttpMethod};
 use crate::auth::form::{Field, Form};
-use crate::links::{self, LinkClaims, StateClaims};
+use crate::signer::{self, LinkClaims, StateClaims};
 
 /// Cookie of a form session; its path is the link's, so it goes nowhere else.
 const FORM_COOKIE: &str = "agentauth_form";
@@ -46,7 +46,7 @@ pub async fn show(gw: &Gateway, claims: &LinkClaims, conn: &Connection) -> Respo
             return misconfigured(conn);
         }
     };
-    let sid = links::random_id();
+    let sid = signer::random_id();
     render(
         gw,
         claims,
@@ -69,7 +69,7 @@ pub async fn submit(
         Ok(opened) => opened,
         Err(resp) => return resp,
     };
-    if !crate::auth::connection::ready_now(&conn) {
+    if !crate::auth::resolve::ready_now(&conn) {
         tracing::info!(connection = %conn_name(&conn), "connection not validated in its current form");
         return pages::unavailable("This app is being updated. Try your link again in a moment.");
     }

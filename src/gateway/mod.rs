@@ -26,8 +26,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::Config;
-use crate::links::Signer;
-use crate::store::credentials::CredentialStore;
+use crate::signer::Signer;
+use crate::store::operator_copy::CredentialStore;
 
 /// Name of the cookie that binds an authorization attempt to the browser that started it.
 pub const SESSION_COOKIE: &str = "agentauth_session";
