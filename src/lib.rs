@@ -10,6 +10,7 @@ pub mod config;
 pub mod controller;
 pub mod egress;
 pub mod gateway;
+pub mod http;
 pub mod metrics;
 pub mod percent;
 pub mod plugin;

@@ -547,7 +547,7 @@ pub async fn obtain(
         .map_err(|e| JwtError::transient(crate::egress::phrase(&e)))?;
     let status = response.status();
     let retry_after = if matches!(status.as_u16(), 429 | 503) {
-        parse_retry_after(response.headers())
+        crate::http::retry_after(response.headers())
     } else {
         None
     };
@@ -665,23 +665,13 @@ fn token_set(
 }
 
 /// Reads at most [`MAX_RESPONSE`] bytes; a larger answer is an error, never buffered whole.
-async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, JwtError> {
-    let too_large = || JwtError::transient("token response larger than 64 KiB");
-    if response.content_length().is_some_and(|n| n > MAX_RESPONSE as u64) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+async fn read_bounded(response: reqwest::Response) -> Result<bytes::Bytes, JwtError> {
+    crate::http::read_limited(response, MAX_RESPONSE)
         .await
-        .map_err(|e| JwtError::transient(crate::egress::phrase(&e)))?
-    {
-        if body.len() + chunk.len() > MAX_RESPONSE {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        .map_err(|e| match e {
+            crate::http::ReadError::TooLarge(_) => JwtError::transient("token response larger than 64 KiB"),
+            crate::http::ReadError::Read(e) => JwtError::transient(crate::egress::phrase(&e)),
+        })
 }
 
 /// An endpoint's error text, safe for status and logs: one line, at most 200 characters, with
@@ -703,19 +693,6 @@ fn scrub(text: &str, jwt: &str) -> String {
         .filter(|c| !c.is_control())
         .take(200)
         .collect()
-}
-
-/// `Retry-After` in seconds (HTTP dates are rare at token endpoints and ignored), capped at an
-/// hour so a hostile endpoint cannot park an account forever.
-fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs.min(3600)))
 }
 
 #[cfg(test)]

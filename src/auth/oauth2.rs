@@ -679,7 +679,7 @@ impl<'c> oauth2::AsyncHttpClient<'c> for ProviderHttp {
                 *slot = Some(parts.status.as_u16());
             }
             if matches!(parts.status.as_u16(), 429 | 503)
-                && let Some(d) = parse_retry_after(&parts.headers)
+                && let Some(d) = crate::http::retry_after(&parts.headers)
                 && let Ok(mut slot) = self.retry_after.lock()
             {
                 *slot = Some(d);
@@ -687,13 +687,6 @@ impl<'c> oauth2::AsyncHttpClient<'c> for ProviderHttp {
             Ok(oauth2::http::Response::from_parts(parts, body))
         })
     }
-}
-
-/// `Retry-After` in seconds (HTTP dates are rare at token endpoints and are ignored), capped at an
-/// hour so a hostile provider cannot park an account forever.
-fn parse_retry_after(headers: &oauth2::http::HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers.get("retry-after")?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs.min(3600)))
 }
 
 /// Longest token endpoint answer read; more is cut off (and then fails to parse).
@@ -710,7 +703,7 @@ async fn send(
     if timeout.is_some() {
         *request.timeout_mut() = timeout;
     }
-    let mut resp = http
+    let resp = http
         .execute(request)
         .await
         .map_err(|e| HttpClientError::Reqwest(Box::new(e)))?;
@@ -718,19 +711,10 @@ async fn send(
     for (k, v) in resp.headers() {
         builder = builder.header(k, v);
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
+    let read = crate::http::read_capped(resp, MAX_ANSWER)
         .await
-        .map_err(|e| HttpClientError::Reqwest(Box::new(SendError::NoAnswer(e))))?
-    {
-        let room = MAX_ANSWER.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if room <= chunk.len() {
-            break;
-        }
-    }
-    builder.body(body).map_err(HttpClientError::Http)
+        .map_err(|e| HttpClientError::Reqwest(Box::new(SendError::NoAnswer(e))))?;
+    builder.body(read.body.to_vec()).map_err(HttpClientError::Http)
 }
 
 /// The HTTP client for token endpoints: the egress policy, no redirects (the oauth2 crate requires

@@ -31,12 +31,7 @@ pub struct Upstream {
 /// no credentials, query or fragment.
 pub fn checked_base(s: &str) -> Result<Url, String> {
     let url = Url::parse(s).map_err(|e| e.to_string())?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
+    let loopback = url.host_str().is_some_and(crate::http::is_loopback_host);
     let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
     if !scheme_ok || url.host().is_none() {
         return Err("must be an https URL (or http on a loopback address)".into());
@@ -53,13 +48,13 @@ pub fn checked_base(s: &str) -> Result<Url, String> {
 
 impl Upstream {
     pub fn new(overrides: BTreeMap<String, Url>) -> Result<Upstream, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("agent-auth-operator-sidecar/", env!("CARGO_PKG_VERSION")))
-            // A redirect is the agent's business (the proxy passes it on); never carry the header along.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            .build()?;
+        // No redirects: they are the agent's business (the proxy passes them on); never carry the header along.
+        let http = crate::http::client_builder(
+            concat!("agent-auth-operator-sidecar/", env!("CARGO_PKG_VERSION")),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        )
+        .build()?;
         Ok(Upstream { http, overrides })
     }
 
@@ -179,33 +174,14 @@ impl Upstream {
 
 /// The error and its causes, without the URL (it may carry the agent's query).
 fn describe(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+    crate::http::describe_chain(&e.without_url())
 }
 
-async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, ApiError> {
-    if resp.content_length().is_some_and(|l| l > limit as u64) {
-        return Err(ApiError::TooLarge(limit));
-    }
-    let mut buf = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| ApiError::Unreachable(describe(e)))?
-    {
-        if buf.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge(limit));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(buf))
+async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<Bytes, ApiError> {
+    crate::http::read_limited(resp, limit).await.map_err(|e| match e {
+        crate::http::ReadError::TooLarge(n) => ApiError::TooLarge(n),
+        crate::http::ReadError::Read(e) => ApiError::Unreachable(describe(e)),
+    })
 }
 
 #[cfg(test)]
