@@ -198,11 +198,11 @@ pub fn lookup(name: &str) -> Option<&'static Preset> {
 
 /// The preset a Connection's `spec.provider` names: none without one, an error naming the known
 /// presets for an unknown name.
-pub fn resolve(provider: Option<&str>) -> Result<Option<&'static Preset>, crate::auth::oauth2::ConfigError> {
+pub fn resolve(provider: Option<&str>) -> Result<Option<&'static Preset>, crate::auth::error::ConfigError> {
     provider
         .map(|name| {
             lookup(name).ok_or_else(|| {
-                crate::auth::oauth2::ConfigError(format!(
+                crate::auth::error::ConfigError(format!(
                     "unknown provider {name:?}; known: {}",
                     names().join(", ")
                 ))

@@ -7,7 +7,7 @@ use regex::Regex;
 
 use crate::api::{AuthType, Connection, CredentialForm, FormField, HeaderSettings, VerifyRequest};
 use crate::auth::catalog;
-use crate::auth::oauth2::ConfigError;
+use crate::auth::error::ConfigError;
 use crate::store::TokenSet;
 
 /// Longest value a form field accepts.

@@ -6,7 +6,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 
-use super::oauth2::{ConfigError, OAuthClient, Settings};
+use super::error::ConfigError;
+use super::oauth2::OAuthClient;
+use super::settings::Settings;
 use crate::api::{ClusterConnection, ConnectedAccount, Connection, ConnectionKind, SecretKeyRef};
 use crate::config::Config;
 use crate::store::{Grant, secret_ref};
