@@ -8,3 +8,4 @@ pub mod oauth2;
 pub mod quirks;
 pub mod resolve;
 pub mod settings;
+pub mod template;
