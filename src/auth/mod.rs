@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod fields;
 pub mod form;
 pub mod jwt;
 pub mod oauth2;

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::mint::mint;
 use super::{JwtError, Template, config};
 use crate::api::{CustomJwtSettings, ExchangeStyle, JwtExchange};
+use crate::auth::fields::is_credential;
 use crate::store::TokenSet;
 
 /// Largest token endpoint response read; more is refused rather than buffered.
@@ -19,18 +20,6 @@ pub(super) const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer
 /// their reach. Everything else an endpoint sends is dropped.
 const EXCHANGE_METADATA: &[&str] = &["permissions", "repository_selection", "repositories"];
 
-/// Response fields that are credentials or already in the token set, never metadata.
-const NOT_METADATA: &[&str] = &[
-    "access_token",
-    "token",
-    "refresh_token",
-    "id_token",
-    "client_secret",
-    "token_type",
-    "expires_in",
-    "expires_at",
-    "scope",
-];
 const USER_AGENT: &str = concat!("agent-auth-operator/", env!("CARGO_PKG_VERSION"));
 
 /// The rendered token URL; the egress policy decides whether it may be called.
@@ -195,7 +184,7 @@ pub(super) fn token_set(
     // Only allowlisted fields: an endpoint's other answers never reach the agent Secret.
     let metadata: BTreeMap<String, Value> = fields
         .into_iter()
-        .filter(|(k, _)| !NOT_METADATA.contains(&k.as_str()) && EXCHANGE_METADATA.contains(&k.as_str()))
+        .filter(|(k, _)| !is_credential(k) && EXCHANGE_METADATA.contains(&k.as_str()))
         .collect();
     Ok(TokenSet {
         access_token,

@@ -17,13 +17,11 @@ use super::classify::TokenEndpointError;
 use super::transport::{ProviderHttp, Response};
 use crate::api::TokenEndpointAuthMethod;
 use crate::auth::error::ConfigError;
+use crate::auth::fields::is_credential;
 use crate::auth::quirks;
 use crate::auth::settings::Settings;
 use crate::egress::EgressClient;
 use crate::store::TokenSet;
-
-/// Fields of a token response that are credentials themselves and never become metadata.
-pub(super) const NOT_METADATA: &[&str] = quirks::CREDENTIAL_FIELDS;
 
 type Client = oauth2::Client<
     BasicErrorResponse,
@@ -273,7 +271,7 @@ impl OAuthClient {
             .extra_fields()
             .fields
             .iter()
-            .filter(|(k, _)| !NOT_METADATA.contains(&k.as_str()) && wanted(k))
+            .filter(|(k, _)| !is_credential(k) && wanted(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         TokenSet {
@@ -320,7 +318,7 @@ mod fuzz {
                 let settings = Settings::resolve(AuthType::OAuth2, Some("google"), &serde_json::from_value(serde_json::json!({"clientId": "c"})).unwrap()).unwrap();
                 let client = OAuthClient::new(settings, None, "https://gw.test/cb").unwrap();
                 let t = client.token_set(resp, jiff::Timestamp::UNIX_EPOCH);
-                prop_assert!(t.metadata.keys().all(|k| !NOT_METADATA.contains(&k.as_str())));
+                prop_assert!(t.metadata.keys().all(|k| !is_credential(k)));
             }
         }
     }
