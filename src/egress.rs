@@ -232,16 +232,16 @@ impl EgressClient {
     /// A client with the given total request `timeout`.
     pub fn new(policy: EgressPolicy, timeout: Duration) -> Result<Self, reqwest::Error> {
         let policy = Arc::new(policy);
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver {
-                policy: policy.clone(),
-            }))
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(timeout)
-            .user_agent(concat!("agent-auth-operator/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = crate::http::client_builder(
+            concat!("agent-auth-operator/", env!("CARGO_PKG_VERSION")),
+            Duration::from_secs(5),
+            timeout,
+        )
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver {
+            policy: policy.clone(),
+        }))
+        .build()?;
         Ok(Self { http, policy })
     }
 
@@ -304,14 +304,7 @@ impl From<reqwest::Error> for SendError {
 
 /// The policy refusal inside a reqwest error, if that is what it was.
 pub fn egress_refusal(e: &(dyn std::error::Error + 'static)) -> Option<EgressError> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(refused) = err.downcast_ref::<EgressError>() {
-            return Some(refused.clone());
-        }
-        cur = err.source();
-    }
-    None
+    crate::http::error_chain(e).find_map(|err| err.downcast_ref::<EgressError>().cloned())
 }
 
 /// A fixed phrase for any request failure, for status, Events and pages: the policy refusal, or

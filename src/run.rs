@@ -8,8 +8,8 @@ use futures::FutureExt;
 use kube_lease_manager::LeaseManagerBuilder;
 
 use crate::config::Config;
-use crate::links::Signer;
-use crate::store::credentials::CredentialStore;
+use crate::signer::Signer;
+use crate::store::operator_copy::CredentialStore;
 use crate::store::signing_key;
 use crate::{admin, controller, gateway};
 

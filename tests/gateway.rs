@@ -6,7 +6,7 @@
 mod common;
 
 use agent_auth_operator::api::{AccountState, ConnectedAccount};
-use agent_auth_operator::links::{LinkClaims, Signer, StateClaims, random_key};
+use agent_auth_operator::signer::{LinkClaims, Signer, StateClaims, random_key};
 use base64::Engine;
 use common::dex::{authorize_until, browser, browser_until};
 use common::fixtures::*;

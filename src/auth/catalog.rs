@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 
 use crate::api::{AuthType, CredentialForm, TokenEndpointAuthMethod};
-use crate::auth::quirks::{self, TokenQuirks};
+use crate::auth::quirks::TokenQuirks;
 
 const SOURCE: &str = include_str!("catalog.yaml");
 
@@ -171,7 +171,7 @@ fn validate(presets: &[Preset]) -> Result<(), CatalogError> {
         if p.scope_separator.is_empty() || p.scope_param.is_empty() {
             return Err(invalid(p, "scopeSeparator and scopeParam cannot be empty".into()));
         }
-        if let Some(bad) = p.metadata.keys().find(|k| quirks::is_reserved(k)) {
+        if let Some(bad) = p.metadata.keys().find(|k| crate::auth::fields::is_reserved(k)) {
             return Err(invalid(
                 p,
                 format!("metadata key {bad:?} is a credential or a token field"),
@@ -180,7 +180,7 @@ fn validate(presets: &[Preset]) -> Result<(), CatalogError> {
         if let Some(bad) = p
             .metadata
             .values()
-            .find(|path| path.split('.').any(quirks::is_credential))
+            .find(|path| path.split('.').any(crate::auth::fields::is_credential))
         {
             return Err(invalid(
                 p,
@@ -198,11 +198,11 @@ pub fn lookup(name: &str) -> Option<&'static Preset> {
 
 /// The preset a Connection's `spec.provider` names: none without one, an error naming the known
 /// presets for an unknown name.
-pub fn resolve(provider: Option<&str>) -> Result<Option<&'static Preset>, crate::auth::oauth2::ConfigError> {
+pub fn resolve(provider: Option<&str>) -> Result<Option<&'static Preset>, crate::auth::error::ConfigError> {
     provider
         .map(|name| {
             lookup(name).ok_or_else(|| {
-                crate::auth::oauth2::ConfigError(format!(
+                crate::auth::error::ConfigError(format!(
                     "unknown provider {name:?}; known: {}",
                     names().join(", ")
                 ))

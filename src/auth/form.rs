@@ -7,7 +7,7 @@ use regex::Regex;
 
 use crate::api::{AuthType, Connection, CredentialForm, FormField, HeaderSettings, VerifyRequest};
 use crate::auth::catalog;
-use crate::auth::oauth2::ConfigError;
+use crate::auth::error::ConfigError;
 use crate::store::TokenSet;
 
 /// Longest value a form field accepts.
@@ -191,12 +191,17 @@ impl Form {
     /// were checked to be host labels by [`Form::validate`]).
     pub fn verify_url(&self, values: &BTreeMap<String, String>) -> Option<String> {
         let verify = self.verify.as_ref()?;
-        let mut url = verify.url.clone();
-        for f in self.fields.iter().filter(|f| !f.secret) {
-            let v = values.get(&f.name).map(String::as_str).unwrap_or_default();
-            url = url.replace(&placeholder(&f.name), &crate::percent::encode(v));
-        }
-        Some(url)
+        let value_of = |name: &str| {
+            self.fields
+                .iter()
+                .any(|f| !f.secret && f.name == name)
+                .then(|| values.get(name).map(String::as_str).unwrap_or_default())
+        };
+        Some(crate::auth::template::fill(
+            &verify.url,
+            value_of,
+            crate::percent::encode,
+        ))
     }
 
     /// Whether `{{name}}` sits in the host of the verification URL.

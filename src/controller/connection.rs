@@ -14,9 +14,9 @@ use serde_json::json;
 use super::{Context, Error, schedule, tenancy};
 use crate::api::conditions;
 use crate::api::{AuthType, ClusterConnection, Connection, ConnectionStatus, Reason};
-use crate::auth::connection as conn_auth;
 use crate::auth::form::Form;
 use crate::auth::jwt;
+use crate::auth::resolve as conn_auth;
 use crate::store::FIELD_MANAGER;
 
 /// How often a Ready Connection re-checks its client secret (Secrets are not watched, to keep the

@@ -17,8 +17,8 @@ use super::decide::RefreshFailure;
 use super::{Error, RECONCILE_CONCURRENCY, account, attempt, events};
 use crate::api::{ConnectedAccount, GuardedAccount, GuardedClusterConnection, GuardedConnection};
 use crate::config::Config;
-use crate::links::Signer;
-use crate::store::credentials::CredentialStore;
+use crate::signer::Signer;
+use crate::store::operator_copy::CredentialStore;
 
 /// What every set of controllers (one per watched namespace) and every leadership term of the
 /// process share, so that limits hold per process and nothing a refresh brought back is dropped

@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use super::attempt::{AttemptState, Rotation};
 use super::schedule;
 use crate::api::{AccountState, ConnectedAccount, REAUTHORIZE_ANNOTATION, Reason};
-use crate::links::LinkClaims;
+use crate::signer::LinkClaims;
 use crate::store::Record;
 use crate::store::agent_secret::Ownership;
 

@@ -3,7 +3,7 @@
 //! The variant names the step, so a log line or `agentauth_reconcile_errors_total{category}`
 //! says where a reconcile stopped without formatting any detail (which could carry remote text).
 
-use crate::store::credentials::StoreError;
+use crate::store::operator_copy::StoreError;
 
 /// Why a reconcile stopped. Every variant is retried by the error policy.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,8 @@ use super::Error;
 use super::decide::ConnectionView;
 use super::persist::persist;
 use crate::api::{ConnectedAccount, Connection, Reason};
-use crate::auth::connection as conn_auth;
-use crate::store::credentials::Versioned;
+use crate::auth::resolve as conn_auth;
+use crate::store::operator_copy::Versioned;
 
 /// A credential stored before grants were pinned gets the Connection's endpoints of today, once:
 /// from then on an edit of the Connection cannot redirect its refresh token.

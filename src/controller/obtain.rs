@@ -8,9 +8,9 @@ use kube::ResourceExt;
 
 use super::Context;
 use crate::api::{AuthType, ConnectedAccount, Connection, SecretKeyRef};
-use crate::auth::connection as conn_auth;
 use crate::auth::jwt::{self, JwtError, Template};
 use crate::auth::oauth2::TokenEndpointError;
+use crate::auth::resolve as conn_auth;
 use crate::store::{Grant, TokenSet};
 
 /// A new credential for `account`. `current` is the credential to renew, if any; OAuth 2.0 needs it,

@@ -7,8 +7,8 @@ use kube::api::Api;
 use super::{Context, Error};
 use crate::api::ConnectedAccount;
 use crate::store::Record;
-use crate::store::credentials::Versioned;
 use crate::store::finalizer;
+use crate::store::operator_copy::Versioned;
 
 /// Writes the record against the version read; a conflict means someone (the gateway) wrote in
 /// between, so the reconcile starts over with fresh data. The first write puts the finalizer on

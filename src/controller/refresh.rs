@@ -29,7 +29,7 @@ use crate::api::GuardedAccount;
 use crate::api::{AuthType, ConnectedAccount, Connection, Reason};
 use crate::auth::oauth2::{Delivery, TokenEndpointError};
 use crate::metrics::RefreshResult;
-use crate::store::credentials::{StoreError, Versioned};
+use crate::store::operator_copy::{StoreError, Versioned};
 use crate::store::{Record, RefreshAttempt, TokenSet, token_sha256};
 
 /// Longest a strict provider's answer is read after the reconcile stopped waiting for it.

@@ -12,7 +12,7 @@ use super::decide::{ConnectionIssue, ConnectionView, Source};
 use super::{Context, schedule};
 use crate::api::conditions;
 use crate::api::{ConnectedAccount, Connection, ConnectionKind, Reason, RotationPolicy, RotationSettings};
-use crate::auth::connection as conn_auth;
+use crate::auth::resolve as conn_auth;
 
 /// Default `spec.authorizationLink.ttl`.
 const DEFAULT_LINK_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);

@@ -13,7 +13,7 @@
 //!   wrap tenant A's OAuth app in its own token endpoint (RFC 9700 section 4.4 mix-up).
 
 use crate::api::{AuthType, Connection, Reason};
-use crate::auth::connection as conn_auth;
+use crate::auth::resolve as conn_auth;
 pub use crate::config::ConnectionPolicy;
 use crate::egress::EgressPolicy;
 

@@ -15,8 +15,8 @@ use kube::{Client, Resource, ResourceExt};
 use super::{Context, Error, RECONCILE_CONCURRENCY, Shared, account, connection};
 use crate::api::{ConnectionKind, GuardedAccount, GuardedClusterConnection, GuardedConnection, api_for};
 use crate::config::Config;
-use crate::links::Signer;
-use crate::store::credentials::CredentialStore;
+use crate::signer::Signer;
+use crate::store::operator_copy::CredentialStore;
 use crate::store::{ACCOUNT_LABEL, ACCOUNT_NAMESPACE_LABEL, agent_secret};
 
 /// What one set of controllers watches.

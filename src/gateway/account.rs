@@ -12,8 +12,8 @@ use kube::api::Api;
 use super::context::Gateway;
 use super::pages;
 use crate::api::{AccountState, ConnectedAccount, Connection};
-use crate::auth::connection as conn_auth;
-use crate::links::{self, LinkClaims, TokenError};
+use crate::auth::resolve as conn_auth;
+use crate::signer::{self, LinkClaims, TokenError};
 
 /// Verifies a link and finds its account (still the same, the link still its current one) and
 /// Connection; otherwise the page to show.
@@ -27,7 +27,7 @@ pub async fn open_link(
         .status
         .as_ref()
         .and_then(|s| s.authorization_link.as_deref())
-        .and_then(links::token_of);
+        .and_then(signer::token_of);
     if link_token != Some(token)
         || account.status.as_ref().and_then(|s| s.state) == Some(AccountState::Disconnected)
     {

@@ -17,7 +17,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::api::{AccountState, Connection};
 use crate::api::{GuardedAccount, GuardedConnection, api_for};
-use crate::links;
+use crate::signer;
 
 /// The little the gateway keeps per account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +132,7 @@ fn entry(a: &GuardedAccount) -> Option<(Key, Entry)> {
         uid: account.uid()?,
         link: status
             .and_then(|s| s.authorization_link.as_deref())
-            .and_then(links::token_of)
+            .and_then(signer::token_of)
             .map(str::to_owned),
         disconnected: status.and_then(|s| s.state) == Some(AccountState::Disconnected),
         connection: account.spec.connection_ref.name.clone(),

@@ -24,8 +24,8 @@ use super::pages;
 use super::requester::Requester;
 use super::session::{SESSION_COOKIE, session_of};
 use crate::api::{ConnectedAccount, Connection, Reason};
-use crate::auth::connection as conn_auth;
-use crate::links::{self, LinkClaims, StateClaims};
+use crate::auth::resolve as conn_auth;
+use crate::signer::{self, LinkClaims, StateClaims};
 
 /// Longest query string the callback reads.
 const MAX_QUERY: usize = 4096;
@@ -237,7 +237,7 @@ fn link_is_current(gw: &Gateway, account: &ConnectedAccount, claims: &StateClaim
         .status
         .as_ref()
         .and_then(|s| s.authorization_link.as_deref())
-        .and_then(links::token_of)
+        .and_then(signer::token_of)
         .and_then(|t| gw.signer.read_link(t));
     current.is_some_and(|l| l.nonce == claims.link)
 }

@@ -22,8 +22,8 @@ use super::pages;
 use super::requester::{Requester, host_port};
 use crate::api::{ConnectedAccount, Connection};
 use crate::controller::schedule;
-use crate::links::LinkClaims;
-use crate::store::credentials::StoreError;
+use crate::signer::LinkClaims;
+use crate::store::operator_copy::StoreError;
 use crate::store::{FlowError, Grant, PendingVerification, Record, TokenSet};
 
 /// How long the platform has to confirm a user by default.
@@ -89,7 +89,7 @@ pub async fn complete(
                     .as_deref()
                     .and_then(|t| schedule::parse_duration(t).ok())
                     .unwrap_or(DEFAULT_VERIFICATION_TTL);
-                let request = crate::links::random_id();
+                let request = crate::signer::random_id();
                 let claims = LinkClaims {
                     ns: account.namespace().unwrap_or_default(),
                     name: account.name_any(),

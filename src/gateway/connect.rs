@@ -13,9 +13,9 @@ use super::account::{open_link, verify_link};
 use super::context::Gateway;
 use super::session::{self, SESSION_COOKIE};
 use super::{forms, pages};
-use crate::auth::connection as conn_auth;
 use crate::auth::oauth2::OAuthClient;
-use crate::links;
+use crate::auth::resolve as conn_auth;
+use crate::signer;
 
 pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Response {
     let claims = match verify_link(&gw, &token) {
@@ -55,7 +55,7 @@ pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Re
             return pages::unavailable("This app is not configured correctly. Contact the platform team.");
         }
     };
-    let sid = links::random_id();
+    let sid = signer::random_id();
     let state = session::issue_state(&gw, &claims, &conn, &sid);
     let target = oauth.authorize_url(&state, &gw.signer.pkce_verifier(&sid));
     tracing::debug!(account = %claims.name, namespace = %claims.ns, "sending user to the provider");

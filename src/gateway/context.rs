@@ -7,8 +7,8 @@ use kube::Client;
 
 use super::cache;
 use crate::config::Config;
-use crate::links::Signer;
-use crate::store::credentials::CredentialStore;
+use crate::signer::Signer;
+use crate::store::operator_copy::CredentialStore;
 
 /// What every handler shares.
 #[derive(Clone)]

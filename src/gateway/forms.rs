@@ -23,7 +23,7 @@ use super::requester::Requester;
 use super::session::{self, FORM_COOKIE};
 use crate::api::{Connection, HttpMethod};
 use crate::auth::form::Form;
-use crate::links::{self, LinkClaims};
+use crate::signer::{self, LinkClaims};
 
 /// Renders the form for a verified, current link.
 pub async fn show(gw: &Gateway, claims: &LinkClaims, conn: &Connection) -> Response {
@@ -34,7 +34,7 @@ pub async fn show(gw: &Gateway, claims: &LinkClaims, conn: &Connection) -> Respo
             return misconfigured(conn);
         }
     };
-    let sid = links::random_id();
+    let sid = signer::random_id();
     render(
         gw,
         claims,
@@ -57,7 +57,7 @@ pub async fn submit(
         Ok(opened) => opened,
         Err(resp) => return resp,
     };
-    if !crate::auth::connection::ready_now(&conn) {
+    if !crate::auth::resolve::ready_now(&conn) {
         tracing::info!(connection = %conn_name(&conn), "connection not validated in its current form");
         return pages::unavailable("This app is being updated. Try your link again in a moment.");
     }

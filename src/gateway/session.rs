@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 use super::context::Gateway;
 use crate::api::Connection;
-use crate::links::{LinkClaims, StateClaims};
+use crate::signer::{LinkClaims, StateClaims};
 
 /// Name of the cookie that binds an OAuth attempt to the browser that started it.
 pub const SESSION_COOKIE: &str = "agentauth_session";

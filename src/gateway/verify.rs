@@ -23,7 +23,7 @@ use serde_json::json;
 use super::account::current_account;
 use super::context::Gateway;
 use crate::store::FlowError;
-use crate::store::credentials::StoreError;
+use crate::store::operator_copy::StoreError;
 
 /// The RBAC verb a platform needs on `connectedaccounts` to confirm users.
 pub const VERB: &str = "verify";

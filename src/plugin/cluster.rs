@@ -31,18 +31,7 @@ pub async fn connect(global: &GlobalArgs) -> Result<Target, Error> {
         context: global.context.clone(),
         ..KubeConfigOptions::default()
     };
-    let describe = |e: &dyn std::error::Error| {
-        let mut text = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            let more = s.to_string();
-            if !text.contains(&more) {
-                text = format!("{text}: {more}");
-            }
-            source = s.source();
-        }
-        Error::Config(text)
-    };
+    let describe = |e: &(dyn std::error::Error + 'static)| Error::Config(crate::http::describe_chain(e));
     let mut config = match (&global.kubeconfig, &global.context) {
         (Some(path), _) => {
             let kubeconfig = Kubeconfig::read_from(path).map_err(|e| describe(&e))?;

@@ -83,15 +83,7 @@ fn or_reason(message: &str, reason: &str) -> String {
     }
 }
 
-/// The innermost error of a chain: "Connection refused (os error 111)" rather than
-/// "ServiceError: client error (Connect)".
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = e;
-    while let Some(next) = current.source() {
-        current = next;
-    }
-    current.to_string()
-}
+pub use crate::http::root_cause;
 
 #[cfg(test)]
 mod tests {

@@ -234,11 +234,7 @@ fn interpret(answer: Answer, provider: &ProviderSpec) -> Result<Value, ApiError>
         serde_json::from_slice(&answer.body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&answer.body).into_owned()))
     };
-    let retry_after = answer
-        .headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let retry_after = crate::http::retry_after_value(&answer.headers).map(str::to_owned);
     if !answer.status.is_success() {
         return Err(provider_error(
             answer.status.as_u16(),

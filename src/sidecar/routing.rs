@@ -22,12 +22,7 @@ pub struct Routes {
 /// no credentials, query or fragment.
 pub fn checked_base(s: &str) -> Result<Url, String> {
     let url = Url::parse(s).map_err(|e| e.to_string())?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
+    let loopback = url.host_str().is_some_and(crate::http::is_loopback_host);
     let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
     if !scheme_ok || url.host().is_none() {
         return Err("must be an https URL (or http on a loopback address)".into());

@@ -7,23 +7,12 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::Value;
 
+use crate::auth::fields::CREDENTIAL_FIELDS;
+
 pub const REDACTED: &str = "[redacted]";
 
-/// Member names dropped from provider errors, compared without case.
-const SENSITIVE_KEYS: [&str; 12] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "token",
-    "client_secret",
-    "password",
-    "api_key",
-    "apikey",
-];
+/// Header names dropped from provider errors (with [`CREDENTIAL_FIELDS`]), compared without case.
+const SENSITIVE_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "set-cookie"];
 
 /// Token shapes of the catalog's providers, plus `Bearer`/`Basic` values and JWTs.
 static TOKEN_SHAPES: LazyLock<Option<Regex>> = LazyLock::new(|| {
@@ -61,7 +50,12 @@ pub fn json(value: &mut Value, secrets: &[String]) {
         Value::String(s) => *s = text(s, secrets),
         Value::Array(a) => a.iter_mut().for_each(|v| json(v, secrets)),
         Value::Object(o) => {
-            o.retain(|k, _| !SENSITIVE_KEYS.iter().any(|s| s.eq_ignore_ascii_case(k)));
+            o.retain(|k, _| {
+                !SENSITIVE_HEADERS
+                    .iter()
+                    .chain(CREDENTIAL_FIELDS)
+                    .any(|s| s.eq_ignore_ascii_case(k))
+            });
             o.values_mut().for_each(|v| json(v, secrets));
         }
         _ => {}

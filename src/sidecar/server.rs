@@ -76,16 +76,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim();
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
+use crate::http::is_loopback_host;
 
 async fn guard(allow_any: bool, req: Request, next: Next) -> Response {
     if !allow_any {

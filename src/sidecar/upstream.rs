@@ -26,13 +26,13 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new() -> Result<Upstream, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("agent-auth-operator-sidecar/", env!("CARGO_PKG_VERSION")))
-            // A redirect is the agent's business (the proxy passes it on); never carry the header along.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            .build()?;
+        // No redirects: they are the agent's business (the proxy passes them on); never carry the header along.
+        let http = crate::http::client_builder(
+            concat!("agent-auth-operator-sidecar/", env!("CARGO_PKG_VERSION")),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        )
+        .build()?;
         Ok(Upstream { http })
     }
 
@@ -96,31 +96,12 @@ impl Upstream {
 
 /// The error and its causes, without the URL (it may carry the agent's query).
 fn describe(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
+    crate::http::describe_chain(&e.without_url())
 }
 
-async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, ApiError> {
-    if resp.content_length().is_some_and(|l| l > limit as u64) {
-        return Err(ApiError::TooLarge(limit));
-    }
-    let mut buf = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| ApiError::Unreachable(describe(e)))?
-    {
-        if buf.len() + chunk.len() > limit {
-            return Err(ApiError::TooLarge(limit));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(buf))
+async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<Bytes, ApiError> {
+    crate::http::read_limited(resp, limit).await.map_err(|e| match e {
+        crate::http::ReadError::TooLarge(n) => ApiError::TooLarge(n),
+        crate::http::ReadError::Read(e) => ApiError::Unreachable(describe(e)),
+    })
 }

@@ -1,14 +1,14 @@
 //! Where credentials live.
 //!
-//! - [`credentials`]: the operator's own copy, one Secret per account in the operator's namespace,
+//! - [`operator_copy`]: the operator's own copy, one Secret per account in the operator's namespace,
 //!   out of reach of agent pods. It holds refresh tokens and is the source of truth: it is written
 //!   first, with optimistic concurrency, so a crash never loses a rotated refresh token.
 //! - [`agent_secret`]: the Secret agent pods mount, in the account's namespace, rebuilt from the
 //!   operator's copy whenever it differs or is deleted.
 
 pub mod agent_secret;
-pub mod credentials;
 pub mod finalizer;
+pub mod operator_copy;
 mod record;
 pub mod secret_ref;
 pub mod signing_key;

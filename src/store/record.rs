@@ -62,7 +62,7 @@ impl RefreshAttempt {
     /// A new attempt to spend `refresh_token`.
     pub fn new(refresh_token: &str, started_at: Timestamp, replay: bool) -> RefreshAttempt {
         RefreshAttempt {
-            id: crate::links::random_id(),
+            id: crate::signer::random_id(),
             started_at,
             token_sha256: token_sha256(refresh_token),
             replay,

@@ -9,7 +9,7 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 
 use super::{MANAGED_BY, ROLE_LABEL};
-use crate::links;
+use crate::signer;
 
 /// Name of the Secret holding the key.
 pub const NAME: &str = "agent-auth-operator-signing-key";
@@ -51,7 +51,7 @@ pub async fn load_or_create(client: Client, namespace: &str) -> Result<Vec<u8>, 
             },
             data: Some(BTreeMap::from([(
                 KEY.to_owned(),
-                ByteString(links::random_key()),
+                ByteString(signer::random_key()),
             )])),
             ..Default::default()
         };

@@ -578,7 +578,7 @@ fn issue_access_token(
     prefix: &str,
     fallback_scope: Option<String>,
 ) -> Response {
-    let token = format!("{prefix}{}", agent_auth_operator::links::random_id());
+    let token = format!("{prefix}{}", agent_auth_operator::signer::random_id());
     let mut body = json!({
         "access_token": token,
         "token_type": "Bearer",
@@ -629,7 +629,7 @@ async fn installation(
     };
     seen.jwt_header = Some(header);
     seen.claims = Some(claims);
-    let token = format!("ghs_{}", agent_auth_operator::links::random_id());
+    let token = format!("ghs_{}", agent_auth_operator::signer::random_id());
     let lifetime = i64::try_from(shared.config.installation_token_lifetime.as_secs()).unwrap_or(3600);
     let expires_at = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + lifetime).unwrap();
     seen.token = Some(token.clone());

@@ -11,7 +11,7 @@ use kube::runtime::events::EventType;
 use super::super::persist::persist;
 use super::super::{Context, Error};
 use crate::api::{ConnectedAccount, Connection, Reason};
-use crate::store::credentials::Versioned;
+use crate::store::operator_copy::Versioned;
 
 /// Copies the referenced Secret into the record when its resourceVersion moved; returns the
 /// record to go on with.

@@ -16,10 +16,10 @@ use kube::runtime::reflector::ObjectRef;
 use super::super::decide::{ConnectionIssue, ConnectionView, Facts, RefreshFailure};
 use super::super::{Context, Error, attempt};
 use crate::api::{ConnectedAccount, Connection};
-use crate::links::{self, LinkClaims};
+use crate::signer::{self, LinkClaims};
 use crate::store::Record;
 use crate::store::agent_secret::{self, Ownership};
-use crate::store::credentials::{CredentialStore, Versioned};
+use crate::store::operator_copy::{CredentialStore, Versioned};
 
 /// The account's inputs as of the start of the reconcile.
 pub struct Observed {
@@ -122,7 +122,7 @@ fn cached_record(uid: &str, ctx: &Context) -> Result<Versioned, Error> {
 /// The status link, if it is one this operator signed for this very account.
 fn current_link(account: &ConnectedAccount, ctx: &Context) -> Option<LinkClaims> {
     let url = account.status.as_ref()?.authorization_link.as_deref()?;
-    let claims = ctx.signer.read_link(links::token_of(url)?)?;
+    let claims = ctx.signer.read_link(signer::token_of(url)?)?;
     let same = Some(&claims.uid) == account.metadata.uid.as_ref()
         && claims.name == account.name_any()
         && Some(&claims.ns) == account.metadata.namespace.as_ref();

@@ -11,9 +11,9 @@ use super::super::decide::{LinkPlan, Plan};
 use super::super::{Context, Error};
 use super::observe::Observed;
 use crate::api::ConnectedAccount;
-use crate::links::{self, LinkClaims};
+use crate::signer::{self, LinkClaims};
 use crate::store::agent_secret::{self, Ownership};
-use crate::store::credentials::Versioned;
+use crate::store::operator_copy::Versioned;
 
 /// The authorization link status shows after this reconcile.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -76,7 +76,7 @@ fn link(account: &ConnectedAccount, observed: &Observed, plan: &Plan, ctx: &Cont
                 ns: observed.namespace.clone(),
                 name: account.name_any(),
                 uid: observed.uid.clone(),
-                nonce: links::random_id(),
+                nonce: signer::random_id(),
                 exp: expires_at.as_second(),
             };
             let url = ctx

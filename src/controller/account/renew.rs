@@ -16,7 +16,7 @@ use super::super::{Context, Error, grants, refresh};
 use super::observe::Observed;
 use crate::api::{ConnectedAccount, Connection, Reason};
 use crate::store::agent_secret::Ownership;
-use crate::store::credentials::Versioned;
+use crate::store::operator_copy::Versioned;
 use crate::store::{FlowError, Record, finalizer};
 
 /// The record after renewal.

@@ -16,7 +16,7 @@ use super::super::{Context, Shared};
 use crate::api::{ConnectedAccount, Connection};
 use crate::config::{Config, ConnectionPolicy};
 use crate::store::agent_secret;
-use crate::store::credentials::CredentialStore;
+use crate::store::operator_copy::CredentialStore;
 use crate::store::{Record, TokenSet};
 
 const OPERATOR_NS: &str = "agent-auth";
@@ -161,7 +161,7 @@ fn context(client: Client, record: Secret, secret: Option<Secret>) -> Arc<Contex
     Arc::new(Context {
         credentials: CredentialStore::new(client.clone(), OPERATOR_NS),
         http: crate::auth::oauth2::http_client(Default::default()).unwrap(),
-        signer: crate::links::Signer::new(b"0123456789abcdef0123456789abcdef").unwrap(),
+        signer: crate::signer::Signer::new(b"0123456789abcdef0123456789abcdef").unwrap(),
         connections: store(vec![kube::core::DeserializeGuard(Ok(bearer_connection()))]),
         cluster_connections: store(vec![]),
         namespaces: store(vec![]),

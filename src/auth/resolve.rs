@@ -6,8 +6,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 
-use super::oauth2::{ConfigError, OAuthClient, Settings};
-use crate::api::{ClusterConnection, ConnectedAccount, Connection, ConnectionKind, SecretKeyRef};
+use super::error::ConfigError;
+use super::oauth2::OAuthClient;
+use super::settings::Settings;
+use crate::api::{ClusterConnection, ConnectedAccount, Connection, ConnectionKind};
 use crate::config::Config;
 use crate::store::{Grant, secret_ref};
 
@@ -20,17 +22,6 @@ pub fn settings(conn: &Connection) -> Result<Settings, ConfigError> {
         .as_ref()
         .ok_or_else(|| ConfigError("spec.oauth2 is missing".into()))?;
     Settings::resolve(conn.spec.auth_type, conn.spec.provider.as_deref(), oauth2)
-}
-
-/// Reads one key of an opted-in Secret in `namespace`, as text (see [`secret_ref`]).
-pub async fn read_secret_key(
-    client: &Client,
-    namespace: &str,
-    r: &SecretKeyRef,
-) -> Result<String, ConfigError> {
-    secret_ref::read_text(client, namespace, &r.name, &r.key)
-        .await
-        .map_err(|e| ConfigError(e.to_string()))
 }
 
 /// An OAuth client for the Connection, with its client secret.
@@ -63,9 +54,11 @@ pub async fn oauth_client_for(
         .as_ref()
         .and_then(|o| o.client_secret_ref.as_ref())
     {
-        Some(r) if same_client => {
-            Some(read_secret_key(client, &conn.namespace().unwrap_or_default(), r).await?)
-        }
+        Some(r) if same_client => Some(
+            secret_ref::read_text(client, &conn.namespace().unwrap_or_default(), &r.name, &r.key)
+                .await
+                .map_err(|e| ConfigError(e.to_string()))?,
+        ),
         Some(_) => None,
         None => None,
     };
