@@ -7,9 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::methods::{CredentialForm, CustomJwtSettings, VerificationSettings};
-
-/// A Go-style duration such as `30s`, `15m` or `24h`.
-pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+use super::{Duration, SecretKeyRef};
 
 /// How to reach one third-party app (like a cert-manager Issuer): the OAuth 2.0 client, its
 /// endpoints and scopes, and how long authorization links live. Many ConnectedAccounts in the same
@@ -230,26 +228,14 @@ pub enum TokenEndpointAuthMethod {
     None,
 }
 
-/// A key in a Secret in the same namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
-pub struct SecretKeyRef {
-    /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-    /// Key within the Secret.
-    #[schemars(length(min = 1, max = 253))]
-    pub key: String,
-}
-
 /// Authorization link settings.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct LinkSettings {
     /// How long a link stays valid, as a duration (`30m`, `24h`), at most `720h` (30 days).
     /// Default `24h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     #[x_kube(validation = Rule::new("duration(self) <= duration('720h')").message("a link lives at most 720h (30 days)"))]
-    pub ttl: Option<String>,
+    pub ttl: Option<Duration>,
 }
 
 /// Refresh settings.
@@ -258,15 +244,13 @@ pub struct RefreshSettings {
     /// Renew this long before the access token expires (`10m`). Default: a third of the token's
     /// lifetime, at least one minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
-    pub before: Option<String>,
+    pub before: Option<Duration>,
     /// How long a refresh may take before its outcome counts as unknown (`60s`, at most `10m`).
     /// Default `60s`. Under `rotation.policy: Strict` the answer is still read and kept when it
     /// comes later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('10m')").message("refresh.timeout must be between 1s and 10m"))]
-    pub timeout: Option<String>,
+    pub timeout: Option<Duration>,
     /// What the provider does with a refresh token once it is used. Default: the provider preset's
     /// behaviour, else `Strict`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -282,9 +266,8 @@ pub struct RotationSettings {
     /// For `Grace`: how long after its first use a refresh token is still accepted once more
     /// (`10m`, at most `24h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     #[x_kube(validation = Rule::new("duration(self) <= duration('24h')").message("rotation.window is at most 24h"))]
-    pub window: Option<String>,
+    pub window: Option<Duration>,
 }
 
 /// See [`RotationSettings`].

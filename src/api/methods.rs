@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-use super::connection::{DURATION_PATTERN, SecretKeyRef};
+use super::{Duration, SecretKeyRef};
 
 /// A field name: also the key it gets in the agent Secret.
 const FIELD_NAME_PATTERN: &str = r"^[a-z][a-z0-9_]{0,62}$";
@@ -145,8 +145,7 @@ pub struct CustomJwtSettings {
     /// How long each JWT is valid (`10m`, `1h`). Default `1h`. It is re-minted when a third of
     /// this is left (or at `spec.refresh.before`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub lifetime: Option<String>,
+    pub lifetime: Option<Duration>,
     /// Optionally trade the JWT for an access token and publish that instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange: Option<JwtExchange>,
@@ -197,6 +196,5 @@ pub struct VerificationSettings {
     pub url: String,
     /// How long the platform has to confirm (`10m`). Default `15m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub ttl: Option<String>,
+    pub ttl: Option<Duration>,
 }

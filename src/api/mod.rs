@@ -7,8 +7,10 @@ mod cluster_connection;
 pub mod conditions;
 mod connected_account;
 mod connection;
+mod duration;
 mod methods;
 mod reason;
+mod secret_key_ref;
 
 pub use cluster_connection::{
     CLUSTER_VIEW_ANNOTATION, ClusterConnection, ClusterConnectionSpec, is_cluster_view, tenant_connection,
@@ -19,14 +21,16 @@ pub use connected_account::{
 };
 pub use connection::{
     AuthType, Connection, ConnectionSpec, ConnectionStatus, LinkSettings, OAuth2Settings, RefreshSettings,
-    RotationPolicy, RotationSettings, SecretKeyRef, TokenEndpointAuthMethod,
+    RotationPolicy, RotationSettings, TokenEndpointAuthMethod,
 };
 pub use methods::{
     CredentialForm, CustomJwtSettings, ExchangeStyle, FormField, HeaderSettings, HttpMethod, JwtAlgorithm,
     JwtExchange, VerificationSettings, VerifyRequest,
 };
 
+pub use duration::{DURATION_PATTERN, Duration, InvalidDuration};
 pub use reason::Reason;
+pub use secret_key_ref::SecretKeyRef;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -54,12 +58,6 @@ where
 
 /// API group of every resource the operator defines.
 pub const GROUP: &str = "agentauth.dev";
-
-/// A spec duration (`30m`, `1h30m`, `45s`), as the schema's `DURATION_PATTERN` admits them.
-pub fn parse_duration(s: &str) -> Result<jiff::SignedDuration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))?;
-    jiff::SignedDuration::try_from(d).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
 
 /// Every CRD the operator serves, in the order `agent-auth-operator crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {

@@ -11,7 +11,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::{Context, Error, schedule, tenancy};
+use super::{Context, Error, tenancy};
 use crate::api::conditions;
 use crate::api::{AuthType, ClusterConnection, Connection, ConnectionStatus, Reason};
 use crate::auth::form::Form;
@@ -46,20 +46,15 @@ pub fn validate(conn: &Connection) -> Result<(), String> {
             jwt::lifetime(settings).map_err(|e| e.to_string())?;
         }
     }
-    if let Some(ttl) = conn.spec.verification.as_ref().and_then(|v| v.ttl.as_ref()) {
-        schedule::parse_duration(ttl)?;
-    }
+    // Durations were parsed with the object; only their ranges are checked here.
     if let Some(ttl) = conn.spec.authorization_link.as_ref().and_then(|l| l.ttl.as_ref()) {
-        let d = schedule::parse_duration(ttl)?;
+        let d = ttl.get();
         if d < jiff::SignedDuration::from_secs(60) {
             return Err(format!("authorizationLink.ttl {ttl} is shorter than a minute"));
         }
         if d > jiff::SignedDuration::from_hours(720) {
             return Err(format!("authorizationLink.ttl {ttl} is longer than 720h"));
         }
-    }
-    if let Some(before) = conn.spec.refresh.as_ref().and_then(|r| r.before.as_ref()) {
-        schedule::parse_duration(before)?;
     }
     Ok(())
 }

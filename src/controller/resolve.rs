@@ -7,9 +7,9 @@ use std::sync::Arc;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
+use super::Context;
 use super::attempt::Rotation;
 use super::decide::{ConnectionIssue, ConnectionView, Source};
-use super::{Context, schedule};
 use crate::api::conditions;
 use crate::api::{ConnectedAccount, Connection, ConnectionKind, Reason, RotationPolicy, RotationSettings};
 use crate::auth::resolve as conn_auth;
@@ -68,7 +68,7 @@ pub fn connection(
         (None, t) if t.interactive() => Source::Link,
         (None, _) => Source::Operator,
     };
-    let duration = |d: Option<&String>| d.and_then(|s| schedule::parse_duration(s).ok());
+    let duration = |d: Option<&crate::api::Duration>| d.map(crate::api::Duration::get);
     let settings = conn_auth::settings(&conn).ok();
     let view = ConnectionView {
         source,
@@ -117,13 +117,11 @@ fn rotation(conn: &Connection) -> Rotation {
         }) => Rotation::None,
         Some(RotationSettings {
             policy: RotationPolicy::Grace,
-            window,
-        }) => match window.as_deref().map(schedule::parse_duration) {
-            Some(Ok(w)) => {
-                Rotation::Grace(w.clamp(jiff::SignedDuration::ZERO, jiff::SignedDuration::from_hours(24)))
-            }
-            _ => Rotation::Strict,
-        },
+            window: Some(w),
+        }) => Rotation::Grace(
+            w.get()
+                .clamp(jiff::SignedDuration::ZERO, jiff::SignedDuration::from_hours(24)),
+        ),
         _ => Rotation::Strict,
     }
 }

@@ -63,9 +63,6 @@ pub fn backoff(attempt: u32, uid: &str) -> Duration {
     base + Duration::from_millis(h.finish() % spread)
 }
 
-/// Parses a Go-style duration (`90s`, `15m`, `24h`, `1h30m`).
-pub use crate::api::parse_duration;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,12 +145,5 @@ mod tests {
         assert!(backoff(1, "u") >= Duration::from_secs(5) && backoff(1, "u") < Duration::from_secs(7));
         assert!(backoff(3, "u") >= Duration::from_secs(20));
         assert!(backoff(30, "u") <= Duration::from_secs(360));
-    }
-
-    #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(parse_duration("1h30m").unwrap(), SignedDuration::from_secs(5400));
-        assert_eq!(parse_duration("45s").unwrap(), SignedDuration::from_secs(45));
-        assert!(parse_duration("soon").is_err());
     }
 }

@@ -21,7 +21,6 @@ use super::onward::{self, Onward};
 use super::pages;
 use super::requester::{Requester, host_port};
 use crate::api::{ConnectedAccount, Connection};
-use crate::controller::schedule;
 use crate::signer::LinkClaims;
 use crate::store::operator_copy::StoreError;
 use crate::store::{FlowError, Grant, PendingVerification, Record, TokenSet};
@@ -86,9 +85,8 @@ pub async fn complete(
             (Some(v), Some(verify_url)) => {
                 let ttl = v
                     .ttl
-                    .as_deref()
-                    .and_then(|t| schedule::parse_duration(t).ok())
-                    .unwrap_or(DEFAULT_VERIFICATION_TTL);
+                    .as_ref()
+                    .map_or(DEFAULT_VERIFICATION_TTL, crate::api::Duration::get);
                 let request = crate::signer::random_id();
                 let claims = LinkClaims {
                     ns: account.namespace().unwrap_or_default(),

@@ -54,7 +54,7 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
         /// How long `--wait` waits (e.g. `30s`, `2m`).
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s", value_name = "DURATION")]
+        #[arg(long, value_parser = timeout, default_value = "30s", value_name = "DURATION")]
         timeout: Duration,
     },
 }
@@ -69,8 +69,27 @@ pub enum OutputFormat {
     Json,
 }
 
+/// `--timeout`: a duration as specs write them (`30s`, `2m`).
+fn timeout(s: &str) -> Result<Duration, crate::api::InvalidDuration> {
+    s.parse::<crate::api::Duration>().map(|d| d.to_std())
+}
+
+/// A timeout as the user wrote it back (`30s`, `2m`).
+pub fn show(d: Duration) -> String {
+    jiff::SignedDuration::try_from(d).map_or_else(|_| format!("{}s", d.as_secs()), |d| format!("{d:#}"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn timeouts_are_read_and_shown_as_written() {
+        let d = super::timeout("2m").unwrap();
+        assert_eq!(d, std::time::Duration::from_secs(120));
+        assert_eq!(super::show(d), "2m");
+        assert_eq!(super::show(std::time::Duration::from_secs(30)), "30s");
+        assert!(super::timeout("soon").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -173,7 +173,7 @@ impl Target {
             if now >= deadline {
                 return Err(Error::Timeout {
                     name: name.to_owned(),
-                    waited: humantime::format_duration(timeout).to_string(),
+                    waited: super::cli::show(timeout),
                     detail: format::wait_detail(&account),
                 });
             }

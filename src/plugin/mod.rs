@@ -70,7 +70,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             writeln!(
                 err,
                 "reauthorization of {account} requested; waiting up to {} for the new link",
-                humantime::format_duration(timeout)
+                cli::show(timeout)
             )?;
             let link = target.wait_for_link(&account, &value, timeout).await?;
             writeln!(out, "{link}")?;

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::keys::signing_key;
 use super::{DEFAULT_LIFETIME, DEFAULT_SUBJECT, JwtError, Template, config};
-use crate::api::{CustomJwtSettings, ExchangeStyle, JwtAlgorithm, parse_duration};
+use crate::api::{CustomJwtSettings, ExchangeStyle, JwtAlgorithm};
 
 /// How far `iat` is backdated, against clock drift between us and the receiver.
 const CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(60);
@@ -33,10 +33,15 @@ pub(super) fn claim_value(raw: &str, t: &Template) -> Value {
 
 /// The configured JWT lifetime (`exp - iat`), default one hour.
 pub fn lifetime(settings: &CustomJwtSettings) -> Result<SignedDuration, JwtError> {
-    let raw = settings.lifetime.as_deref().unwrap_or(DEFAULT_LIFETIME);
-    let d = parse_duration(raw).map_err(|e| config(format!("lifetime: {e}")))?;
+    let Some(lifetime) = &settings.lifetime else {
+        return Ok(DEFAULT_LIFETIME);
+    };
+    let d = lifetime.get();
     if d < SignedDuration::from_secs(1) {
-        return Err(config(format!("lifetime {raw:?} must be at least 1s")));
+        return Err(config(format!(
+            "lifetime {:?} must be at least 1s",
+            lifetime.as_str()
+        )));
     }
     Ok(d)
 }

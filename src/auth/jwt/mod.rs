@@ -31,7 +31,7 @@ pub use exchange::obtain;
 pub use mint::{lifetime, mint};
 
 /// `lifetime` when the Connection sets none.
-pub const DEFAULT_LIFETIME: &str = "1h";
+pub const DEFAULT_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 /// The `sub` claim when the Connection sets none.
 pub const DEFAULT_SUBJECT: &str = "{{identifier}}";
 /// Why a JWT could not be minted or exchanged. Messages never contain the key, the JWT or a token.
