@@ -10,6 +10,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use tracing::Instrument;
 
 use super::{Context, Error, tenancy};
 use crate::api::conditions;
@@ -126,7 +127,8 @@ async fn measured<E: std::fmt::Display>(
             return Ok(Action::await_change());
         }
     };
-    let result = reconcile(conn, ctx.clone()).await;
+    let span = tracing::info_span!("reconcile", kind, connection = %name, namespace = %conn.namespace().unwrap_or_default());
+    let result = reconcile(conn, ctx.clone()).instrument(span).await;
     ctx.metrics.reconciled(
         kind,
         started.elapsed(),
@@ -174,7 +176,7 @@ pub async fn reconcile(conn: Arc<Connection>, ctx: Arc<Context>) -> Result<Actio
                 .await
                 .map_err(Error::PatchStatus)?;
         }
-        tracing::info!(connection = %conn.name_any(), namespace = %ns, kind, ready = ok, reason = %reason, "connection status changed");
+        tracing::info!(ready = ok, reason = %reason, "connection status changed");
         announce(&conn, &old, &status, kind, &ctx);
     }
     Ok(Action::requeue(match outcome {

@@ -20,6 +20,7 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
+use tracing::Instrument;
 
 use super::attempt::{InFlight, Rotation};
 use super::decide::ConnectionView;
@@ -75,7 +76,9 @@ pub(super) async fn refresh(
             // The intent, before the token leaves: one write, conditional on the version read.
             versioned = persist(account, &versioned, record, ctx).await?;
             if replay {
-                tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "replaying a refresh token whose outcome is unknown, inside the provider's grace window");
+                tracing::info!(
+                    "replaying a refresh token whose outcome is unknown, inside the provider's grace window"
+                );
             }
             Some(attempt)
         }
@@ -85,6 +88,7 @@ pub(super) async fn refresh(
     let strict = attempt.is_some() && view.rotation == Rotation::Strict;
     let timeout = std::time::Duration::try_from(view.refresh_timeout).unwrap_or(Duration::from_secs(60));
     let request_timeout = if strict { LATE_ANSWER_LIMIT } else { timeout };
+    // Spawned tasks keep the reconcile's span, so their log lines still name the account.
     let mut call = tokio::spawn({
         let (ctx, conn, account) = (ctx.clone(), conn.clone(), account.clone());
         let (current, grant) = (current.clone(), versioned.record.grant.clone());
@@ -100,6 +104,7 @@ pub(super) async fn refresh(
             )
             .await
         }
+        .in_current_span()
     });
     let sent = Timestamp::now();
     let until = sent + jiff::SignedDuration::try_from(timeout).unwrap_or_default();
@@ -121,20 +126,23 @@ pub(super) async fn refresh(
             until,
         };
         ctx.set_in_flight(&uid, flight.clone());
-        tracing::warn!(account = %account.name_any(), namespace = ?account.namespace(), "the token endpoint has not answered yet; still waiting for it in the background");
+        tracing::warn!("the token endpoint has not answered yet; still waiting for it in the background");
         let (ctx, account, mut late) = (ctx.clone(), account.clone(), versioned.clone());
-        tokio::spawn(async move {
-            let outcome = joined_outcome(call.await);
-            let settled = settle(&account, &mut late, attempt_id.as_deref(), outcome, &ctx, now).await;
-            if let Err(e) = settled {
-                tracing::warn!(account = %account.name_any(), error = %e, "could not record a late refresh answer");
+        tokio::spawn(
+            async move {
+                let outcome = joined_outcome(call.await);
+                let settled = settle(&account, &mut late, attempt_id.as_deref(), outcome, &ctx, now).await;
+                if let Err(e) = settled {
+                    tracing::warn!(error = %e, "could not record a late refresh answer");
+                }
+                ctx.clear_in_flight(&uid, &flight);
+                ctx.wake(
+                    ObjectRef::<GuardedAccount>::new(&account.name_any())
+                        .within(&account.namespace().unwrap_or_default()),
+                );
             }
-            ctx.clear_in_flight(&uid, &flight);
-            ctx.wake(
-                ObjectRef::<GuardedAccount>::new(&account.name_any())
-                    .within(&account.namespace().unwrap_or_default()),
-            );
-        });
+            .in_current_span(),
+        );
         return Ok(versioned);
     };
     settle(
@@ -204,7 +212,7 @@ async fn settle(
             match write(account, versioned, ctx, &ours, &change).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    tracing::info!(account = %account.name_any(), "a refresh answer arrived after the user authorized again; dropped");
+                    tracing::info!("a refresh answer arrived after the user authorized again; dropped");
                     return Ok(());
                 }
                 Err(e) => {
@@ -222,9 +230,9 @@ async fn settle(
                 (Reason::Refreshed, "access token renewed")
             };
             if first {
-                tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "credential obtained");
+                tracing::info!("credential obtained");
             } else {
-                tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "token refreshed");
+                tracing::info!("token refreshed");
             }
             ctx.event(account, EventType::Normal, reason, "Refresh", note.into())
                 .await;
@@ -238,7 +246,7 @@ async fn settle(
             if !write(account, versioned, ctx, &ours, &change).await? {
                 return Ok(());
             }
-            tracing::warn!(account = %account.name_any(), %code, "refresh rejected by the provider");
+            tracing::warn!(%code, "refresh rejected by the provider");
             ctx.event(
                 account,
                 EventType::Warning,
@@ -264,7 +272,7 @@ async fn settle(
                     _ => wait,
                 }
             });
-            tracing::warn!(account = %account.name_any(), attempts, error = %message, "refresh failed; backing off");
+            tracing::warn!(attempts, error = %message, "refresh failed; backing off");
             if attempts == 1 {
                 ctx.event(
                     account,

@@ -66,7 +66,7 @@ pub async fn complete(
         None | Some(Onward::Stay) => None,
         Some(Onward::Go(url)) => Some(url),
         Some(Onward::Refused(origin)) => {
-            tracing::warn!(connection = %conn.name_any(), namespace = ?conn.namespace(), %origin, "spec.verification.url is not on --allowed-redirect-origin; nothing stored");
+            tracing::warn!(connection = %conn.name_any(), namespace = %conn.namespace().unwrap_or_default(), %origin, "spec.verification.url is not on --allowed-redirect-origin; nothing stored");
             return Err(Completion::VerifyNotAllowed(origin));
         }
     };
@@ -179,7 +179,7 @@ fn respond(
     let who = Requester::of(conn);
     match result {
         Ok(Next::Verify(url)) => {
-            tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "authorization completed; waiting for the platform to verify the user");
+            tracing::info!(account = %account.name_any(), namespace = %account.namespace().unwrap_or_default(), "authorization completed; waiting for the platform to verify the user");
             match leave {
                 Leave::Redirect => Redirect::to(url.as_str()).into_response(),
                 Leave::Link => {
@@ -196,7 +196,7 @@ fn respond(
             }
         }
         Ok(Next::Done(next)) => {
-            tracing::info!(account = %account.name_any(), namespace = ?account.namespace(), "authorization completed");
+            tracing::info!(account = %account.name_any(), namespace = %account.namespace().unwrap_or_default(), "authorization completed");
             let done = html! { p { "You can close this window and return to the app." } };
             let connected = |more| {
                 pages::for_connection(StatusCode::OK, &who, "Account connected", html! { (done) (more) })
@@ -206,7 +206,7 @@ fn respond(
                 (Onward::Go(url), Leave::Link) => connected(pages::continue_link(&url, &host_port(&url))),
                 (Onward::Stay, _) => connected(html! {}),
                 (Onward::Refused(origin), _) => {
-                    tracing::warn!(connection = %conn.name_any(), namespace = ?conn.namespace(), %origin, "successRedirectUrl is not on --allowed-redirect-origin; not followed");
+                    tracing::warn!(connection = %conn.name_any(), namespace = %conn.namespace().unwrap_or_default(), %origin, "successRedirectUrl is not on --allowed-redirect-origin; not followed");
                     connected(html! {
                         p class="error" id="not-allowed" {
                             "The platform's page at " (origin) " is not allowed by this gateway, so you were not sent there. The platform team can allow it (--allowed-redirect-origin)."
