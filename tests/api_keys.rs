@@ -169,8 +169,8 @@ async fn a_form_opened_before_the_connection_is_validated_waits_for_the_verdict(
     );
 
     let url = link(&pending).unwrap();
-    let page = tokio::spawn(async move { forms::client().get(&url).send().await.unwrap() });
-    eventually(
+    let mut page = tokio::spawn(async move { forms::client().get(&url).send().await.unwrap() });
+    let waiting = eventually(
         Duration::from_secs(10),
         "the gateway to wait for the verdict",
         || async {
@@ -180,8 +180,14 @@ async fn a_form_opened_before_the_connection_is_validated_waits_for_the_verdict(
                 .any(|l| l.contains("waiting for the Connection controller") && l.contains(ns))
                 .then_some(())
         },
-    )
-    .await;
+    );
+    tokio::select! {
+        answered = &mut page => panic!(
+            "the gateway answered before the Connection was validated: HTTP {}",
+            answered.unwrap().status()
+        ),
+        () = waiting => {}
+    }
     hold.release().await;
     // A metadata change sends the controller back to the Connection at once, not after its backoff.
     conns
