@@ -190,14 +190,13 @@ async fn a_form_opened_before_the_connection_is_validated_waits_for_the_verdict(
     }
     hold.release().await;
     // A metadata change sends the controller back to the Connection at once, not after its backoff.
-    conns
-        .patch(
-            "crm",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"test/nudge": "1"}}})),
-        )
-        .await
-        .unwrap();
+    patch_connection(
+        client,
+        ns,
+        "crm",
+        json!({"metadata": {"annotations": {"test/nudge": "1"}}}),
+    )
+    .await;
     let page = page.await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
