@@ -6,14 +6,18 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use agent_auth_operator::api::AccountState;
+use agent_auth_operator::api::{AccountState, Connection};
 use common::fixtures::*;
 use common::forms::{self, form_connection, platform_token, submit, verify};
 use common::operator::stack;
 use common::{eventually, hygiene, setup};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 #[tokio::test]
@@ -140,6 +144,165 @@ async fn api_key_form_validates_checks_with_the_app_and_publishes() {
     let again = http.get(&url).send().await.unwrap();
     assert_eq!(again.status(), 410);
     let _ = s;
+}
+
+/// An account's link is issued before the Connection controller has looked at a new Connection
+/// (its spec is valid, so the account goes ahead), so the form can be opened before the verdict:
+/// the page waits for it instead of answering 503. The API server holds the verdict back until
+/// the gateway is seen waiting, so the order is certain.
+#[tokio::test]
+async fn a_form_opened_before_the_connection_is_validated_waits_for_the_verdict() {
+    let env = setup("apikey-early").await;
+    let s = stack();
+    let (client, ns, accounts, _) = env.parts();
+    let app = forms::app_api().await;
+    let hold = StatusHold::new(client, ns).await;
+    form_connection(client, ns, "crm", forms::crm_spec(app.url())).await;
+    account(client, ns, "dora", "crm", json!({})).await;
+    let pending = wait_account(accounts, "dora", "link", |a| link(a).is_some()).await;
+    let conns: Api<Connection> = Api::namespaced(client.clone(), ns);
+    let crm = conns.get("crm").await.unwrap();
+    assert!(
+        crm.status.is_none(),
+        "the verdict was held back: {:?}",
+        crm.status
+    );
+
+    let url = link(&pending).unwrap();
+    let mut page = tokio::spawn(async move { forms::client().get(&url).send().await.unwrap() });
+    let waiting = eventually(
+        Duration::from_secs(10),
+        "the gateway to wait for the verdict",
+        || async {
+            s.operator
+                .logs()
+                .lines()
+                .any(|l| l.contains("waiting for the Connection controller") && l.contains(ns))
+                .then_some(())
+        },
+    );
+    tokio::select! {
+        answered = &mut page => panic!(
+            "the gateway answered before the Connection was validated: HTTP {}",
+            answered.unwrap().status()
+        ),
+        () = waiting => {}
+    }
+    hold.release().await;
+    // A metadata change sends the controller back to the Connection at once, not after its backoff.
+    patch_connection(
+        client,
+        ns,
+        "crm",
+        json!({"metadata": {"annotations": {"test/nudge": "1"}}}),
+    )
+    .await;
+    let page = page.await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Find your key under Settings"), "{html}");
+}
+
+/// The API server refusing status writes to Connections in one namespace (a
+/// ValidatingAdmissionPolicy), so a test decides when the Connection controller's verdict lands.
+struct StatusHold {
+    client: kube::Client,
+    ns: String,
+    name: String,
+}
+
+impl StatusHold {
+    /// In force once this returns: a dry-run status write to a probe Connection is refused.
+    async fn new(client: &kube::Client, ns: &str) -> StatusHold {
+        let name = format!("hold-status-{ns}");
+        let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": ["agentauth.dev"], "apiVersions": ["*"],
+                    "operations": ["UPDATE"], "resources": ["connections/status"]
+                }]},
+                "validations": [{"expression": "false", "message": "held by the test"}]
+            }
+        }))
+        .unwrap();
+        let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+            }
+        }))
+        .unwrap();
+        let pp = PostParams::default();
+        Api::<ValidatingAdmissionPolicy>::all(client.clone())
+            .create(&pp, &policy)
+            .await
+            .unwrap();
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .create(&pp, &binding)
+            .await
+            .unwrap();
+        form_connection(
+            client,
+            ns,
+            "hold-probe",
+            json!({"apiKey": {"fields": [{"name": "key", "label": "Key"}]}}),
+        )
+        .await;
+        let hold = StatusHold {
+            client: client.clone(),
+            ns: ns.to_owned(),
+            name,
+        };
+        eventually(
+            Duration::from_secs(30),
+            "the status hold to be in force",
+            || async {
+                matches!(hold.probe().await, Err(e) if e.to_string().contains("held by the test"))
+                    .then_some(())
+            },
+        )
+        .await;
+        hold
+    }
+
+    /// A dry-run status write to the probe Connection.
+    async fn probe(&self) -> Result<(), kube::Error> {
+        let pp = PatchParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        Api::<Connection>::namespaced(self.client.clone(), &self.ns)
+            .patch_status(
+                "hold-probe",
+                &pp,
+                &Patch::Merge(json!({"status": {"observedGeneration": 0}})),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Lets status writes through again; returns once the API server accepts them.
+    async fn release(&self) {
+        let dp = DeleteParams::default();
+        Api::<ValidatingAdmissionPolicyBinding>::all(self.client.clone())
+            .delete(&self.name, &dp)
+            .await
+            .unwrap();
+        Api::<ValidatingAdmissionPolicy>::all(self.client.clone())
+            .delete(&self.name, &dp)
+            .await
+            .unwrap();
+        eventually(
+            Duration::from_secs(30),
+            "the status hold to be lifted",
+            || async { self.probe().await.ok() },
+        )
+        .await;
+    }
 }
 
 #[tokio::test]

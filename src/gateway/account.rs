@@ -10,13 +10,13 @@ use jiff::Timestamp;
 use kube::api::Api;
 
 use super::context::Gateway;
-use super::pages;
+use super::{pages, verdict};
 use crate::api::{AccountState, ConnectedAccount, Connection};
-use crate::auth::resolve as conn_auth;
 use crate::signer::{self, LinkClaims, TokenError};
 
 /// Verifies a link and finds its account (still the same, the link still its current one) and
-/// Connection; otherwise the page to show.
+/// Connection, once the Connection controller has judged it ([`verdict::judged`]); otherwise the
+/// page to show.
 pub async fn open_link(
     gw: &Gateway,
     token: &str,
@@ -34,7 +34,7 @@ pub async fn open_link(
         tracing::info!(account = %claims.name, namespace = %claims.ns, "refused a spent or replaced link");
         return Err(pages::used_link());
     }
-    match conn_auth::of_account(&gw.client, &gw.config.namespace, &account).await {
+    match verdict::judged(gw, &account).await {
         Ok(Some(c)) => Ok((claims, account, c)),
         Ok(None) => Err(pages::unavailable(
             "This app is not configured. Contact the platform team.",

@@ -67,13 +67,14 @@ impl Cache {
         accounts.get(&(ns.to_owned(), name.to_owned())).cloned()
     }
 
-    /// A Connection that matches its schema.
+    /// A Connection that matches its schema, as a tenant's (never passing for the platform's).
     pub fn connection(&self, ns: &str, name: &str) -> Option<Connection> {
         let key = ObjectRef::new(name).within(ns);
         self.connections
             .iter()
             .find_map(|s| s.get(&key))
             .and_then(|g| g.0.as_ref().ok().cloned())
+            .map(crate::api::tenant_connection)
     }
 }
 

@@ -23,6 +23,7 @@ use super::context::Gateway;
 use super::pages;
 use super::requester::Requester;
 use super::session::{SESSION_COOKIE, session_of};
+use super::verdict;
 use crate::api::{ConnectedAccount, Connection, Reason};
 use crate::auth::resolve as conn_auth;
 use crate::signer::{self, LinkClaims, StateClaims};
@@ -109,7 +110,8 @@ async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>
         tracing::info!(account = %claims.name, namespace = %claims.ns, "OAuth state for a spent or replaced link");
         return pages::used_link();
     }
-    let conn = match validated_connection(&gw, &account).await {
+    // The code is single-use: an edit made while the user was at the provider is waited for.
+    let conn = match verdict::judged(&gw, &account).await {
         Ok(Some(c)) => c,
         _ => return pages::unavailable("This app is not configured. Contact the platform team."),
     };
@@ -248,30 +250,4 @@ fn sanitize(s: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
         .take(64)
         .collect()
-}
-
-/// How long a sign-in response waits for the Connection controller to validate an edit made while
-/// the user was at the provider: the code is single-use, so refusing at once would waste it.
-const VALIDATION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The account's Connection, re-read until the controller has validated its current generation
-/// or [`VALIDATION_WAIT`] passed (then returned as it is, and refused by the caller).
-async fn validated_connection(
-    gw: &Gateway,
-    account: &crate::api::ConnectedAccount,
-) -> Result<Option<crate::api::Connection>, kube::Error> {
-    let deadline = tokio::time::Instant::now() + VALIDATION_WAIT;
-    loop {
-        let conn = conn_auth::of_account(&gw.client, &gw.config.namespace, account).await?;
-        match conn {
-            // Only an edit not yet looked at is waited for; a verdict already given is final.
-            Some(c)
-                if c.status.as_ref().and_then(|s| s.observed_generation) != c.metadata.generation
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-            other => return Ok(other),
-        }
-    }
 }

@@ -15,6 +15,7 @@ pub mod onward;
 pub mod pages;
 mod requester;
 mod session;
+mod verdict;
 mod verify;
 
 use std::net::SocketAddr;
