@@ -233,3 +233,77 @@ fn announce(conn: &Connection, old: &ConnectionStatus, new: &ConnectionStatus, k
     };
     ctx.event_on(reference, type_, reason, "Validate", note);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http::{Request, Response};
+    use kube::Client;
+    use kube::client::Body;
+
+    use super::super::mock_api::{Calls, bearer_connection, context, record_secret, serve, token};
+    use crate::api::{Connection, ConnectionStatus};
+
+    /// Events are written by background workers: poll for them with a deadline.
+    async fn events_after(calls: &Calls, n: usize) -> Vec<String> {
+        // Waiting for none ends at a shorter deadline: a stray Event arrives within milliseconds.
+        let wait = if n == 0 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(5)
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let seen = calls.events.lock().unwrap().clone();
+            if (n > 0 && seen.len() >= n) || tokio::time::Instant::now() > deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn reconcile(conn: Connection) -> Calls {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let record = record_secret(token("t", 0));
+        let calls = serve(handle, record.clone());
+        let ctx = context(Client::new(service, "default"), record, None);
+        super::reconcile(Arc::new(conn), ctx).await.unwrap();
+        calls
+    }
+
+    #[tokio::test]
+    async fn ready_transitions_are_announced_and_a_converged_connection_is_quiet() {
+        let mut fresh = bearer_connection();
+        fresh.status = None;
+        let calls = reconcile(fresh).await;
+        assert_eq!(
+            *calls.requests.lock().unwrap(),
+            ["PATCH /apis/agentauth.dev/v1alpha1/namespaces/ns/connections/tool/status"]
+        );
+        assert_eq!(events_after(&calls, 1).await, ["Normal Valid"]);
+
+        let mut converged = bearer_connection();
+        converged.status = Some(ConnectionStatus {
+            conditions: vec![crate::api::conditions::condition(
+                crate::api::conditions::READY,
+                true,
+                crate::api::Reason::Valid,
+                "the Connection is usable",
+                Some(1),
+            )],
+            redirect_uri: None,
+            observed_generation: Some(1),
+        });
+        let calls = reconcile(converged).await;
+        assert!(calls.requests.lock().unwrap().is_empty());
+        assert!(events_after(&calls, 0).await.is_empty());
+
+        let mut broken = bearer_connection();
+        broken.spec.auth_type = crate::api::AuthType::CustomJWT;
+        let calls = reconcile(broken).await;
+        assert_eq!(calls.requests.lock().unwrap().len(), 1);
+        assert_eq!(events_after(&calls, 1).await, ["Warning InvalidSpec"]);
+    }
+}

@@ -12,6 +12,8 @@ pub mod decide;
 mod error;
 mod events;
 mod grants;
+#[cfg(test)]
+mod mock_api;
 mod obtain;
 mod persist;
 pub mod refresh;

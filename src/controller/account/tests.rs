@@ -1,180 +1,16 @@
 //! The reconcile against a mocked API server (tower-test): which requests it makes, in which
 //! order. A unit-level check that runs in milliseconds, beside the integration tests.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http::{Request, Response};
-use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::client::Body;
-use kube::runtime::reflector::{self, store::Writer};
-use kube::runtime::watcher;
-use kube::{Client, Resource};
-use serde_json::json;
 
-use super::super::{Context, Shared};
-use crate::api::{ConnectedAccount, Connection};
-use crate::config::{Config, ConnectionPolicy};
-use crate::store::agent_secret;
-use crate::store::operator_copy::CredentialStore;
-use crate::store::{Record, TokenSet};
-
-const OPERATOR_NS: &str = "agent-auth";
-
-/// What the mocked API server was asked, as `METHOD path`.
-type Calls = Arc<Mutex<Vec<String>>>;
-
-/// Answers every request with what a real API server would send back for this test: the
-/// operator copy on GET/PUT, the object on PATCH; Events are answered and not recorded.
-fn serve(mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>, record: Secret) -> Calls {
-    let calls = Calls::default();
-    let seen = calls.clone();
-    tokio::spawn(async move {
-        while let Some((req, send)) = handle.next_request().await {
-            let (method, path) = (req.method().to_string(), req.uri().path().to_owned());
-            let body = if path.contains("/events") {
-                json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": null})
-            } else {
-                if let Ok(mut c) = seen.lock() {
-                    c.push(format!("{method} {path}"));
-                }
-                let mut body = match method.as_str() {
-                    "GET" | "PUT" => serde_json::to_value(&record).unwrap_or_default(),
-                    _ => {
-                        let bytes = http_body_util::BodyExt::collect(req.into_body()).await;
-                        let bytes = bytes.map(|b| b.to_bytes()).unwrap_or_default();
-                        let patch: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                        if path.contains("/connectedaccounts/") {
-                            let mut a = serde_json::to_value(account()).unwrap_or_default();
-                            a["status"] = patch["status"].clone();
-                            a
-                        } else {
-                            patch
-                        }
-                    }
-                };
-                body["metadata"]["resourceVersion"] = json!("2");
-                body["metadata"]["name"] =
-                    json!(path.rsplit('/').find(|s| *s != "status").unwrap_or_default());
-                body
-            };
-            let bytes = serde_json::to_vec(&body).unwrap_or_default();
-            send.send_response(Response::builder().status(200).body(Body::from(bytes)).unwrap());
-        }
-    });
-    calls
-}
-
-fn store<K>(objects: Vec<K>) -> reflector::Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    let mut writer = Writer::<K>::default();
-    for o in objects {
-        writer.apply_watcher_event(&watcher::Event::Apply(o));
-    }
-    writer.as_reader()
-}
-
-fn bearer_connection() -> Connection {
-    serde_json::from_value(json!({
-        "apiVersion": "agentauth.dev/v1alpha1", "kind": "Connection",
-        "metadata": {"name": "tool", "namespace": "ns", "generation": 1, "uid": "c-1"},
-        "spec": {"authType": "BearerToken"},
-        "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True",
-            "reason": "Valid", "message": "ok", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
-    }))
-    .unwrap()
-}
-
-fn account() -> ConnectedAccount {
-    serde_json::from_value(json!({
-        "apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount",
-        "metadata": {"name": "bot", "namespace": "ns", "uid": "u-1", "generation": 1,
-            "resourceVersion": "1", "finalizers": ["agentauth.dev/cleanup"]},
-        "spec": {"connectionRef": {"name": "tool"}, "identifier": "bot"}
-    }))
-    .unwrap()
-}
-
-fn token(value: &str, obtained: i64) -> TokenSet {
-    TokenSet {
-        access_token: value.into(),
-        token_type: "Bearer".into(),
-        obtained_at: jiff::Timestamp::from_second(1_800_000_000 + obtained).unwrap(),
-        ..Default::default()
-    }
-}
-
-/// The operator copy of `account` holding `tokens`, as the API server stores it.
-fn record_secret(tokens: TokenSet) -> Secret {
-    let record = Record {
-        tokens: Some(tokens),
-        ..Default::default()
-    };
-    let data = serde_json::to_vec(&record).unwrap();
-    serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": CredentialStore::name_for("u-1"), "namespace": OPERATOR_NS, "resourceVersion": "1"},
-        "data": {"record.json": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data)}
-    }))
-    .unwrap()
-}
-
-/// The agent Secret as the operator last published `tokens` for `account`.
-fn agent_secret_of(account: &ConnectedAccount, tokens: &TokenSet) -> Secret {
-    let data: BTreeMap<String, k8s_openapi::ByteString> = agent_secret::render(tokens, None)
-        .into_iter()
-        .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())))
-        .collect();
-    Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("bot-credentials".into()),
-            namespace: Some("ns".into()),
-            owner_references: account.controller_owner_ref(&()).map(|o| vec![o]),
-            ..Default::default()
-        },
-        data: Some(data),
-        ..Default::default()
-    }
-}
-
-/// A Context over the mocked client, with caches holding `record` and `secret`.
-fn context(client: Client, record: Secret, secret: Option<Secret>) -> Arc<Context> {
-    let config = Arc::new(Config {
-        namespace: OPERATOR_NS.into(),
-        watch_namespaces: vec![],
-        gateway_url: url::Url::parse("https://connect.example.com").unwrap(),
-        gateway_addr: ([127, 0, 0, 1], 0).into(),
-        admin_addr: ([127, 0, 0, 1], 0).into(),
-        instance: "test".into(),
-        leader_election: false,
-        refresh_concurrency: 1,
-        egress: Default::default(),
-        connection_policy: ConnectionPolicy::Any,
-        connection_hosts: Default::default(),
-        allowed_redirect_origins: vec![],
-    });
-    let (synced_tx, synced) = tokio::sync::watch::channel(true);
-    std::mem::forget(synced_tx);
-    let (wake, _) = futures::channel::mpsc::unbounded();
-    Arc::new(Context {
-        credentials: CredentialStore::new(client.clone(), OPERATOR_NS),
-        http: crate::auth::oauth2::http_client(Default::default()).unwrap(),
-        signer: crate::signer::Signer::new(b"0123456789abcdef0123456789abcdef").unwrap(),
-        connections: store(vec![kube::core::DeserializeGuard(Ok(bearer_connection()))]),
-        cluster_connections: store(vec![]),
-        namespaces: store(vec![]),
-        records: store(vec![record]),
-        agent_secrets: store(secret.into_iter().collect()),
-        metrics: Arc::new(crate::metrics::Metrics::new()),
-        shared: Shared::new(&client, &config),
-        config,
-        wake,
-        synced,
-        client,
-    })
-}
+use super::super::Context;
+use super::super::mock_api::{OPERATOR_NS, account, agent_secret_of, context, record_secret, serve, token};
+use crate::api::ConnectedAccount;
+use crate::store::Record;
 
 /// An account whose status is what the reconcile itself would write for these caches.
 async fn converged(ctx: &Arc<Context>) -> ConnectedAccount {
@@ -215,7 +51,7 @@ async fn a_converged_account_costs_no_request() {
             .await
             .unwrap();
     }
-    assert_eq!(*calls.lock().unwrap(), Vec::<String>::new());
+    assert_eq!(*calls.requests.lock().unwrap(), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -238,7 +74,7 @@ async fn a_held_back_credential_is_written_to_the_copy_then_the_secret_then_stat
     super::reconcile(Arc::new(account), ctx.clone()).await.unwrap();
     let copy = format!("/api/v1/namespaces/{OPERATOR_NS}/secrets/agentauth-u-1");
     assert_eq!(
-        *calls.lock().unwrap(),
+        *calls.requests.lock().unwrap(),
         [
             format!("GET {copy}"),
             format!("PUT {copy}"),
@@ -247,4 +83,37 @@ async fn a_held_back_credential_is_written_to_the_copy_then_the_secret_then_stat
         ]
     );
     assert!(ctx.pending("u-1").is_none());
+}
+
+#[tokio::test]
+async fn status_shows_no_token_times_once_the_grant_is_rejected() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let mut tokens = token("current", 0);
+    tokens.expires_at = Some(tokens.obtained_at + jiff::SignedDuration::from_hours(1));
+    let record = record_secret(tokens.clone());
+    let _calls = serve(handle, record.clone());
+    let ctx = context(client, record, Some(agent_secret_of(&account(), &tokens)));
+    let account = converged(&ctx).await;
+    let observed = super::observe::observe(&account, &ctx).await.unwrap();
+    let mut rejected = observed.record.record.clone();
+    rejected.rejected = true;
+    let plan = super::super::decide::decide(&observed.facts(&account, &rejected, None, &ctx, observed.now));
+    let status = super::status::build_status(
+        &account,
+        &observed,
+        &rejected,
+        &plan,
+        super::publish::Link::default(),
+        observed.now,
+    );
+    assert_eq!(status.state, Some(crate::api::AccountState::Expired));
+    assert_eq!((status.expires_at, status.last_refreshed_at), (None, None));
+    assert!(status.granted_scopes.is_empty());
+    assert!(
+        !status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == super::super::decide::TOKEN_REFRESH)
+    );
 }
