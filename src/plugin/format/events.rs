@@ -27,23 +27,14 @@ pub struct EventLine {
 pub fn events_from_v1(account: &ConnectedAccount, list: &[events::Event]) -> Vec<EventLine> {
     list.iter()
         .filter(|e| e.regarding.as_ref().is_some_and(|r| regards(account, r)))
-        .map(|e| EventLine {
-            type_: e.type_.clone().unwrap_or_default(),
-            reason: e.reason.clone().unwrap_or_default(),
-            last_seen: e
-                .series
-                .as_ref()
+        .map(|e| {
+            let series = e.series.as_ref();
+            let last_seen = series
                 .map(|s| s.last_observed_time.0)
                 .or_else(|| e.event_time.as_ref().map(|t| t.0))
-                .or_else(|| e.deprecated_last_timestamp.as_ref().map(|t| t.0))
-                .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0)),
-            count: e
-                .series
-                .as_ref()
-                .map(|s| s.count)
-                .or(e.deprecated_count)
-                .unwrap_or(1),
-            message: e.note.clone().unwrap_or_default(),
+                .or_else(|| e.deprecated_last_timestamp.as_ref().map(|t| t.0));
+            let count = series.map(|s| s.count).or(e.deprecated_count);
+            line(&e.metadata, [&e.type_, &e.reason, &e.note], last_seen, count)
         })
         .collect()
 }
@@ -52,20 +43,33 @@ pub fn events_from_v1(account: &ConnectedAccount, list: &[events::Event]) -> Vec
 pub fn events_from_core(account: &ConnectedAccount, list: &[core::Event]) -> Vec<EventLine> {
     list.iter()
         .filter(|e| regards(account, &e.involved_object))
-        .map(|e| EventLine {
-            type_: e.type_.clone().unwrap_or_default(),
-            reason: e.reason.clone().unwrap_or_default(),
-            last_seen: e
-                .series
-                .as_ref()
+        .map(|e| {
+            let series = e.series.as_ref();
+            let last_seen = series
                 .and_then(|s| s.last_observed_time.as_ref().map(|t| t.0))
                 .or_else(|| e.last_timestamp.as_ref().map(|t| t.0))
-                .or_else(|| e.event_time.as_ref().map(|t| t.0))
-                .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0)),
-            count: e.series.as_ref().and_then(|s| s.count).or(e.count).unwrap_or(1),
-            message: e.message.clone().unwrap_or_default(),
+                .or_else(|| e.event_time.as_ref().map(|t| t.0));
+            let count = series.and_then(|s| s.count).or(e.count);
+            line(&e.metadata, [&e.type_, &e.reason, &e.message], last_seen, count)
         })
         .collect()
+}
+
+/// One line from an Event of either API: `[type, reason, message]`, its last sighting (else its
+/// creation) and its count (else 1).
+fn line(
+    meta: &kube::api::ObjectMeta,
+    [type_, reason, message]: [&Option<String>; 3],
+    last_seen: Option<jiff::Timestamp>,
+    count: Option<i32>,
+) -> EventLine {
+    EventLine {
+        type_: type_.clone().unwrap_or_default(),
+        reason: reason.clone().unwrap_or_default(),
+        last_seen: last_seen.or_else(|| meta.creation_timestamp.as_ref().map(|t| t.0)),
+        count: count.unwrap_or(1),
+        message: message.clone().unwrap_or_default(),
+    }
 }
 
 fn regards(account: &ConnectedAccount, r: &core::ObjectReference) -> bool {
