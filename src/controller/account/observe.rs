@@ -89,8 +89,12 @@ pub async fn observe(account: &ConnectedAccount, ctx: &Context) -> Result<Observ
         .agent_secrets
         .get(&ObjectRef::new(&secret_name).within(&namespace));
     let mut ownership = agent_secret::ownership(secret.as_deref(), account);
-    let may_write = record.record.tokens.is_some() || link.as_ref().is_none_or(|l| l.exp <= now.as_second());
-    if ownership == Ownership::Missing && may_write {
+    let connection = super::super::resolve::connection(account, ctx);
+    // A link may be issued only for a usable Connection and a connected account without a valid one.
+    let may_link = connection.is_ok()
+        && account.spec.disconnected != Some(true)
+        && link.as_ref().is_none_or(|l| l.exp <= now.as_second());
+    if ownership == Ownership::Missing && (record.record.tokens.is_some() || may_link) {
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
         if let Some(live) = api.get_opt(&secret_name).await.map_err(Error::ReadSecret)? {
             ownership = agent_secret::ownership(Some(&live), account);
@@ -98,7 +102,7 @@ pub async fn observe(account: &ConnectedAccount, ctx: &Context) -> Result<Observ
         }
     }
     Ok(Observed {
-        connection: super::super::resolve::connection(account, ctx),
+        connection,
         uid,
         namespace,
         secret_name,
