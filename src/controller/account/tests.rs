@@ -26,7 +26,16 @@ type Calls = Arc<Mutex<Vec<String>>>;
 
 /// Answers every request with what a real API server would send back for this test: the
 /// operator copy on GET/PUT, the object on PATCH; Events are answered and not recorded.
-fn serve(mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>, record: Secret) -> Calls {
+fn serve(handle: tower_test::mock::Handle<Request<Body>, Response<Body>>, record: Secret) -> Calls {
+    serve_with(handle, record, BTreeMap::new())
+}
+
+/// [`serve`], except that a GET of a path in `objects` answers with that object.
+fn serve_with(
+    mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    record: Secret,
+    objects: BTreeMap<String, Secret>,
+) -> Calls {
     let calls = Calls::default();
     let seen = calls.clone();
     tokio::spawn(async move {
@@ -39,6 +48,7 @@ fn serve(mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>, re
                     c.push(format!("{method} {path}"));
                 }
                 let mut body = match method.as_str() {
+                    "GET" if objects.contains_key(&path) => serde_json::to_value(&objects[&path]).unwrap_or_default(),
                     "GET" | "PUT" => serde_json::to_value(&record).unwrap_or_default(),
                     _ => {
                         let bytes = http_body_util::BodyExt::collect(req.into_body()).await;
@@ -247,4 +257,70 @@ async fn a_held_back_credential_is_written_to_the_copy_then_the_secret_then_stat
         ]
     );
     assert!(ctx.pending("u-1").is_none());
+}
+
+/// A tenant without Secret rights points `spec.credentialsRef` at any opted-in Secret of its
+/// namespace and `spec.secretName` at someone else's Secret, while the account still shows a
+/// valid link and has no credential yet. The live look-up in observe is skipped (no credential
+/// cached, link not expired), credentialsRef then supplies a credential, and publish
+/// server-side applies over the foreign Secret (taking its controller owner reference, so
+/// deleting the account deletes it). Before the pipeline, publish looked a name missing from the
+/// cache up right before writing.
+#[tokio::test]
+async fn a_foreign_secret_is_never_written_when_credentials_ref_fills_an_empty_record() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
+    let empty: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": CredentialStore::name_for("u-1"), "namespace": OPERATOR_NS, "resourceVersion": "1"},
+        "data": {"record.json": b64(&serde_json::to_vec(&Record::default()).unwrap())}
+    }))
+    .unwrap();
+    // Any Secret of the namespace that opted in to being referenced, with a key the form accepts.
+    let supplied: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "supplied", "namespace": "ns", "resourceVersion": "5",
+            "labels": {crate::store::secret_ref::USABLE_LABEL: "true"}},
+        "data": {"token": b64(b"some-token")}
+    }))
+    .unwrap();
+    // Someone else's Secret: unlabelled, so not in the operator's cache.
+    let victim: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "victim", "namespace": "ns", "resourceVersion": "7"},
+        "data": {"password": b64(b"db-password")}
+    }))
+    .unwrap();
+    let victim_path = "/api/v1/namespaces/ns/secrets/victim".to_owned();
+    let calls = serve_with(
+        handle,
+        empty.clone(),
+        BTreeMap::from([
+            ("/api/v1/namespaces/ns/secrets/supplied".to_owned(), supplied),
+            (victim_path.clone(), victim),
+        ]),
+    );
+    let ctx = context(client, empty, None);
+    let mut a = account();
+    a.spec.secret_name = Some("victim".into());
+    a.spec.credentials_ref = serde_json::from_value(json!({"name": "supplied"})).unwrap();
+    let claims = crate::signer::LinkClaims {
+        ns: "ns".into(),
+        name: "bot".into(),
+        uid: "u-1".into(),
+        nonce: "n".into(),
+        exp: jiff::Timestamp::now().as_second() + 3600,
+    };
+    let url = ctx.config.endpoint(&format!("connect/{}", ctx.signer.issue_link(&claims)));
+    a.status = Some(crate::api::ConnectedAccountStatus {
+        authorization_link: Some(url),
+        ..Default::default()
+    });
+    let _ = super::reconcile(Arc::new(a), ctx.clone()).await;
+    let calls = calls.lock().unwrap().clone();
+    assert!(
+        !calls.contains(&format!("PATCH {victim_path}")),
+        "the foreign Secret was written: {calls:?}"
+    );
 }
