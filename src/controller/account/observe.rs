@@ -3,7 +3,8 @@
 //! Everything comes from the watch caches except one case: a Secret name the cache does not know
 //! is looked up live when the next steps may write there (a credential to publish, a link to
 //! issue), because only operator-labelled Secrets are cached and a foreign one must be found
-//! before a user is told "connected". The ownership found here is final for this reconcile.
+//! before a user is told "connected". When renewal brings a credential the cached record did not
+//! have, [`Observed::confirm_secret`] looks the name up before anything is published.
 
 use std::sync::Arc;
 
@@ -36,6 +37,8 @@ pub struct Observed {
     /// The agent Secret as it is now, if it exists and is readable to us.
     pub secret: Option<Arc<Secret>>,
     pub ownership: Ownership,
+    /// The Secret name was found in the cache or looked up live, so `ownership` is known.
+    secret_known: bool,
     pub now: Timestamp,
 }
 
@@ -75,6 +78,34 @@ impl Observed {
             now,
         }
     }
+
+    /// Looks the Secret name up live when `record` (the renewed one) holds a credential to
+    /// publish and the name was not looked up yet: a foreign Secret is never written.
+    pub async fn confirm_secret(
+        mut self,
+        account: &ConnectedAccount,
+        record: &Record,
+        ctx: &Context,
+    ) -> Result<Observed, Error> {
+        if record.tokens.is_some() {
+            self.look_up_secret(account, ctx).await?;
+        }
+        Ok(self)
+    }
+
+    /// The live GET of a Secret name the cache does not know (once per reconcile).
+    async fn look_up_secret(&mut self, account: &ConnectedAccount, ctx: &Context) -> Result<(), Error> {
+        if self.secret_known {
+            return Ok(());
+        }
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &self.namespace);
+        if let Some(live) = api.get_opt(&self.secret_name).await.map_err(Error::ReadSecret)? {
+            self.ownership = agent_secret::ownership(Some(&live), account);
+            self.secret = Some(Arc::new(live));
+        }
+        self.secret_known = true;
+        Ok(())
+    }
 }
 
 /// Reads the account's inputs; one live GET of the Secret name at most (see the module docs).
@@ -85,19 +116,12 @@ pub async fn observe(account: &ConnectedAccount, ctx: &Context) -> Result<Observ
     let record = cached_record(&uid, ctx)?;
     let link = current_link(account, ctx);
     let now = Timestamp::now();
-    let mut secret = ctx
+    let secret = ctx
         .agent_secrets
         .get(&ObjectRef::new(&secret_name).within(&namespace));
-    let mut ownership = agent_secret::ownership(secret.as_deref(), account);
+    let ownership = agent_secret::ownership(secret.as_deref(), account);
     let may_write = record.record.tokens.is_some() || link.as_ref().is_none_or(|l| l.exp <= now.as_second());
-    if ownership == Ownership::Missing && may_write {
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        if let Some(live) = api.get_opt(&secret_name).await.map_err(Error::ReadSecret)? {
-            ownership = agent_secret::ownership(Some(&live), account);
-            secret = Some(Arc::new(live));
-        }
-    }
-    Ok(Observed {
+    let mut observed = Observed {
         connection: super::super::resolve::connection(account, ctx),
         uid,
         namespace,
@@ -106,8 +130,13 @@ pub async fn observe(account: &ConnectedAccount, ctx: &Context) -> Result<Observ
         link,
         secret,
         ownership,
+        secret_known: ownership != Ownership::Missing,
         now,
-    })
+    };
+    if may_write {
+        observed.look_up_secret(account, ctx).await?;
+    }
+    Ok(observed)
 }
 
 /// The account's record from the cache of operator copies.

@@ -48,7 +48,9 @@ fn serve_with(
                     c.push(format!("{method} {path}"));
                 }
                 let mut body = match method.as_str() {
-                    "GET" if objects.contains_key(&path) => serde_json::to_value(&objects[&path]).unwrap_or_default(),
+                    "GET" if objects.contains_key(&path) => {
+                        serde_json::to_value(&objects[&path]).unwrap_or_default()
+                    }
                     "GET" | "PUT" => serde_json::to_value(&record).unwrap_or_default(),
                     _ => {
                         let bytes = http_body_util::BodyExt::collect(req.into_body()).await;
@@ -312,7 +314,9 @@ async fn a_foreign_secret_is_never_written_when_credentials_ref_fills_an_empty_r
         nonce: "n".into(),
         exp: jiff::Timestamp::now().as_second() + 3600,
     };
-    let url = ctx.config.endpoint(&format!("connect/{}", ctx.signer.issue_link(&claims)));
+    let url = ctx
+        .config
+        .endpoint(&format!("connect/{}", ctx.signer.issue_link(&claims)));
     a.status = Some(crate::api::ConnectedAccountStatus {
         authorization_link: Some(url),
         ..Default::default()
