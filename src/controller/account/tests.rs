@@ -328,3 +328,30 @@ async fn a_foreign_secret_is_never_written_when_credentials_ref_fills_an_empty_r
         "the foreign Secret was written: {calls:?}"
     );
 }
+
+/// An agent Secret of ours whose labels someone removed is no longer in the (label-selected)
+/// cache. Before the pipeline it counted as not current, so the next apply put the labels back;
+/// found live, it must still be re-applied, or every reconcile GETs it forever.
+#[tokio::test]
+async fn an_unlabelled_agent_secret_found_live_is_applied_again() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let tokens = token("current", 0);
+    let record = record_secret(tokens.clone());
+    let secret_path = "/api/v1/namespaces/ns/secrets/bot-credentials".to_owned();
+    // Ours (controller owner reference) and current, but without the operator's labels.
+    let live = agent_secret_of(&account(), &tokens);
+    let calls = serve_with(
+        handle,
+        record.clone(),
+        BTreeMap::from([(secret_path.clone(), live.clone())]),
+    );
+    let cached = context(client.clone(), record.clone(), Some(live));
+    let account = converged(&cached).await;
+    let ctx = context(client, record, None);
+    super::reconcile(Arc::new(account), ctx.clone()).await.unwrap();
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [format!("GET {secret_path}"), format!("PATCH {secret_path}")]
+    );
+}
