@@ -39,6 +39,9 @@ pub struct Observed {
     pub ownership: Ownership,
     /// The Secret name was found in the cache or looked up live, so `ownership` is known.
     secret_known: bool,
+    /// `secret` came from the (label-selected) cache: one found only live lacks the operator's
+    /// labels and is never current, so the next apply puts them back.
+    secret_cached: bool,
     pub now: Timestamp,
 }
 
@@ -63,9 +66,10 @@ impl Observed {
         ctx: &Context,
         now: Timestamp,
     ) -> Facts<'a> {
-        let secret_current = record.tokens.as_ref().is_some_and(|t| {
-            agent_secret::holds(self.secret.as_deref(), &agent_secret::render(t, self.provider()))
-        });
+        let secret_current = self.secret_cached
+            && record.tokens.as_ref().is_some_and(|t| {
+                agent_secret::holds(self.secret.as_deref(), &agent_secret::render(t, self.provider()))
+            });
         Facts {
             account,
             connection: self.connection.as_ref().map(|(_, v)| v),
@@ -131,6 +135,7 @@ pub async fn observe(account: &ConnectedAccount, ctx: &Context) -> Result<Observ
         secret,
         ownership,
         secret_known: ownership != Ownership::Missing,
+        secret_cached: ownership != Ownership::Missing,
         now,
     };
     if may_write {
