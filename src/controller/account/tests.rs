@@ -355,3 +355,59 @@ async fn an_unlabelled_agent_secret_found_live_is_applied_again() {
         [format!("GET {secret_path}"), format!("PATCH {secret_path}")]
     );
 }
+
+/// A re-authorization request on an account without a credential replaces a link that is still
+/// valid. Before the pipeline a name missing from the cache was looked up before any new link was
+/// handed out, so a user is never sent through a flow whose Secret belongs to someone else.
+#[tokio::test]
+async fn a_new_link_is_not_issued_before_the_secret_name_is_looked_up() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
+    let empty: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": CredentialStore::name_for("u-1"), "namespace": OPERATOR_NS, "resourceVersion": "1"},
+        "data": {"record.json": b64(&serde_json::to_vec(&Record::default()).unwrap())}
+    }))
+    .unwrap();
+    let victim: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "victim", "namespace": "ns", "resourceVersion": "7"},
+        "data": {"password": b64(b"db-password")}
+    }))
+    .unwrap();
+    let victim_path = "/api/v1/namespaces/ns/secrets/victim".to_owned();
+    let calls = serve_with(
+        handle,
+        empty.clone(),
+        BTreeMap::from([(victim_path.clone(), victim)]),
+    );
+    let ctx = context(client, empty, None);
+    let mut a = account();
+    a.spec.secret_name = Some("victim".into());
+    a.metadata.annotations = Some(BTreeMap::from([(
+        crate::api::REAUTHORIZE_ANNOTATION.to_owned(),
+        "r1".to_owned(),
+    )]));
+    let claims = crate::signer::LinkClaims {
+        ns: "ns".into(),
+        name: "bot".into(),
+        uid: "u-1".into(),
+        nonce: "n".into(),
+        exp: jiff::Timestamp::now().as_second() + 3600,
+    };
+    let url = ctx
+        .config
+        .endpoint(&format!("connect/{}", ctx.signer.issue_link(&claims)));
+    a.status = Some(crate::api::ConnectedAccountStatus {
+        state: Some(crate::api::AccountState::PendingAuth),
+        authorization_link: Some(url),
+        ..Default::default()
+    });
+    let _ = super::reconcile(Arc::new(a), ctx.clone()).await;
+    let calls = calls.lock().unwrap().clone();
+    assert!(
+        calls.first() == Some(&format!("GET {victim_path}")),
+        "a new link was decided without looking the Secret name up: {calls:?}"
+    );
+}
