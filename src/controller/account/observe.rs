@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 
-use super::super::decide::{ConnectionIssue, ConnectionView, Facts, RefreshFailure};
+use super::super::decide::{self, ConnectionIssue, ConnectionView, Facts, RefreshFailure};
 use super::super::{Context, Error, attempt};
 use crate::api::{ConnectedAccount, Connection};
 use crate::signer::{self, LinkClaims};
@@ -124,7 +124,13 @@ pub async fn observe(account: &ConnectedAccount, ctx: &Context) -> Result<Observ
         .agent_secrets
         .get(&ObjectRef::new(&secret_name).within(&namespace));
     let ownership = agent_secret::ownership(secret.as_deref(), account);
-    let may_write = record.record.tokens.is_some() || link.as_ref().is_none_or(|l| l.exp <= now.as_second());
+    // A new link is issued when there is none, it expired, it was used, or someone asked for
+    // re-authorization; a credential may be published whenever there is one.
+    let may_write = record.record.tokens.is_some()
+        || decide::reauthorize_requested(account)
+        || link.as_ref().is_none_or(|l| {
+            l.exp <= now.as_second() || record.record.completed_link.as_deref() == Some(l.nonce.as_str())
+        });
     let mut observed = Observed {
         connection: super::super::resolve::connection(account, ctx),
         uid,
