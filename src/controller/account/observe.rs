@@ -4,7 +4,8 @@
 //! is looked up live when the next steps may write there (a credential to publish, a link to
 //! issue), because only operator-labelled Secrets are cached and a foreign one must be found
 //! before a user is told "connected". When renewal brings a credential the cached record did not
-//! have, [`Observed::confirm_secret`] looks the name up before anything is published.
+//! have (or marks the link used), [`Observed::confirm_secret`] looks the name up before anything
+//! is published or a link issued.
 
 use std::sync::Arc;
 
@@ -83,15 +84,15 @@ impl Observed {
         }
     }
 
-    /// Looks the Secret name up live when `record` (the renewed one) holds a credential to
-    /// publish and the name was not looked up yet: a foreign Secret is never written.
+    /// Looks the Secret name up live when `record` (the renewed one) may lead to a write there
+    /// and the name was not looked up yet: a foreign Secret is never written.
     pub async fn confirm_secret(
         mut self,
         account: &ConnectedAccount,
         record: &Record,
         ctx: &Context,
     ) -> Result<Observed, Error> {
-        if record.tokens.is_some() {
+        if may_write(account, record, self.link.as_ref(), self.now) {
             self.look_up_secret(account, ctx).await?;
         }
         Ok(self)
@@ -124,13 +125,7 @@ pub async fn observe(account: &ConnectedAccount, ctx: &Context) -> Result<Observ
         .agent_secrets
         .get(&ObjectRef::new(&secret_name).within(&namespace));
     let ownership = agent_secret::ownership(secret.as_deref(), account);
-    // A new link is issued when there is none, it expired, it was used, or someone asked for
-    // re-authorization; a credential may be published whenever there is one.
-    let may_write = record.record.tokens.is_some()
-        || decide::reauthorize_requested(account)
-        || link.as_ref().is_none_or(|l| {
-            l.exp <= now.as_second() || record.record.completed_link.as_deref() == Some(l.nonce.as_str())
-        });
+    let may_write = may_write(account, &record.record, link.as_ref(), now);
     let mut observed = Observed {
         connection: super::super::resolve::connection(account, ctx),
         uid,
@@ -148,6 +143,17 @@ pub async fn observe(account: &ConnectedAccount, ctx: &Context) -> Result<Observ
         observed.look_up_secret(account, ctx).await?;
     }
     Ok(observed)
+}
+
+/// Whether the next steps may write the Secret name or hand out a link for it: a credential may
+/// be published whenever there is one; a new link is issued when there is none, it expired, it
+/// was used, or someone asked for re-authorization (see `decide`).
+fn may_write(account: &ConnectedAccount, record: &Record, link: Option<&LinkClaims>, now: Timestamp) -> bool {
+    record.tokens.is_some()
+        || decide::reauthorize_requested(account)
+        || link.is_none_or(|l| {
+            l.exp <= now.as_second() || record.completed_link.as_deref() == Some(l.nonce.as_str())
+        })
 }
 
 /// The account's record from the cache of operator copies.
