@@ -261,52 +261,36 @@ async fn a_held_back_credential_is_written_to_the_copy_then_the_secret_then_stat
     assert!(ctx.pending("u-1").is_none());
 }
 
-/// A tenant without Secret rights points `spec.credentialsRef` at any opted-in Secret of its
-/// namespace and `spec.secretName` at someone else's Secret, while the account still shows a
-/// valid link and has no credential yet. The live look-up in observe is skipped (no credential
-/// cached, link not expired), credentialsRef then supplies a credential, and publish
-/// server-side applies over the foreign Secret (taking its controller owner reference, so
-/// deleting the account deletes it). Before the pipeline, publish looked a name missing from the
-/// cache up right before writing.
-#[tokio::test]
-async fn a_foreign_secret_is_never_written_when_credentials_ref_fills_an_empty_record() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
-    let empty: Secret = serde_json::from_value(json!({
+fn b64(bytes: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
+}
+
+/// The operator copy of an account that has no credential yet.
+fn empty_record() -> Secret {
+    serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": CredentialStore::name_for("u-1"), "namespace": OPERATOR_NS, "resourceVersion": "1"},
         "data": {"record.json": b64(&serde_json::to_vec(&Record::default()).unwrap())}
     }))
-    .unwrap();
-    // Any Secret of the namespace that opted in to being referenced, with a key the form accepts.
-    let supplied: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "supplied", "namespace": "ns", "resourceVersion": "5",
-            "labels": {crate::store::secret_ref::USABLE_LABEL: "true"}},
-        "data": {"token": b64(b"some-token")}
-    }))
-    .unwrap();
-    // Someone else's Secret: unlabelled, so not in the operator's cache.
-    let victim: Secret = serde_json::from_value(json!({
+    .unwrap()
+}
+
+const VICTIM: &str = "/api/v1/namespaces/ns/secrets/victim";
+
+/// Someone else's Secret `victim`: unlabelled, so not in the operator's cache.
+fn victim() -> Secret {
+    serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "victim", "namespace": "ns", "resourceVersion": "7"},
         "data": {"password": b64(b"db-password")}
     }))
-    .unwrap();
-    let victim_path = "/api/v1/namespaces/ns/secrets/victim".to_owned();
-    let calls = serve_with(
-        handle,
-        empty.clone(),
-        BTreeMap::from([
-            ("/api/v1/namespaces/ns/secrets/supplied".to_owned(), supplied),
-            (victim_path.clone(), victim),
-        ]),
-    );
-    let ctx = context(client, empty, None);
+    .unwrap()
+}
+
+/// The account publishing to `victim`, with no credential and a valid link in its status.
+fn account_aimed_at_victim(ctx: &Context) -> ConnectedAccount {
     let mut a = account();
     a.spec.secret_name = Some("victim".into());
-    a.spec.credentials_ref = serde_json::from_value(json!({"name": "supplied"})).unwrap();
     let claims = crate::signer::LinkClaims {
         ns: "ns".into(),
         name: "bot".into(),
@@ -318,13 +302,45 @@ async fn a_foreign_secret_is_never_written_when_credentials_ref_fills_an_empty_r
         .config
         .endpoint(&format!("connect/{}", ctx.signer.issue_link(&claims)));
     a.status = Some(crate::api::ConnectedAccountStatus {
+        state: Some(crate::api::AccountState::PendingAuth),
         authorization_link: Some(url),
         ..Default::default()
     });
+    a
+}
+
+/// A tenant without Secret rights points `spec.credentialsRef` at any opted-in Secret of its
+/// namespace and `spec.secretName` at someone else's Secret, while the account still shows a
+/// valid link and has no credential yet. credentialsRef supplies the first credential during
+/// renewal; publishing it must not server-side apply over the foreign Secret (which would take
+/// its controller owner reference, so deleting the account would delete it).
+#[tokio::test]
+async fn a_foreign_secret_is_never_written_when_credentials_ref_fills_an_empty_record() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    // Any Secret of the namespace that opted in to being referenced, with a key the form accepts.
+    let supplied: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "supplied", "namespace": "ns", "resourceVersion": "5",
+            "labels": {crate::store::secret_ref::USABLE_LABEL: "true"}},
+        "data": {"token": b64(b"some-token")}
+    }))
+    .unwrap();
+    let calls = serve_with(
+        handle,
+        empty_record(),
+        BTreeMap::from([
+            ("/api/v1/namespaces/ns/secrets/supplied".to_owned(), supplied),
+            (VICTIM.to_owned(), victim()),
+        ]),
+    );
+    let ctx = context(client, empty_record(), None);
+    let mut a = account_aimed_at_victim(&ctx);
+    a.spec.credentials_ref = serde_json::from_value(json!({"name": "supplied"})).unwrap();
     let _ = super::reconcile(Arc::new(a), ctx.clone()).await;
     let calls = calls.lock().unwrap().clone();
     assert!(
-        !calls.contains(&format!("PATCH {victim_path}")),
+        !calls.contains(&format!("PATCH {VICTIM}")),
         "the foreign Secret was written: {calls:?}"
     );
 }
@@ -363,51 +379,21 @@ async fn an_unlabelled_agent_secret_found_live_is_applied_again() {
 async fn a_new_link_is_not_issued_before_the_secret_name_is_looked_up() {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
-    let empty: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": CredentialStore::name_for("u-1"), "namespace": OPERATOR_NS, "resourceVersion": "1"},
-        "data": {"record.json": b64(&serde_json::to_vec(&Record::default()).unwrap())}
-    }))
-    .unwrap();
-    let victim: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "victim", "namespace": "ns", "resourceVersion": "7"},
-        "data": {"password": b64(b"db-password")}
-    }))
-    .unwrap();
-    let victim_path = "/api/v1/namespaces/ns/secrets/victim".to_owned();
     let calls = serve_with(
         handle,
-        empty.clone(),
-        BTreeMap::from([(victim_path.clone(), victim)]),
+        empty_record(),
+        BTreeMap::from([(VICTIM.to_owned(), victim())]),
     );
-    let ctx = context(client, empty, None);
-    let mut a = account();
-    a.spec.secret_name = Some("victim".into());
+    let ctx = context(client, empty_record(), None);
+    let mut a = account_aimed_at_victim(&ctx);
     a.metadata.annotations = Some(BTreeMap::from([(
         crate::api::REAUTHORIZE_ANNOTATION.to_owned(),
         "r1".to_owned(),
     )]));
-    let claims = crate::signer::LinkClaims {
-        ns: "ns".into(),
-        name: "bot".into(),
-        uid: "u-1".into(),
-        nonce: "n".into(),
-        exp: jiff::Timestamp::now().as_second() + 3600,
-    };
-    let url = ctx
-        .config
-        .endpoint(&format!("connect/{}", ctx.signer.issue_link(&claims)));
-    a.status = Some(crate::api::ConnectedAccountStatus {
-        state: Some(crate::api::AccountState::PendingAuth),
-        authorization_link: Some(url),
-        ..Default::default()
-    });
     let _ = super::reconcile(Arc::new(a), ctx.clone()).await;
     let calls = calls.lock().unwrap().clone();
     assert!(
-        calls.first() == Some(&format!("GET {victim_path}")),
+        calls.first() == Some(&format!("GET {VICTIM}")),
         "a new link was decided without looking the Secret name up: {calls:?}"
     );
 }
