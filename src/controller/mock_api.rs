@@ -34,7 +34,21 @@ pub type Calls = Arc<Seen>;
 
 /// Answers every request with what a real API server would send back for this test: the
 /// operator copy on GET/PUT, the object on PATCH; Events are recorded apart.
-pub fn serve(mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>, record: Secret) -> Calls {
+pub fn serve(handle: tower_test::mock::Handle<Request<Body>, Response<Body>>, record: Secret) -> Calls {
+    serve_with(handle, record, BTreeMap::new())
+}
+
+/// [`serve`], except that a GET of a path in `objects` answers with that object, and a GET of
+/// any other path but the operator copy's is a 404.
+pub fn serve_with(
+    mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    record: Secret,
+    objects: BTreeMap<String, Secret>,
+) -> Calls {
+    let copy_path = format!(
+        "/api/v1/namespaces/{OPERATOR_NS}/secrets/{}",
+        record.metadata.name.clone().unwrap_or_default()
+    );
     let calls = Calls::default();
     let seen = calls.clone();
     tokio::spawn(async move {
@@ -57,6 +71,16 @@ pub fn serve(mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>
                     c.push(format!("{method} {path}"));
                 }
                 let mut body = match method.as_str() {
+                    "GET" if objects.contains_key(&path) => {
+                        serde_json::to_value(&objects[&path]).unwrap_or_default()
+                    }
+                    "GET" if path != copy_path => {
+                        let missing = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "reason": "NotFound", "code": 404, "message": "not found"});
+                        let bytes = serde_json::to_vec(&missing).unwrap_or_default();
+                        send.send_response(Response::builder().status(404).body(Body::from(bytes)).unwrap());
+                        continue;
+                    }
                     "GET" | "PUT" => serde_json::to_value(&record).unwrap_or_default(),
                     _ => {
                         let bytes = http_body_util::BodyExt::collect(req.into_body()).await;

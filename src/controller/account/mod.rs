@@ -85,6 +85,11 @@ pub async fn reconcile(account: Arc<ConnectedAccount>, ctx: Arc<Context>) -> Res
     }
     let observed = observe::observe(&account, &ctx).await?;
     let renewed = renew::renew(&account, &observed, &ctx).await?;
+    // Renewal may have brought the first credential (credentialsRef, a re-read): the Secret name
+    // is checked before it is published.
+    let observed = observed
+        .confirm_secret(&account, &renewed.record.record, &ctx)
+        .await?;
     // A refresh that waited for the provider took time: the plan and status describe the moment
     // they are written.
     let now = if renewed.waited {

@@ -3,7 +3,9 @@
 //! Everything comes from the watch caches except one case: a Secret name the cache does not know
 //! is looked up live when the next steps may write there (a credential to publish, a link to
 //! issue), because only operator-labelled Secrets are cached and a foreign one must be found
-//! before a user is told "connected". The ownership found here is final for this reconcile.
+//! before a user is told "connected". When renewal brings a credential the cached record did not
+//! have (or marks the link used), [`Observed::confirm_secret`] looks the name up before anything
+//! is published or a link issued.
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 
-use super::super::decide::{ConnectionIssue, ConnectionView, Facts, RefreshFailure};
+use super::super::decide::{self, ConnectionIssue, ConnectionView, Facts, RefreshFailure};
 use super::super::{Context, Error, attempt};
 use crate::api::{ConnectedAccount, Connection};
 use crate::signer::{self, LinkClaims};
@@ -36,6 +38,11 @@ pub struct Observed {
     /// The agent Secret as it is now, if it exists and is readable to us.
     pub secret: Option<Arc<Secret>>,
     pub ownership: Ownership,
+    /// The Secret name was found in the cache or looked up live, so `ownership` is known.
+    secret_known: bool,
+    /// `secret` came from the (label-selected) cache: one found only live lacks the operator's
+    /// labels and is never current, so the next apply puts them back.
+    secret_cached: bool,
     pub now: Timestamp,
 }
 
@@ -60,9 +67,10 @@ impl Observed {
         ctx: &Context,
         now: Timestamp,
     ) -> Facts<'a> {
-        let secret_current = record.tokens.as_ref().is_some_and(|t| {
-            agent_secret::holds(self.secret.as_deref(), &agent_secret::render(t, self.provider()))
-        });
+        let secret_current = self.secret_cached
+            && record.tokens.as_ref().is_some_and(|t| {
+                agent_secret::holds(self.secret.as_deref(), &agent_secret::render(t, self.provider()))
+            });
         Facts {
             account,
             connection: self.connection.as_ref().map(|(_, v)| v),
@@ -75,6 +83,40 @@ impl Observed {
             now,
         }
     }
+
+    /// Looks the Secret name up live when `record` (the renewed one) may lead to a write there
+    /// and the name was not looked up yet: a foreign Secret is never written.
+    pub async fn confirm_secret(
+        mut self,
+        account: &ConnectedAccount,
+        record: &Record,
+        ctx: &Context,
+    ) -> Result<Observed, Error> {
+        if may_write(
+            account,
+            self.usable().is_some(),
+            record,
+            self.link.as_ref(),
+            self.now,
+        ) {
+            self.look_up_secret(account, ctx).await?;
+        }
+        Ok(self)
+    }
+
+    /// The live GET of a Secret name the cache does not know (once per reconcile).
+    async fn look_up_secret(&mut self, account: &ConnectedAccount, ctx: &Context) -> Result<(), Error> {
+        if self.secret_known {
+            return Ok(());
+        }
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &self.namespace);
+        if let Some(live) = api.get_opt(&self.secret_name).await.map_err(Error::ReadSecret)? {
+            self.ownership = agent_secret::ownership(Some(&live), account);
+            self.secret = Some(Arc::new(live));
+        }
+        self.secret_known = true;
+        Ok(())
+    }
 }
 
 /// Reads the account's inputs; one live GET of the Secret name at most (see the module docs).
@@ -85,23 +127,13 @@ pub async fn observe(account: &ConnectedAccount, ctx: &Context) -> Result<Observ
     let record = cached_record(&uid, ctx)?;
     let link = current_link(account, ctx);
     let now = Timestamp::now();
-    let mut secret = ctx
+    let secret = ctx
         .agent_secrets
         .get(&ObjectRef::new(&secret_name).within(&namespace));
-    let mut ownership = agent_secret::ownership(secret.as_deref(), account);
+    let ownership = agent_secret::ownership(secret.as_deref(), account);
     let connection = super::super::resolve::connection(account, ctx);
-    // A link may be issued only for a usable Connection and a connected account without a valid one.
-    let may_link = connection.is_ok()
-        && account.spec.disconnected != Some(true)
-        && link.as_ref().is_none_or(|l| l.exp <= now.as_second());
-    if ownership == Ownership::Missing && (record.record.tokens.is_some() || may_link) {
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        if let Some(live) = api.get_opt(&secret_name).await.map_err(Error::ReadSecret)? {
-            ownership = agent_secret::ownership(Some(&live), account);
-            secret = Some(Arc::new(live));
-        }
-    }
-    Ok(Observed {
+    let may_write = may_write(account, connection.is_ok(), &record.record, link.as_ref(), now);
+    let mut observed = Observed {
         connection,
         uid,
         namespace,
@@ -110,8 +142,34 @@ pub async fn observe(account: &ConnectedAccount, ctx: &Context) -> Result<Observ
         link,
         secret,
         ownership,
+        secret_known: ownership != Ownership::Missing,
+        secret_cached: ownership != Ownership::Missing,
         now,
-    })
+    };
+    if may_write {
+        observed.look_up_secret(account, ctx).await?;
+    }
+    Ok(observed)
+}
+
+/// Whether the next steps may write the Secret name or hand out a link for it: a credential may
+/// be published whenever there is one; a new link is issued when there is none, it expired, it
+/// was used, or someone asked for re-authorization (see `decide`), and only for a connected
+/// account of a usable Connection (so an `ERROR` or `DISCONNECTED` account costs no GET).
+fn may_write(
+    account: &ConnectedAccount,
+    usable: bool,
+    record: &Record,
+    link: Option<&LinkClaims>,
+    now: Timestamp,
+) -> bool {
+    let may_link = usable
+        && account.spec.disconnected != Some(true)
+        && (decide::reauthorize_requested(account)
+            || link.is_none_or(|l| {
+                l.exp <= now.as_second() || record.completed_link.as_deref() == Some(l.nonce.as_str())
+            }));
+    record.tokens.is_some() || may_link
 }
 
 /// The account's record from the cache of operator copies.

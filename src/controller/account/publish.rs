@@ -43,7 +43,8 @@ pub async fn publish(
             .map_err(Error::DeleteSecret)?;
         tracing::warn!("the operator's copy is missing; removed the agent Secret");
     }
-    // `decide` plans no publication for a foreign Secret; the ownership observed is final.
+    // `decide` plans no publication for a foreign Secret; the ownership that observe (and
+    // `confirm_secret` after renewal) found is final.
     if let (true, Some(tokens)) = (plan.publish, &record.record.tokens)
         && observed.ownership != Ownership::Foreign
     {
