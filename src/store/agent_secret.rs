@@ -107,26 +107,7 @@ pub async fn apply(
     data: &BTreeMap<String, String>,
     existing: Option<&Secret>,
 ) -> Result<(), kube::Error> {
-    let owner = account.controller_owner_ref(&());
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            labels: Some(BTreeMap::from([
-                (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
-                (ROLE_LABEL.to_owned(), ROLE.to_owned()),
-                (ACCOUNT_LABEL.to_owned(), account.name_any()),
-            ])),
-            owner_references: owner.map(|o| vec![o]),
-            ..Default::default()
-        },
-        type_: Some("Opaque".to_owned()),
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
-        ),
-        ..Default::default()
-    };
+    let secret = desired(account, name, data);
     let mut value = serde_json::to_value(&secret).map_err(kube::Error::SerdeError)?;
     if let Some(obj) = value.as_object_mut() {
         obj.insert("apiVersion".into(), json!("v1"));
@@ -155,6 +136,45 @@ pub async fn apply(
         .await?;
     }
     Ok(())
+}
+
+/// Creates the Secret for a name that was looked up and found free: a Secret someone created
+/// since then makes this fail (409) instead of being taken over.
+pub async fn create(
+    api: &Api<Secret>,
+    account: &ConnectedAccount,
+    name: &str,
+    data: &BTreeMap<String, String>,
+) -> Result<(), kube::Error> {
+    let pp = kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    };
+    api.create(&pp, &desired(account, name, data)).await.map(|_| ())
+}
+
+/// The agent Secret as the operator writes it: labelled, owned by the account, `data` only.
+fn desired(account: &ConnectedAccount, name: &str, data: &BTreeMap<String, String>) -> Secret {
+    let owner = account.controller_owner_ref(&());
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
+                (ROLE_LABEL.to_owned(), ROLE.to_owned()),
+                (ACCOUNT_LABEL.to_owned(), account.name_any()),
+            ])),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
 }
 
 /// Deletes the Secret if it is ours; absent is fine.

@@ -45,19 +45,19 @@ pub async fn publish(
     }
     // `decide` plans no publication for a foreign Secret; the ownership that observe (and
     // `confirm_secret` after renewal) found is final.
-    if let (true, Some(tokens)) = (plan.publish, &record.record.tokens)
-        && observed.ownership != Ownership::Foreign
-    {
+    // A name looked up and found free is created, not applied: a Secret someone created since
+    // then fails the write (and is found, and refused, by the next reconcile).
+    if let (true, Some(tokens)) = (plan.publish, &record.record.tokens) {
         let data = agent_secret::render(tokens, observed.provider());
-        agent_secret::apply(
-            &api,
-            account,
-            &observed.secret_name,
-            &data,
-            observed.secret.as_deref(),
-        )
-        .await
-        .map_err(Error::PublishSecret)?;
+        let name = &observed.secret_name;
+        let written = match observed.ownership {
+            Ownership::Foreign => Ok(()),
+            Ownership::Missing => agent_secret::create(&api, account, name, &data).await,
+            Ownership::Ours => {
+                agent_secret::apply(&api, account, name, &data, observed.secret.as_deref()).await
+            }
+        };
+        written.map_err(Error::PublishSecret)?;
     }
     Ok(link(account, observed, plan, ctx))
 }

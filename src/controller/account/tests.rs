@@ -262,3 +262,25 @@ async fn a_new_link_is_not_issued_before_the_secret_name_is_looked_up() {
         "a new link was decided without looking the Secret name up: {calls:?}"
     );
 }
+
+/// A Secret name looked up and found free is created, not applied: a Secret someone created in
+/// between fails the write instead of being taken over.
+#[tokio::test]
+async fn a_free_secret_name_is_created_not_applied() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let record = record_secret(token("current", 0));
+    let calls = serve(handle, record.clone());
+    let ctx = context(client, record, None);
+    super::reconcile(Arc::new(account()), ctx.clone()).await.unwrap();
+    let calls = calls.requests.lock().unwrap().clone();
+    let secret = "/api/v1/namespaces/ns/secrets";
+    assert_eq!(
+        calls[..2],
+        [format!("GET {secret}/bot-credentials"), format!("POST {secret}")]
+    );
+    assert!(
+        !calls.contains(&format!("PATCH {secret}/bot-credentials")),
+        "{calls:?}"
+    );
+}
