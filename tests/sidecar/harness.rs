@@ -374,7 +374,7 @@ impl SidecarProcess {
             if std::time::Instant::now() > deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
         }
         true
     }
