@@ -34,10 +34,15 @@ go_build() { # dir out pkg ldflags
   mv "$2.tmp" "$2"
 }
 
+# K8S_CMDS: which k8s.io/kubernetes/cmd/* binaries the k8s target builds (build-node.sh asks for the
+# kubelet and kube-proxy into the same version-keyed directory).
+K8S_CMDS=${K8S_CMDS:-kube-apiserver kube-controller-manager kubectl}
+
 build_k8s() {
-  local out=$AGENTAUTH_BIN_K8S
-  if [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] && [ -x "$out/kubectl" ]; then return; fi
-  log "building Kubernetes v$K8S_VERSION into $out (first time only; takes many minutes)"
+  local out=$AGENTAUTH_BIN_K8S cmd missing=
+  for cmd in $K8S_CMDS; do [ -x "$out/$cmd" ] || missing+=" $cmd"; done
+  if [ -z "$missing" ]; then return; fi
+  log "building Kubernetes v$K8S_VERSION$missing into $out (first time only; takes many minutes)"
   mkdir -p "$out"
   local w; w=$(mktemp -d); trap 'rm -rf "$w"' RETURN
   local -x GOCACHE=$w/gocache # compiled packages are never reused: keep the disk free
@@ -56,7 +61,7 @@ build_k8s() {
     ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
   done
   (cd "$w" && GOFLAGS=-mod=mod go get "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" >&2)
-  for cmd in kube-apiserver kube-controller-manager kubectl; do
+  for cmd in $missing; do
     log "go build $cmd"
     go_build "$w" "$out/$cmd" "k8s.io/kubernetes/cmd/$cmd" "-s -w $ld"
   done
