@@ -32,7 +32,7 @@ log() { echo "build-node.sh: $*" >&2; }
 go_install() {
   local out=$1 ld=$2 tags=$3; shift 3
   mkdir -p "$out"
-  local w; w=$(mktemp -d); trap 'rm -rf "$w"' RETURN
+  local w; w=$(mktemp -d); trap 'rm -rf "$w"; trap - RETURN' RETURN
   local -x GOCACHE=$w/gocache # compiled packages are never reused: keep the disk free
   (cd "$w" && GOBIN="$w/bin" go install -trimpath -tags "$tags" -ldflags "$ld" "$@")
   mv "$w"/bin/* "$out/"

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Manual proof for issue #15 (not part of `make test`): starts containerd, the kubelet and kube-proxy
+# from build-node.sh against a running test control plane, waits for the Node to become Ready, runs
+# one pod, then tears everything down and diffs the machine's state (netns, mounts, iptables chains,
+# links, cgroups, sysctls) against what it was before.
+#
+#   eval "$(cargo run -q -p agentauth-testcluster --bin testcluster | head -1)" # in another shell
+#   KUBECONFIG=... tests/cluster/node-smoke.sh
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+IFS=: read -r K8S CTRD RUNC CNI PAUSE < <("$here/build-node.sh")
+: "${KUBECONFIG:?set KUBECONFIG to the test control plane}"
+kubectl() { "$K8S/kubectl" "$@"; }
+
+ID=aa$$
+NODE=aa-node-$$
+T=$(mktemp -d "/tmp/agentauth-node.XXXXXX")
+BR=${ID}br0
+CGROOT=/agentauth-$ID
+SYSCTLS="vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys
+kernel.keys.root_maxbytes net.ipv4.ip_forward net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables"
+log() { echo "node-smoke: $*" >&2; }
+
+snapshot() { # what a run must leave as it found it
+  echo "## netns"; ip netns list | sort
+  echo "## links"; ip -o link | awk -F': ' '{print $2}' | sed 's/@.*//' | sort
+  echo "## mounts"; awk '{print $2}' /proc/mounts | sort
+  echo "## iptables"; { iptables-save; iptables-legacy-save 2>/dev/null; } | grep -E '^[:*-]' | grep -v '^-' | sed 's/ \[.*//' | sort
+  echo "## iptables rules"; { iptables-save; iptables-legacy-save 2>/dev/null; } | grep -E '^-A' | sort
+  echo "## cgroups"; find /sys/fs/cgroup -maxdepth 2 -type d -name 'agentauth-*' | sort
+  echo "## sysctls"; for k in $SYSCTLS; do echo "$k=$(sysctl -n "$k" 2>/dev/null)"; done
+  echo "## /var/log/containers"; ls -A /var/log/containers 2>/dev/null || true
+  echo "## processes"; t_pids
+}
+t_pids() {
+  local p
+  for p in /proc/[0-9]*; do
+    [ "${p#/proc/}" = $$ ] && continue
+    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "$T" && echo "${p#/proc/}"
+  done
+  return 0
+}
+cg_pids() { find /sys/fs/cgroup/*/"${CGROOT#/}" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u; }
+
+PIDS=()
+cleanup() {
+  set +e
+  log "cleanup"
+  kubectl delete pod smoke --force --grace-period=0 --wait=false >/dev/null 2>&1
+  kubectl delete node "$NODE" --wait=false >/dev/null 2>&1
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  # Containers and shims outlive containerd: kill, by id, every process in the node's cgroups and
+  # every process whose command line names $T (the shims carry -address $T/...).
+  local pids; pids=$(cg_pids; t_pids)
+  [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
+  sleep 1
+  "$K8S/kube-proxy" --cleanup --config "$T/kube-proxy.yaml" >"$T/kube-proxy-cleanup.log" 2>&1
+  for c in /sys/fs/cgroup/*/"${CGROOT#/}"; do
+    [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+  awk -v t="$T" 'index($2, t) == 1 {print $2}' /proc/mounts | sort -r | xargs -r -n1 umount -l
+  ip link del "$BR" 2>/dev/null
+  while read -r line; do sysctl -qw "$line" 2>/dev/null; done < <(sed -n '/^## sysctls/,/^##/p' "$T/before" | grep '=')
+  snapshot >"$T/after"
+  if diff "$T/before" "$T/after" >"$T/leftover.diff"; then log "nothing left behind"; else log "LEFT BEHIND:"; cat "$T/leftover.diff" >&2; fi
+  [ -n "${KEEP:-}" ] && { log "kept $T"; return; }
+  cp "$T"/*.log "$T/leftover.diff" /tmp/ 2>/dev/null
+  rm -rf "$T"
+}
+snapshot >"$T/before"
+trap cleanup EXIT
+
+# --- containerd: own root, state, sockets; no NRI; netns under the state dir -------------------------
+mkdir -p "$T/containerd" "$T/cni/net.d" "$T/kubelet" "$T/pod-logs"
+cat >"$T/containerd/config.toml" <<EOF
+version = 3
+root = "$T/containerd/root"
+state = "$T/containerd/state"
+disabled_plugins = ["io.containerd.nri.v1.nri"]
+[grpc]
+  address = "$T/containerd/containerd.sock"
+[ttrpc]
+  address = "$T/containerd/containerd.sock.ttrpc"
+[debug]
+  address = "$T/containerd/debug.sock"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "localhost/agentauth/pause:1"
+[plugins.'io.containerd.cri.v1.runtime']
+  netns_mounts_under_state_dir = true
+  cdi_spec_dirs = []
+  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+      BinaryName = "$RUNC/runc"
+      SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["$CNI"]
+    conf_dir = "$T/cni/net.d"
+EOF
+cat >"$T/cni/net.d/10-agentauth.conflist" <<EOF
+{"cniVersion": "1.0.0", "name": "agentauth", "plugins": [
+  {"type": "bridge", "bridge": "$BR", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "198.18.0.0/24"}]], "dataDir": "$T/cni/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+EOF
+SOCK=$T/containerd/containerd.sock
+PATH=$CTRD:$RUNC:$PATH "$CTRD/containerd" --config "$T/containerd/config.toml" >"$T/containerd.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
+"$CTRD/ctr" -a "$SOCK" version >&2
+"$here/pause-image.sh" "$PAUSE/pause" "$T/pause.tar"
+"$CTRD/ctr" -a "$SOCK" -n k8s.io images import "$T/pause.tar" >&2
+
+# --- kubelet -------------------------------------------------------------------------------------
+cat >"$T/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failCgroupV1: false
+cgroupDriver: cgroupfs
+cgroupRoot: $CGROOT
+containerRuntimeEndpoint: unix://$SOCK
+syncFrequency: 10s
+podCIDR: 198.18.0.0/24
+address: 127.0.0.1
+port: 0
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 0
+authentication: {anonymous: {enabled: false}, webhook: {enabled: false}}
+authorization: {mode: AlwaysAllow}
+podLogsDir: $T/pod-logs
+failSwapOn: false
+protectKernelDefaults: false
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+EOF
+"$K8S/kubelet" --config "$T/kubelet.yaml" --kubeconfig "$KUBECONFIG" --root-dir "$T/kubelet" \
+  --cert-dir "$T/kubelet/pki" --hostname-override "$NODE" --v=2 >"$T/kubelet.log" 2>&1 &
+PIDS+=($!)
+
+# --- kube-proxy (iptables) ---------------------------------------------------------------------------
+cat >"$T/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clientConnection: {kubeconfig: $KUBECONFIG}
+clusterCIDR: 198.18.0.0/16
+hostnameOverride: $NODE
+bindAddress: 127.0.0.1
+healthzBindAddress: 127.0.0.1:0
+metricsBindAddress: 127.0.0.1:0
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+EOF
+"$K8S/kube-proxy" --config "$T/kube-proxy.yaml" --v=2 >"$T/kube-proxy.log" 2>&1 &
+PIDS+=($!)
+
+start=$(date +%s)
+until kubectl wait --for=condition=Ready "node/$NODE" --timeout=5s >/dev/null 2>&1; do
+  if [ $(($(date +%s) - start)) -gt 180 ]; then log "node not Ready after 180 s"; tail -30 "$T/kubelet.log" >&2; exit 1; fi
+done
+log "node Ready after $(($(date +%s) - start)) s"
+kubectl get node -o wide >&2
+
+kubectl apply -f - >&2 <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: smoke, namespace: default}
+spec:
+  nodeName: $NODE
+  containers: [{name: pause, image: localhost/agentauth/pause:1, imagePullPolicy: Never}]
+EOF
+kubectl wait --for=condition=Ready pod/smoke --timeout=120s >&2 || { kubectl describe pod smoke >&2; tail -30 "$T/kubelet.log" >&2; exit 1; }
+kubectl get pod smoke -o wide >&2
+kubectl delete pod smoke --timeout=60s >&2
