@@ -26,13 +26,36 @@ snapshot() { # what a run must leave as it found it
   echo "## netns"; ip netns list | sort
   echo "## links"; ip -o link | awk -F': ' '{print $2}' | sed 's/@.*//' | sort
   echo "## mounts"; awk '{print $2}' /proc/mounts | sort
-  echo "## iptables"; { iptables-save; iptables-legacy-save 2>/dev/null; } | grep -E '^[:*-]' | grep -v '^-' | sed 's/ \[.*//' | sort
-  echo "## iptables rules"; { iptables-save; iptables-legacy-save 2>/dev/null; } | grep -E '^-A' | sort
+  echo "## iptables"; for b in iptables ip6tables iptables-legacy ip6tables-legacy; do
+    "$b-save" 2>/dev/null | grep -E '^(:|-A)' | grep -vE '^:(INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) ' | sed "s/ \[.*//; s/^/$b /"
+  done | sort || true
   echo "## cgroups"; find /sys/fs/cgroup -maxdepth 2 -type d -name 'agentauth-*' | sort
   echo "## sysctls"; for k in $SYSCTLS; do echo "$k=$(sysctl -n "$k" 2>/dev/null)"; done
   echo "## /var/log/containers"; ls -A /var/log/containers 2>/dev/null || true
   echo "## processes"; t_pids
 }
+# The kubelet (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT) and CNI portmap add chains that
+# kube-proxy --cleanup does not remove: delete every rule and chain that was not there before.
+ipt_save_before() {
+  local b t
+  for b in iptables ip6tables; do for t in filter nat mangle raw; do "$b-save" -t "$t" >"$T/$b-$t.before" 2>/dev/null || :; done; done
+}
+ipt_undo() {
+  local b t now
+  for b in iptables ip6tables; do
+    for t in filter nat mangle raw; do
+      now=$("$b-save" -t "$t" 2>/dev/null) || continue
+      {
+        echo "*$t"
+        comm -13 <(grep '^-A' "$T/$b-$t.before" | sort) <(grep '^-A' <<<"$now" | sort) | sed 's/^-A /-D /'
+        comm -13 <(grep '^:' "$T/$b-$t.before" | cut -d' ' -f1 | sort) <(grep '^:' <<<"$now" | cut -d' ' -f1 | sort) |
+          grep -vE '^:(INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING)$' | sed 's/^:/-X /'
+        echo COMMIT
+      } | "$b-restore" --noflush || log "$b-restore -t $t failed"
+    done
+  done
+}
+
 t_pids() {
   local p
   for p in /proc/[0-9]*; do
@@ -62,6 +85,7 @@ cleanup() {
   done
   awk -v t="$T" 'index($2, t) == 1 {print $2}' /proc/mounts | sort -r | xargs -r -n1 umount -l
   ip link del "$BR" 2>/dev/null
+  ipt_undo
   while read -r line; do sysctl -qw "$line" 2>/dev/null; done < <(sed -n '/^## sysctls/,/^##/p' "$T/before" | grep '=')
   snapshot >"$T/after"
   if diff "$T/before" "$T/after" >"$T/leftover.diff"; then log "nothing left behind"; else log "LEFT BEHIND:"; cat "$T/leftover.diff" >&2; fi
@@ -70,6 +94,7 @@ cleanup() {
   rm -rf "$T"
 }
 snapshot >"$T/before"
+ipt_save_before
 trap cleanup EXIT
 
 # --- containerd: own root, state, sockets; no NRI; netns under the state dir -------------------------
@@ -139,6 +164,12 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 EOF
+# The kubelet wants cgroupRoot to exist in every v1 hierarchy; a new cpuset cgroup starts empty.
+for h in /sys/fs/cgroup/*/; do
+  [ "$(stat -fc %T "$h")" = cgroupfs ] && [ "${h%/}" != /sys/fs/cgroup/unified ] && mkdir -p "$h${CGROOT#/}"
+done
+c=/sys/fs/cgroup/cpuset${CGROOT}
+[ -d "$c" ] && cat /sys/fs/cgroup/cpuset/cpuset.cpus >"$c/cpuset.cpus" && cat /sys/fs/cgroup/cpuset/cpuset.mems >"$c/cpuset.mems"
 "$K8S/kubelet" --config "$T/kubelet.yaml" --kubeconfig "$KUBECONFIG" --root-dir "$T/kubelet" \
   --cert-dir "$T/kubelet/pki" --hostname-override "$NODE" --v=2 >"$T/kubelet.log" 2>&1 &
 PIDS+=($!)
@@ -161,17 +192,21 @@ PIDS+=($!)
 
 start=$(date +%s)
 until kubectl wait --for=condition=Ready "node/$NODE" --timeout=5s >/dev/null 2>&1; do
+  kill -0 "${PIDS[1]}" 2>/dev/null || { log "kubelet exited"; tail -5 "$T/kubelet.log" >&2; exit 1; }
   if [ $(($(date +%s) - start)) -gt 180 ]; then log "node not Ready after 180 s"; tail -30 "$T/kubelet.log" >&2; exit 1; fi
 done
 log "node Ready after $(($(date +%s) - start)) s"
 kubectl get node -o wide >&2
 
+# The test control plane runs no serviceaccount controller: admission needs the SA to exist.
+kubectl create serviceaccount default -n default >/dev/null 2>&1 || true
 kubectl apply -f - >&2 <<EOF
 apiVersion: v1
 kind: Pod
 metadata: {name: smoke, namespace: default}
 spec:
   nodeName: $NODE
+  automountServiceAccountToken: false # no root-ca-cert-publisher in the test control plane
   containers: [{name: pause, image: localhost/agentauth/pause:1, imagePullPolicy: Never}]
 EOF
 kubectl wait --for=condition=Ready pod/smoke --timeout=120s >&2 || { kubectl describe pod smoke >&2; tail -30 "$T/kubelet.log" >&2; exit 1; }
