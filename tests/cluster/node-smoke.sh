@@ -116,6 +116,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
     sandbox = "localhost/agentauth/pause:1"
 [plugins.'io.containerd.cri.v1.runtime']
   netns_mounts_under_state_dir = true
+  restrict_oom_score_adj = true # this host refuses a lower oom_score_adj (no CAP_SYS_RESOURCE)
   cdi_spec_dirs = []
   [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
