@@ -31,7 +31,7 @@ snapshot() { # what a run must leave as it found it
   done | sort || true
   echo "## cgroups"; find /sys/fs/cgroup -maxdepth 2 -type d -name 'agentauth-*' | sort
   echo "## sysctls"; for k in $SYSCTLS; do echo "$k=$(sysctl -n "$k" 2>/dev/null)"; done
-  echo "## /var/log/containers"; ls -A /var/log/containers 2>/dev/null || true
+  echo "## /var/log/containers (the kubelet's hard-coded symlink dir)"; ls -dA /var/log/containers /var/log/containers/* 2>/dev/null || true
   echo "## processes"; t_pids
 }
 # The kubelet (KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT) and CNI portmap add chains that
@@ -55,6 +55,8 @@ ipt_undo() {
     done
   done
 }
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 t_pids() {
   local p
@@ -86,6 +88,8 @@ cleanup() {
   awk -v t="$T" 'index($2, t) == 1 {print $2}' /proc/mounts | sort -r | xargs -r -n1 umount -l
   ip link del "$BR" 2>/dev/null
   ipt_undo
+  find /var/log/containers -maxdepth 1 -lname "$T/*" -delete 2>/dev/null
+  grep -qx /var/log/containers "$T/before" || rmdir /var/log/containers 2>/dev/null
   while read -r line; do sysctl -qw "$line" 2>/dev/null; done < <(sed -n '/^## sysctls/,/^##/p' "$T/before" | grep '=')
   snapshot >"$T/after"
   if diff "$T/before" "$T/after" >"$T/leftover.diff"; then log "nothing left behind"; else log "LEFT BEHIND:"; cat "$T/leftover.diff" >&2; fi
@@ -184,8 +188,8 @@ clientConnection: {kubeconfig: $KUBECONFIG}
 clusterCIDR: 198.18.0.0/16
 hostnameOverride: $NODE
 bindAddress: 127.0.0.1
-healthzBindAddress: 127.0.0.1:0
-metricsBindAddress: 127.0.0.1:0
+healthzBindAddress: 127.0.0.1:$(free_port)
+metricsBindAddress: 127.0.0.1:$(free_port)
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOF
 "$K8S/kube-proxy" --config "$T/kube-proxy.yaml" --v=2 >"$T/kube-proxy.log" 2>&1 &
@@ -196,6 +200,7 @@ until kubectl wait --for=condition=Ready "node/$NODE" --timeout=5s >/dev/null 2>
   kill -0 "${PIDS[1]}" 2>/dev/null || { log "kubelet exited"; tail -5 "$T/kubelet.log" >&2; exit 1; }
   if [ $(($(date +%s) - start)) -gt 180 ]; then log "node not Ready after 180 s"; tail -30 "$T/kubelet.log" >&2; exit 1; fi
 done
+kill -0 "${PIDS[2]}" 2>/dev/null || { log "kube-proxy exited"; tail -5 "$T/kube-proxy.log" >&2; exit 1; }
 log "node Ready after $(($(date +%s) - start)) s"
 kubectl get node -o wide >&2
 
@@ -212,4 +217,6 @@ spec:
 EOF
 kubectl wait --for=condition=Ready pod/smoke --timeout=120s >&2 || { kubectl describe pod smoke >&2; tail -30 "$T/kubelet.log" >&2; exit 1; }
 kubectl get pod smoke -o wide >&2
+for _ in $(seq 60); do iptables-save -t nat 2>/dev/null | grep -q '^-A KUBE-SERVICES' && break; sleep 0.5; done
+log "kube-proxy nat rules: $(iptables-save -t nat 2>/dev/null | grep -c '^-A KUBE-' || true)"
 kubectl delete pod smoke --timeout=60s >&2
