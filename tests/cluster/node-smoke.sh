@@ -70,6 +70,7 @@ cg_pids() { find /sys/fs/cgroup/*/"${CGROOT#/}" -name cgroup.procs -exec cat {} 
 
 PIDS=()
 cleanup() {
+  local rc=$?
   set +e
   log "cleanup"
   kubectl delete pod smoke --force --grace-period=0 --wait=false >/dev/null 2>&1
@@ -92,10 +93,10 @@ cleanup() {
   grep -qx /var/log/containers "$T/before" || rmdir /var/log/containers 2>/dev/null
   while read -r line; do sysctl -qw "$line" 2>/dev/null; done < <(sed -n '/^## sysctls/,/^##/p' "$T/before" | grep '=')
   snapshot >"$T/after"
-  if diff "$T/before" "$T/after" >"$T/leftover.diff"; then log "nothing left behind"; else log "LEFT BEHIND:"; cat "$T/leftover.diff" >&2; fi
-  [ -n "${KEEP:-}" ] && { log "kept $T"; return; }
-  cp "$T"/*.log "$T/leftover.diff" /tmp/ 2>/dev/null
-  rm -rf "$T"
+  if diff "$T/before" "$T/after" >"$T/leftover.diff"; then log "nothing left behind"; else log "LEFT BEHIND:"; cat "$T/leftover.diff" >&2; rc=1; fi
+  # Logs stay for a failed run (or KEEP=1); the directory holds no mounts any more.
+  if [ "$rc" -ne 0 ] || [ -n "${KEEP:-}" ]; then log "logs kept in $T"; else rm -rf "$T"; fi
+  exit "$rc"
 }
 snapshot >"$T/before"
 ipt_save_before
