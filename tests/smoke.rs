@@ -299,6 +299,11 @@ async fn api_server_rejects_out_of_bounds_refresh_settings_with_a_message() {
             json!({"rotation": {"policy": "Sometimes"}}),
             "spec.refresh.rotation.policy",
         ),
+        // Durations the operator's parser would not read are refused by the schema itself.
+        (json!({"before": "30m1h"}), "spec.refresh.before"),
+        (json!({"before": "1.5m"}), "spec.refresh.before"),
+        (json!({"before": "1h 30m"}), "spec.refresh.before"),
+        (json!({"before": "1d"}), "spec.refresh.before"),
     ];
     for (i, (refresh, words)) in cases.into_iter().enumerate() {
         let mut bad = kube::api::DynamicObject::new(
