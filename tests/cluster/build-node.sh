@@ -46,9 +46,9 @@ apt_ensure() {
   apt-get install -y --no-install-recommends "${missing[@]}" >&2 || { apt-get update >&2 && apt-get install -y --no-install-recommends "${missing[@]}" >&2; }
 }
 
-build_packages() { apt_ensure iptables conntrack libseccomp-dev pkg-config gcc libc6-dev; }
+build_packages() { apt_ensure iptables conntrack iproute2 util-linux libseccomp-dev pkg-config gcc libc6-dev; }
 
-build_kubelet() { K8S_CMDS="kubelet kube-proxy" "$here/build.sh" k8s >/dev/null; }
+build_kubelet() { K8S_CMDS="kubelet kube-proxy kube-scheduler" "$here/build.sh" k8s >/dev/null; }
 
 build_containerd() {
   local out=$AGENTAUTH_BIN_CONTAINERD m=github.com/containerd/containerd/v2

@@ -15,7 +15,9 @@ pub struct Pki {
     pub admin_key_pem: String,
 }
 
-pub fn generate(dir: &Path) -> Result<Pki, String> {
+/// The serving certificate names `api_host` (where the API server listens) and, for pods on a
+/// node, the `kubernetes` Service's address and DNS names.
+pub fn generate(dir: &Path, api_host: &str) -> Result<Pki, String> {
     let e = |e: rcgen::Error| format!("certificate generation failed: {e}");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -30,8 +32,15 @@ pub fn generate(dir: &Path) -> Result<Pki, String> {
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(e)?).map_err(e)?;
 
     let serving_key = KeyPair::generate().map_err(e)?;
-    let mut serving =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).map_err(e)?;
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", crate::node::API_SERVICE_IP]
+        .into_iter()
+        .chain(["kubernetes", "kubernetes.default", "kubernetes.default.svc"])
+        .map(str::to_owned)
+        .collect();
+    if !names.iter().any(|n| n == api_host) {
+        names.push(api_host.to_owned());
+    }
+    let mut serving = CertificateParams::new(names).map_err(e)?;
     serving
         .distinguished_name
         .push(DnType::CommonName, "kube-apiserver");

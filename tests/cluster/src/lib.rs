@@ -18,9 +18,11 @@ pub mod demo;
 pub mod dex;
 pub mod fixtures;
 mod kubeconfig;
+pub mod node;
 mod process;
 pub mod recorder;
 
+pub use node::{Node, NodeOptions, node_binaries};
 pub use process::{Binaries, Proc, at_exit, binaries, block_on, free_port, scratch_dir};
 
 use std::path::{Path, PathBuf};
@@ -39,6 +41,9 @@ pub struct Cluster {
     server: String,
     procs: Mutex<Vec<Proc>>,
     options: ClusterOptions,
+    /// Where the API server listens: loopback, or the host end of the node's link.
+    api_host: String,
+    node: Mutex<Option<Node>>,
 }
 
 /// Optional features of a control plane started with [`Cluster::start_with`]; all off by default
@@ -48,6 +53,10 @@ pub struct ClusterOptions {
     /// Write an audit log of every mutating request (create, update, patch, delete; `Metadata`
     /// level, JSON lines) to `<dir>/audit.log`, e.g. to count who writes what. Reads are not logged.
     pub audit_log: bool,
+    /// Run a real node ([`node`]): containerd, the kubelet and kube-proxy, plus the scheduler and
+    /// the controllers that Deployments, Services and ServiceAccounts need. The API server then
+    /// listens on the host end of the node's link instead of loopback.
+    pub node: Option<NodeOptions>,
 }
 
 /// The audit policy of [`ClusterOptions::audit_log`]: writes at `Metadata` level, nothing else.
@@ -59,6 +68,13 @@ rules:
   verbs: [create, update, patch, delete, deletecollection]
 - level: None
 ";
+
+/// What a cluster with a node runs beyond the default controllers: Deployments and their
+/// ReplicaSets, EndpointSlices for Services (kube-proxy reads them), each namespace's `default`
+/// ServiceAccount, the `kube-root-ca.crt` ConfigMap that service-account volumes mount, and the
+/// node lifecycle (it lifts the `not-ready` taint the kubelet registers with).
+const NODE_CONTROLLERS: &str = ",deployment-controller,replicaset-controller,endpointslice-controller,\
+serviceaccount-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller";
 
 static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
 static NAMESPACES: AtomicU32 = AtomicU32::new(0);
@@ -107,15 +123,31 @@ impl Cluster {
         // Kept, not dropped: the shared cluster lives in a static, so its directory is removed by
         // `stop` (from the `atexit` hook), or by the sweep of the next start after a kill.
         let dir = process::scratch_dir("agentauth-cluster-")?.keep();
-        let pki = certs::generate(&dir)?;
+        let node = match &options.node {
+            Some(_) => match Node::create(&dir) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        let api_host = node
+            .as_ref()
+            .map_or("127.0.0.1".to_owned(), |n| n.host_ip().to_owned());
         let mut cluster = Cluster {
             kubeconfig: dir.join("kubeconfig"),
             server: String::new(),
             dir,
             procs: Mutex::new(Vec::new()),
             options: options.clone(),
+            api_host,
+            node: Mutex::new(node),
         };
-        match cluster.boot(bins, &pki) {
+        let booted =
+            certs::generate(&cluster.dir, &cluster.api_host).and_then(|pki| cluster.boot(bins, &pki));
+        match booted {
             Ok(()) => Ok(cluster),
             Err(e) => {
                 cluster.stop();
@@ -157,7 +189,7 @@ impl Cluster {
             std::net::TcpStream::connect(("127.0.0.1", etcd_port)).is_ok()
         })?;
 
-        self.server = format!("https://127.0.0.1:{api_port}");
+        self.server = format!("https://{}:{api_port}", self.api_host);
         std::fs::write(&self.kubeconfig, kubeconfig::render(&self.server, pki))
             .map_err(|e| format!("cannot write kubeconfig: {e}"))?;
         let mut audit = Vec::new();
@@ -176,8 +208,8 @@ impl Cluster {
             &bins.kube_apiserver,
             &[
                 format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
+                format!("--bind-address={}", self.api_host),
+                format!("--advertise-address={}", self.api_host),
                 format!("--secure-port={api_port}"),
                 format!("--cert-dir={}", d("apiserver-certs")),
                 format!("--tls-cert-file={}", d("apiserver.crt")),
@@ -186,7 +218,11 @@ impl Cluster {
                 format!("--service-account-key-file={}", d("sa.pub")),
                 format!("--service-account-signing-key-file={}", d("sa.key")),
                 "--service-account-issuer=https://kubernetes.default.svc".into(),
-                "--service-cluster-ip-range=10.96.0.0/16".into(),
+                format!("--service-cluster-ip-range={}", node::SERVICE_CIDR),
+                // logs, exec and port-forward: the kubelet takes client certificates of the CA.
+                format!("--kubelet-client-certificate={}", d("admin.crt")),
+                format!("--kubelet-client-key={}", d("admin.key")),
+                "--kubelet-preferred-address-types=InternalIP".into(),
                 "--authorization-mode=RBAC".into(),
                 "--allow-privileged=true".into(),
                 "--max-requests-inflight=1000".into(),
@@ -216,13 +252,18 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(200)); // poll interval
         }
 
+        let mut controllers = "garbage-collector-controller,namespace-controller".to_owned();
+        if self.options.node.is_some() {
+            controllers.push_str(NODE_CONTROLLERS);
+        }
         let kcm = Proc::spawn(
             &dir,
             "kube-controller-manager",
             &bins.kube_controller_manager,
             &[
                 format!("--kubeconfig={}", self.kubeconfig.display()),
-                "--controllers=garbage-collector-controller,namespace-controller".into(),
+                format!("--controllers={controllers}"),
+                format!("--root-ca-file={}", d("ca.crt")),
                 "--leader-elect=false".into(),
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={kcm_port}"),
@@ -235,7 +276,44 @@ impl Cluster {
         self.push(kcm);
         self.wait_for("kube-controller-manager", Duration::from_secs(30), || {
             std::net::TcpStream::connect(("127.0.0.1", kcm_port)).is_ok()
-        })
+        })?;
+        match self.options.node.clone() {
+            Some(opts) => self.boot_node(&opts),
+            None => Ok(()),
+        }
+    }
+
+    /// The scheduler, then the node's components.
+    fn boot_node(&mut self, opts: &NodeOptions) -> Result<(), String> {
+        let dir = self.dir.clone();
+        let port = process::free_port()?;
+        let scheduler = Proc::spawn(
+            &dir,
+            "kube-scheduler",
+            &node_binaries()?.kube_scheduler,
+            &[
+                format!("--kubeconfig={}", self.kubeconfig.display()),
+                format!("--authentication-kubeconfig={}", self.kubeconfig.display()),
+                format!("--authorization-kubeconfig={}", self.kubeconfig.display()),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={port}"),
+                "--v=1".into(),
+            ],
+            &[],
+        )?;
+        self.push(scheduler);
+        let (kubeconfig, ca) = (self.kubeconfig.clone(), dir.join("ca.crt"));
+        let mut node = self.node.lock().map_err(|_| "node lock poisoned".to_owned())?;
+        match node.as_mut() {
+            Some(n) => n.start(&kubeconfig, &ca, opts),
+            None => Err("no node sandbox".to_owned()),
+        }
+    }
+
+    /// Runs `f` with the node, for a cluster started with [`ClusterOptions::node`].
+    pub fn with_node<R>(&self, f: impl FnOnce(&Node) -> R) -> Option<R> {
+        self.node.lock().ok()?.as_ref().map(f)
     }
 
     fn push(&self, p: Proc) {
@@ -315,6 +393,11 @@ impl Cluster {
 
     /// Kills every process (last started first) and removes the cluster directory. Idempotent.
     pub fn stop(&self) {
+        if let Ok(mut node) = self.node.lock()
+            && let Some(mut n) = node.take()
+        {
+            n.stop();
+        }
         if let Ok(mut procs) = self.procs.lock() {
             while let Some(mut p) = procs.pop() {
                 p.kill();

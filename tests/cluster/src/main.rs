@@ -1,14 +1,31 @@
 //! `testcluster`: run the test control plane by hand, for debugging.
 //!
-//!     cargo run -p agentauth-testcluster
+//!     cargo run -p agentauth-testcluster [-- --node [IMAGE.tar...]]
 //!
+//! `--node` adds a real node (containerd, kubelet, kube-proxy) and imports the OCI archives named
+//! after it.
 //! Prints the kubeconfig path and waits; Ctrl-C (or SIGTERM) stops every process and removes the
 //! cluster directory.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cluster = match agentauth_testcluster::shared() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let started = match args.split_first() {
+        Some((flag, images)) if flag == "--node" => {
+            agentauth_testcluster::Cluster::start_with(agentauth_testcluster::ClusterOptions {
+                node: Some(agentauth_testcluster::NodeOptions {
+                    images: images.iter().map(Into::into).collect(),
+                }),
+                ..Default::default()
+            })
+        }
+        Some((other, _)) => Err(format!(
+            "unknown argument {other}; usage: testcluster [--node [IMAGE.tar...]]"
+        )),
+        None => agentauth_testcluster::Cluster::start(),
+    };
+    let cluster = match &started {
         Ok(c) => c,
         Err(e) => {
             eprintln!("testcluster: {e}");
