@@ -63,9 +63,14 @@ impl Env {
     /// Starts a dedicated control plane (with the audit log), installs the CRDs and the operator's
     /// namespace, and writes the operator's kubeconfig.
     pub async fn start() -> Res<Env> {
-        let cluster = tokio::task::spawn_blocking(|| Cluster::start_with(ClusterOptions { audit_log: true }))
-            .await
-            .map_err(|e| format!("cluster start: {e}"))??;
+        let cluster = tokio::task::spawn_blocking(|| {
+            Cluster::start_with(ClusterOptions {
+                audit_log: true,
+                ..Default::default()
+            })
+        })
+        .await
+        .map_err(|e| format!("cluster start: {e}"))??;
         let admin = cluster.client().await?;
         install_crds(&admin).await?;
         create_namespace(&admin, OPERATOR_NS).await?;

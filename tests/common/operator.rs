@@ -289,6 +289,7 @@ fn start() -> Result<Stack, String> {
                 "{}/oauth/callback/cluster/{PLATFORM_CONNECTION}",
                 operator.gateway_url
             )],
+            ..Default::default()
         },
     )?;
     Ok(Stack { dex, operator })

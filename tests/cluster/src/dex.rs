@@ -46,6 +46,9 @@ pub struct DexOptions<'a> {
     pub id_token_ttl: &'a str,
     /// More redirect URIs every client registers (for example a ClusterConnection's own).
     pub extra_redirect_uris: Vec<String>,
+    /// The address Dex's web server (the issuer) listens on: loopback, or the host end of a test
+    /// node's link so that pods reach it too.
+    pub host: &'a str,
 }
 
 impl Default for DexOptions<'_> {
@@ -53,6 +56,7 @@ impl Default for DexOptions<'_> {
         DexOptions {
             id_token_ttl: "60s",
             extra_redirect_uris: Vec::new(),
+            host: "127.0.0.1",
         }
     }
 }
@@ -70,7 +74,7 @@ pub struct DexUser {
 
 /// A running Dex. Dropping it kills the process and removes its directory.
 pub struct Dex {
-    /// Issuer URL, `http://127.0.0.1:<port>/dex`.
+    /// Issuer URL, `http://<host>:<port>/dex` (host: [`DexOptions::host`]).
     pub issuer: String,
     pub client_id: String,
     pub client_secret: String,
@@ -119,6 +123,7 @@ impl Dex {
                 &opts.extra_redirect_uris,
                 opts.id_token_ttl,
                 id_token_ttl,
+                opts.host,
             ) {
                 Ok(dex) => return Ok(dex),
                 Err(e) if e.contains("address already in use") => last = e,
@@ -246,9 +251,10 @@ fn start_once(
     extra_redirect_uris: &[String],
     ttl_text: &str,
     id_token_ttl: Duration,
+    host: &str,
 ) -> Result<Dex, String> {
     let dir = crate::scratch_dir("agentauth-dex-")?;
-    let web_addr = format!("127.0.0.1:{}", free_port()?);
+    let web_addr = format!("{host}:{}", free_port()?);
     let grpc_addr = format!("127.0.0.1:{}", free_port()?);
     let issuer = format!("http://{web_addr}/dex");
     let mut dex = Dex {
