@@ -191,6 +191,11 @@ pub struct RotatingProvider {
 impl RotatingProvider {
     /// Binds `127.0.0.1:0` and serves.
     pub async fn start(opts: RotatingOptions) -> RotatingProvider {
+        Self::start_on("127.0.0.1", opts).await
+    }
+
+    /// Binds a free port of `host` (e.g. a test node's host address, for pods) and serves.
+    pub async fn start_on(host: &str, opts: RotatingOptions) -> RotatingProvider {
         let shared = Arc::new(Shared {
             opts,
             book: Mutex::default(),
@@ -204,7 +209,7 @@ impl RotatingProvider {
             .route("/userinfo", get(userinfo))
             .route("/revoke", post(revoke))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind((host, 0))
             .await
             .unwrap_or_else(|e| panic!("rotating provider: bind: {e}"));
         let addr = listener

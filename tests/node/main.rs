@@ -1,0 +1,387 @@
+//! The product end to end on a real node, the way a platform team runs it: the operator image
+//! built from this repo (`scripts/image.sh`, as `make image` does), `helm install` with two
+//! replicas under the `restricted` Pod Security level, a user signing in through the chart's
+//! Service (`kubectl port-forward`, so also the kubelet's streaming), `examples/agent-with-sidecar.yaml`
+//! calling a Gmail-shaped API through the sidecar with the mounted Secret, the kubelet bringing a
+//! refreshed token into the running pod, a forced delete of the leader in the middle of a refresh,
+//! and `helm uninstall`. A second test kills a node's test process with SIGKILL and checks that
+//! nothing of the node is left on the machine.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+#[path = "../common/mod.rs"]
+mod common;
+mod host;
+mod stack;
+
+use std::time::{Duration, Instant};
+
+use agent_auth_operator::api::{AccountState, ConnectedAccount};
+use agentauth_testcluster::dex::{Dex, DexOptions};
+use common::eventually;
+use common::fixtures::{account, dex_connection, link, ready, sign_in, state, wait_account, wait_state};
+use common::rotating::RotatingProvider;
+use common::rotating_account::{self, assert_no_replay};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+use stack::{AGENT_IMAGE, OPERATOR_IMAGE, PortForward, ProviderApi, Tools};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/agent-auth-operator");
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agent-with-sidecar.yaml");
+const AGENT_CODE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/agent/agent.py");
+const SYSTEM: &str = "agent-auth-system";
+const AGENTS: &str = "agents";
+const RELEASE: &str = "aao";
+const FULLNAME: &str = "aao-agent-auth-operator";
+/// Dex's access-token lifetime: the operator refreshes within a minute of sign-in.
+const TOKEN_TTL: &str = "40s";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
+    let started = Instant::now();
+    let work = tempfile::Builder::new().prefix("agentauth-node-images-").tempdir().unwrap();
+    let images = stack::images(work.path());
+    let cluster = tokio::task::spawn_blocking(move || stack::cluster(images)).await.unwrap();
+    let host_ip = cluster.with_node(|n| n.host_ip().to_owned()).unwrap();
+    let t = Tools::new(&cluster);
+    let client = cluster.client().await.unwrap();
+    eprintln!("node: cluster with a Ready node after {:?}", started.elapsed());
+
+    // --- Install -------------------------------------------------------------------------------
+    for ns in [SYSTEM, AGENTS] {
+        t.kubectl(&["create", "namespace", ns]);
+        t.kubectl(&["label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted"]);
+    }
+    let gateway_port = agentauth_testcluster::free_port().unwrap();
+    let gateway_url = format!("http://127.0.0.1:{gateway_port}");
+    let dex = Dex::start_with(
+        &format!("{gateway_url}/oauth/callback"),
+        DexOptions { id_token_ttl: TOKEN_TTL, host: &host_ip, ..Default::default() },
+    )
+    .unwrap();
+    let link_net = format!("{host_ip}/32");
+    let sets = [
+        "replicaCount=2".to_owned(),
+        format!("image.repository={}", OPERATOR_IMAGE.rsplit_once(':').unwrap().0),
+        format!("image.tag={}", OPERATOR_IMAGE.rsplit_once(':').unwrap().1),
+        "image.pullPolicy=Never".to_owned(),
+        format!("gateway.url={gateway_url}"),
+        format!("egressAllow={{{link_net}}}"),
+        format!("connectionHostAllow={{{link_net}}}"),
+        "logFormat=json".to_owned(),
+        "logLevel=info\\,agent_auth_operator=debug".to_owned(),
+    ];
+    let mut args = vec!["install", RELEASE, CHART, "-n", SYSTEM, "--wait", "--timeout", "180s"];
+    for s in &sets {
+        args.extend(["--set", s.as_str()]);
+    }
+    let installed = t.helm(&args);
+    assert!(
+        installed.success(),
+        "helm install: {}\n{}\n{}",
+        installed.combined(),
+        t.kubectl.run(&["describe", "pods", "-n", SYSTEM], None).unwrap().combined(),
+        cluster.with_node(|n| n.log_tails()).unwrap_or_default()
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
+    let running = operator_pods(&pods).await;
+    assert_eq!(running.len(), 2, "two operator pods");
+    for p in &running {
+        assert!(pod_ready(p), "{} Ready through its probes", name(p));
+    }
+    let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM);
+    let leader = eventually(Duration::from_secs(60), "a leader", || holder(&leases)).await;
+    assert!(running.iter().any(|p| name(p) == leader), "the lease holder {leader} is a pod");
+    for p in &running {
+        let logs = t.kubectl(&["logs", "-n", SYSTEM, &name(p)]);
+        let lines: Vec<&str> = logs.lines().collect();
+        assert!(!lines.is_empty(), "kubectl logs {}", name(p));
+        for l in &lines {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        }
+    }
+    // The restricted securityContext as the runtime applied it, read from the machine's /proc.
+    let procs = host::processes(&["/usr/local/bin/agent-auth-operator", "run"]);
+    assert_eq!(procs.len(), 2, "{procs:?}");
+    for c in &procs {
+        assert_eq!(c.uids, "65532 65532 65532 65532", "{c:?}");
+        assert!(c.no_new_privs && c.seccomp_mode == 2 && c.root_read_only, "{c:?}");
+        assert_eq!(c.effective_caps, "0000000000000000", "{c:?}");
+    }
+    println!("{}", t.kubectl(&["get", "pods", "-A", "-o", "wide"]));
+
+    // --- Sign-in through the chart's Service ------------------------------------------------------
+    let _pf = PortForward::start(&cluster, SYSTEM, &format!("svc/{FULLNAME}"), gateway_port, 80).await;
+    dex_connection(&client, AGENTS, "gmail", &dex, &["openid", "email", "offline_access"]).await;
+    // `google`: the Secret says so, and the sidecar offers the Gmail tools for it.
+    Api::<agent_auth_operator::api::Connection>::namespaced(client.clone(), AGENTS)
+        .patch("gmail", &PatchParams::default(), &Patch::Merge(json!({"spec": {"provider": "google"}})))
+        .await
+        .unwrap();
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), AGENTS);
+    account(&client, AGENTS, "alice-gmail", "gmail", json!({})).await;
+    let pending = wait_account(&accounts, "alice-gmail", "link", |a| link(a).is_some()).await;
+    let link_url = link(&pending).unwrap();
+    assert!(link_url.starts_with(&gateway_url), "{link_url}");
+    sign_in(&link_url, &dex.user(0)).await;
+    let active = wait_state(&accounts, "alice-gmail", AccountState::Active).await;
+    let signed_in = Instant::now();
+    eprintln!("node: alice-gmail ACTIVE through {gateway_url} ({:?})", ready(&active));
+
+    // --- The agent pod: mounted Secret, native sidecar, a tool call -----------------------------
+    let api = ProviderApi::start(&host_ip, dex.userinfo_url()).await;
+    let code = std::fs::read_to_string(AGENT_CODE).unwrap();
+    t.kubectl.run(&["create", "configmap", "mail-agent-code", "-n", AGENTS, "--from-file", AGENT_CODE], None)
+        .unwrap()
+        .expect_ok();
+    assert!(code.contains("gmail_fetch_mails"));
+    t.apply(&agent_manifest(&api.google_base()));
+    let agent_pod = eventually(Duration::from_secs(120), "the agent pod Running", || async {
+        let list = Api::<Pod>::namespaced(client.clone(), AGENTS)
+            .list(&ListParams::default().labels("app=mail-agent"))
+            .await
+            .ok()?;
+        list.items.into_iter().find(pod_ready)
+    })
+    .await;
+    let agent_name = name(&agent_pod);
+    let first = eventually(Duration::from_secs(90), "an agent tool call the provider accepted", || async {
+        api.calls().into_iter().find(|c| c.accepted)
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), AGENTS);
+    let mounted = token_of(&secrets, "alice-gmail-credentials").await;
+    assert_eq!(first.token, mounted, "the agent's call carries the Secret's token");
+    let agent_log = |t: &Tools| t.kubectl(&["logs", "-n", AGENTS, &agent_name, "-c", "agent"]);
+    eventually(Duration::from_secs(60), "the agent printing the mail", || async {
+        agent_log(&t).contains("Bob <bob@example.com>: Lunch").then_some(())
+    })
+    .await;
+    println!("agent log before the rotation:\n{}", agent_log(&t));
+
+    // --- Rotation: the kubelet swaps the files, the next call carries the new token --------------
+    let rotated = eventually(Duration::from_secs(120), "a refreshed token in the Secret", || async {
+        let now = token_of(&secrets, "alice-gmail-credentials").await;
+        (now != mounted).then_some((now, Instant::now()))
+    })
+    .await;
+    let (new_token, refreshed_at) = rotated;
+    let with_new = eventually(Duration::from_secs(90), "a call with the new token", || async {
+        api.calls().into_iter().find(|c| c.token == new_token && c.accepted)
+    })
+    .await;
+    let restarts: i32 = Api::<Pod>::namespaced(client.clone(), AGENTS)
+        .get(&agent_name)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.container_statuses)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.restart_count)
+        .sum();
+    assert_eq!(restarts, 0, "no restart of the agent for the new token");
+    println!(
+        "rotation: refreshed {:?} after sign-in; the first call with the new token came {:?} after the Secret changed",
+        refreshed_at - signed_in,
+        with_new.at.saturating_duration_since(refreshed_at)
+    );
+    println!("agent log after the rotation:\n{}", agent_log(&t));
+    let rejected: Vec<_> = api.calls().into_iter().filter(|c| !c.accepted).collect();
+    assert!(
+        rejected.is_empty(),
+        "the provider refused calls to {:?}",
+        rejected.iter().map(|c| &c.path).collect::<Vec<_>>()
+    );
+
+    // --- Failover: force-delete the leader in the middle of a refresh -----------------------------
+    let opts = rotating_account::options(AGENTS, Duration::from_secs(20));
+    let p = RotatingProvider::start_on(&host_ip, opts.clone()).await;
+    rotating_account::connection(&client, AGENTS, "rot", &p, &opts, &["read"], json!({})).await;
+    rotating_account::authorized(&client, AGENTS, "rex", "rot").await;
+    eventually(Duration::from_secs(90), "a refresh at the rotating provider", || async {
+        (p.rotations() >= 1).then_some(())
+    })
+    .await;
+    let leader = eventually(Duration::from_secs(30), "a leader", || holder(&leases)).await;
+    p.hold_rotations();
+    assert!(p.wait_held(Duration::from_secs(60)).await, "a refresh in flight");
+    t.kubectl(&["delete", "pod", "-n", SYSTEM, &leader, "--force", "--grace-period=0"]);
+    p.release();
+    let killed = Instant::now();
+    let next = eventually(Duration::from_secs(60), "another replica takes the lease", || async {
+        holder(&leases).await.filter(|h| *h != leader)
+    })
+    .await;
+    let handover = killed.elapsed();
+    let after = eventually(Duration::from_secs(60), "rex settled under the new leader", || async {
+        let a = accounts.get("rex").await.ok()?;
+        let reason = ready(&a)?.1;
+        (state(&a) == Some(AccountState::Active) && reason != "Refreshing").then_some(a)
+    })
+    .await;
+    if ready(&after).is_some_and(|r| r.1 == "RefreshOutcomeUnknown") {
+        // The answer died with the leader; the new one asks the user instead of replaying.
+        let again = link(&after).expect("a link to re-authorize");
+        rotating_account::follow(&again).await;
+    }
+    let rotations = p.rotations();
+    eventually(Duration::from_secs(90), "a refresh by the new leader", || async {
+        (p.rotations() > rotations).then_some(())
+    })
+    .await;
+    let settled = wait_state(&accounts, "rex", AccountState::Active).await;
+    let sent = assert_no_replay(&p);
+    eprintln!(
+        "failover: {next} took over from {leader} after {handover:?}; {sent} refresh tokens sent, none twice; rex {:?}",
+        ready(&settled)
+    );
+    eventually(Duration::from_secs(120), "two operator pods again", || async {
+        let pods = operator_pods(&pods).await;
+        (pods.len() == 2 && pods.iter().all(pod_ready)).then_some(())
+    })
+    .await;
+    assert_eq!(state(&accounts.get("alice-gmail").await.unwrap()), Some(AccountState::Active));
+
+    // No token in any operator log.
+    let secret_values = [mounted.clone(), new_token.clone()];
+    for p in operator_pods(&pods).await {
+        let logs = t.kubectl(&["logs", "-n", SYSTEM, &name(&p)]);
+        for s in &secret_values {
+            assert!(!logs.contains(s.as_str()), "a token in the logs of {}", name(&p));
+        }
+    }
+
+    // --- Uninstall: the pods go, the CRDs stay ------------------------------------------------------
+    let out = t.helm(&["uninstall", RELEASE, "-n", SYSTEM, "--wait", "--timeout", "120s"]);
+    assert!(out.success(), "{}", out.combined());
+    eventually(Duration::from_secs(90), "the operator pods gone", || async {
+        operator_pods_all(&pods).await.is_empty().then_some(())
+    })
+    .await;
+    let crds = t.kubectl(&["get", "crd", "-o", "name"]);
+    for crd in ["connections.agentauth.dev", "connectedaccounts.agentauth.dev"] {
+        assert!(crds.contains(crd), "{crd} kept after uninstall: {crds}");
+    }
+    assert!(accounts.get_opt("alice-gmail").await.unwrap().is_some(), "accounts kept");
+    eprintln!("node: whole scenario {:?}", started.elapsed());
+}
+
+/// A SIGKILL of the process that runs a node leaves nothing: no process, link, mount, iptables
+/// rule or chain, cgroup or directory of that node.
+#[tokio::test]
+async fn a_killed_test_process_leaves_nothing_of_its_node() {
+    let bin = build_testcluster();
+    let before_rules = rules();
+    let mut child = std::process::Command::new(&bin)
+        .arg("--node")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut first = String::new();
+    {
+        use std::io::BufRead;
+        let out = child.stdout.take().unwrap();
+        std::io::BufReader::new(out).read_line(&mut first).unwrap();
+    }
+    let kubeconfig = first.trim().strip_prefix("export KUBECONFIG=").unwrap_or_else(|| panic!("{first}"));
+    let dir = std::path::Path::new(kubeconfig).parent().unwrap().to_owned();
+    let during = host::snapshot(pid, &dir);
+    for kind in ["link ", "process ", "cgroup ", "directory "] {
+        assert!(during.iter().any(|l| l.starts_with(kind)), "a running node shows its {kind}: {during:?}");
+    }
+    assert!(sigkill(pid), "SIGKILL sent");
+    let _ = child.wait();
+    let left = eventually(Duration::from_secs(60), "the node gone with its process", || async {
+        let s = host::snapshot(pid, &dir);
+        s.iter().all(|l| l.starts_with("iptables") || l.starts_with("ip6tables") || l.starts_with("netns")).then_some(s)
+    })
+    .await;
+    let rules_after: Vec<String> = left.into_iter().collect();
+    assert_eq!(before_rules, rules_after, "iptables rules and network namespaces as before");
+}
+
+fn rules() -> Vec<String> {
+    host::snapshot(0, std::path::Path::new("/nonexistent")).into_iter().collect()
+}
+
+fn sigkill(pid: u32) -> bool {
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `target/debug/testcluster`, built if needed (the workspace's test build does not link it).
+fn build_testcluster() -> std::path::PathBuf {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--locked", "-p", "agentauth-testcluster", "--bin", "testcluster"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo build testcluster");
+    std::path::Path::new(env!("CARGO_BIN_EXE_agent-auth-operator")).with_file_name("testcluster")
+}
+
+/// The example Deployment, changed only where this cluster differs: the image names (no
+/// registry here), the sidecar's API base for Google (the provider-shaped API on the host, where
+/// the real one would be https://gmail.googleapis.com) and the agent's interval (2 s, not 60).
+fn agent_manifest(google_base: &str) -> String {
+    let yaml = std::fs::read_to_string(EXAMPLE).unwrap();
+    let changed = yaml
+        .replace("ghcr.io/agent-auth/agent-auth-operator:0.1.0", OPERATOR_IMAGE)
+        .replace("python:3.12-slim", AGENT_IMAGE)
+        .replace(
+            "            - --log-format=json\n",
+            &format!("            - --log-format=json\n            - --api-base=google={google_base}\n"),
+        )
+        .replace(
+            "            - {name: PYTHONDONTWRITEBYTECODE, value: \"1\"}\n",
+            "            - {name: PYTHONDONTWRITEBYTECODE, value: \"1\"}\n            - {name: AGENT_INTERVAL, value: \"2\"}\n",
+        );
+    assert_ne!(changed, yaml);
+    assert!(changed.contains("--api-base=google=") && changed.contains("AGENT_INTERVAL"), "{changed}");
+    // Never pulled: the images are on the node.
+    changed.replace("          image: ", "          imagePullPolicy: Never\n          image: ")
+}
+
+async fn token_of(secrets: &Api<Secret>, name: &str) -> String {
+    let s = eventually(Duration::from_secs(30), name, || async { secrets.get_opt(name).await.ok().flatten() }).await;
+    s.data
+        .and_then(|d| d.get("access_token").map(|v| String::from_utf8_lossy(&v.0).into_owned()))
+        .unwrap_or_default()
+}
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases.get_opt("agent-auth-operator").await.ok()??.spec?.holder_identity
+}
+
+fn name(p: &Pod) -> String {
+    p.metadata.name.clone().unwrap_or_default()
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The operator's pods that are not being deleted.
+async fn operator_pods(pods: &Api<Pod>) -> Vec<Pod> {
+    operator_pods_all(pods)
+        .await
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+async fn operator_pods_all(pods: &Api<Pod>) -> Vec<Pod> {
+    pods.list(&ListParams::default().labels("app.kubernetes.io/instance=aao"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
