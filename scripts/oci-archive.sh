@@ -8,6 +8,8 @@
 #   scripts/oci-archive.sh write ROOTFS OUT.tar NAME CONFIG
 #   scripts/oci-archive.sh check ARCHIVE [ROOTFS_OUT]
 #
+# The archive also holds the manifest.json of `docker save`, so docker load and crane read it too.
+#
 # write: CONFIG is the image config's "config" object as JSON (Entrypoint, User, Env, ...), stored
 #   verbatim. NAME (e.g. localhost/agentauth/pause:1) becomes the index's io.containerd.image.name
 #   annotation, its tag org.opencontainers.image.ref.name. The layer is an uncompressed tar of ROOTFS's
@@ -52,9 +54,13 @@ write() {
     "${manifest%\}},\"annotations\":{\"io.containerd.image.name\":\"$name\",\"org.opencontainers.image.ref.name\":\"${name##*:}\"}}" \
     >"$w/oci/index.json"
   echo '{"imageLayoutVersion":"1.0.0"}' >"$w/oci/oci-layout"
+  # What `docker save` writes besides the layout, for readers of the older format (docker load < 25,
+  # crane push, go-containerregistry's tarball, podman load).
+  printf '[{"Config":"blobs/sha256/%s","RepoTags":["%s"],"Layers":["blobs/sha256/%s"]}]' \
+    "$(sha256sum "$w/config.json" | cut -d' ' -f1)" "$name" "$diffid" >"$w/oci/manifest.json"
   mkdir -p "$(dirname "$out")"
   tar --format=gnu --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
-    -C "$w/oci" -cf "$out.tmp" oci-layout index.json blobs
+    -C "$w/oci" -cf "$out.tmp" oci-layout index.json manifest.json blobs
   mv "$out.tmp" "$out"
 }
 
@@ -88,6 +94,11 @@ check() {
     if [ -n "$rootfs" ]; then mkdir -p "$rootfs" && tar -C "$rootfs" --same-owner -xpf "$l"; fi
     i=$((i + 1))
   done < <(jq -c '.layers[]' "$m")
+  if [ -f "$w/manifest.json" ]; then # docker save's view must name the same blobs
+    [ "$w/$(jq -r '.[0].Config' "$w/manifest.json")" = "$c" ] || die "manifest.json: other config"
+    [ "$(jq -c '[.[0].Layers[] | sub("^blobs/sha256/"; "sha256:")]' "$w/manifest.json")" = "$(jq -c '[.layers[].digest]' "$m")" ] ||
+      die "manifest.json: other layers"
+  fi
   jq -r '.manifests[0].annotations["io.containerd.image.name"]' "$w/index.json"
 }
 
