@@ -12,6 +12,7 @@
 #   IMAGE=localhost/agentauth/agent-auth-operator:dev  OUT=target/image/agent-auth-operator.tar
 #   IMPORT_ADDRESS=/run/containerd/containerd.sock CTR=ctr scripts/image.sh   # also imports it
 #   scripts/image.sh rootfs ROOT BINDIR    # only the root filesystem, from BINDIR's binaries
+#   scripts/image.sh config                # only the OCI config read from the Dockerfile
 #
 # Needs cargo, ldd, strip, tar, sha256sum and jq. Same binaries, same archive bytes.
 set -euo pipefail
@@ -74,11 +75,20 @@ dockerfile_config() {
   printf '%s' "$cfg"
 }
 
-if [ "${1:-}" = rootfs ]; then
-  [ $# -eq 3 ] || die "usage: $0 rootfs ROOT BINDIR"
-  rootfs "$2" "$3"
-  exit 0
-fi
+case ${1:-} in
+  rootfs)
+    [ $# -eq 3 ] || die "usage: $0 rootfs ROOT BINDIR"
+    rootfs "$2" "$3"
+    exit 0
+    ;;
+  config)
+    cfg=$(dockerfile_config "$repo/Dockerfile")
+    jq . <<<"$cfg"
+    exit 0
+    ;;
+  "") ;;
+  *) die "usage: $0 [rootfs ROOT BINDIR | config]" ;;
+esac
 
 profile=${PROFILE:-release}
 case $profile in
