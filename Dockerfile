@@ -1,9 +1,9 @@
 # syntax=docker/dockerfile:1
-# agent-auth-operator image: the operator (ENTRYPOINT, `run`) and the kubectl plugin, on a
+# agent-auth-operator image: the operator (runs `run` by default) and the kubectl plugin, on a
 # distroless-like root filesystem: the stripped binaries, their glibc libraries, passwd/group (nonroot
 # 65532), the CA bundle. Same recipe as `make image` (scripts/image.sh, which needs no base image and
 # no daemon): the build stage runs `scripts/image.sh rootfs`, and image.sh reads the final stage's
-# LABEL/ENV/USER/EXPOSE/ENTRYPOINT for its OCI config; keep the final stage to those instructions.
+# LABEL/ENV/USER/EXPOSE/ENTRYPOINT/CMD for its OCI config; keep the final stage to those instructions.
 #
 #   docker build -t ghcr.io/agent-auth/agent-auth-operator:0.1.0 .
 #
@@ -33,4 +33,6 @@ ENV PATH=/usr/local/bin
 USER 65532:65532
 # Gateway (public) and admin (/healthz, /readyz, /metrics).
 EXPOSE 8080 8081
-ENTRYPOINT ["/usr/local/bin/agent-auth-operator", "run"]
+# The chart's Deployment gives `args: [run, ...]`, which replace CMD: keep `run` out of ENTRYPOINT.
+ENTRYPOINT ["/usr/local/bin/agent-auth-operator"]
+CMD ["run"]

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# `make image`: the operator's OCI image (the operator as ENTRYPOINT `run`, and the kubectl plugin)
+# `make image`: the operator's OCI image (the operator, running `run` by default, and the kubectl plugin)
 # built from this checkout without a registry, a base image or a container daemon, as an OCI archive.
 # The Dockerfile builds the same image where base images can be pulled; both share one recipe:
 # - the root filesystem comes from `scripts/image.sh rootfs`, which the Dockerfile's build stage runs
 #   too (scripts/rootfs.sh: the stripped binaries, their glibc libraries, passwd/group, CA bundle);
-# - the image config (LABEL, ENV, USER, EXPOSE, ENTRYPOINT) is read from the Dockerfile's final
+# - the image config (LABEL, ENV, USER, EXPOSE, ENTRYPOINT, CMD) is read from the Dockerfile's final
 #   stage, so it cannot drift; an instruction this script does not understand there is an error.
 #
 #   scripts/image.sh                       # release build; prints the archive path last
@@ -14,7 +14,7 @@
 #   scripts/image.sh rootfs ROOT BINDIR    # only the root filesystem, from BINDIR's binaries
 #   scripts/image.sh config                # only the OCI config read from the Dockerfile
 #
-# Needs cargo, ldd, strip, tar, sha256sum and jq. Same binaries, same archive bytes.
+# Needs cargo, ldd, strip, tar and sha256sum. Same binaries, same archive bytes.
 set -euo pipefail
 
 die() { echo "image: $*" >&2; exit 1; }
@@ -27,10 +27,17 @@ rootfs() {
     "$2/kubectl-agentauth=/usr/local/bin/kubectl-agentauth"
 }
 
+# json_str S: S as a JSON string (the Dockerfile's values are single lines).
+json_str() {
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}
+  printf '"%s"' "${s//$'\t'/\\t}"
+}
+
 # dockerfile_config DOCKERFILE: the OCI "config" object from the final stage's instructions.
 dockerfile_config() {
-  local -a lines=()
-  local line acc="" i last=-1 instr rest cfg='{}' k v p
+  local -a lines=() labels=() env=() ports=()
+  local line acc="" i last=-1 instr rest k v p user="" workdir="" entrypoint="" cmd="" IFS=$' \t\n'
   while IFS= read -r line || [ -n "$line" ]; do
     [[ $line =~ ^[[:space:]]*(#|$) ]] && continue # comments and blank lines, also within continuations
     if [[ $line == *\\ ]]; then acc+="${line%\\} "; continue; fi
@@ -47,32 +54,34 @@ dockerfile_config() {
       LABEL | ENV)
         while [[ $rest =~ ^[[:space:]]*([^=[:space:]]+)=(\"([^\"]*)\"|([^\"[:space:]]*))(.*)$ ]]; do
           k=${BASH_REMATCH[1]} v=${BASH_REMATCH[3]}${BASH_REMATCH[4]} rest=${BASH_REMATCH[5]}
-          if [ "${instr^^}" = LABEL ]; then
-            cfg=$(jq -c --arg k "$k" --arg v "$v" '.Labels[$k] = $v' <<<"$cfg")
-          else
-            cfg=$(jq -c --arg e "$k=$v" '.Env += [$e]' <<<"$cfg")
-          fi
+          if [ "${instr^^}" = LABEL ]; then labels+=("$(json_str "$k"):$(json_str "$v")"); else env+=("$(json_str "$k=$v")"); fi
         done
         [[ $rest =~ ^[[:space:]]*$ ]] || die "$1: cannot read '$rest' in: ${lines[$i]}"
         ;;
-      USER) cfg=$(jq -c --arg u "$rest" '.User = $u' <<<"$cfg") ;;
-      WORKDIR) cfg=$(jq -c --arg d "$rest" '.WorkingDir = $d' <<<"$cfg") ;;
+      USER) user=$(json_str "$rest") ;;
+      WORKDIR) workdir=$(json_str "$rest") ;;
       EXPOSE)
         for p in $rest; do
           [[ $p == */* ]] || p=$p/tcp
-          cfg=$(jq -c --arg p "$p" '.ExposedPorts[$p] = {}' <<<"$cfg")
+          ports+=("$(json_str "$p"):{}")
         done
         ;;
-      ENTRYPOINT | CMD)
-        [[ $rest == \[* ]] || die "$1: $instr must be in JSON (exec) form: ${lines[$i]}"
-        k=Entrypoint
-        [ "${instr^^}" = CMD ] && k=Cmd
-        cfg=$(jq -c --arg k "$k" --argjson v "$rest" '.[$k] = $v' <<<"$cfg") || die "$1: bad JSON in ${lines[$i]}"
+      ENTRYPOINT | CMD) # the exec form is JSON already
+        [[ $rest =~ ^\[.*\]$ ]] || die "$1: $instr must be in JSON (exec) form: ${lines[$i]}"
+        if [ "${instr^^}" = CMD ]; then cmd=$rest; else entrypoint=$rest; fi
         ;;
       *) die "$1: scripts/image.sh cannot carry '$instr' into the OCI config; teach it, or move it to the build stage" ;;
     esac
   done
-  printf '%s' "$cfg"
+  local IFS=, fields=()
+  [ ${#labels[@]} -eq 0 ] || fields+=("\"Labels\":{${labels[*]}}")
+  [ ${#env[@]} -eq 0 ] || fields+=("\"Env\":[${env[*]}]")
+  [ -z "$user" ] || fields+=("\"User\":$user")
+  [ -z "$workdir" ] || fields+=("\"WorkingDir\":$workdir")
+  [ ${#ports[@]} -eq 0 ] || fields+=("\"ExposedPorts\":{${ports[*]}}")
+  [ -z "$entrypoint" ] || fields+=("\"Entrypoint\":$entrypoint")
+  [ -z "$cmd" ] || fields+=("\"Cmd\":$cmd")
+  printf '{%s}' "${fields[*]}"
 }
 
 case ${1:-} in
@@ -82,8 +91,9 @@ case ${1:-} in
     exit 0
     ;;
   config)
-    cfg=$(dockerfile_config "$repo/Dockerfile")
-    jq . <<<"$cfg"
+    dockerfile_config "$repo/Dockerfile" >/dev/null # fails here, not in a pipe
+    dockerfile_config "$repo/Dockerfile"
+    echo
     exit 0
     ;;
   "") ;;
