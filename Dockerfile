@@ -1,5 +1,9 @@
 # syntax=docker/dockerfile:1
-# agent-auth-operator image: the operator (ENTRYPOINT, `run`) and the kubectl plugin, on distroless.
+# agent-auth-operator image: the operator (runs `run` by default) and the kubectl plugin, on a
+# distroless-like root filesystem: the stripped binaries, their glibc libraries, passwd/group (nonroot
+# 65532), the CA bundle. Same recipe as `make image` (scripts/image.sh, which needs no base image and
+# no daemon): the build stage runs `scripts/image.sh rootfs`, and image.sh reads the final stage's
+# LABEL/ENV/USER/EXPOSE/ENTRYPOINT/CMD for its OCI config; keep the final stage to those instructions.
 #
 #   docker build -t ghcr.io/agent-auth/agent-auth-operator:0.1.0 .
 #
@@ -7,27 +11,28 @@
 # the operator needs no writable path.
 
 ARG RUST_IMAGE=rust:1-bookworm
-ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
-# Cache mounts keep the registry and target directory between builds; the binaries are copied out
-# of the cached target directory in the same step.
+# Cache mounts keep the registry and target directory between builds; the root filesystem is made
+# from the cached target directory in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin agent-auth-operator --bin kubectl-agentauth \
- && mkdir -p /out \
- && cp target/release/agent-auth-operator target/release/kubectl-agentauth /out/
+ && scripts/image.sh rootfs /rootfs target/release
 
-FROM ${RUNTIME_IMAGE}
+FROM scratch
+COPY --from=build /rootfs/ /
 LABEL org.opencontainers.image.title="agent-auth-operator" \
       org.opencontainers.image.description="Kubernetes operator that authorizes AI agents to act for users in third-party apps" \
       org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=build /out/agent-auth-operator /out/kubectl-agentauth /usr/local/bin/
-# The :nonroot variant already runs as 65532; stated so that runAsNonRoot can verify a numeric user.
+ENV PATH=/usr/local/bin
+# Numeric, so that runAsNonRoot can verify it.
 USER 65532:65532
 # Gateway (public) and admin (/healthz, /readyz, /metrics).
 EXPOSE 8080 8081
-ENTRYPOINT ["/usr/local/bin/agent-auth-operator", "run"]
+# The chart's Deployment gives `args: [run, ...]`, which replace CMD: keep `run` out of ENTRYPOINT.
+ENTRYPOINT ["/usr/local/bin/agent-auth-operator"]
+CMD ["run"]

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test demo deps control-plane lint crds unit cluster bench
+.PHONY: test demo deps control-plane lint crds unit cluster bench image
 
 ## Install dependencies, build the control plane (cached), lint, and run unit + integration tests
 ## (tests/demo.rs runs the demo end to end without a user).
@@ -45,3 +45,9 @@ bench: deps
 	@tests/cluster/build.sh >/dev/null
 	$(CARGO) bench --bench suite --locked
 	@echo "results table: target/bench/results.md (raw numbers: target/bench/results.json)"
+
+## The operator's OCI image as an OCI archive, built without a registry or base image (scripts/image.sh):
+## target/image/agent-auth-operator.tar, localhost/agentauth/agent-auth-operator:dev. PROFILE=debug
+## reuses the debug build; IMAGE=..., OUT=...; IMPORT_ADDRESS=SOCK [CTR=ctr] imports it into containerd.
+image:
+	@scripts/image.sh
