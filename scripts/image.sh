@@ -9,6 +9,7 @@
 #
 #   scripts/image.sh                       # release build; prints the archive path last
 #   PROFILE=debug scripts/image.sh         # reuses the debug build (the copies are stripped)
+#   BIN_DIR=DIR scripts/image.sh           # the binaries in DIR as they are, no cargo build (tests/node)
 #   IMAGE=localhost/agentauth/agent-auth-operator:dev  OUT=target/image/agent-auth-operator.tar
 #   IMPORT_ADDRESS=/run/containerd/containerd.sock CTR=ctr scripts/image.sh   # also imports it
 #   scripts/image.sh rootfs ROOT BINDIR    # only the root filesystem, from BINDIR's binaries
@@ -111,10 +112,14 @@ out=${OUT:-$target/image/agent-auth-operator.tar}
 image=${IMAGE:-localhost/agentauth/agent-auth-operator:dev}
 
 cfg=$(dockerfile_config "$repo/Dockerfile") # first: a Dockerfile this script cannot read fails fast
-(cd "$repo" && "${CARGO:-cargo}" build --locked "${flags[@]}" --bin agent-auth-operator --bin kubectl-agentauth) >&2
+bins=${BIN_DIR:-}
+if [ -z "$bins" ]; then
+  (cd "$repo" && "${CARGO:-cargo}" build --locked "${flags[@]}" --bin agent-auth-operator --bin kubectl-agentauth) >&2
+  bins=$target/$profile
+fi
 w=$(mktemp -d)
 trap 'rm -rf "$w"' EXIT
-rootfs "$w/rootfs" "$target/$profile"
+rootfs "$w/rootfs" "$bins"
 "$repo/scripts/oci-archive.sh" write "$w/rootfs" "$out" "$image" "$cfg"
 echo "image: $image in $out ($(du -h "$out" | cut -f1))" >&2
 if [ -n "${IMPORT_ADDRESS:-}" ]; then

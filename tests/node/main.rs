@@ -112,7 +112,7 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     println!("{}", t.kubectl(&["get", "pods", "-A", "-o", "wide"]));
 
     // --- Sign-in through the chart's Service ------------------------------------------------------
-    let _pf = PortForward::start(&cluster, SYSTEM, &format!("svc/{FULLNAME}"), gateway_port, 80).await;
+    let _pf = PortForward::start(&cluster, SYSTEM, &format!("svc/{FULLNAME}-gateway"), gateway_port, 80).await;
     dex_connection(&client, AGENTS, "gmail", &dex, &["openid", "email", "offline_access"]).await;
     // `google`: the Secret says so, and the sidecar offers the Gmail tools for it.
     Api::<agent_auth_operator::api::Connection>::namespaced(client.clone(), AGENTS)

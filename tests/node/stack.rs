@@ -17,7 +17,7 @@ pub const OPERATOR_IMAGE: &str = "localhost/agentauth/agent-auth-operator:dev";
 pub const AGENT_IMAGE: &str = "localhost/agentauth/python:3.11";
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Builds the operator image from the binaries this test run built (`PROFILE=debug
+/// Builds the operator image from the binaries this test run built (`BIN_DIR=...
 /// scripts/image.sh`, the recipe of `make image`) and the agent image, and returns the archives.
 pub fn images(dir: &Path) -> Vec<PathBuf> {
     let operator = dir.join("operator.tar");

@@ -47,15 +47,17 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
     )
 }
 
-/// A bridge inside the node's network namespace, host-local addresses out of [`POD_SUBNET`], and
-/// masquerading of pod traffic that leaves the node (to the host end of the node's link), so the
-/// host needs no route to the pods.
+/// A bridge inside the node's network namespace, host-local addresses out of [`POD_SUBNET`], the
+/// node as the pods' default route (the node itself has none: what is not the link, a pod or a
+/// Service is unreachable), and masquerading of pod traffic that leaves the node (to the host end
+/// of the node's link), so the host needs no route to the pods.
 pub fn cni(dir: &Path) -> String {
     let ipam = dir.join("cni/ipam");
     format!(
         r#"{{"cniVersion": "1.0.0", "name": "agentauth", "plugins": [
   {{"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-   "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{POD_SUBNET}"}}]], "dataDir": "{}"}}}},
+   "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{POD_SUBNET}"}}]], "routes": [{{"dst": "0.0.0.0/0"}}],
+     "dataDir": "{}"}}}},
   {{"type": "portmap", "capabilities": {{"portMappings": true}}}}]}}
 "#,
         ipam.display()
