@@ -73,7 +73,10 @@ pub fn snapshot(pid: u32, cluster_dir: &Path) -> BTreeSet<String> {
             }
         }
     }
-    for l in std::fs::read_to_string("/proc/mounts").unwrap_or_default().lines() {
+    for l in std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+    {
         if let Some(m) = l.split_whitespace().nth(1).filter(|m| m.contains(&dir)) {
             s.insert(format!("mount {m}"));
         }
@@ -98,7 +101,11 @@ pub fn snapshot(pid: u32, cluster_dir: &Path) -> BTreeSet<String> {
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         if String::from_utf8_lossy(&cmd).contains(&dir) {
-            s.insert(format!("process {} {}", e.file_name().to_string_lossy(), String::from_utf8_lossy(&cmd)));
+            s.insert(format!(
+                "process {} {}",
+                e.file_name().to_string_lossy(),
+                String::from_utf8_lossy(&cmd)
+            ));
         }
     }
     if cluster_dir.exists() {
@@ -113,4 +120,18 @@ fn out(bin: &str, args: &[&str]) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
+}
+
+/// Whether a process of pod `pod` still runs on the machine (its environment has `POD_NAME=pod`,
+/// which the chart sets from the pod's name).
+pub fn pod_process_alive(pod: &str) -> bool {
+    let want = format!("POD_NAME={pod}");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read(e.path().join("environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes()))
+        })
 }

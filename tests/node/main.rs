@@ -40,9 +40,14 @@ const TOKEN_TTL: &str = "40s";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     let started = Instant::now();
-    let work = tempfile::Builder::new().prefix("agentauth-node-images-").tempdir().unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("agentauth-node-images-")
+        .tempdir()
+        .unwrap();
     let images = stack::images(work.path());
-    let cluster = tokio::task::spawn_blocking(move || stack::cluster(images)).await.unwrap();
+    let cluster = tokio::task::spawn_blocking(move || stack::cluster(images))
+        .await
+        .unwrap();
     let host_ip = cluster.with_node(|n| n.host_ip().to_owned()).unwrap();
     let t = Tools::new(&cluster);
     let client = cluster.client().await.unwrap();
@@ -51,13 +56,22 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     // --- Install -------------------------------------------------------------------------------
     for ns in [SYSTEM, AGENTS] {
         t.kubectl(&["create", "namespace", ns]);
-        t.kubectl(&["label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted"]);
+        t.kubectl(&[
+            "label",
+            "namespace",
+            ns,
+            "pod-security.kubernetes.io/enforce=restricted",
+        ]);
     }
     let gateway_port = agentauth_testcluster::free_port().unwrap();
     let gateway_url = format!("http://127.0.0.1:{gateway_port}");
     let dex = Dex::start_with(
         &format!("{gateway_url}/oauth/callback"),
-        DexOptions { id_token_ttl: TOKEN_TTL, host: &host_ip, ..Default::default() },
+        DexOptions {
+            id_token_ttl: TOKEN_TTL,
+            host: &host_ip,
+            ..Default::default()
+        },
     )
     .unwrap();
     let link_net = format!("{host_ip}/32");
@@ -72,7 +86,16 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
         "logFormat=json".to_owned(),
         "logLevel=info\\,agent_auth_operator=debug".to_owned(),
     ];
-    let mut args = vec!["install", RELEASE, CHART, "-n", SYSTEM, "--wait", "--timeout", "180s"];
+    let mut args = vec![
+        "install",
+        RELEASE,
+        CHART,
+        "-n",
+        SYSTEM,
+        "--wait",
+        "--timeout",
+        "180s",
+    ];
     for s in &sets {
         args.extend(["--set", s.as_str()]);
     }
@@ -81,7 +104,10 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
         installed.success(),
         "helm install: {}\n{}\n{}",
         installed.combined(),
-        t.kubectl.run(&["describe", "pods", "-n", SYSTEM], None).unwrap().combined(),
+        t.kubectl
+            .run(&["describe", "pods", "-n", SYSTEM], None)
+            .unwrap()
+            .combined(),
         cluster.with_node(|n| n.log_tails()).unwrap_or_default()
     );
     let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
@@ -92,7 +118,10 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM);
     let leader = eventually(Duration::from_secs(60), "a leader", || holder(&leases)).await;
-    assert!(running.iter().any(|p| name(p) == leader), "the lease holder {leader} is a pod");
+    assert!(
+        running.iter().any(|p| name(p) == leader),
+        "the lease holder {leader} is a pod"
+    );
     for p in &running {
         let logs = t.kubectl(&["logs", "-n", SYSTEM, &name(p)]);
         let lines: Vec<&str> = logs.lines().collect();
@@ -112,11 +141,29 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     println!("{}", t.kubectl(&["get", "pods", "-A", "-o", "wide"]));
 
     // --- Sign-in through the chart's Service ------------------------------------------------------
-    let _pf = PortForward::start(&cluster, SYSTEM, &format!("svc/{FULLNAME}-gateway"), gateway_port, 80).await;
-    dex_connection(&client, AGENTS, "gmail", &dex, &["openid", "email", "offline_access"]).await;
+    let _pf = PortForward::start(
+        &cluster,
+        SYSTEM,
+        &format!("svc/{FULLNAME}-gateway"),
+        gateway_port,
+        80,
+    )
+    .await;
+    dex_connection(
+        &client,
+        AGENTS,
+        "gmail",
+        &dex,
+        &["openid", "email", "offline_access"],
+    )
+    .await;
     // `google`: the Secret says so, and the sidecar offers the Gmail tools for it.
     Api::<agent_auth_operator::api::Connection>::namespaced(client.clone(), AGENTS)
-        .patch("gmail", &PatchParams::default(), &Patch::Merge(json!({"spec": {"provider": "google"}})))
+        .patch(
+            "gmail",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"provider": "google"}})),
+        )
         .await
         .unwrap();
     let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), AGENTS);
@@ -127,12 +174,27 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     sign_in(&link_url, &dex.user(0)).await;
     let active = wait_state(&accounts, "alice-gmail", AccountState::Active).await;
     let signed_in = Instant::now();
-    eprintln!("node: alice-gmail ACTIVE through {gateway_url} ({:?})", ready(&active));
+    eprintln!(
+        "node: alice-gmail ACTIVE through {gateway_url} ({:?})",
+        ready(&active)
+    );
 
     // --- The agent pod: mounted Secret, native sidecar, a tool call -----------------------------
     let api = ProviderApi::start(&host_ip, dex.userinfo_url()).await;
     let code = std::fs::read_to_string(AGENT_CODE).unwrap();
-    t.kubectl.run(&["create", "configmap", "mail-agent-code", "-n", AGENTS, "--from-file", AGENT_CODE], None)
+    t.kubectl
+        .run(
+            &[
+                "create",
+                "configmap",
+                "mail-agent-code",
+                "-n",
+                AGENTS,
+                "--from-file",
+                AGENT_CODE,
+            ],
+            None,
+        )
         .unwrap()
         .expect_ok();
     assert!(code.contains("gmail_fetch_mails"));
@@ -146,29 +208,42 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     })
     .await;
     let agent_name = name(&agent_pod);
-    let first = eventually(Duration::from_secs(90), "an agent tool call the provider accepted", || async {
-        api.calls().into_iter().find(|c| c.accepted)
-    })
+    let first = eventually(
+        Duration::from_secs(90),
+        "an agent tool call the provider accepted",
+        || async { api.calls().into_iter().find(|c| c.accepted) },
+    )
     .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), AGENTS);
     let mounted = token_of(&secrets, "alice-gmail-credentials").await;
-    assert_eq!(first.token, mounted, "the agent's call carries the Secret's token");
+    assert_eq!(
+        first.token, mounted,
+        "the agent's call carries the Secret's token"
+    );
     let agent_log = |t: &Tools| t.kubectl(&["logs", "-n", AGENTS, &agent_name, "-c", "agent"]);
     eventually(Duration::from_secs(60), "the agent printing the mail", || async {
-        agent_log(&t).contains("Bob <bob@example.com>: Lunch").then_some(())
+        agent_log(&t)
+            .contains("Bob <bob@example.com>: Lunch")
+            .then_some(())
     })
     .await;
     println!("agent log before the rotation:\n{}", agent_log(&t));
 
     // --- Rotation: the kubelet swaps the files, the next call carries the new token --------------
-    let rotated = eventually(Duration::from_secs(120), "a refreshed token in the Secret", || async {
-        let now = token_of(&secrets, "alice-gmail-credentials").await;
-        (now != mounted).then_some((now, Instant::now()))
-    })
+    let rotated = eventually(
+        Duration::from_secs(120),
+        "a refreshed token in the Secret",
+        || async {
+            let now = token_of(&secrets, "alice-gmail-credentials").await;
+            (now != mounted).then_some((now, Instant::now()))
+        },
+    )
     .await;
     let (new_token, refreshed_at) = rotated;
     let with_new = eventually(Duration::from_secs(90), "a call with the new token", || async {
-        api.calls().into_iter().find(|c| c.token == new_token && c.accepted)
+        api.calls()
+            .into_iter()
+            .find(|c| c.token == new_token && c.accepted)
     })
     .await;
     let restarts: i32 = Api::<Pod>::namespaced(client.clone(), AGENTS)
@@ -196,45 +271,63 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     );
 
     // --- Failover: force-delete the leader in the middle of a refresh -----------------------------
-    let opts = rotating_account::options(AGENTS, Duration::from_secs(20));
+    // Strict rotation; tokens live 90 s and are renewed 75 s early, so the access token outlives the
+    // failover and the account stays ACTIVE while the user is asked to re-authorize.
+    let opts = rotating_account::options(AGENTS, Duration::from_secs(90));
     let p = RotatingProvider::start_on(&host_ip, opts.clone()).await;
-    rotating_account::connection(&client, AGENTS, "rot", &p, &opts, &["read"], json!({})).await;
+    let refresh = json!({"before": "75s"});
+    rotating_account::connection(&client, AGENTS, "rot", &p, &opts, &["read"], refresh).await;
     rotating_account::authorized(&client, AGENTS, "rex", "rot").await;
-    eventually(Duration::from_secs(90), "a refresh at the rotating provider", || async {
-        (p.rotations() >= 1).then_some(())
-    })
-    .await;
     let leader = eventually(Duration::from_secs(30), "a leader", || holder(&leases)).await;
     p.hold_rotations();
     assert!(p.wait_held(Duration::from_secs(60)).await, "a refresh in flight");
-    t.kubectl(&["delete", "pod", "-n", SYSTEM, &leader, "--force", "--grace-period=0"]);
-    p.release();
+    t.kubectl(&[
+        "delete",
+        "pod",
+        "-n",
+        SYSTEM,
+        &leader,
+        "--force",
+        "--grace-period=0",
+    ]);
     let killed = Instant::now();
-    let next = eventually(Duration::from_secs(60), "another replica takes the lease", || async {
-        holder(&leases).await.filter(|h| *h != leader)
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the old leader's process gone",
+        || async { (!host::pod_process_alive(&leader)).then_some(()) },
+    )
+    .await;
+    // The provider rotated; its answer reaches nobody.
+    p.release();
+    let next = eventually(
+        Duration::from_secs(60),
+        "another replica takes the lease",
+        || async { holder(&leases).await.filter(|h| *h != leader) },
+    )
     .await;
     let handover = killed.elapsed();
-    let after = eventually(Duration::from_secs(60), "rex settled under the new leader", || async {
-        let a = accounts.get("rex").await.ok()?;
-        let reason = ready(&a)?.1;
-        (state(&a) == Some(AccountState::Active) && reason != "Refreshing").then_some(a)
+    let stranded = wait_account(&accounts, "rex", "RefreshOutcomeUnknown", |a| {
+        ready(a).is_some_and(|r| r.1 == "RefreshOutcomeUnknown") && link(a).is_some()
     })
     .await;
-    if ready(&after).is_some_and(|r| r.1 == "RefreshOutcomeUnknown") {
-        // The answer died with the leader; the new one asks the user instead of replaying.
-        let again = link(&after).expect("a link to re-authorize");
-        rotating_account::follow(&again).await;
-    }
+    assert_eq!(
+        state(&stranded),
+        Some(AccountState::Active),
+        "ACTIVE while its access token lives"
+    );
+    let sent = assert_no_replay(&p);
+    // The new leader asks the user instead of replaying; the user re-authorizes.
+    rotating_account::follow(&link(&stranded).unwrap()).await;
     let rotations = p.rotations();
     eventually(Duration::from_secs(90), "a refresh by the new leader", || async {
         (p.rotations() > rotations).then_some(())
     })
     .await;
     let settled = wait_state(&accounts, "rex", AccountState::Active).await;
-    let sent = assert_no_replay(&p);
+    let total = assert_no_replay(&p);
     eprintln!(
-        "failover: {next} took over from {leader} after {handover:?}; {sent} refresh tokens sent, none twice; rex {:?}",
+        "failover: {next} took over from {leader} {handover:?} after the forced delete; \
+         {total} refresh tokens sent ({sent} before the re-authorization), none twice; rex {:?}",
         ready(&settled)
     );
     eventually(Duration::from_secs(120), "two operator pods again", || async {
@@ -242,7 +335,10 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
         (pods.len() == 2 && pods.iter().all(pod_ready)).then_some(())
     })
     .await;
-    assert_eq!(state(&accounts.get("alice-gmail").await.unwrap()), Some(AccountState::Active));
+    assert_eq!(
+        state(&accounts.get("alice-gmail").await.unwrap()),
+        Some(AccountState::Active)
+    );
 
     // No token in any operator log.
     let secret_values = [mounted.clone(), new_token.clone()];
@@ -264,7 +360,10 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     for crd in ["connections.agentauth.dev", "connectedaccounts.agentauth.dev"] {
         assert!(crds.contains(crd), "{crd} kept after uninstall: {crds}");
     }
-    assert!(accounts.get_opt("alice-gmail").await.unwrap().is_some(), "accounts kept");
+    assert!(
+        accounts.get_opt("alice-gmail").await.unwrap().is_some(),
+        "accounts kept"
+    );
     eprintln!("node: whole scenario {:?}", started.elapsed());
 }
 
@@ -287,25 +386,42 @@ async fn a_killed_test_process_leaves_nothing_of_its_node() {
         let out = child.stdout.take().unwrap();
         std::io::BufReader::new(out).read_line(&mut first).unwrap();
     }
-    let kubeconfig = first.trim().strip_prefix("export KUBECONFIG=").unwrap_or_else(|| panic!("{first}"));
+    let kubeconfig = first
+        .trim()
+        .strip_prefix("export KUBECONFIG=")
+        .unwrap_or_else(|| panic!("{first}"));
     let dir = std::path::Path::new(kubeconfig).parent().unwrap().to_owned();
     let during = host::snapshot(pid, &dir);
     for kind in ["link ", "process ", "cgroup ", "directory "] {
-        assert!(during.iter().any(|l| l.starts_with(kind)), "a running node shows its {kind}: {during:?}");
+        assert!(
+            during.iter().any(|l| l.starts_with(kind)),
+            "a running node shows its {kind}: {during:?}"
+        );
     }
     assert!(sigkill(pid), "SIGKILL sent");
     let _ = child.wait();
-    let left = eventually(Duration::from_secs(60), "the node gone with its process", || async {
-        let s = host::snapshot(pid, &dir);
-        s.iter().all(|l| l.starts_with("iptables") || l.starts_with("ip6tables") || l.starts_with("netns")).then_some(s)
-    })
+    let left = eventually(
+        Duration::from_secs(60),
+        "the node gone with its process",
+        || async {
+            let s = host::snapshot(pid, &dir);
+            s.iter()
+                .all(|l| l.starts_with("iptables") || l.starts_with("ip6tables") || l.starts_with("netns"))
+                .then_some(s)
+        },
+    )
     .await;
     let rules_after: Vec<String> = left.into_iter().collect();
-    assert_eq!(before_rules, rules_after, "iptables rules and network namespaces as before");
+    assert_eq!(
+        before_rules, rules_after,
+        "iptables rules and network namespaces as before"
+    );
 }
 
 fn rules() -> Vec<String> {
-    host::snapshot(0, std::path::Path::new("/nonexistent")).into_iter().collect()
+    host::snapshot(0, std::path::Path::new("/nonexistent"))
+        .into_iter()
+        .collect()
 }
 
 fn sigkill(pid: u32) -> bool {
@@ -318,7 +434,15 @@ fn sigkill(pid: u32) -> bool {
 /// `target/debug/testcluster`, built if needed (the workspace's test build does not link it).
 fn build_testcluster() -> std::path::PathBuf {
     let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--locked", "-p", "agentauth-testcluster", "--bin", "testcluster"])
+        .args([
+            "build",
+            "--quiet",
+            "--locked",
+            "-p",
+            "agentauth-testcluster",
+            "--bin",
+            "testcluster",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .unwrap();
@@ -343,20 +467,37 @@ fn agent_manifest(google_base: &str) -> String {
             "            - {name: PYTHONDONTWRITEBYTECODE, value: \"1\"}\n            - {name: AGENT_INTERVAL, value: \"2\"}\n",
         );
     assert_ne!(changed, yaml);
-    assert!(changed.contains("--api-base=google=") && changed.contains("AGENT_INTERVAL"), "{changed}");
+    assert!(
+        changed.contains("--api-base=google=") && changed.contains("AGENT_INTERVAL"),
+        "{changed}"
+    );
     // Never pulled: the images are on the node.
-    changed.replace("          image: ", "          imagePullPolicy: Never\n          image: ")
+    changed.replace(
+        "          image: ",
+        "          imagePullPolicy: Never\n          image: ",
+    )
 }
 
 async fn token_of(secrets: &Api<Secret>, name: &str) -> String {
-    let s = eventually(Duration::from_secs(30), name, || async { secrets.get_opt(name).await.ok().flatten() }).await;
+    let s = eventually(Duration::from_secs(30), name, || async {
+        secrets.get_opt(name).await.ok().flatten()
+    })
+    .await;
     s.data
-        .and_then(|d| d.get("access_token").map(|v| String::from_utf8_lossy(&v.0).into_owned()))
+        .and_then(|d| {
+            d.get("access_token")
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        })
         .unwrap_or_default()
 }
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
-    leases.get_opt("agent-auth-operator").await.ok()??.spec?.holder_identity
+    leases
+        .get_opt("agent-auth-operator")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
 }
 
 fn name(p: &Pod) -> String {

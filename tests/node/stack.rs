@@ -95,7 +95,10 @@ impl Tools {
     }
 
     pub fn apply(&self, yaml: &str) -> String {
-        self.kubectl.run(&["apply", "-f", "-"], Some(yaml)).unwrap().expect_ok()
+        self.kubectl
+            .run(&["apply", "-f", "-"], Some(yaml))
+            .unwrap()
+            .expect_ok()
     }
 
     pub fn helm(&self, args: &[&str]) -> Output {
