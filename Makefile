@@ -17,9 +17,14 @@ demo: deps control-plane
 deps:
 	@scripts/install-deps.sh
 
-## Build etcd, kube-apiserver, kube-controller-manager, kubectl and Dex into the version-keyed cache.
+## Build the test cluster into the version-keyed cache: etcd, kube-apiserver, kube-controller-manager,
+## kubectl and Dex, and the node (tests/node): kube-scheduler, the kubelet, kube-proxy, containerd,
+## runc, the CNI plugins and pause. All Kubernetes binaries in one Go build, so they share its cache.
 control-plane:
-	@tests/cluster/build.sh >/dev/null
+	@K8S_CMDS="$(K8S_CMDS)" tests/cluster/build.sh >/dev/null
+	@tests/cluster/build-node.sh >/dev/null
+
+K8S_CMDS := kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy
 
 lint:
 	$(CARGO) fmt --all --check

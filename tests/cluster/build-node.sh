@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds the node components for a real test node (issue #15) into the same version-keyed cache as
-# build.sh: the kubelet and kube-proxy (via build.sh, same Kubernetes version as the control plane),
-# containerd 2.x with its runc shim, runc, the CNI plugins bridge/host-local/loopback/portmap, and a
-# static pause binary. Debian packages the node needs at run time (iptables, conntrack) and to build
-# runc (libseccomp-dev, pkg-config) are installed with apt when missing. Present binaries are not
-# rebuilt. Not used by `make test` yet.
+# Builds the components of the test node (tests/cluster/src/node, docs/test-node.md) into the same
+# version-keyed cache as build.sh: kube-scheduler, the kubelet and kube-proxy (via build.sh, same
+# Kubernetes version as the control plane), containerd 2.x with its runc shim, runc, the CNI plugins
+# bridge/host-local/loopback/portmap, and a static pause binary. Debian packages the node needs at run
+# time (iptables, conntrack, iproute2, util-linux's unshare/nsenter) and to build runc
+# (libseccomp-dev, pkg-config) are installed with apt when missing. Present binaries are not rebuilt.
+# `make control-plane` (so `make test`) runs it.
 #
 #   tests/cluster/build-node.sh       build what is missing, print the bin directories
 #                                     (k8s:containerd:runc:cni:pause)
