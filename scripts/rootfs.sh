@@ -45,7 +45,9 @@ for arg in "$@"; do
   src=${arg%%=*} dest=${arg#*=}
   [ "$arg" = "$src" ] && dest=$(realpath -s "$src")
   [ -e "$src" ] || die "no such file: $src"
-  put "$src" "$dest" "$(stat -L -c %a "$src")"
+  # The mode is fixed, not the build machine's (its umask would change the archive's bytes).
+  if [ -x "$src" ]; then mode=0755; else mode=0644; fi
+  put "$src" "$dest" "$mode"
   if [ "${STRIP:-}" = 1 ] && [[ ! $dest =~ \.so(\.[0-9]+)*$ ]]; then strip "$root$dest"; fi
   needed=$(libs "$src") # not in a process substitution: a failure must stop the script
   for lib in $needed; do

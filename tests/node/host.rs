@@ -17,9 +17,11 @@ pub struct Confinement {
     pub root_read_only: bool,
 }
 
-/// Every process on the machine whose command line is `argv0 arg1 ...` exactly.
-pub fn processes(argv: &[&str]) -> Vec<Confinement> {
+/// Every process on the machine whose command line is `argv0 arg1 ...` exactly, of a pod in
+/// `namespace` (its environment has `POD_NAMESPACE=namespace`, which the chart sets).
+pub fn processes(argv: &[&str], namespace: &str) -> Vec<Confinement> {
     let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    let ns = format!("POD_NAMESPACE={namespace}");
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -27,6 +29,7 @@ pub fn processes(argv: &[&str]) -> Vec<Confinement> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .filter(|pid| has_env(*pid, &ns))
         .filter_map(confinement)
         .collect()
 }
@@ -56,9 +59,11 @@ fn confinement(pid: u32) -> Option<Confinement> {
 }
 
 /// What the node of process `pid` (cluster directory `cluster_dir`) could leave on the machine, as
-/// lines prefixed with their kind so that two snapshots diff cleanly: every network namespace and
-/// iptables/ip6tables rule and chain of the machine, and the links, mounts, cgroups, processes and
-/// directory that are that node's.
+/// lines prefixed with their kind so that two snapshots diff cleanly: the machine's network
+/// namespaces, iptables/ip6tables rules and chains, the sysctls a kubelet or kube-proxy sets, the
+/// default runtime paths that exist, and the links, mounts, cgroups, processes and directory that
+/// are that node's. (The sandbox's own mounts never show in the machine's `/proc/mounts`; a mount
+/// listed here would be one that escaped it.)
 pub fn snapshot(pid: u32, cluster_dir: &Path) -> BTreeSet<String> {
     let mut s = BTreeSet::new();
     let dir = cluster_dir.display().to_string();
@@ -111,8 +116,35 @@ pub fn snapshot(pid: u32, cluster_dir: &Path) -> BTreeSet<String> {
     if cluster_dir.exists() {
         s.insert(format!("directory {dir}"));
     }
+    for key in agentauth_testcluster::node::KERNEL_TUNABLES {
+        let v = std::fs::read_to_string(format!("/proc/sys/{key}")).unwrap_or_default();
+        s.insert(format!("sysctl {key}={}", v.trim()));
+    }
+    for key in ["net/ipv4/ip_forward", "net/ipv4/conf/all/route_localnet"] {
+        let v = std::fs::read_to_string(format!("/proc/sys/{key}")).unwrap_or_default();
+        s.insert(format!("sysctl {key}={}", v.trim()));
+    }
+    // Where a kubelet, containerd or CNI plugin writes when a setting is missed.
+    for p in RUNTIME_PATHS {
+        if Path::new(p).exists() {
+            s.insert(format!("path {p}"));
+        }
+    }
     s
 }
+
+const RUNTIME_PATHS: [&str; 10] = [
+    "/var/lib/kubelet",
+    "/var/lib/cni",
+    "/var/lib/containerd",
+    "/var/log/containers",
+    "/var/log/pods",
+    "/run/containerd",
+    "/run/netns",
+    "/etc/cni",
+    "/opt/cni",
+    "/etc/kubernetes",
+];
 
 fn out(bin: &str, args: &[&str]) -> String {
     Command::new(bin)
@@ -130,8 +162,11 @@ pub fn pod_process_alive(pod: &str) -> bool {
         .into_iter()
         .flatten()
         .flatten()
-        .any(|e| {
-            std::fs::read(e.path().join("environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes()))
-        })
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| has_env(pid, &want))
+}
+
+fn has_env(pid: u32, entry: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == entry.as_bytes()))
 }

@@ -8,13 +8,17 @@
 //!   pair (`198.18.255.4k+1` on the host, `.4k+2` on the node), pods get `198.18.0.0/24` on a bridge
 //!   inside the node, services `198.19.0.0/16`. The node has no default route, so nothing from a pod
 //!   goes anywhere but the host end of that link;
-//! - iptables rules, the bridge, pod network namespaces, container mounts, `/run` and `/var/log` (the
-//!   kubelet's hard-coded `/var/log/containers`) exist only inside the sandbox;
+//! - iptables rules, the bridge, pod network namespaces, container mounts, `/run`, `/var/log` (the
+//!   kubelet's hard-coded `/var/log/containers`), `/var/lib` (containerd's CNI result cache, the
+//!   kubelet's device-plugin directory) and the machine-wide sysctls the kubelet sets (shadowed,
+//!   [`KERNEL_TUNABLES`]) exist only inside the sandbox. The filesystem is otherwise the machine's:
+//!   a privileged or hostPath pod reaches it, as on any node;
 //! - when the sandbox's init dies, the kernel kills every process in it (containers and shims
 //!   included) and drops its namespaces with their links, mounts and rules. The sandbox's `unshare`
 //!   gets SIGKILL when the test process dies (see [`Proc`]) and kills the init, so a panic or a
-//!   `kill -9` of the test leaves no process, mount, link or rule behind. Only the empty cgroup
-//!   directories of a killed run remain, and the next start removes them ([`sweep_stale_cgroups`]).
+//!   `kill -9` of the test leaves no process, mount, link or rule behind. The node's cgroup root and
+//!   the cluster directory are removed by a watchdog once the test process is gone, and any a
+//!   watchdog missed by the next start ([`sweep_stale_cgroups`]).
 
 mod config;
 
@@ -39,6 +43,15 @@ pub const SERVICE_CIDR: &str = "198.19.0.0/16";
 /// The `kubernetes` Service's address, which pods use to reach the API server.
 pub const API_SERVICE_IP: &str = "198.19.0.1";
 const CGROUP_PREFIX: &str = "agentauth-node-";
+/// The machine-wide sysctls the kubelet writes (`setupKernelTunables`): shadowed in the sandbox.
+pub const KERNEL_TUNABLES: [&str; 6] = [
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+];
 
 /// Paths of the node binaries.
 pub struct NodeBinaries {
@@ -160,6 +173,8 @@ impl Node {
             &[],
         )?;
         let init_pid = sandbox_init(&sandbox, &bins.pause)?;
+        // Held until the link's host address is added, so two nodes never pick the same index.
+        let _lock = link_lock()?;
         let k = free_link()?;
         let pid = std::process::id();
         let mut node = Node {
@@ -172,8 +187,8 @@ impl Node {
             init_pid,
             procs: Vec::new(),
         };
-        node.wire(&format!("aa{pid}h{k}"))?;
         watchdog(cluster_dir, &node.cgroup_root)?;
+        node.wire(&format!("aa{pid}h{k}"))?;
         Ok(node)
     }
 
@@ -192,7 +207,9 @@ impl Node {
         self.in_net(&["ip", "link", "set", "eth0", "up"])?;
         self.in_net(&["ip", "link", "set", "lo", "up"])?;
         self.in_net(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-        for target in ["/run", "/var/log"] {
+        // `/var/lib`: containerd's CNI result cache (`/var/lib/cni`) and the kubelet's device-plugin
+        // directory ignore every setting; `/var/log`: the kubelet's `/var/log/containers`.
+        for target in ["/run", "/var/log", "/var/lib"] {
             self.in_mnt(&[
                 "mount",
                 "-t",
@@ -203,7 +220,25 @@ impl Node {
                 target,
             ])?;
         }
+        self.shadow_kernel_tunables()?;
         make_cgroup_root(&self.cgroup_root)
+    }
+
+    /// The kubelet sets a few sysctls that are the machine's, not a namespace's (`kernel.panic`,
+    /// `vm.overcommit_memory`, ...). Inside the sandbox each is a file of the node's directory,
+    /// bind-mounted over its `/proc/sys` entry with the machine's current value, so the kubelet
+    /// reads and writes the copy and the machine keeps its own.
+    fn shadow_kernel_tunables(&self) -> Result<(), String> {
+        let dir = self.dir.join("sysctl");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        for key in KERNEL_TUNABLES {
+            let proc = format!("/proc/sys/{key}");
+            let value = std::fs::read_to_string(&proc).map_err(|e| format!("cannot read {proc}: {e}"))?;
+            let copy = dir.join(key.replace('/', "."));
+            std::fs::write(&copy, value).map_err(|e| format!("cannot write {}: {e}", copy.display()))?;
+            self.in_mnt(&["mount", "--bind", &copy.display().to_string(), &proc])?;
+        }
+        Ok(())
     }
 
     fn in_net(&self, cmd: &[&str]) -> Result<(), String> {
@@ -225,6 +260,12 @@ impl Node {
     /// The node's own address (its `InternalIP`).
     pub fn node_ip(&self) -> &str {
         &self.node_ip
+    }
+
+    /// The node's route to `addr` (`ip route get` inside its network namespace); an error when it
+    /// has none. Asks the routing table only: nothing is sent.
+    pub fn route_to(&self, addr: &str) -> Result<(), String> {
+        self.in_net(&["ip", "route", "get", addr])
     }
 
     /// The Node object's name.
@@ -430,6 +471,7 @@ async fn node_ready(kubeconfig: &Path, name: &str) -> Result<bool, String> {
 /// The sandbox's init (the pause binary, PID 1 of the new PID namespace), once `unshare` has
 /// mounted its `/proc` and exec'd it.
 fn sandbox_init(sandbox: &Proc, pause: &Path) -> Result<u32, String> {
+    let pause = std::fs::canonicalize(pause).map_err(|e| format!("{}: {e}", pause.display()))?;
     let pid = sandbox.pid();
     let children = format!("/proc/{pid}/task/{pid}/children");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -457,7 +499,8 @@ fn sandbox_init(sandbox: &Proc, pause: &Path) -> Result<u32, String> {
 /// (it must outlive us) waits for our process to end, then removes both, retrying while the
 /// kernel is still reaping. After a normal stop it finds nothing to do and exits.
 fn watchdog(cluster_dir: &Path, cgroup_root: &str) -> Result<(), String> {
-    const SCRIPT: &str = r#"while kill -0 "$1" 2>/dev/null; do sleep 0.5; done
+    const SCRIPT: &str = r#"[ -n "$1" ] && [ -n "$2" ] && [ -n "$3" ] || exit 1
+while kill -0 "$1" 2>/dev/null; do sleep 0.5; done
 for _ in $(seq 60); do
   left=
   for c in /sys/fs/cgroup/*/"$2"; do
@@ -478,6 +521,24 @@ rm -rf "$3""#;
         .spawn()
         .map(drop)
         .map_err(|e| format!("cannot start the node's watchdog: {e}"))
+}
+
+/// A process-wide lock across every test process on the machine: an abstract Unix socket name,
+/// which the kernel frees when its holder exits, so a killed holder leaves no stale lock file.
+fn link_lock() -> Result<std::os::unix::net::UnixListener, String> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = std::os::unix::net::SocketAddr::from_abstract_name(b"agentauth-node-link")
+        .map_err(|e| format!("lock name: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match std::os::unix::net::UnixListener::bind_addr(&name) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50)); // poll interval: another node is wiring
+            }
+            Err(e) => return Err(format!("cannot take the node link lock: {e}")),
+        }
+    }
 }
 
 /// The first link index whose host address nobody on this machine holds.
