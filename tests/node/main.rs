@@ -158,7 +158,7 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
         .unwrap();
 
     // --- Sign-in through the chart's Service ------------------------------------------------------
-    let _pf = PortForward::start(
+    let pf = PortForward::start(
         &cluster,
         SYSTEM,
         &format!("svc/{FULLNAME}-gateway"),
@@ -354,6 +354,17 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
         "ACTIVE while its access token lives"
     );
     let sent = assert_no_replay(&p);
+    // `kubectl port-forward svc/...` forwards to one pod, chosen when it starts, and ends with it:
+    // a user whose forward went to the deleted pod starts it again.
+    drop(pf);
+    let _pf = PortForward::start(
+        &cluster,
+        SYSTEM,
+        &format!("svc/{FULLNAME}-gateway"),
+        gateway_port,
+        80,
+    )
+    .await;
     // The new leader asks the user instead of replaying; the user re-authorizes.
     rotating_account::follow(&link(&stranded).unwrap()).await;
     let rotations = p.rotations();
