@@ -41,6 +41,8 @@ const TOKEN_TTL: &str = "40s";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     let started = Instant::now();
+    let machine = || teardown::machine_wide(&host::snapshot(0, std::path::Path::new("/nonexistent")));
+    let machine_before = machine();
     let work = tempfile::Builder::new()
         .prefix("agentauth-node-images-")
         .tempdir()
@@ -397,6 +399,13 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
             assert!(!logs.contains(s.as_str()), "a token in the logs of {}", name(&p));
         }
     }
+
+    // The node's kubelet, kube-proxy, containerd and CNI plugins changed nothing of the machine.
+    assert_eq!(
+        machine(),
+        machine_before,
+        "iptables, network namespaces, sysctls and runtime paths"
+    );
 
     // --- Uninstall: the pods go, the CRDs stay ------------------------------------------------------
     let out = t.helm(&["uninstall", RELEASE, "-n", SYSTEM, "--wait", "--timeout", "120s"]);

@@ -73,7 +73,7 @@ async fn a_killed_test_process_leaves_nothing_of_its_node() {
 }
 
 /// The entries of a snapshot that belong to the machine, not to one node.
-fn machine_wide(s: &BTreeSet<String>) -> BTreeSet<String> {
+pub fn machine_wide(s: &BTreeSet<String>) -> BTreeSet<String> {
     s.iter()
         .filter(|l| {
             ["iptables", "ip6tables", "netns ", "sysctl ", "path "]
@@ -102,10 +102,12 @@ impl ChildNode {
             .unwrap();
         let out = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        // Reads to the end: a closed pipe would kill the child at its next line of output.
         std::thread::spawn(move || {
-            let mut first = String::new();
-            let _ = std::io::BufReader::new(out).read_line(&mut first);
+            let mut lines = std::io::BufReader::new(out).lines();
+            let first = lines.next().and_then(Result::ok).unwrap_or_default();
             let _ = tx.send(first);
+            lines.for_each(drop);
         });
         let mut node = ChildNode {
             child,
