@@ -10,22 +10,13 @@ use std::time::{Duration, Instant};
 
 use agent_auth_operator::api::{AccountState, ConnectedAccount};
 use common::fixtures::*;
-use common::operator::{OPERATOR_NS, Operator, OperatorOptions, prepare_cluster};
+use common::operator::{OPERATOR_NS, Operator, OperatorOptions, lease_holder, prepare_cluster};
 use common::rotating::RotatingProvider;
 use common::rotating_account::{self, assert_no_replay};
 use common::{eventually, setup};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::json;
-
-async fn holder(leases: &Api<Lease>) -> Option<String> {
-    leases
-        .get_opt("agent-auth-operator")
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
-}
 
 #[tokio::test]
 async fn exactly_one_replica_refreshes_and_the_new_leader_does_not_replay() {
@@ -44,7 +35,7 @@ async fn exactly_one_replica_refreshes_and_the_new_leader_does_not_replay() {
     rotating_account::connection(&env.client, &env.ns, "rot", &p, &opts, &["read"], json!({})).await;
     let accounts: Api<ConnectedAccount> = Api::namespaced(env.client.clone(), &env.ns);
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), OPERATOR_NS);
-    let first = eventually(Duration::from_secs(30), "a leader", || holder(&leases)).await;
+    let first = eventually(Duration::from_secs(30), "a leader", || lease_holder(&leases)).await;
     let (leader, other_name, other) = if first == "replica-a" {
         (&a, "replica-b", &b)
     } else {
@@ -69,7 +60,7 @@ async fn exactly_one_replica_refreshes_and_the_new_leader_does_not_replay() {
     eventually(
         Duration::from_secs(40),
         "the other replica takes the lease",
-        || async { (holder(&leases).await.as_deref() == Some(other_name)).then_some(()) },
+        || async { (lease_holder(&leases).await.as_deref() == Some(other_name)).then_some(()) },
     )
     .await;
     let handover = killed.elapsed();

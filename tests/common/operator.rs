@@ -294,3 +294,13 @@ fn start() -> Result<Stack, String> {
     )?;
     Ok(Stack { dex, operator })
 }
+
+/// Who holds the operator's leader-election Lease (`agent-auth-operator`) now, if anyone.
+pub async fn lease_holder(leases: &Api<k8s_openapi::api::coordination::v1::Lease>) -> Option<String> {
+    leases
+        .get_opt("agent-auth-operator")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+}

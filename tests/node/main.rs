@@ -20,6 +20,7 @@ use agent_auth_operator::api::{AccountState, ConnectedAccount};
 use agentauth_testcluster::dex::{Dex, DexOptions};
 use common::eventually;
 use common::fixtures::{account, dex_connection, link, ready, sign_in, state, wait_account, wait_state};
+use common::operator::lease_holder;
 use common::rotating::RotatingProvider;
 use common::rotating_account::{self, assert_no_replay};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -68,6 +69,7 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     }
     let gateway_port = agentauth_testcluster::free_port().unwrap();
     let gateway_url = format!("http://127.0.0.1:{gateway_port}");
+    let gateway_svc = format!("svc/{FULLNAME}-gateway");
     let dex = Dex::start_with(
         &format!("{gateway_url}/oauth/callback"),
         DexOptions {
@@ -120,7 +122,7 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
         assert!(pod_ready(p), "{} Ready through its probes", name(p));
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM);
-    let leader = eventually(Duration::from_secs(60), "a leader", || holder(&leases)).await;
+    let leader = eventually(Duration::from_secs(60), "a leader", || lease_holder(&leases)).await;
     assert!(
         running.iter().any(|p| name(p) == leader),
         "the lease holder {leader} is a pod"
@@ -160,14 +162,8 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
         .unwrap();
 
     // --- Sign-in through the chart's Service ------------------------------------------------------
-    let pf = PortForward::start(
-        &cluster,
-        SYSTEM,
-        &format!("svc/{FULLNAME}-gateway"),
-        gateway_port,
-        80,
-    )
-    .await;
+    let forward = || PortForward::start(&cluster, SYSTEM, &gateway_svc, gateway_port, 80);
+    let pf = forward().await;
     dex_connection(
         &client,
         AGENTS,
@@ -318,7 +314,7 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     let refresh = json!({"before": "75s"});
     rotating_account::connection(&client, AGENTS, "rot", &p, &opts, &["read"], refresh).await;
     rotating_account::authorized(&client, AGENTS, "rex", "rot").await;
-    let leader = eventually(Duration::from_secs(30), "a leader", || holder(&leases)).await;
+    let leader = eventually(Duration::from_secs(30), "a leader", || lease_holder(&leases)).await;
     p.hold_rotations();
     assert!(p.wait_held(Duration::from_secs(60)).await, "a refresh in flight");
     t.kubectl(&[
@@ -342,7 +338,7 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     let next = eventually(
         Duration::from_secs(60),
         "another replica takes the lease",
-        || async { holder(&leases).await.filter(|h| *h != leader) },
+        || async { lease_holder(&leases).await.filter(|h| *h != leader) },
     )
     .await;
     let handover = killed.elapsed();
@@ -359,14 +355,7 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     // `kubectl port-forward svc/...` forwards to one pod, chosen when it starts, and ends with it:
     // a user whose forward went to the deleted pod starts it again.
     drop(pf);
-    let _pf = PortForward::start(
-        &cluster,
-        SYSTEM,
-        &format!("svc/{FULLNAME}-gateway"),
-        gateway_port,
-        80,
-    )
-    .await;
+    let _pf = forward().await;
     // The new leader asks the user instead of replaying; the user re-authorizes.
     rotating_account::follow(&link(&stranded).unwrap()).await;
     let rotations = p.rotations();
@@ -476,15 +465,6 @@ async fn token_of(secrets: &Api<Secret>, name: &str) -> String {
                 .map(|v| String::from_utf8_lossy(&v.0).into_owned())
         })
         .unwrap_or_default()
-}
-
-async fn holder(leases: &Api<Lease>) -> Option<String> {
-    leases
-        .get_opt("agent-auth-operator")
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
 }
 
 fn name(p: &Pod) -> String {
