@@ -27,35 +27,10 @@ pub fn binaries() -> Result<&'static Binaries, String> {
 }
 
 fn build() -> Result<Binaries, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("build.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .args(["k8s", "etcd", "dex", "dexrevoke", "helm"])
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed ({}): the control plane cannot be built",
-            script.display(),
-            out.status
-        ));
-    }
-    let line = String::from_utf8_lossy(&out.stdout);
-    let mut dirs = line
-        .trim()
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .split(':')
-        .map(PathBuf::from);
-    let (k8s, etcd, dex, dexrevoke, helm) = (
-        dirs.next().unwrap_or_default(),
-        dirs.next().unwrap_or_default(),
-        dirs.next().unwrap_or_default(),
-        dirs.next().unwrap_or_default(),
-        dirs.next().unwrap_or_default(),
-    );
+    let dirs = build_script("build.sh", &["k8s", "etcd", "dex", "dexrevoke", "helm"])?;
+    let [k8s, etcd, dex, dexrevoke, helm] = dirs.as_slice() else {
+        return Err(format!("build.sh printed {dirs:?}, not five directories"));
+    };
     let bins = Binaries {
         etcd: etcd.join("etcd"),
         kube_apiserver: k8s.join("kube-apiserver"),
@@ -79,6 +54,28 @@ fn build() -> Result<Binaries, String> {
         }
     }
     Ok(bins)
+}
+
+/// Runs a build script of this crate (`build.sh`, `build-node.sh`) with `args`, its progress on
+/// our stderr, and returns the directories its last line names (`dir:dir:...`).
+pub(crate) fn build_script(name: &str, args: &[&str]) -> Result<Vec<PathBuf>, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed ({}): the test cluster cannot be built",
+            script.display(),
+            out.status
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.trim().lines().last().unwrap_or_default();
+    Ok(last.split(':').map(PathBuf::from).collect())
 }
 
 /// A child process with its log file. Killed (and reaped) on drop.

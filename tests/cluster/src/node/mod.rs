@@ -72,33 +72,9 @@ pub fn node_binaries() -> Result<&'static NodeBinaries, String> {
 }
 
 fn build() -> Result<NodeBinaries, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("build-node.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed ({}): no node binaries",
-            script.display(),
-            out.status
-        ));
-    }
-    let line = String::from_utf8_lossy(&out.stdout);
-    let dirs: Vec<PathBuf> = line
-        .trim()
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .split(':')
-        .map(PathBuf::from)
-        .collect();
+    let dirs = crate::process::build_script("build-node.sh", &[])?;
     let [k8s, containerd, runc, cni, pause] = dirs.as_slice() else {
-        return Err(format!(
-            "{} printed {line:?}, not five directories",
-            script.display()
-        ));
+        return Err(format!("build-node.sh printed {dirs:?}, not five directories"));
     };
     let bins = NodeBinaries {
         kubelet: k8s.join("kubelet"),
