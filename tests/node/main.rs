@@ -223,6 +223,7 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     })
     .await;
     let agent_name = name(&agent_pod);
+    println!("{}", t.kubectl(&["get", "pods", "-A", "-o", "wide"]));
     // The Secret may be refreshed meanwhile and the mounted files lag it by up to a kubelet sync:
     // wait for an accepted call that carries the Secret's token of that moment.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), AGENTS);
