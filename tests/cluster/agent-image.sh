@@ -15,7 +15,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 py=/usr/bin/python3.11 lib=/usr/lib/python3.11
 if [ ! -x "$py" ] || [ ! -f "$lib/urllib/request.py" ] || [ ! -f "$lib/email/parser.py" ]; then
   echo "agent-image: installing Debian's python3.11 (apt)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3.11 >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends python3.11 >&2 ||
+    { apt-get update >&2 && apt-get install -y --no-install-recommends python3.11 >&2; }
 fi
 
 w=$(mktemp -d); trap 'rm -rf "$w"' EXIT
