@@ -13,6 +13,8 @@ need cc || missing+=(build-essential)
 need git || missing+=(git)
 need curl || missing+=(curl)
 need python3 || missing+=(python3)   # examples/agent/agent.py runs in tests/sidecar/main.rs
+# The Python SDK's tests (tests/sdk.rs) run in a venv of pinned packages (scripts/python-env.sh).
+need python3 && python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 # Headless Chromium for the browser tests (tests/browser.rs), driven through chromedriver.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
@@ -29,3 +31,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# The SDK's test venv, cached by interpreter version and pins: no network once it exists.
+"$(dirname "$0")/python-env.sh" >/dev/null

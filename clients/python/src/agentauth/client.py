@@ -146,6 +146,9 @@ class AgentAuth:
                 _content_type="application/apply-patch+yaml",
             ),
         )
+        if not isinstance(obj, dict):
+            # Generated clients map only 200 to a body; an apply that created the object got 201.
+            obj = self._get(name)
         return ConnectedAccount.from_object(obj)
 
     def get_connected_account(self, name: str) -> ConnectedAccount:
@@ -475,7 +478,7 @@ class AgentAuth:
             page = self._kube(
                 f"list connectedaccounts in {self.namespace}",
                 lambda: self._objects.list_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, limit=500, var_continue=cont
+                    GROUP, VERSION, self.namespace, PLURAL, limit=500, _continue=cont
                 ),
             )
             out.extend(ConnectedAccount.from_object(o) for o in page.get("items") or [])
