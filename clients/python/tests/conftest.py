@@ -64,7 +64,8 @@ def mounted() -> list[str]:
 def admin() -> k8s.ApiClient:
     """An admin client, for what the SDK does not do (the test's own set-up and checks)."""
     _live()
-    return k8s_config.new_client_from_config()
+    api: k8s.ApiClient = k8s_config.new_client_from_config()
+    return api
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +123,8 @@ def when_ready(call: Callable[[], T], limit: float = 30.0) -> T:
 
 
 def raw_account(objects: k8s.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    obj = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    assert isinstance(obj, dict)
     return obj
 
 
@@ -148,13 +150,16 @@ def nobody(admin: k8s.ApiClient, auth: AgentAuth) -> AgentAuth:
     """An SDK client authenticated as a fresh ServiceAccount that no Role grants anything."""
     core = k8s.CoreV1Api(admin)
     name = "sdk-test-nobody"
-    core.create_namespaced_service_account(auth.namespace, {"metadata": {"name": name}})
+    sa = k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name=name))
+    core.create_namespaced_service_account(auth.namespace, sa)
+    spec = k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
     request = core.create_namespaced_service_account_token(
-        name, auth.namespace, {"spec": {"expirationSeconds": 3600}}
+        name, auth.namespace, k8s.AuthenticationV1TokenRequest(spec=spec)
     )
+    assert request.status is not None
     cfg = k8s.Configuration()
     cfg.host = admin.configuration.host
     cfg.ssl_ca_cert = admin.configuration.ssl_ca_cert
-    cfg.api_key = {"BearerToken": request.status.token}
+    cfg.api_key = {"BearerToken": str(request.status.token)}
     cfg.api_key_prefix = {"BearerToken": "Bearer"}
     return AgentAuth(namespace=auth.namespace, sidecar_url=auth.sidecar_url, api_client=k8s.ApiClient(cfg))

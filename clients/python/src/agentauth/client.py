@@ -463,7 +463,7 @@ class AgentAuth:
         return (found[0] if found else None), taken
 
     def _get(self, name: str) -> dict[str, Any]:
-        obj = self._kube(
+        obj: dict[str, Any] = self._kube(
             f"get connectedaccount {self.namespace}/{name}",
             lambda: self._objects.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, name
@@ -619,7 +619,8 @@ def _load_api_client(kubeconfig: str | None, context: str | None) -> k8s.ApiClie
             cfg = k8s.Configuration()
             k8s_config.load_incluster_config(client_configuration=cfg)
             return k8s.ApiClient(cfg)
-        return k8s_config.new_client_from_config(config_file=kubeconfig, context=context)
+        api: k8s.ApiClient = k8s_config.new_client_from_config(config_file=kubeconfig, context=context)
+        return api
     except (ConfigException, OSError) as e:
         raise AgentAuthError(
             f"no Kubernetes configuration: {e} (run in a pod, set KUBECONFIG, or pass kubeconfig=)",
@@ -639,9 +640,9 @@ def _default_namespace(kubeconfig: str | None, context: str | None) -> str:
     try:
         contexts, active = k8s_config.list_kube_config_contexts(kubeconfig)
         chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
-        ns = ((chosen or {}).get("context") or {}).get("namespace")
-        if ns:
-            return str(ns)
+        found = ((chosen or {}).get("context") or {}).get("namespace")
+        if found:
+            return str(found)
     except (ConfigException, OSError):
         pass
     return "default"
