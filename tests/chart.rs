@@ -399,12 +399,15 @@ fn rendered_defaults_and_options() {
         !env.contains_key("ALLOWED_REDIRECT_ORIGINS"),
         "no onward redirects by default"
     );
-    for kind in [
-        "PodDisruptionBudget",
-        "Ingress",
-        "NetworkPolicy",
-        "ServiceMonitor",
-    ] {
+    // The broker's NetworkPolicy is on by default (in-cluster peers only); the others are opt-in.
+    assert_eq!(
+        ids.iter()
+            .filter(|(k, _, _)| k == "NetworkPolicy")
+            .map(|(_, _, n)| n.as_str())
+            .collect::<Vec<_>>(),
+        [format!("{FULLNAME}-broker")],
+    );
+    for kind in ["PodDisruptionBudget", "Ingress", "ServiceMonitor"] {
         assert!(
             !ids.iter().any(|(k, _, _)| k == kind),
             "{kind} rendered by default"
@@ -596,6 +599,8 @@ async fn rendered_chart_passes_a_server_side_dry_run_cluster_wide() {
         format!("deployment.apps/{FULLNAME}"),
         format!("ingress.networking.k8s.io/{FULLNAME}-gateway"),
         format!("networkpolicy.networking.k8s.io/{FULLNAME}"),
+        format!("networkpolicy.networking.k8s.io/{FULLNAME}-broker"),
+        format!("service/{FULLNAME}-broker"),
         format!("poddisruptionbudget.policy/{FULLNAME}"),
     ]
     .into();
@@ -785,7 +790,11 @@ async fn install_upgrade_and_uninstall() {
         .collect();
     assert_eq!(
         ports,
-        BTreeMap::from([("admin".into(), 8081), ("gateway".into(), 8080)])
+        BTreeMap::from([
+            ("admin".into(), 8081),
+            ("broker".into(), 8082),
+            ("gateway".into(), 8080)
+        ])
     );
     let res = c.resources.clone().unwrap();
     assert!(res.requests.is_some_and(|r| r.contains_key("memory")));
@@ -1150,7 +1159,8 @@ async fn operator_serves_with_chart_rbac(client: &kube::Client, ns: &str, work_n
         .unwrap();
     let c = dep.spec.unwrap().template.spec.unwrap().containers[0].clone();
     let pod_name = format!("{FULLNAME}-0");
-    let (gw, admin) = (
+    let (gw, admin, broker) = (
+        agentauth_testcluster::free_port().unwrap(),
         agentauth_testcluster::free_port().unwrap(),
         agentauth_testcluster::free_port().unwrap(),
     );
@@ -1165,6 +1175,7 @@ async fn operator_serves_with_chart_rbac(client: &kube::Client, ns: &str, work_n
         let value = match name.as_str() {
             "GATEWAY_ADDR" => format!("127.0.0.1:{gw}"),
             "ADMIN_ADDR" => format!("127.0.0.1:{admin}"),
+            "BROKER_ADDR" => format!("127.0.0.1:{broker}"),
             "LOG_LEVEL" => "info,agent_auth_operator=debug,kube_runtime=debug".to_owned(),
             _ => value,
         };
