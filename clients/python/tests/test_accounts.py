@@ -11,6 +11,7 @@ from kubernetes import client as k8s
 
 from agentauth import (
     ACTIVE,
+    ConflictError,
     DISCONNECTED,
     FIELD_MANAGER,
     PENDING_AUTH,
@@ -79,6 +80,23 @@ def test_cluster_connections(auth: AgentAuth, cleanup: list[str]) -> None:
     b = auth.get_or_create_connected_account("platform-mail", "ivy")
     cleanup.append(b.name)
     assert b.name != a.name and b.connection_kind == "Connection"
+
+
+def test_delivery(auth: AgentAuth, connection: str, objects: k8s.CustomObjectsApi, cleanup: list[str]) -> None:
+    kim = auth.get_or_create_connected_account(connection, "kim", delivery="SecretAndBroker")
+    cleanup.append(kim.name)
+    assert kim.delivery == "SecretAndBroker"
+    assert auth.get_or_create_connected_account(connection, "kim").delivery == "SecretAndBroker"
+    # The SDK owns the field it applied, so it may change it.
+    assert auth.get_or_create_connected_account(connection, "kim", delivery="Broker").delivery == "Broker"
+    # A field another manager set is not taken over: the apply conflicts.
+    spec = {"connectionRef": {"name": connection}, "identifier": "liam", "delivery": "Secret"}
+    create_account(objects, auth.namespace, "liam-by-hand", spec)
+    cleanup.append("liam-by-hand")
+    with pytest.raises(ConflictError) as e:
+        auth.get_or_create_connected_account(connection, "liam", delivery="Broker")
+    assert e.value.status == 409 and "spec.delivery" in str(e.value)
+    assert auth.get_connected_account("liam-by-hand").delivery == "Secret"
 
 
 def test_get_and_list(auth: AgentAuth, connection: str, alice: ConnectedAccount) -> None:
