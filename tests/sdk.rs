@@ -29,7 +29,7 @@ use axum::http::{Method, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use common::dex::{self, Dex};
-use common::fixtures::{REACT, dex_connection, secret_text};
+use common::fixtures::{REACT, oauth_connection, secret_text};
 use common::operator::stack;
 use common::{eventually, setup};
 use harness::{ProviderApi, SidecarProcess, write_volume};
@@ -53,14 +53,8 @@ async fn python_sdk_quickstart_and_every_call() {
     let (client, ns, _, _) = env.parts();
     let kubeconfig = common::cluster().unwrap().kubeconfig_path().to_owned();
 
-    dex_connection(
-        client,
-        ns,
-        CONNECTION,
-        &s.dex,
-        &["openid", "email", "offline_access"],
-    )
-    .await;
+    let api = gmail_api().await;
+    gmail_connection(client, ns, &s.dex, &api).await;
     let conns: Api<Connection> = Api::namespaced(client.clone(), ns);
     eventually(REACT, "Connection Ready", || async {
         let c = conns.get(CONNECTION).await.ok()?;
@@ -79,13 +73,12 @@ async fn python_sdk_quickstart_and_every_call() {
     let site = sdk.path().join("site");
     let names = account_names(&python, &site, &users).await;
 
-    let api = gmail_api().await;
     let volumes = harness::temp_dir("sdk");
     let mut args = vec![format!("--api-base=google={}", api.base("google"))];
     for name in &names {
         let dir = volumes.path().join(name);
         write_volume(&dir, &[]);
-        // Dex is no catalog provider: the account is Gmail for the sidecar.
+        // `:google`: until the Secret arrives the volume is empty and names no provider.
         args.push(format!("--account={name}={}:google", dir.display()));
     }
     let sidecar = SidecarProcess::start(&args);
@@ -151,6 +144,27 @@ async fn python_sdk_quickstart_and_every_call() {
             assert!(!text.contains(t.as_str()), "an access token appears in {what}");
         }
     }
+}
+
+/// Connection [`CONNECTION`]: `provider: google` (the sidecar's Gmail tools and API base), with
+/// Dex's endpoints instead of Google's and Dex's scopes.
+async fn gmail_connection(client: &kube::Client, ns: &str, dex: &Dex, api: &ProviderApi) {
+    let oauth2 = json!({
+        "clientId": dex.next_client_id(),
+        "authorizationUrl": dex.authorization_url(),
+        "tokenUrl": dex.token_url(),
+        // Google's revocation endpoint is not on loopback; nothing is revoked in this test.
+        "revocationUrl": format!("{}/revoke", api.base("google")),
+        "scopes": ["openid", "offline_access"],
+        "legacyRedirectUri": true,
+    });
+    let extra = json!({
+        "provider": "google",
+        "authorizationLink": {"ttl": "1h"},
+        // Google keeps refresh tokens, Dex rotates them.
+        "refresh": {"rotation": {"policy": "Strict"}},
+    });
+    oauth_connection(client, ns, CONNECTION, &dex.client_secret, oauth2, extra).await;
 }
 
 /// The interpreter of the SDK's pinned test venv (created on first use, cached).
