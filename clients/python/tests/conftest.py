@@ -6,7 +6,9 @@ in the environment:
 
 - KUBECONFIG, AGENTAUTH_NAMESPACE, AGENTAUTH_SIDECAR_URL: what AgentAuth() reads;
 - AGENTAUTH_TEST_CONNECTION: the Connection (OAuth through Dex);
-- AGENTAUTH_TEST_IDENTIFIERS: the users whose accounts the sidecar mounts (comma-separated);
+- AGENTAUTH_TEST_IDENTIFIERS: the users whose accounts the sidecar may use (comma-separated;
+  mounted, or the only ones the sidecar's ServiceAccount may `use` in broker mode);
+- AGENTAUTH_TEST_BROKER=1: the sidecar is in broker mode;
 - AGENTAUTH_TEST_SIGNIN_URL: ``POST {"link", "user"}`` plays Dex user N through a link.
 
 Without them the live tests are skipped (`cargo test --test sdk` runs them all).
@@ -58,6 +60,14 @@ def mounted() -> list[str]:
     ids = [i for i in os.environ.get("AGENTAUTH_TEST_IDENTIFIERS", "").split(",") if i]
     assert len(ids) >= 2, "AGENTAUTH_TEST_IDENTIFIERS needs two identifiers"
     return ids
+
+
+@pytest.fixture(scope="session")
+def broker_mode() -> bool:
+    """The sidecar fetches credentials from the token broker (Connection `delivery: Broker`);
+    otherwise it mounts the accounts' Secrets."""
+    _live()
+    return os.environ.get("AGENTAUTH_TEST_BROKER") == "1"
 
 
 @pytest.fixture(scope="session")

@@ -99,10 +99,11 @@ def test_delivery(auth: AgentAuth, connection: str, objects: k8s.CustomObjectsAp
     assert auth.get_connected_account("liam-by-hand").delivery == "Secret"
 
 
-def test_get_and_list(auth: AgentAuth, connection: str, alice: ConnectedAccount) -> None:
+def test_get_and_list(auth: AgentAuth, connection: str, alice: ConnectedAccount, broker_mode: bool) -> None:
     got = auth.get_connected_account(alice.name)
-    assert got.state == ACTIVE and got.is_active and got.uid == alice.uid
-    assert got.secret_name == f"{alice.name}-credentials" and got.expires_at is not None
+    assert got.state == ACTIVE and got.is_active and got.uid == alice.uid and got.expires_at is not None
+    # `delivery: Broker` writes no agent Secret.
+    assert got.secret_name == (None if broker_mode else f"{alice.name}-credentials")
     assert got.authorization_link is None, "the link is spent"
     names = [a.name for a in auth.list_connected_accounts()]
     assert alice.name in names and names == sorted(names)

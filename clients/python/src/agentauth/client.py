@@ -54,6 +54,13 @@ DEFAULT_SIDECAR_URL = "http://127.0.0.1:8787"
 _SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 #: A link this close to its expiry is not handed out: the user would not get to use it.
 _LINK_MARGIN = timedelta(seconds=30)
+#: The proxy's headers for each way of naming an account (docs/sidecar.md).
+_SELECTION_HEADERS = {
+    "account": "X-Agentauth-Account",
+    "connected_account": "X-Agentauth-Connected-Account",
+    "connection": "X-Agentauth-Connection",
+    "identifier": "X-Agentauth-Identifier",
+}
 
 AccountRef = str | ConnectedAccount
 
@@ -306,40 +313,46 @@ class AgentAuth:
         (``/v1/proxy/{account}/{path}``): the sidecar adds the credential.
 
         ``path`` is below the provider's API base (``gmail/v1/users/me/profile``). The account is
-        named as for :meth:`execute_tool` (``connection_name`` + ``identifier`` are looked up in
-        the namespace). The provider's answer is returned as a ``requests.Response``; with
+        named as for :meth:`execute_tool`: an account of the SDK's namespace by name in the path;
+        ``namespace/name`` and ``connection_name`` + ``identifier`` (broker mode) beside it, as
+        ``/v1/proxy/_/...`` with the ``X-Agentauth-*`` headers. The provider's answer is returned
+        as a ``requests.Response``; with
         ``raise_for_status`` (default) a provider error becomes :class:`ProviderError`. Errors of
         the sidecar itself always raise.
         """
-        if connected_account is not None:
-            if connection_name is not None or identifier is not None:
-                raise InvalidInputError(
-                    "name the account one way: connected_account, or connection_name + identifier"
-                )
-            name = self._local_name(connected_account)
-        elif connection_name is not None and identifier is not None:
-            found, _ = self._find(connection_name, identifier, None)
-            if found is None:
-                raise NotFoundError(
-                    f"no ConnectedAccount of connection {connection_name!r} for identifier "
-                    f"{identifier!r} in namespace {self.namespace}",
-                    code="NotFound",
-                    status=404,
-                )
-            name = found.name
+        selection = self._selection(connected_account, connection_name, identifier)
+        params_out: dict[str, Any] = dict(params or {})
+        extra: dict[str, str] = {}
+        if selection.name is not None:
+            segment = selection.name
+        elif selection.params:
+            # `_`: the account is named beside the path (broker mode), in headers when they can
+            # carry the values, else in the query (the sidecar takes it out before forwarding).
+            segment = "_"
+            for key, value in selection.params.items():
+                if value.isascii() and value.isprintable():
+                    extra[_SELECTION_HEADERS[key]] = value
+                else:
+                    params_out[key] = value
         else:
             raise InvalidInputError(
                 "request() needs the account: connected_account, or connection_name + identifier"
             )
         resp = self._sidecar.proxy(
-            method.upper(), name, path, params=params, headers=headers, json=json, data=data
+            method.upper(),
+            segment,
+            path,
+            params=params_out or None,
+            headers={**(headers or {}), **extra},
+            json=json,
+            data=data,
         )
         if resp.status_code < 400:
             return resp
         if is_sidecar_error(resp):
             err = error_from_response(resp)
             if isinstance(err, NotActiveError):
-                raise self._not_active(err, Selection({"account": name}, name, name)) from None
+                raise self._not_active(err, selection) from None
             raise err
         if not raise_for_status:
             return resp
@@ -387,19 +400,6 @@ class AgentAuth:
                 f"{connection_name}/{identifier}",
             )
         return Selection({}, "the sidecar's only account for the tool")
-
-    def _local_name(self, account: AccountRef) -> str:
-        if isinstance(account, ConnectedAccount):
-            ns, name = account.namespace, account.name
-        elif "/" in account:
-            ns, _, name = account.partition("/")
-        else:
-            return account
-        if ns != self.namespace:
-            raise InvalidInputError(
-                f"request() reaches accounts of namespace {self.namespace} only, not {ns}/{name}"
-            )
-        return name
 
     def _not_active(self, err: NotActiveError, selection: Selection) -> NotActiveError:
         """The sidecar's not-active error with the account's state and pending link, when the
