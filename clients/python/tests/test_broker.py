@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentauth import AgentAuth, ConnectedAccount, ForbiddenError, NotFoundError
+from agentauth import AgentAuth, ConnectedAccount, ForbiddenError
 from conftest import when_ready
 
 
@@ -47,6 +47,8 @@ def test_an_account_the_pod_may_not_use(auth: AgentAuth, connection: str) -> Non
 
 
 def test_a_user_without_an_account(auth: AgentAuth, connection: str) -> None:
-    with pytest.raises(NotFoundError) as e:
+    # To a pod that may use some accounts only, a missing account looks like one it may not use:
+    # the broker tells whether an account exists only to those who may use it.
+    with pytest.raises(ForbiddenError) as e:
         auth.execute_tool("gmail_fetch_mails", {}, connection_name=connection, identifier="nobody-at-all")
-    assert e.value.code == "unknown_account"
+    assert e.value.code == "forbidden" and "nobody-at-all" in str(e.value)

@@ -9,6 +9,7 @@ from agentauth import (
     AgentAuth,
     AgentAuthError,
     ConnectedAccount,
+    ForbiddenError,
     InvalidInputError,
     NotActiveError,
     NotFoundError,
@@ -69,13 +70,15 @@ def test_provider_errors(auth: AgentAuth, alice: ConnectedAccount) -> None:
     assert "404" in str(t.value)
 
 
-def test_sidecar_errors(auth: AgentAuth, alice: ConnectedAccount) -> None:
+def test_sidecar_errors(auth: AgentAuth, alice: ConnectedAccount, broker_mode: bool) -> None:
     with pytest.raises(NotFoundError) as unknown:
         auth.execute_tool("no_such_tool", {}, connected_account=alice)
     assert unknown.value.code == "unknown_tool" and "no_such_tool" in str(unknown.value)
-    with pytest.raises(NotFoundError) as account:
+    # Mounted: no such account; broker mode: not one this pod may use (whether it exists is not
+    # told to a pod without the grant).
+    with pytest.raises(ForbiddenError if broker_mode else NotFoundError) as account:
         auth.execute_tool("gmail_fetch_mails", {}, connected_account="not-mounted")
-    assert account.value.code == "unknown_account"
+    assert account.value.code == ("forbidden" if broker_mode else "unknown_account")
     with pytest.raises(InvalidInputError) as bad:
         auth.execute_tool("gmail_fetch_mails", {"max_results": 500}, connected_account=alice)
     assert bad.value.code == "invalid_input" and "max_results" in str(bad.value)
