@@ -71,6 +71,11 @@ impl Broker {
             metrics,
         }
     }
+
+    /// Every cache the broker answers from has synced (part of `/readyz`).
+    pub fn synced(&self) -> bool {
+        self.cache.synced()
+    }
 }
 
 pub fn router(broker: Broker) -> Router {
