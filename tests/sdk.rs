@@ -167,8 +167,13 @@ async fn gmail_connection(client: &kube::Client, ns: &str, dex: &Dex, api: &Prov
     oauth_connection(client, ns, CONNECTION, &dex.client_secret, oauth2, extra).await;
 }
 
-/// The interpreter of the SDK's pinned test venv (created on first use, cached).
+/// The interpreter of the SDK's pinned test venv (created on first use, cached), or
+/// `$AGENTAUTH_SDK_TEST_PYTHON` (one with kubernetes, requests, pytest and setuptools installed),
+/// to try other Python or client versions.
 async fn python_env() -> PathBuf {
+    if let Some(python) = std::env::var_os("AGENTAUTH_SDK_TEST_PYTHON") {
+        return PathBuf::from(python);
+    }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/python-env.sh");
     let out = blocking(move || Command::new(script).stderr(Stdio::inherit()).output()).await;
     assert!(
