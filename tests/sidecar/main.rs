@@ -9,6 +9,7 @@
 //! sidecar's output for every credential the test used.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+mod broker_local;
 mod harness;
 mod trust;
 
