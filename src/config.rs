@@ -13,6 +13,10 @@ pub struct Config {
     pub gateway_url: url::Url,
     pub gateway_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The token broker's in-cluster listener.
+    pub broker_addr: SocketAddr,
+    /// The audience of the ServiceAccount tokens the broker accepts.
+    pub broker_audience: String,
     /// Identity used in Events and leases (the pod name in a cluster).
     pub instance: String,
     /// Run the controllers only while holding the Lease (needed when replicas > 1).

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod broker;
 pub mod config;
 pub mod controller;
 pub mod egress;
@@ -14,6 +15,8 @@ pub mod http;
 pub mod metrics;
 pub mod percent;
 pub mod plugin;
+pub mod projection;
+pub mod review;
 pub mod run;
 pub mod sidecar;
 pub mod signer;

@@ -84,6 +84,13 @@ struct RunArgs {
     /// Address of the admin listener (/healthz, /readyz, /metrics).
     #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:8081")]
     admin_addr: SocketAddr,
+    /// Address of the token broker (RFC 8693 token exchange for agent pods; in-cluster only, never
+    /// expose it publicly).
+    #[arg(long, env = "BROKER_ADDR", default_value = "0.0.0.0:8082")]
+    broker_addr: SocketAddr,
+    /// The audience agent pods' projected ServiceAccount tokens must carry for the broker.
+    #[arg(long, env = "BROKER_AUDIENCE", default_value = agent_auth_operator::broker::DEFAULT_AUDIENCE)]
+    broker_audience: String,
     /// This instance's name in Events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME", default_value = "agent-auth-operator")]
     instance: String,
@@ -189,6 +196,8 @@ async fn main() -> ExitCode {
                 gateway_url: args.gateway_url,
                 gateway_addr: args.gateway_addr,
                 admin_addr: args.admin_addr,
+                broker_addr: args.broker_addr,
+                broker_audience: args.broker_audience,
                 instance: args.instance,
                 leader_election: args.leader_election,
                 refresh_concurrency: usize::from(args.refresh_concurrency),

@@ -99,6 +99,14 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// The broker's decision label: one of a fixed set of outcomes, never a name or token.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `issued`, `invalid_request`, `unauthenticated`, `invalid_target`, `access_denied`,
+    /// `not_active` or `unavailable`.
+    pub outcome: &'static str,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Registry,
@@ -111,6 +119,8 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RouteLabels, Histogram>,
+    broker_requests: Family<OutcomeLabels, Counter>,
+    broker_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -170,8 +180,22 @@ impl Metrics {
             "Gateway latency by route",
             request_duration.clone(),
         );
+        let broker_requests = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "broker_requests",
+            "Token broker decisions by outcome",
+            broker_requests.clone(),
+        );
+        let broker_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "broker_request_duration_seconds",
+            "Token broker latency",
+            broker_duration.clone(),
+        );
         Self {
             registry,
+            broker_requests,
+            broker_duration,
             accounts,
             known: Mutex::default(),
             token_expiry,
@@ -223,6 +247,12 @@ impl Metrics {
                 self.token_expiry.remove(&key);
             }
         }
+    }
+
+    /// Counts one broker decision and its latency.
+    pub fn broker_request(&self, outcome: &'static str, elapsed: Duration) {
+        self.broker_requests.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.broker_duration.observe(elapsed.as_secs_f64());
     }
 
     /// Forgets a deleted account.
@@ -296,10 +326,7 @@ impl Metrics {
 }
 
 fn state_name(state: AccountState) -> String {
-    serde_json::to_value(state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    state.as_str().to_owned()
 }
 
 #[cfg(test)]

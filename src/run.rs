@@ -1,5 +1,5 @@
-//! `agent-auth-operator run`: wires the controller, the gateway and the admin listener together and
-//! stops them all on SIGTERM/SIGINT.
+//! `agent-auth-operator run`: wires the controller, the gateway, the token broker and the admin
+//! listener together and stops them all on SIGTERM/SIGINT.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::signer::Signer;
 use crate::store::operator_copy::CredentialStore;
 use crate::store::signing_key;
-use crate::{admin, controller, gateway};
+use crate::{admin, broker, controller, gateway};
 
 /// Name of the Lease that elects the replica running the controllers.
 const LEASE_NAME: &str = "agent-auth-operator";
@@ -54,6 +54,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         cache: gateway::cache::Cache::start(&client, &config.watch_namespaces),
     };
     let gateway = gateway::serve(gw, config.gateway_addr, shutdown.clone());
+    let broker = broker::Broker::start(
+        &client,
+        &config.broker_audience,
+        &config.watch_namespaces,
+        &config.namespace,
+        metrics.clone(),
+    );
+    let broker = broker::serve(broker, config.broker_addr, shutdown.clone());
     let admin = admin::serve(config.admin_addr, ready_rx, metrics.clone(), shutdown.clone());
     let shared = controller::Shared::new(&client, &config);
     let controllers = controller::Controllers {
@@ -71,8 +79,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             controllers.run(shutdown.clone()).await.map_err(RunError::from)
         }
     };
-    let (g, a, c) = tokio::join!(gateway, admin, controllers);
+    let (g, b, a, c) = tokio::join!(gateway, broker, admin, controllers);
     g?;
+    b?;
     a?;
     c?;
     tracing::info!("stopped");

@@ -1150,7 +1150,8 @@ async fn operator_serves_with_chart_rbac(client: &kube::Client, ns: &str, work_n
         .unwrap();
     let c = dep.spec.unwrap().template.spec.unwrap().containers[0].clone();
     let pod_name = format!("{FULLNAME}-0");
-    let (gw, admin) = (
+    let (gw, admin, broker) = (
+        agentauth_testcluster::free_port().unwrap(),
         agentauth_testcluster::free_port().unwrap(),
         agentauth_testcluster::free_port().unwrap(),
     );
@@ -1165,6 +1166,7 @@ async fn operator_serves_with_chart_rbac(client: &kube::Client, ns: &str, work_n
         let value = match name.as_str() {
             "GATEWAY_ADDR" => format!("127.0.0.1:{gw}"),
             "ADMIN_ADDR" => format!("127.0.0.1:{admin}"),
+            "BROKER_ADDR" => format!("127.0.0.1:{broker}"),
             "LOG_LEVEL" => "info,agent_auth_operator=debug,kube_runtime=debug".to_owned(),
             _ => value,
         };

@@ -553,6 +553,8 @@ pub struct Operator {
     kubeconfig: PathBuf,
     gateway_port: u16,
     admin_port: u16,
+    /// `--broker-addr`, when this build has a broker.
+    broker_port: Option<u16>,
     /// `--refresh-concurrency` (or `REFRESH_CONCURRENCY`).
     pub refresh_limit: usize,
     /// Whether this build has `--refresh-concurrency`.
@@ -574,12 +576,14 @@ impl Operator {
             .output()
             .map_err(|e| format!("{}: {e}", bin.display()))?;
         let refresh_flag = String::from_utf8_lossy(&help.stdout).contains("--refresh-concurrency");
+        let broker_flag = String::from_utf8_lossy(&help.stdout).contains("--broker-addr");
         Ok(Operator {
             bin,
             dir: env.cluster.dir().to_owned(),
             kubeconfig: env.operator_kubeconfig.clone(),
             gateway_port: free_port()?,
             admin_port: free_port()?,
+            broker_port: if broker_flag { Some(free_port()?) } else { None },
             refresh_limit,
             refresh_flag,
             proc: None,
@@ -597,6 +601,11 @@ impl Operator {
 
     pub fn admin_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// The token broker, when this build has one.
+    pub fn broker_url(&self) -> Option<String> {
+        self.broker_port.map(|p| format!("http://127.0.0.1:{p}"))
     }
 
     pub fn running(&self) -> bool {
@@ -626,6 +635,9 @@ impl Operator {
             "--log-format=json".to_owned(),
             "--log-level=info".to_owned(),
         ];
+        if let Some(port) = self.broker_port {
+            args.push(format!("--broker-addr=127.0.0.1:{port}"));
+        }
         if self.refresh_flag {
             args.push(format!("--refresh-concurrency={}", self.refresh_limit));
         }

@@ -61,6 +61,11 @@ pub struct ConnectedAccountSpec {
     /// a new authorization link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disconnected: Option<bool>,
+
+    /// Overrides the Connection's `delivery` for this account: `Secret`, `Broker` (no agent Secret;
+    /// pods ask the token broker) or `SecretAndBroker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<super::Delivery>,
 }
 
 /// A reference to a Connection in the same namespace, or to a ClusterConnection.
@@ -117,6 +122,20 @@ pub enum AccountState {
     Error,
 }
 
+impl AccountState {
+    /// `ACTIVE`, `PENDING_AUTH`, ... as in the CRD (and in metrics and the broker's answers).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::PendingAuth => "PENDING_AUTH",
+            AccountState::PendingVerification => "PENDING_VERIFICATION",
+            AccountState::Active => "ACTIVE",
+            AccountState::Expired => "EXPIRED",
+            AccountState::Disconnected => "DISCONNECTED",
+            AccountState::Error => "ERROR",
+        }
+    }
+}
+
 /// Observed state of a ConnectedAccount. Never contains credential material.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -154,4 +173,16 @@ pub struct ConnectedAccountStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AccountState::*;
+
+    #[test]
+    fn state_names_are_the_serialized_ones() {
+        for s in [PendingAuth, PendingVerification, Active, Expired, Disconnected, Error] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
 }

@@ -83,6 +83,13 @@ pub struct ConnectionSpec {
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("must be an http(s) URL"))]
     #[schemars(length(max = 2048))]
     pub success_redirect_url: Option<String>,
+
+    /// How agent pods get the credentials of this Connection's accounts: `Secret` (default; a
+    /// Secret per account to mount), `Broker` (no Secret; pods exchange their ServiceAccount token at
+    /// the operator's token broker, authorized by RBAC verb `use` on `connectedaccounts`) or
+    /// `SecretAndBroker`. An account's own `spec.delivery` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<super::Delivery>,
 }
 
 /// The rules every Connection-like kind (Connection, ClusterConnection) checks at admission: the

@@ -7,6 +7,7 @@ mod cluster_connection;
 pub mod conditions;
 mod connected_account;
 mod connection;
+mod delivery;
 mod duration;
 mod methods;
 mod reason;
@@ -28,6 +29,7 @@ pub use methods::{
     JwtExchange, VerificationSettings, VerifyRequest,
 };
 
+pub use delivery::Delivery;
 pub use duration::{DURATION_PATTERN, Duration, InvalidDuration};
 pub use reason::Reason;
 pub use secret_key_ref::SecretKeyRef;

@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::attempt::{AttemptState, Rotation};
 use super::schedule;
-use crate::api::{AccountState, ConnectedAccount, REAUTHORIZE_ANNOTATION, Reason};
+use crate::api::{AccountState, ConnectedAccount, Delivery, REAUTHORIZE_ANNOTATION, Reason};
 use crate::signer::LinkClaims;
 use crate::store::Record;
 use crate::store::agent_secret::Ownership;
@@ -25,6 +25,8 @@ pub struct ConnectionView {
     pub rotation: Rotation,
     /// How long a refresh may take before its outcome counts as unknown.
     pub refresh_timeout: SignedDuration,
+    /// The Connection's `spec.delivery` (an account's own wins).
+    pub delivery: Option<Delivery>,
 }
 
 /// Where an account's credential comes from.
@@ -94,12 +96,14 @@ pub struct Plan {
     pub state: AccountState,
     pub conditions: Vec<Cond>,
     pub link: LinkPlan,
+    /// How the credential reaches agents; an agent Secret exists only when it `writes_secret`.
+    pub delivery: Delivery,
     /// Write the agent Secret from the record's tokens.
     pub publish: bool,
     /// `spec.disconnected`: revoke and delete every copy of the credentials.
     pub remove_credentials: bool,
-    /// The agent Secret is ours but the operator's copy holds no credential (deleted by hand):
-    /// delete it, so that status and Secret agree.
+    /// The agent Secret is ours but the operator's copy holds no credential (deleted by hand), or
+    /// delivery no longer writes one: delete it, so that status and Secret agree.
     pub unpublish: bool,
     pub next_refresh_at: Option<Timestamp>,
     /// Reconcile again after this long (timed work: refresh, link expiry, retry).
@@ -115,7 +119,7 @@ pub fn refresh_due(o: &Facts<'_>) -> bool {
     let Ok(conn) = o.connection else {
         return false;
     };
-    if o.account.spec.disconnected == Some(true) || o.secret == Ownership::Foreign {
+    if o.account.spec.disconnected == Some(true) || (o.secret == Ownership::Foreign && delivery(o).writes_secret()) {
         return false;
     }
     let retry_ok = o.refresh_failure.is_none_or(|f| f.retry_at <= o.now);
@@ -157,11 +161,21 @@ fn renewal_at(
 /// How often a credential copied from `spec.credentialsRef` is compared with its Secret.
 pub const SECRET_REF_RECHECK: Duration = Duration::from_secs(300);
 
+/// The account's delivery, with its Connection's as the default.
+pub fn delivery(o: &Facts<'_>) -> Delivery {
+    Delivery::effective(
+        o.account.spec.delivery,
+        o.connection.ok().and_then(|c| c.delivery),
+    )
+}
+
 pub fn decide(o: &Facts<'_>) -> Plan {
+    let delivery = delivery(o);
     let mut plan = Plan {
         state: AccountState::PendingAuth,
         conditions: Vec::new(),
         link: LinkPlan::Clear,
+        delivery,
         publish: false,
         remove_credentials: false,
         unpublish: false,
@@ -185,7 +199,7 @@ pub fn decide(o: &Facts<'_>) -> Plan {
             return plan;
         }
     };
-    if o.secret == Ownership::Foreign {
+    if o.secret == Ownership::Foreign && delivery.writes_secret() {
         plan.state = AccountState::Error;
         plan.conditions.push(not_ready(
             Reason::SecretConflict,
@@ -196,7 +210,7 @@ pub fn decide(o: &Facts<'_>) -> Plan {
     }
 
     let tokens = usable_tokens(o.record);
-    plan.unpublish = o.record.tokens.is_none() && o.secret == Ownership::Ours;
+    plan.unpublish = (o.record.tokens.is_none() || !delivery.writes_secret()) && o.secret == Ownership::Ours;
     // Compared with what was asked for when the user authorized: providers legitimately grant
     // fewer (or drop meta scopes such as `offline_access`), which must not loop re-authorizations.
     let asked = |t: &'_ crate::store::TokenSet| -> Vec<String> {
@@ -306,7 +320,7 @@ pub fn decide(o: &Facts<'_>) -> Plan {
                 true if !interactive => AccountState::Error,
                 true => AccountState::Expired,
             };
-            plan.publish = !o.secret_current;
+            plan.publish = delivery.writes_secret() && !o.secret_current;
             let retry_at = o.refresh_failure.map(|f| f.retry_at);
             plan.next_refresh_at = renewal_at(conn, t, o.account)
                 .filter(|_| !client_moved(conn, o.record) && !stranded && !o.attempt.busy())
@@ -347,8 +361,10 @@ pub fn decide(o: &Facts<'_>) -> Plan {
                 )
             } else if plan.link != LinkPlan::Clear {
                 ready(Reason::Active, "credentials are valid; a re-authorization link is waiting for the user")
-            } else {
+            } else if delivery.writes_secret() {
                 ready(Reason::Active, "credentials are valid and published")
+            } else {
+                ready(Reason::Active, "credentials are valid and served by the token broker")
             });
             let renews = plan.next_refresh_at.is_some() || o.refresh_failure.is_some() || stranded;
             plan.conditions

@@ -81,6 +81,7 @@ pub fn connection(
             .map(|s| s.grant()),
         scopes: settings.map(|s| s.scopes).unwrap_or_default(),
         rotation: rotation(&conn),
+        delivery: conn.spec.delivery,
         // The schema bounds it; clamped again so no edited-around value reaches the arithmetic.
         refresh_timeout: duration(conn.spec.refresh.as_ref().and_then(|r| r.timeout.as_ref()))
             .unwrap_or(DEFAULT_REFRESH_TIMEOUT)

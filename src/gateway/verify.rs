@@ -13,10 +13,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, UserInfo};
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::ResourceExt;
-use kube::api::{Api, PostParams};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -166,52 +164,16 @@ fn unavailable() -> Response {
 
 /// Who the token belongs to, if the API server accepts it.
 async fn authenticate(gw: &Gateway, token: &str) -> Result<Option<UserInfo>, Response> {
-    let review = TokenReview {
-        spec: TokenReviewSpec {
-            token: token.to_owned(),
-            audiences: None,
-        },
-        ..Default::default()
-    };
-    let api: Api<TokenReview> = Api::all(gw.client.clone());
-    match api.create(&PostParams::default(), &review).await {
-        Ok(r) => Ok(r
-            .status
-            .filter(|s| s.authenticated == Some(true))
-            .and_then(|s| s.user)),
-        Err(e) => {
-            tracing::warn!(error = %e, "TokenReview failed");
-            Err(unavailable())
-        }
-    }
+    crate::review::authenticate(&gw.client, token, None).await.map_err(|e| {
+        tracing::warn!(error = %e, "TokenReview failed");
+        unavailable()
+    })
 }
 
 /// Whether `user` may `verify` the account, by the cluster's RBAC.
 async fn authorize(gw: &Gateway, user: &UserInfo, ns: &str, name: &str) -> Result<bool, Response> {
-    let review = SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: user.username.clone(),
-            uid: user.uid.clone(),
-            groups: user.groups.clone(),
-            extra: user.extra.clone(),
-            resource_attributes: Some(ResourceAttributes {
-                group: Some(crate::api::GROUP.to_owned()),
-                resource: Some("connectedaccounts".into()),
-                verb: Some(VERB.into()),
-                namespace: Some(ns.to_owned()),
-                name: Some(name.to_owned()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let api: Api<SubjectAccessReview> = Api::all(gw.client.clone());
-    match api.create(&PostParams::default(), &review).await {
-        Ok(r) => Ok(r.status.is_some_and(|s| s.allowed)),
-        Err(e) => {
-            tracing::warn!(error = %e, "SubjectAccessReview failed");
-            Err(unavailable())
-        }
-    }
+    crate::review::may(&gw.client, user, VERB, ns, name).await.map_err(|e| {
+        tracing::warn!(error = %e, "SubjectAccessReview failed");
+        unavailable()
+    })
 }

@@ -50,12 +50,15 @@ pub struct Operator {
     kubeconfig: PathBuf,
     gateway_port: u16,
     admin_port: u16,
+    broker_port: u16,
     options: OperatorOptions,
     /// The public gateway URL (redirect URIs point here).
     pub gateway_url: String,
     /// This process's own gateway address (differs from `gateway_url` for extra replicas).
     pub local_gateway_url: String,
     pub admin_url: String,
+    /// The token broker (`POST /token`).
+    pub broker_url: String,
 }
 
 impl Operator {
@@ -64,7 +67,7 @@ impl Operator {
     }
 
     pub fn start_with(cluster: &Cluster, options: OperatorOptions) -> Result<Operator, String> {
-        let (gateway_port, admin_port) = (free_port()?, free_port()?);
+        let (gateway_port, admin_port, broker_port) = (free_port()?, free_port()?, free_port()?);
         let instance = options.instance.clone().unwrap_or_else(|| "operator".into());
         let dir = cluster.dir().join(&instance);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -76,6 +79,8 @@ impl Operator {
             kubeconfig: cluster.kubeconfig_path().to_owned(),
             gateway_port,
             admin_port,
+            broker_port,
+            broker_url: format!("http://127.0.0.1:{broker_port}"),
             gateway_url: options.gateway_url.clone().unwrap_or_else(|| local.clone()),
             local_gateway_url: local,
             admin_url: format!("http://127.0.0.1:{admin_port}"),
@@ -101,6 +106,7 @@ impl Operator {
             format!("--gateway-url={}", self.gateway_url),
             format!("--gateway-addr=127.0.0.1:{}", self.gateway_port),
             format!("--admin-addr=127.0.0.1:{}", self.admin_port),
+            format!("--broker-addr=127.0.0.1:{}", self.broker_port),
             "--log-format=json".to_owned(),
             "--log-level=info,agent_auth_operator=debug".to_owned(),
             // The test providers run on 127.0.0.1: allowed explicitly, through the flags a user

@@ -37,11 +37,16 @@ pub async fn publish(
     }
     if plan.unpublish {
         // The operator's copy is gone (deleted by hand): the agent Secret cannot be renewed or
-        // revoked any more, so it goes too, and status and Secret agree.
+        // revoked any more, so it goes too, and status and Secret agree. Or the account moved to
+        // `delivery: Broker`, which keeps credentials out of agent namespaces.
         agent_secret::delete(&api, &observed.secret_name)
             .await
             .map_err(Error::DeleteSecret)?;
-        tracing::warn!("the operator's copy is missing; removed the agent Secret");
+        if plan.delivery.writes_secret() {
+            tracing::warn!("the operator's copy is missing; removed the agent Secret");
+        } else {
+            tracing::info!("delivery is Broker; removed the agent Secret");
+        }
     }
     // `decide` plans no publication for a foreign Secret; the ownership that observe (and
     // `confirm_secret` after renewal) found is final.

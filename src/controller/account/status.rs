@@ -49,7 +49,10 @@ pub fn build_status(
         state: Some(plan.state),
         authorization_link: link.url,
         authorization_link_expires_at: link.expires_at,
-        secret_name: Some(observed.secret_name.clone()),
+        secret_name: plan
+            .delivery
+            .writes_secret()
+            .then(|| observed.secret_name.clone()),
         expires_at: tokens.and_then(|t| t.expires_at).map(Time),
         next_refresh_at: plan.next_refresh_at.filter(|_| tokens.is_some()).map(Time),
         last_refreshed_at: tokens.map(|t| Time(t.obtained_at)),

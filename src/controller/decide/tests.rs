@@ -30,6 +30,7 @@ pub(super) fn conn() -> ConnectionView {
         grant: None,
         rotation: Rotation::Strict,
         refresh_timeout: SignedDuration::from_secs(60),
+        delivery: None,
     }
 }
 
@@ -145,6 +146,33 @@ fn completed_link_makes_the_account_active_and_publishes() {
     c.secret = Ownership::Ours;
     c.secret_current = true;
     assert!(!c.plan().publish, "nothing to write when the Secret is current");
+}
+
+#[test]
+fn broker_delivery_writes_no_secret_removes_ours_and_ignores_foreign_names() {
+    use crate::api::Delivery;
+    let mut c = Case::new();
+    c.record = Record {
+        tokens: Some(tokens(0, 3600)),
+        ..Default::default()
+    };
+    c.conn = Ok(ConnectionView {
+        delivery: Some(Delivery::Broker),
+        ..conn()
+    });
+    let p = c.plan();
+    assert_eq!((p.state, p.delivery, p.publish, p.unpublish), (AccountState::Active, Delivery::Broker, false, false));
+    c.secret = Ownership::Ours;
+    assert!(c.plan().unpublish, "a Secret written before the switch to Broker goes");
+    c.secret = Ownership::Foreign;
+    assert_eq!(c.plan().state, AccountState::Active, "a foreign Secret of the name is none of its business");
+    c.now = t(3590);
+    assert!(refresh_due(&c.observed()), "and does not stop renewal");
+    c.now = t(0);
+    c.account.spec.delivery = Some(Delivery::SecretAndBroker);
+    assert_eq!(c.plan().state, AccountState::Error, "the account's own delivery wins and needs the Secret");
+    c.secret = Ownership::Missing;
+    assert!(c.plan().publish);
 }
 
 #[test]

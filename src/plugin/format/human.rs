@@ -8,8 +8,7 @@ use crate::api::AccountState;
 
 /// `ACTIVE`, `PENDING_AUTH`, ... as in the CRD; `None` before the operator wrote a status.
 pub fn state_name(state: Option<AccountState>) -> Option<String> {
-    let value = serde_json::to_value(state?).ok()?;
-    value.as_str().map(str::to_owned)
+    state.map(|s| s.as_str().to_owned())
 }
 
 pub(super) fn condition_text(c: &Condition) -> String {

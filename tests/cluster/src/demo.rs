@@ -110,7 +110,7 @@ pub fn run(operator_bin: &Path, non_interactive: bool) -> Result<(), String> {
         let _ = run_kubectl(&["create", "namespace", ns], None);
     }
 
-    let (gateway_port, admin_port) = (free_port()?, free_port()?);
+    let (gateway_port, admin_port, broker_port) = (free_port()?, free_port()?, free_port()?);
     let gateway_url = format!("http://127.0.0.1:{gateway_port}");
     let dex = Dex::start_with(
         &format!("{gateway_url}/oauth/callback/ns/demo/dex"),
@@ -126,6 +126,7 @@ pub fn run(operator_bin: &Path, non_interactive: bool) -> Result<(), String> {
         format!("--gateway-url={gateway_url}"),
         format!("--gateway-addr=127.0.0.1:{gateway_port}"),
         format!("--admin-addr=127.0.0.1:{admin_port}"),
+        format!("--broker-addr=127.0.0.1:{broker_port}"),
         // Dex and the demo's form check run on loopback: allowed explicitly, as a user would.
         "--egress-allow=127.0.0.1/32".to_owned(),
         "--connection-host-allow=127.0.0.1".to_owned(),

@@ -1,0 +1,176 @@
+//! Who is calling, and may it use the account: TokenReview and SubjectAccessReview answers, kept
+//! for [`TTL`] in bounded caches so that the hot path makes no API call.
+//!
+//! Guarantees: a token is accepted only if the API server authenticated it for the broker's
+//! audience and it names a ServiceAccount; a cached acceptance never outlives the token's own
+//! `exp`; caches hold a SHA-256 of the token, never the token; each cache holds at most
+//! [`CAPACITY`] answers, so a flood of garbage tokens costs bounded memory (and one TokenReview
+//! each). Caveat: revoking a token, deleting its pod, or removing an RBAC grant takes effect within
+//! [`TTL`], as with the API server's own webhook-authorizer caches.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::UserInfo;
+use moka::sync::Cache;
+
+use super::refusal::Refusal;
+
+/// How long an answer of the API server is reused.
+pub const TTL: Duration = Duration::from_secs(10);
+/// Most answers kept per cache.
+const CAPACITY: u64 = 20_000;
+/// `system:serviceaccount:<namespace>:<name>`.
+const SA_PREFIX: &str = "system:serviceaccount:";
+
+/// An authenticated ServiceAccount.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: UserInfo,
+    pub namespace: String,
+    /// `<namespace>/<name>`, for logs.
+    pub service_account: String,
+}
+
+impl Caller {
+    fn from_user(user: UserInfo) -> Option<Caller> {
+        let rest = user.username.as_deref()?.strip_prefix(SA_PREFIX)?;
+        let (namespace, name) = rest.split_once(':')?;
+        Some(Caller {
+            namespace: namespace.to_owned(),
+            service_account: format!("{namespace}/{name}"),
+            user,
+        })
+    }
+}
+
+#[derive(Clone)]
+struct Cached<T> {
+    value: T,
+    until: Instant,
+}
+
+/// The cached reviews.
+#[derive(Clone)]
+pub struct Identity {
+    client: kube::Client,
+    audience: Arc<str>,
+    tokens: Cache<[u8; 32], Cached<Option<Arc<Caller>>>>,
+    grants: Cache<(String, String, String), Cached<bool>>,
+}
+
+impl Identity {
+    pub fn new(client: kube::Client, audience: &str) -> Identity {
+        Identity {
+            client,
+            audience: audience.into(),
+            tokens: Cache::builder().max_capacity(CAPACITY).time_to_live(TTL).build(),
+            grants: Cache::builder().max_capacity(CAPACITY).time_to_live(TTL).build(),
+        }
+    }
+
+    /// The ServiceAccount `token` belongs to.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Caller>, Refusal> {
+        let key: [u8; 32] = {
+            use sha2::Digest;
+            sha2::Sha256::digest(token.as_bytes()).into()
+        };
+        let now = Instant::now();
+        if let Some(hit) = self.tokens.get(&key).filter(|c| c.until > now) {
+            return hit.value.ok_or(Refusal::Unauthenticated);
+        }
+        let user = crate::review::authenticate(&self.client, token, Some(&self.audience))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "broker: TokenReview failed");
+                Refusal::Unavailable("the API server did not answer the TokenReview; try again")
+            })?;
+        let caller = user.and_then(Caller::from_user).map(Arc::new);
+        let until = now + caller.as_ref().map_or(TTL, |_| lifetime(token).min(TTL));
+        self.tokens.insert(
+            key,
+            Cached {
+                value: caller.clone(),
+                until,
+            },
+        );
+        caller.ok_or(Refusal::Unauthenticated)
+    }
+
+    /// Whether `caller` may `use` the ConnectedAccount `ns/name`.
+    pub async fn may_use(&self, caller: &Caller, ns: &str, name: &str) -> Result<bool, Refusal> {
+        let key = (
+            format!("{}\0{}", caller.service_account, caller.user.uid.as_deref().unwrap_or_default()),
+            ns.to_owned(),
+            name.to_owned(),
+        );
+        let now = Instant::now();
+        if let Some(hit) = self.grants.get(&key).filter(|c| c.until > now) {
+            return Ok(hit.value);
+        }
+        let allowed = crate::review::may(&self.client, &caller.user, super::VERB, ns, name)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "broker: SubjectAccessReview failed");
+                Refusal::Unavailable("the API server did not answer the SubjectAccessReview; try again")
+            })?;
+        self.grants.insert(
+            key,
+            Cached {
+                value: allowed,
+                until: now + TTL,
+            },
+        );
+        Ok(allowed)
+    }
+}
+
+/// How long the JWT `token` still lives by its `exp` claim (zero when unknown). Read without
+/// checking the signature: the API server has just accepted the token; this only keeps the
+/// cache from outliving it.
+fn lifetime(token: &str) -> Duration {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        exp: u64,
+    }
+    let exp = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice::<Claims>(&b).ok())
+        .map(|c| c.exp);
+    let now = jiff::Timestamp::now().as_second().max(0).unsigned_abs();
+    Duration::from_secs(exp.map_or(0, |e| e.saturating_sub(now)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn jwt(exp: i64) -> String {
+        let e = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.sig", e(serde_json::json!({"alg": "RS256"})), e(serde_json::json!({"exp": exp})))
+    }
+
+    #[test]
+    fn a_cached_acceptance_never_outlives_the_token() {
+        let now = jiff::Timestamp::now().as_second();
+        assert!(lifetime(&jwt(now + 3600)) > TTL);
+        assert_eq!(lifetime(&jwt(now - 5)), Duration::ZERO);
+        assert_eq!(lifetime("garbage"), Duration::ZERO);
+    }
+
+    #[test]
+    fn only_service_accounts_are_callers() {
+        let user = |name: &str| UserInfo {
+            username: Some(name.into()),
+            ..Default::default()
+        };
+        let c = Caller::from_user(user("system:serviceaccount:team-a:agent")).unwrap();
+        assert_eq!((c.namespace.as_str(), c.service_account.as_str()), ("team-a", "team-a/agent"));
+        assert!(Caller::from_user(user("alice@example.com")).is_none());
+        assert!(Caller::from_user(user("system:serviceaccount:broken")).is_none());
+    }
+}

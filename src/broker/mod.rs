@@ -1,0 +1,211 @@
+//! The token broker: RFC 8693 token exchange for agent pods, on its own in-cluster listener.
+//!
+//! An agent pod sends its projected ServiceAccount token (audience `--broker-audience`) and names
+//! an account, by `resource=agentauth://<namespace>/<name>` or by `audience=<connection>` and
+//! `identifier=<user>`; it gets the account's current access token back. The pipeline, one
+//! refusal per step: parse -> authenticate (TokenReview) -> resolve (cache) -> authorize
+//! (SubjectAccessReview, verb `use` on the ConnectedAccount) -> deliver (delivery allows the
+//! broker, the account is ACTIVE, a current token exists) -> answer.
+//!
+//! Guarantees: refresh tokens and client secrets never leave the operator (the broker's cache
+//! holds none); a caller learns whether an account exists only where it may `use` accounts; every
+//! decision is counted by outcome, and refusals are logged with the ServiceAccount and the
+//! account, never a token. Every replica serves the broker from its own caches; only the
+//! reviews' answers are fetched, and those are cached for [`identity::TTL`].
+
+mod answer;
+pub mod cache;
+mod identity;
+mod refusal;
+pub mod request;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use jiff::Timestamp;
+
+use crate::api::{AccountState, Delivery};
+use cache::{AccountEntry, Cache, Match};
+use identity::{Caller, Identity};
+use refusal::Refusal;
+use request::{Exchange, Target};
+
+/// The RBAC verb a ServiceAccount needs on `connectedaccounts` to get an account's token.
+pub const VERB: &str = "use";
+/// The default audience of the projected tokens the broker accepts.
+pub const DEFAULT_AUDIENCE: &str = "agentauth.dev";
+/// Largest request body: a token exchange is a few kilobytes.
+const BODY_LIMIT: usize = 16 * 1024;
+
+/// What the broker's handlers share.
+#[derive(Clone)]
+pub struct Broker {
+    identity: Identity,
+    cache: Cache,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Broker {
+    /// Starts the broker's watches (see [`Cache::start`]).
+    pub fn start(
+        client: &kube::Client,
+        audience: &str,
+        namespaces: &[String],
+        operator_ns: &str,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Broker {
+        Broker {
+            identity: Identity::new(client.clone(), audience),
+            cache: Cache::start(client, namespaces, operator_ns),
+            metrics,
+        }
+    }
+}
+
+pub fn router(broker: Broker) -> Router {
+    Router::new()
+        .route("/token", post(token))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { Refusal::UnknownTarget("no such endpoint; exchange tokens at POST /token".into()) })
+        .with_state(broker)
+}
+
+/// Serves the broker on `addr` until `shutdown`.
+pub async fn serve(
+    broker: Broker,
+    addr: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "token broker listening");
+    axum::serve(listener, router(broker)).with_graceful_shutdown(shutdown).await
+}
+
+/// `POST /token`.
+async fn token(State(broker): State<Broker>, request: Request) -> Response {
+    let started = Instant::now();
+    let (outcome, response) = match exchange(&broker, request).await {
+        Ok(body) => {
+            let mut r = axum::Json(body).into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            ("issued", r)
+        }
+        Err(refusal) => (refusal.outcome(), refusal.into_response()),
+    };
+    broker.metrics.broker_request(outcome, started.elapsed());
+    response
+}
+
+async fn exchange(broker: &Broker, request: Request) -> Result<serde_json::Value, Refusal> {
+    let exchange = read(request).await?;
+    if !broker.cache.synced() {
+        return Err(Refusal::Unavailable("the broker is starting; try again"));
+    }
+    let caller = broker.identity.authenticate(&exchange.subject_token).await?;
+    let entry = resolve(broker, &caller, &exchange.target).await?;
+    let allowed = broker.identity.may_use(&caller, &entry.namespace, &entry.name).await?;
+    if !allowed {
+        tracing::info!(service_account = %caller.service_account, namespace = %entry.namespace, account = %entry.name, "broker: refused, no RBAC grant to use the account");
+        return Err(Refusal::Denied);
+    }
+    let body = deliver(broker, &entry, Timestamp::now()).inspect_err(|r| {
+        tracing::info!(service_account = %caller.service_account, namespace = %entry.namespace, account = %entry.name, outcome = r.outcome(), "broker: refused");
+    })?;
+    tracing::debug!(service_account = %caller.service_account, namespace = %entry.namespace, account = %entry.name, "broker: token issued");
+    Ok(body)
+}
+
+/// The form body, bounded and of the right type.
+async fn read(request: Request) -> Result<Exchange, Refusal> {
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(Refusal::NotForm);
+    }
+    let body: Body = request.into_body();
+    let bytes = axum::body::to_bytes(body, BODY_LIMIT)
+        .await
+        .map_err(|_| Refusal::TooLarge)?;
+    request::parse(&bytes)
+}
+
+/// The account the target names. Whether an account exists is told only to callers that may use
+/// accounts there: a lookup by user that finds nothing answers `access_denied` unless the caller
+/// may `use` accounts of that namespace at all.
+async fn resolve(broker: &Broker, caller: &Caller, target: &Target) -> Result<Arc<AccountEntry>, Refusal> {
+    match target {
+        Target::Named { namespace, name } => match broker.cache.account(namespace, name) {
+            Some(e) => Ok(e),
+            None if broker.identity.may_use(caller, namespace, name).await? => Err(Refusal::UnknownTarget(
+                format!("no ConnectedAccount {namespace}/{name}"),
+            )),
+            None => Err(Refusal::Denied),
+        },
+        Target::Matching {
+            connection,
+            identifier,
+            namespace,
+        } => {
+            let ns = namespace.as_deref().unwrap_or(&caller.namespace);
+            let missing = || async {
+                if broker.identity.may_use(caller, ns, "").await? {
+                    Ok(())
+                } else {
+                    Err(Refusal::Denied)
+                }
+            };
+            match broker.cache.matching(ns, connection, identifier) {
+                Match::One(e) => Ok(e),
+                Match::None => {
+                    missing().await?;
+                    Err(Refusal::UnknownTarget(format!(
+                        "no ConnectedAccount in {ns} for Connection {connection} and this identifier"
+                    )))
+                }
+                Match::Several => {
+                    missing().await?;
+                    Err(Refusal::UnknownTarget(format!(
+                        "several ConnectedAccounts in {ns} match; name one with resource=agentauth://{ns}/<name>"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// The answer for an authorized caller, if the account hands its token out now.
+fn deliver(broker: &Broker, entry: &AccountEntry, now: Timestamp) -> Result<serde_json::Value, Refusal> {
+    let connection = broker.cache.connection(entry);
+    let delivery = Delivery::effective(entry.delivery, connection.as_ref().and_then(|c| c.delivery));
+    if !delivery.brokered() {
+        return Err(Refusal::UnknownTarget(
+            "this account is not delivered through the broker (delivery: Secret); set delivery: Broker or SecretAndBroker"
+                .into(),
+        ));
+    }
+    let state = entry.state.unwrap_or(AccountState::PendingAuth);
+    if state != AccountState::Active {
+        return Err(Refusal::NotActive(state));
+    }
+    let tokens = broker
+        .cache
+        .tokens(&entry.uid)
+        .ok_or(Refusal::Unavailable("the credential is being renewed; try again"))?;
+    if tokens.expires_at.is_some_and(|e| e <= now) {
+        return Err(Refusal::Unavailable("the access token expired and is being renewed; try again"));
+    }
+    let provider = connection.as_ref().and_then(|c| c.provider.as_deref());
+    Ok(answer::body(entry, &tokens, provider, now))
+}
