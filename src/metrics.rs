@@ -251,7 +251,9 @@ impl Metrics {
 
     /// Counts one broker decision and its latency.
     pub fn broker_request(&self, outcome: &'static str, elapsed: Duration) {
-        self.broker_requests.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.broker_requests
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
         self.broker_duration.observe(elapsed.as_secs_f64());
     }
 

@@ -26,7 +26,11 @@ pub async fn authenticate(
     Ok(status
         .filter(|s| s.authenticated == Some(true))
         .filter(|s| {
-            audience.is_none_or(|a| s.audiences.as_ref().is_some_and(|list| list.iter().any(|x| x == a)))
+            audience.is_none_or(|a| {
+                s.audiences
+                    .as_ref()
+                    .is_some_and(|list| list.iter().any(|x| x == a))
+            })
         })
         .and_then(|s| s.user))
 }

@@ -181,7 +181,14 @@ mod tests {
 
     #[test]
     fn state_names_are_the_serialized_ones() {
-        for s in [PendingAuth, PendingVerification, Active, Expired, Disconnected, Error] {
+        for s in [
+            PendingAuth,
+            PendingVerification,
+            Active,
+            Expired,
+            Disconnected,
+            Error,
+        ] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
     }

@@ -95,10 +95,17 @@ mod tests {
         };
         let b = body(&entry(), &t, Some("google"), now);
         assert_eq!(
-            (b["access_token"].as_str(), b["token_type"].as_str(), b["expires_in"].as_i64()),
+            (
+                b["access_token"].as_str(),
+                b["token_type"].as_str(),
+                b["expires_in"].as_i64()
+            ),
             (Some("at-1"), Some("Bearer"), Some(600))
         );
-        assert_eq!((b["scope"].as_str(), b["provider"].as_str()), (Some("a b"), Some("google")));
+        assert_eq!(
+            (b["scope"].as_str(), b["provider"].as_str()),
+            (Some("a b"), Some("google"))
+        );
         assert_eq!(b["credentials"]["authorization"], "Bearer at-1");
         assert!(!b.to_string().contains("rt-1"));
     }
@@ -119,7 +126,10 @@ mod tests {
             header_value: Some("k-1".into()),
         };
         let b = body(&entry(), &t, None, now);
-        assert_eq!((b["access_token"].as_str(), b["token_type"].as_str()), (Some("k-1"), Some("N_A")));
+        assert_eq!(
+            (b["access_token"].as_str(), b["token_type"].as_str()),
+            (Some("k-1"), Some("N_A"))
+        );
         assert!(b.get("expires_in").is_none(), "an API key does not expire");
         assert_eq!(b["credentials"]["header_name"], "X-Api-Key");
     }

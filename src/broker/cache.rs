@@ -15,7 +15,8 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::api::{
-    AccountState, ConnectionKind, Delivery, GuardedAccount, GuardedClusterConnection, GuardedConnection, api_for,
+    AccountState, ConnectionKind, Delivery, GuardedAccount, GuardedClusterConnection, GuardedConnection,
+    api_for,
 };
 use crate::projection::{Projected, Projection};
 use crate::store::TokenSet;
@@ -75,7 +76,10 @@ impl Projection<GuardedAccount> for Accounts {
             namespace: ns.clone(),
             name: name.clone(),
         };
-        self.by_user.entry(Self::user_key(&entry)).or_default().push(name.clone());
+        self.by_user
+            .entry(Self::user_key(&entry))
+            .or_default()
+            .push(name.clone());
         self.by_name.insert((ns, name), Arc::new(entry));
     }
 
@@ -96,7 +100,10 @@ pub struct ConnectionEntry {
 pub struct Connections(HashMap<(String, String), ConnectionEntry>);
 
 fn connection_key<K: kube::Resource>(o: &K) -> (String, String) {
-    (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default())
+    (
+        o.meta().namespace.clone().unwrap_or_default(),
+        o.meta().name.clone().unwrap_or_default(),
+    )
 }
 
 impl Projection<GuardedConnection> for Connections {
@@ -250,7 +257,9 @@ impl Cache {
         match entry.kind {
             ConnectionKind::ClusterConnection => {
                 let key = (String::new(), entry.connection.clone());
-                self.cluster_connections.read().and_then(|c| c.0.get(&key).cloned())
+                self.cluster_connections
+                    .read()
+                    .and_then(|c| c.0.get(&key).cloned())
             }
             ConnectionKind::Connection => {
                 let key = (entry.namespace.clone(), entry.connection.clone());

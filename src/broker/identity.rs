@@ -100,7 +100,11 @@ impl Identity {
     /// Whether `caller` may `use` the ConnectedAccount `ns/name`.
     pub async fn may_use(&self, caller: &Caller, ns: &str, name: &str) -> Result<bool, Refusal> {
         let key = (
-            format!("{}\0{}", caller.service_account, caller.user.uid.as_deref().unwrap_or_default()),
+            format!(
+                "{}\0{}",
+                caller.service_account,
+                caller.user.uid.as_deref().unwrap_or_default()
+            ),
             ns.to_owned(),
             name.to_owned(),
         );
@@ -151,7 +155,11 @@ mod tests {
 
     fn jwt(exp: i64) -> String {
         let e = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-        format!("{}.{}.sig", e(serde_json::json!({"alg": "RS256"})), e(serde_json::json!({"exp": exp})))
+        format!(
+            "{}.{}.sig",
+            e(serde_json::json!({"alg": "RS256"})),
+            e(serde_json::json!({"exp": exp}))
+        )
     }
 
     #[test]
@@ -169,7 +177,10 @@ mod tests {
             ..Default::default()
         };
         let c = Caller::from_user(user("system:serviceaccount:team-a:agent")).unwrap();
-        assert_eq!((c.namespace.as_str(), c.service_account.as_str()), ("team-a", "team-a/agent"));
+        assert_eq!(
+            (c.namespace.as_str(), c.service_account.as_str()),
+            ("team-a", "team-a/agent")
+        );
         assert!(Caller::from_user(user("alice@example.com")).is_none());
         assert!(Caller::from_user(user("system:serviceaccount:broken")).is_none());
     }

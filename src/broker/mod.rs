@@ -73,7 +73,9 @@ pub fn router(broker: Broker) -> Router {
     Router::new()
         .route("/token", post(token))
         .route("/healthz", get(|| async { "ok" }))
-        .fallback(|| async { Refusal::UnknownTarget("no such endpoint; exchange tokens at POST /token".into()) })
+        .fallback(|| async {
+            Refusal::UnknownTarget("no such endpoint; exchange tokens at POST /token".into())
+        })
         .with_state(broker)
 }
 
@@ -85,7 +87,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "token broker listening");
-    axum::serve(listener, router(broker)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(broker))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// `POST /token`.
@@ -111,7 +115,10 @@ async fn exchange(broker: &Broker, request: Request) -> Result<serde_json::Value
     }
     let caller = broker.identity.authenticate(&exchange.subject_token).await?;
     let entry = resolve(broker, &caller, &exchange.target).await?;
-    let allowed = broker.identity.may_use(&caller, &entry.namespace, &entry.name).await?;
+    let allowed = broker
+        .identity
+        .may_use(&caller, &entry.namespace, &entry.name)
+        .await?;
     if !allowed {
         tracing::info!(service_account = %caller.service_account, namespace = %entry.namespace, account = %entry.name, "broker: refused, no RBAC grant to use the account");
         return Err(Refusal::Denied);
@@ -204,7 +211,9 @@ fn deliver(broker: &Broker, entry: &AccountEntry, now: Timestamp) -> Result<serd
         .tokens(&entry.uid)
         .ok_or(Refusal::Unavailable("the credential is being renewed; try again"))?;
     if tokens.expires_at.is_some_and(|e| e <= now) {
-        return Err(Refusal::Unavailable("the access token expired and is being renewed; try again"));
+        return Err(Refusal::Unavailable(
+            "the access token expired and is being renewed; try again",
+        ));
     }
     let provider = connection.as_ref().and_then(|c| c.provider.as_deref());
     Ok(answer::body(entry, &tokens, provider, now))

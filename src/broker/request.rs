@@ -41,7 +41,9 @@ pub struct Exchange {
 
 impl std::fmt::Debug for Exchange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Exchange").field("target", &self.target).finish_non_exhaustive()
+        f.debug_struct("Exchange")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,7 +72,11 @@ pub fn parse(body: &[u8]) -> Result<Exchange, Refusal> {
         let Some(i) = KNOWN.iter().position(|k| *k == key) else {
             continue;
         };
-        let limit = if key == "subject_token" { MAX_TOKEN } else { MAX_VALUE };
+        let limit = if key == "subject_token" {
+            MAX_TOKEN
+        } else {
+            MAX_VALUE
+        };
         if value.len() > limit {
             return Err(Refusal::request(format!("`{key}` is too long")));
         }
@@ -78,28 +84,44 @@ pub fn parse(body: &[u8]) -> Result<Exchange, Refusal> {
             return Err(Refusal::request(format!("`{key}` is given more than once")));
         }
     }
-    let [grant, token, token_type, requested, resource, audience, identifier, namespace, scope] = values;
+    let [
+        grant,
+        token,
+        token_type,
+        requested,
+        resource,
+        audience,
+        identifier,
+        namespace,
+        scope,
+    ] = values;
     match grant.as_deref() {
         Some(GRANT_TYPE) => {}
         Some(_) => return Err(Refusal::UnsupportedGrant),
         None => return Err(Refusal::request("`grant_type` is required")),
     }
-    let subject_token = token
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| Refusal::request("`subject_token` is required: the pod's projected ServiceAccount token"))?;
+    let subject_token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
+        Refusal::request("`subject_token` is required: the pod's projected ServiceAccount token")
+    })?;
     if token_type.as_deref() != Some(JWT) {
         return Err(Refusal::request(format!("`subject_token_type` must be {JWT}")));
     }
     if requested.as_deref().is_some_and(|r| r != ACCESS_TOKEN) {
-        return Err(Refusal::request(format!("`requested_token_type` can only be {ACCESS_TOKEN}")));
+        return Err(Refusal::request(format!(
+            "`requested_token_type` can only be {ACCESS_TOKEN}"
+        )));
     }
     if scope.is_some() {
-        return Err(Refusal::request("`scope` cannot be narrowed: the broker hands out the account's token as granted"));
+        return Err(Refusal::request(
+            "`scope` cannot be narrowed: the broker hands out the account's token as granted",
+        ));
     }
     let target = match (resource, audience, identifier) {
         (Some(r), None, None) => {
             if namespace.is_some() {
-                return Err(Refusal::request("`namespace` goes with `audience`; `resource` names it already"));
+                return Err(Refusal::request(
+                    "`namespace` goes with `audience`; `resource` names it already",
+                ));
             }
             named(&r)?
         }
@@ -111,7 +133,9 @@ pub fn parse(body: &[u8]) -> Result<Exchange, Refusal> {
             }
         }
         (None, Some(_), _) => {
-            return Err(Refusal::request("`audience` (the Connection) needs `identifier` (the user)"));
+            return Err(Refusal::request(
+                "`audience` (the Connection) needs `identifier` (the user)",
+            ));
         }
         _ => {
             return Err(Refusal::request(
@@ -119,7 +143,10 @@ pub fn parse(body: &[u8]) -> Result<Exchange, Refusal> {
             ));
         }
     };
-    Ok(Exchange { subject_token, target })
+    Ok(Exchange {
+        subject_token,
+        target,
+    })
 }
 
 /// `agentauth://<namespace>/<name>`, both DNS-1123 names.
@@ -142,7 +169,8 @@ fn dns_name(s: &str, max: usize) -> bool {
         && s.len() <= max
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && s.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
 }
 
 #[cfg(test)]
@@ -178,7 +206,11 @@ mod tests {
         );
         assert!(!format!("{e:?}").contains("eyJ"), "Debug never shows the token");
         let mut p = base();
-        p.extend([("audience", "gmail"), ("identifier", "user_123"), ("requested_token_type", ACCESS_TOKEN)]);
+        p.extend([
+            ("audience", "gmail"),
+            ("identifier", "user_123"),
+            ("requested_token_type", ACCESS_TOKEN),
+        ]);
         assert_eq!(
             parse(&form(&p)).unwrap().target,
             Target::Matching {
@@ -194,17 +226,57 @@ mod tests {
         let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
             (vec![], "grant_type"),
             (vec![("grant_type", GRANT_TYPE)], "subject_token"),
-            (vec![("grant_type", GRANT_TYPE), ("subject_token", "t")], "subject_token_type"),
+            (
+                vec![("grant_type", GRANT_TYPE), ("subject_token", "t")],
+                "subject_token_type",
+            ),
             (base(), "name the account"),
-            ([base(), vec![("resource", "agentauth://a/b"), ("resource", "agentauth://a/c")]].concat(), "more than once"),
-            ([base(), vec![("resource", "agentauth://A/b")]].concat(), "resource"),
+            (
+                [
+                    base(),
+                    vec![("resource", "agentauth://a/b"), ("resource", "agentauth://a/c")],
+                ]
+                .concat(),
+                "more than once",
+            ),
+            (
+                [base(), vec![("resource", "agentauth://A/b")]].concat(),
+                "resource",
+            ),
             ([base(), vec![("resource", "https://a/b")]].concat(), "resource"),
-            ([base(), vec![("resource", "agentauth://a/b/c")]].concat(), "resource"),
-            ([base(), vec![("resource", "agentauth://a/b"), ("audience", "gmail")]].concat(), "either"),
+            (
+                [base(), vec![("resource", "agentauth://a/b/c")]].concat(),
+                "resource",
+            ),
+            (
+                [
+                    base(),
+                    vec![("resource", "agentauth://a/b"), ("audience", "gmail")],
+                ]
+                .concat(),
+                "either",
+            ),
             ([base(), vec![("audience", "gmail")]].concat(), "identifier"),
-            ([base(), vec![("resource", "agentauth://a/b"), ("scope", "x")]].concat(), "scope"),
-            ([base(), vec![("resource", "agentauth://a/b"), ("requested_token_type", JWT)]].concat(), "requested_token_type"),
-            ([base(), vec![("resource", "agentauth://a/b"), ("actor_token", "x")]].concat(), "actor"),
+            (
+                [base(), vec![("resource", "agentauth://a/b"), ("scope", "x")]].concat(),
+                "scope",
+            ),
+            (
+                [
+                    base(),
+                    vec![("resource", "agentauth://a/b"), ("requested_token_type", JWT)],
+                ]
+                .concat(),
+                "requested_token_type",
+            ),
+            (
+                [
+                    base(),
+                    vec![("resource", "agentauth://a/b"), ("actor_token", "x")],
+                ]
+                .concat(),
+                "actor",
+            ),
         ];
         for (pairs, needle) in cases {
             match parse(&form(&pairs)) {
@@ -218,6 +290,9 @@ mod tests {
         let long = "x".repeat(MAX_TOKEN + 1);
         let p = vec![("grant_type", GRANT_TYPE), ("subject_token", long.as_str())];
         assert!(matches!(parse(&form(&p)), Err(Refusal::InvalidRequest(m)) if m.contains("too long")));
-        assert!(parse(b"\xff\xfe=%%%&&&=").is_err(), "garbage is a refusal, not a panic");
+        assert!(
+            parse(b"\xff\xfe=%%%&&&=").is_err(),
+            "garbage is a refusal, not a panic"
+        );
     }
 }

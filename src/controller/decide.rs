@@ -119,7 +119,9 @@ pub fn refresh_due(o: &Facts<'_>) -> bool {
     let Ok(conn) = o.connection else {
         return false;
     };
-    if o.account.spec.disconnected == Some(true) || (o.secret == Ownership::Foreign && delivery(o).writes_secret()) {
+    if o.account.spec.disconnected == Some(true)
+        || (o.secret == Ownership::Foreign && delivery(o).writes_secret())
+    {
         return false;
     }
     let retry_ok = o.refresh_failure.is_none_or(|f| f.retry_at <= o.now);

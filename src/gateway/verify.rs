@@ -164,16 +164,20 @@ fn unavailable() -> Response {
 
 /// Who the token belongs to, if the API server accepts it.
 async fn authenticate(gw: &Gateway, token: &str) -> Result<Option<UserInfo>, Response> {
-    crate::review::authenticate(&gw.client, token, None).await.map_err(|e| {
-        tracing::warn!(error = %e, "TokenReview failed");
-        unavailable()
-    })
+    crate::review::authenticate(&gw.client, token, None)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "TokenReview failed");
+            unavailable()
+        })
 }
 
 /// Whether `user` may `verify` the account, by the cluster's RBAC.
 async fn authorize(gw: &Gateway, user: &UserInfo, ns: &str, name: &str) -> Result<bool, Response> {
-    crate::review::may(&gw.client, user, VERB, ns, name).await.map_err(|e| {
-        tracing::warn!(error = %e, "SubjectAccessReview failed");
-        unavailable()
-    })
+    crate::review::may(&gw.client, user, VERB, ns, name)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "SubjectAccessReview failed");
+            unavailable()
+        })
 }

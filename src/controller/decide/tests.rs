@@ -161,16 +161,30 @@ fn broker_delivery_writes_no_secret_removes_ours_and_ignores_foreign_names() {
         ..conn()
     });
     let p = c.plan();
-    assert_eq!((p.state, p.delivery, p.publish, p.unpublish), (AccountState::Active, Delivery::Broker, false, false));
+    assert_eq!(
+        (p.state, p.delivery, p.publish, p.unpublish),
+        (AccountState::Active, Delivery::Broker, false, false)
+    );
     c.secret = Ownership::Ours;
-    assert!(c.plan().unpublish, "a Secret written before the switch to Broker goes");
+    assert!(
+        c.plan().unpublish,
+        "a Secret written before the switch to Broker goes"
+    );
     c.secret = Ownership::Foreign;
-    assert_eq!(c.plan().state, AccountState::Active, "a foreign Secret of the name is none of its business");
+    assert_eq!(
+        c.plan().state,
+        AccountState::Active,
+        "a foreign Secret of the name is none of its business"
+    );
     c.now = t(3590);
     assert!(refresh_due(&c.observed()), "and does not stop renewal");
     c.now = t(0);
     c.account.spec.delivery = Some(Delivery::SecretAndBroker);
-    assert_eq!(c.plan().state, AccountState::Error, "the account's own delivery wins and needs the Secret");
+    assert_eq!(
+        c.plan().state,
+        AccountState::Error,
+        "the account's own delivery wins and needs the Secret"
+    );
     c.secret = Ownership::Missing;
     assert!(c.plan().publish);
 }
