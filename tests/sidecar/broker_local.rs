@@ -372,3 +372,51 @@ async fn mounted_names_win_and_the_namespace_flag_beats_the_token() {
         "{body}"
     );
 }
+
+/// `examples/agent-broker.yaml`'s sidecar arguments start a sidecar (the broker URL pointed here,
+/// the token file a temporary one: the pod's paths do not exist on this machine).
+#[tokio::test]
+async fn the_broker_example_sidecar_starts() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent-broker.yaml");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let sidecar = &pod["initContainers"][0];
+    let mount = &sidecar["volumeMounts"][0];
+    assert_eq!(mount["mountPath"], "/var/run/secrets/agentauth.dev");
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    let projected = &volume["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(
+        (&projected["audience"], &projected["path"]),
+        (&json!("agentauth.dev"), &json!("token"))
+    );
+    let broker = fake_broker(Answers::default()).await;
+    let root = temp_dir("broker-example");
+    std::fs::write(root.path().join("token"), fake_sa_token("agents", 9)).unwrap();
+    let mut args: Vec<String> = sidecar["args"].as_array().unwrap()[1..]
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .filter(|a| !a.starts_with("--listen"))
+        .map(|a| match a.strip_prefix("--broker-url=") {
+            Some(u) => {
+                assert!(u.ends_with(".svc:8082"), "{u}");
+                format!("--broker-url={}", broker.url())
+            }
+            None => a,
+        })
+        .collect();
+    args.push(format!("--token-file={}", root.path().join("token").display()));
+    let sc = SidecarProcess::start(&args);
+    let health: Value = reqwest::get(format!("{}/healthz", sc.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["ok"], true, "{health}");
+}
