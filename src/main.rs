@@ -216,3 +216,32 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn sidecar_broker_flags() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "agent-auth-operator",
+            "sidecar",
+            "--broker-url=http://broker.svc:8082",
+            "--token-file=/run/token",
+            "--namespace=team-a",
+        ])
+        .unwrap();
+        let Command::Sidecar(a) = cli.command else {
+            panic!("not the sidecar command")
+        };
+        let b = agent_auth_operator::sidecar::BrokerArgs::from_flags(a.broker_url, a.token_file, a.namespace)
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.endpoint.as_str(), "http://broker.svc:8082/token");
+        assert_eq!(b.token_file, std::path::PathBuf::from("/run/token"));
+        assert_eq!(b.namespace.as_deref(), Some("team-a"));
+        assert!(Cli::try_parse_from(["agent-auth-operator", "sidecar", "--broker-url=not a url"]).is_err());
+    }
+}

@@ -92,18 +92,7 @@ impl ServerHandler for Tools {
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let mut args = request.arguments.unwrap_or_default();
-        // Outside broker mode only `account` is ours: other names may be a tool's own input.
-        let ours = if self.sc.broker.is_some() { PARAMS.len() } else { 1 };
-        let mut values: Vec<Option<String>> = Vec::new();
-        for (name, _) in &PARAMS[..ours] {
-            values.push(match args.remove(*name) {
-                Some(Value::String(s)) => Some(s),
-                _ => None,
-            });
-        }
-        values.resize(PARAMS.len(), None);
-        let v = |i: usize| values.get(i).and_then(Option::as_deref);
-        let result = match Selection::from_values(v(0), v(1), v(2), v(3)) {
+        let result = match selection(&mut args, self.sc.broker.is_some()) {
             Ok(selection) => call::run(&self.sc, &request.name, &selection, Value::Object(args)).await,
             Err(e) => Err(e),
         };
@@ -129,6 +118,25 @@ impl ServerHandler for Tools {
             }
         }
     }
+}
+
+/// The account the arguments name, taken out of them. Outside broker mode only `account` is the
+/// sidecar's: the other names may be a tool's own input.
+fn selection(args: &mut JsonObject, broker: bool) -> Result<Selection, ApiError> {
+    let mut values: [Option<String>; 4] = Default::default();
+    for (i, (name, _)) in PARAMS
+        .iter()
+        .enumerate()
+        .take(if broker { PARAMS.len() } else { 1 })
+    {
+        values[i] = match args.remove(*name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(_) => return Err(ApiError::BadSelection(format!("`{name}` must be a string"))),
+        };
+    }
+    let [a, ca, c, i] = &values;
+    Selection::from_values(a.as_deref(), ca.as_deref(), c.as_deref(), i.as_deref())
 }
 
 fn add_account_property(schema: &mut Value, accounts: &[String]) {
