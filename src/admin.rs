@@ -1,5 +1,5 @@
 //! The admin listener (its own port, never exposed publicly): `/healthz`, `/readyz` (true only after
-//! every watch cache has synced) and `/metrics`.
+//! every watch cache has synced, the token broker's included) and `/metrics`.
 
 use std::net::SocketAddr;
 
@@ -11,15 +11,20 @@ use axum::routing::get;
 use crate::metrics::Metrics;
 use std::sync::Arc;
 
+/// A readiness check of another part of the process.
+pub type Check = Arc<dyn Fn() -> bool + Send + Sync>;
+
 #[derive(Clone)]
 struct Admin {
     ready: tokio::sync::watch::Receiver<bool>,
+    also: Check,
     metrics: Arc<Metrics>,
 }
 
 pub async fn serve(
     addr: SocketAddr,
     ready: tokio::sync::watch::Receiver<bool>,
+    also: Check,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -27,7 +32,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
-        .with_state(Admin { ready, metrics });
+        .with_state(Admin { ready, also, metrics });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "admin listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
@@ -44,7 +49,7 @@ async fn metrics_page(State(a): State<Admin>) -> impl axum::response::IntoRespon
 }
 
 async fn readyz(State(a): State<Admin>) -> (StatusCode, &'static str) {
-    if *a.ready.borrow() {
+    if *a.ready.borrow() && (a.also)() {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")

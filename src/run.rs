@@ -54,15 +54,22 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         cache: gateway::cache::Cache::start(&client, &config.watch_namespaces),
     };
     let gateway = gateway::serve(gw, config.gateway_addr, shutdown.clone());
-    let broker = broker::Broker::start(
+    let brokered = broker::Broker::start(
         &client,
         &config.broker_audience,
         &config.watch_namespaces,
         &config.namespace,
         metrics.clone(),
     );
-    let broker = broker::serve(broker, config.broker_addr, shutdown.clone());
-    let admin = admin::serve(config.admin_addr, ready_rx, metrics.clone(), shutdown.clone());
+    let synced = brokered.clone();
+    let broker = broker::serve(brokered, config.broker_addr, shutdown.clone());
+    let admin = admin::serve(
+        config.admin_addr,
+        ready_rx,
+        Arc::new(move || synced.synced()),
+        metrics.clone(),
+        shutdown.clone(),
+    );
     let shared = controller::Shared::new(&client, &config);
     let controllers = controller::Controllers {
         shared,
@@ -89,7 +96,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 }
 
 /// Runs the controllers only while this replica holds the lease, so exactly one process reconciles
-/// (and refreshes tokens) at a time. The gateway serves on every replica regardless.
+/// (and refreshes tokens) at a time. The gateway and the broker serve on every replica regardless.
 async fn lead(
     controllers: &controller::Controllers,
     shutdown: futures::future::Shared<impl std::future::Future<Output = ()> + Send + 'static>,

@@ -41,6 +41,7 @@ async fn every_scenario_produces_numbers_at_smoke_size() {
         "6. memory",
         "7. gateway",
         "8. sustained refresh",
+        "9. broker",
     ] {
         let rows: Vec<_> = report.rows.iter().filter(|r| r.scenario == scenario).collect();
         assert!(!rows.is_empty(), "no numbers for {scenario}:\n{table}");

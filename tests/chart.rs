@@ -399,12 +399,15 @@ fn rendered_defaults_and_options() {
         !env.contains_key("ALLOWED_REDIRECT_ORIGINS"),
         "no onward redirects by default"
     );
-    for kind in [
-        "PodDisruptionBudget",
-        "Ingress",
-        "NetworkPolicy",
-        "ServiceMonitor",
-    ] {
+    // The broker's NetworkPolicy is on by default (in-cluster peers only); the others are opt-in.
+    assert_eq!(
+        ids.iter()
+            .filter(|(k, _, _)| k == "NetworkPolicy")
+            .map(|(_, _, n)| n.as_str())
+            .collect::<Vec<_>>(),
+        [format!("{FULLNAME}-broker")],
+    );
+    for kind in ["PodDisruptionBudget", "Ingress", "ServiceMonitor"] {
         assert!(
             !ids.iter().any(|(k, _, _)| k == kind),
             "{kind} rendered by default"
@@ -596,6 +599,8 @@ async fn rendered_chart_passes_a_server_side_dry_run_cluster_wide() {
         format!("deployment.apps/{FULLNAME}"),
         format!("ingress.networking.k8s.io/{FULLNAME}-gateway"),
         format!("networkpolicy.networking.k8s.io/{FULLNAME}"),
+        format!("networkpolicy.networking.k8s.io/{FULLNAME}-broker"),
+        format!("service/{FULLNAME}-broker"),
         format!("poddisruptionbudget.policy/{FULLNAME}"),
     ]
     .into();
@@ -785,7 +790,11 @@ async fn install_upgrade_and_uninstall() {
         .collect();
     assert_eq!(
         ports,
-        BTreeMap::from([("admin".into(), 8081), ("gateway".into(), 8080)])
+        BTreeMap::from([
+            ("admin".into(), 8081),
+            ("broker".into(), 8082),
+            ("gateway".into(), 8080)
+        ])
     );
     let res = c.resources.clone().unwrap();
     assert!(res.requests.is_some_and(|r| r.contains_key("memory")));

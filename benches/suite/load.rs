@@ -40,6 +40,22 @@ pub fn wrk_available() -> bool {
         .is_ok()
 }
 
+/// One request of a load run: a GET of `path`, or a POST of a form `body` to it.
+#[derive(Debug, Clone)]
+pub struct Req {
+    pub path: String,
+    pub form: Option<String>,
+}
+
+impl Req {
+    pub fn get(path: &str) -> Req {
+        Req {
+            path: path.to_owned(),
+            form: None,
+        }
+    }
+}
+
 /// Runs `tool` against `base` + each of `paths` in turn for `duration`. An `https` base is
 /// verified against `ca` by the in-process client (wrk verifies no certificate).
 pub async fn run(
@@ -51,30 +67,57 @@ pub async fn run(
     dir: &Path,
     ca: Option<&Path>,
 ) -> Res<LoadResult> {
+    let requests: Vec<Req> = paths.iter().map(|p| Req::get(p)).collect();
+    run_requests(tool, base, &requests, connections, duration, dir, ca).await
+}
+
+/// [`run`] with any mix of GETs and form POSTs.
+pub async fn run_requests(
+    tool: Tool,
+    base: &str,
+    requests: &[Req],
+    connections: usize,
+    duration: Duration,
+    dir: &Path,
+    ca: Option<&Path>,
+) -> Res<LoadResult> {
     match tool {
-        Tool::Wrk => wrk(base, paths, connections, duration, dir).await,
-        Tool::InProcess => in_process(base, paths, connections, duration, ca).await,
+        Tool::Wrk => wrk(base, requests, connections, duration, dir).await,
+        Tool::InProcess => in_process(base, requests, connections, duration, ca).await,
     }
 }
 
-/// `wrk -t2 -c<connections> -d<duration>` with a Lua script that rotates over `paths` and prints
-/// its summary as JSON (microsecond percentiles straight from wrk's histogram).
+/// `wrk -t2 -c<connections> -d<duration>` with a Lua script that rotates over `requests` and
+/// prints its summary as JSON (microsecond percentiles straight from wrk's histogram).
 pub async fn wrk(
     base: &str,
-    paths: &[String],
+    requests: &[Req],
     connections: usize,
     duration: Duration,
     dir: &Path,
 ) -> Res<LoadResult> {
-    let quoted: Vec<String> = paths.iter().map(|p| format!("  {p:?},")).collect();
+    // Lua's %q-style quoting is Rust's Debug for these ASCII paths and form bodies.
+    let quoted: Vec<String> = requests
+        .iter()
+        .map(|r| match &r.form {
+            None => format!("  wrk.format(\"GET\", {:?}),", r.path),
+            Some(b) => format!(
+                "  wrk.format(\"POST\", {:?}, {{[\"Content-Type\"] = \"application/x-www-form-urlencoded\"}}, {b:?}),",
+                r.path
+            ),
+        })
+        .collect();
     let script = format!(
-        r#"local paths = {{
-{}
-}}
+        r#"local reqs
 local n = 0
+init = function(args)
+  reqs = {{
+{}
+  }}
+end
 request = function()
   n = n + 1
-  return wrk.format("GET", paths[(n % #paths) + 1])
+  return reqs[(n % #reqs) + 1]
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -138,7 +181,7 @@ end
 /// `connections` client loops in this process, each sending one request at a time.
 pub async fn in_process(
     base: &str,
-    paths: &[String],
+    requests: &[Req],
     connections: usize,
     duration: Duration,
     ca: Option<&Path>,
@@ -152,7 +195,12 @@ pub async fn in_process(
             builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).map_err(|e| e.to_string())?);
     }
     let client = builder.build().map_err(|e| e.to_string())?;
-    let urls: Arc<Vec<String>> = Arc::new(paths.iter().map(|p| format!("{base}{p}")).collect());
+    let urls: Arc<Vec<(String, Option<String>)>> = Arc::new(
+        requests
+            .iter()
+            .map(|r| (format!("{base}{}", r.path), r.form.clone()))
+            .collect(),
+    );
     if urls.is_empty() {
         return Err("no URLs to load".into());
     }
@@ -165,11 +213,15 @@ pub async fn in_process(
             let (mut lat, mut errors, mut i) = (Vec::new(), 0u64, c);
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let ok = client
-                    .get(&urls[i % urls.len()])
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().as_u16() < 400);
+                let (url, form) = &urls[i % urls.len()];
+                let request = match form {
+                    None => client.get(url),
+                    Some(body) => client
+                        .post(url)
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(body.clone()),
+                };
+                let ok = request.send().await.is_ok_and(|r| r.status().as_u16() < 400);
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
                 if !ok {
                     errors += 1;

@@ -15,6 +15,8 @@
 //! started again (same ports, so links stay valid) before its own measurement.
 #![allow(dead_code)] // the smoke test uses a part of this module
 
+#[path = "broker.rs"]
+mod broker;
 #[path = "sustained.rs"]
 mod sustained;
 
@@ -279,6 +281,10 @@ pub async fn run(p: &Params) -> Report {
     if runs(7) {
         let r = s.gateway().await;
         s.record("7. gateway", r);
+    }
+    if runs(9) {
+        let r = s.broker().await;
+        s.record("9. broker", r);
     }
     s.op.stop();
     let mut report = s.report;

@@ -29,6 +29,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt as _;
 use jiff::Timestamp;
 
 use crate::api::{AccountState, Delivery};
@@ -43,6 +44,9 @@ pub const VERB: &str = "use";
 pub const DEFAULT_AUDIENCE: &str = "agentauth.dev";
 /// Largest request body: a token exchange is a few kilobytes.
 const BODY_LIMIT: usize = 16 * 1024;
+/// A larger body is read (and dropped) up to this size before the 413 answer, so that the client
+/// gets the answer rather than a connection reset; beyond it the connection is simply closed.
+const DRAIN_LIMIT: usize = 1024 * 1024;
 
 /// What the broker's handlers share.
 #[derive(Clone)]
@@ -66,6 +70,11 @@ impl Broker {
             cache: Cache::start(client, namespaces, operator_ns),
             metrics,
         }
+    }
+
+    /// Every cache the broker answers from has synced (part of `/readyz`).
+    pub fn synced(&self) -> bool {
+        self.cache.synced()
     }
 }
 
@@ -142,9 +151,20 @@ async fn read(request: Request) -> Result<Exchange, Refusal> {
         return Err(Refusal::NotForm);
     }
     let body: Body = request.into_body();
-    let bytes = axum::body::to_bytes(body, BODY_LIMIT)
-        .await
-        .map_err(|_| Refusal::TooLarge)?;
+    let mut stream = body.into_data_stream();
+    let (mut bytes, mut seen) = (Vec::new(), 0usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| Refusal::request("the request body could not be read"))?;
+        seen += chunk.len();
+        if seen <= BODY_LIMIT {
+            bytes.extend_from_slice(&chunk);
+        } else if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if seen > BODY_LIMIT {
+        return Err(Refusal::TooLarge);
+    }
     request::parse(&bytes)
 }
 

@@ -231,32 +231,38 @@ pub async fn authorized(
 
 /// Remembers the account's access and refresh tokens for the exit-time hygiene scan.
 pub async fn remember_credentials(client: &kube::Client, ns: &str, account: &ConnectedAccount) {
-    use kube::ResourceExt;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let name = format!("{}-credentials", account.name_any());
-    let published = eventually(REACT, "agent Secret", || async {
-        secrets.get_opt(&name).await.ok().flatten()
-    })
-    .await;
-    if let Some(t) = published.data.as_ref().and_then(|d| d.get("access_token")) {
-        super::hygiene::remember(&String::from_utf8_lossy(&t.0));
+    // `delivery: Broker` writes no agent Secret (and status names none).
+    if let Some(name) = account.status.as_ref().and_then(|s| s.secret_name.clone()) {
+        let published = eventually(REACT, "agent Secret", || async {
+            secrets.get_opt(&name).await.ok().flatten()
+        })
+        .await;
+        if let Some(t) = published.data.as_ref().and_then(|d| d.get("access_token")) {
+            super::hygiene::remember(&String::from_utf8_lossy(&t.0));
+        }
     }
+    let r = credential_record(client, account).await;
+    for key in ["accessToken", "refreshToken"] {
+        if let Some(t) = r["tokens"][key].as_str() {
+            super::hygiene::remember(t);
+        }
+    }
+}
+
+/// The operator's record of `account` (its copy in the operator's namespace), `null` if none.
+pub async fn credential_record(client: &kube::Client, account: &ConnectedAccount) -> serde_json::Value {
+    use kube::ResourceExt;
     let copies: Api<Secret> = Api::namespaced(client.clone(), super::operator::OPERATOR_NS);
     let copy = copies
         .get_opt(&format!("agentauth-{}", account.uid().unwrap_or_default()))
         .await
         .ok()
         .flatten();
-    let record = copy
-        .and_then(|c| c.data)
-        .and_then(|d| d.get("record.json").cloned());
-    if let Some(r) = record.and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.0).ok()) {
-        for key in ["accessToken", "refreshToken"] {
-            if let Some(t) = r["tokens"][key].as_str() {
-                super::hygiene::remember(t);
-            }
-        }
-    }
+    copy.and_then(|c| c.data)
+        .and_then(|d| d.get("record.json").cloned())
+        .and_then(|r| serde_json::from_slice(&r.0).ok())
+        .unwrap_or_default()
 }
 
 /// Waits until the named object no longer exists.

@@ -4,10 +4,7 @@
 
 use agent_auth_operator::api::Connection;
 use agentauth_testcluster::recorder::{Answer, Recorder, Reply};
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 /// Creates an `APIKey` (or other form type) Connection with `spec` merged in.
@@ -98,44 +95,9 @@ pub fn crm_spec(app: &str) -> serde_json::Value {
 
 /// A ServiceAccount `name` with a token; `may_verify` grants it the `verify` verb on accounts.
 pub async fn platform_token(client: &kube::Client, ns: &str, name: &str, may_verify: bool) -> String {
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    sas.create(&PostParams::default(), &sa).await.unwrap();
-    if may_verify {
-        let role: Role = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "rules": [{"apiGroups": ["agentauth.dev"], "resources": ["connectedaccounts"], "verbs": ["verify"]}]
-        }))
-        .unwrap();
-        Api::<Role>::namespaced(client.clone(), ns)
-            .create(&PostParams::default(), &role)
-            .await
-            .unwrap();
-        let binding: RoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
-        }))
-        .unwrap();
-        Api::<RoleBinding>::namespaced(client.clone(), ns)
-            .create(&PostParams::default(), &binding)
-            .await
-            .unwrap();
-    }
-    let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600}});
-    let issued: TokenRequest = sas
-        .create_subresource("token", name, &PostParams::default(), &request)
-        .await
-        .unwrap();
-    let token = issued.status.unwrap().token.unwrap();
-    super::hygiene::remember(&token);
-    token
+    let verbs: &[&str] = if may_verify { &["verify"] } else { &[] };
+    super::identity::service_account(client, ns, name, verbs, None).await;
+    super::identity::token(client, ns, name, None).await
 }
 
 /// The platform's `POST /verify` for `request_id`, as the ServiceAccount `token`.

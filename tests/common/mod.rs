@@ -8,6 +8,7 @@ pub mod browser;
 pub mod fixtures;
 pub mod forms;
 pub mod hygiene;
+pub mod identity;
 pub mod operator;
 pub mod outage;
 pub mod proxy;
