@@ -8,15 +8,14 @@ use std::time::Duration;
 
 use agent_auth_operator::api::{AccountState, ConnectedAccount};
 use axum::http::Method;
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::{Value, json};
 
 use super::common::fixtures::{account, link, oauth_connection, wait_account, wait_state};
 use super::common::hygiene::remember;
+use super::common::identity::{service_account, token};
 use super::common::operator::{OPERATOR_NS, stack};
 use super::common::rotating::RotatingProvider;
 use super::common::rotating_account::{follow, options};
@@ -26,35 +25,6 @@ use super::harness::*;
 /// Access tokens live this long: the operator refreshes at half-life (50 s), while the sidecar,
 /// having fetched just after authorization, still holds the old one for `expires_in - 30 s`.
 const TTL: Duration = Duration::from_secs(100);
-
-/// A ServiceAccount `agent` allowed to `use` every account of `ns`, and a token for it.
-async fn agent_identity(client: &kube::Client, ns: &str) -> String {
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "agent"}})).unwrap();
-    sas.create(&PostParams::default(), &sa).await.unwrap();
-    let role: Role = serde_json::from_value(json!({"metadata": {"name": "agent"},
-        "rules": [{"apiGroups": ["agentauth.dev"], "resources": ["connectedaccounts"], "verbs": ["use"]}]}))
-    .unwrap();
-    Api::<Role>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
-    let binding: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "agent"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "agent"},
-        "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": ns}]}))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-    let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"audiences": ["agentauth.dev"], "expirationSeconds": 3600}});
-    let issued: TokenRequest = sas
-        .create_subresource("token", "agent", &PostParams::default(), &request)
-        .await
-        .unwrap();
-    issued.status.unwrap().token.unwrap()
-}
 
 /// The access token the operator holds for `name` now (its own copy; a `Broker` account has no
 /// agent Secret).
@@ -113,7 +83,8 @@ async fn one_sidecar_acts_for_many_users_through_the_broker() {
 
     let root = temp_dir("broker-e2e");
     let token_file = root.path().join("token");
-    let sa_token = agent_identity(client, ns).await;
+    service_account(client, ns, "agent", &["use"], None).await;
+    let sa_token = token(client, ns, "agent", Some("agentauth.dev")).await;
     std::fs::write(&token_file, &sa_token).unwrap();
     // No volume, no --namespace: the namespace is the token's.
     let e = env(
