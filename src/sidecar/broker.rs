@@ -24,6 +24,8 @@ use super::scrub;
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// Longest `Retry-After` of a 503 the sidecar waits out itself (longer ones go to the agent).
+const RETRY_MAX: Duration = Duration::from_secs(2);
 /// Largest broker answer read (a credential document is a few KiB).
 const ANSWER_LIMIT: usize = 256 * 1024;
 
@@ -120,12 +122,38 @@ impl Broker {
         Ok(self.claimed.get_or_init(|| ns).clone())
     }
 
-    /// Exchanges the pod's token for the credential of `key`.
+    /// Exchanges the pod's token for the credential of `key`. A 503 whose `Retry-After` is short
+    /// (the broker says a token is being renewed, or its caches are syncing) is tried once more
+    /// after that wait, so the agent does not see a renewal.
     pub async fn fetch(&self, key: &Key) -> Result<Fetched, ApiError> {
-        let token = self.subject_token()?;
+        let mut retried = false;
+        loop {
+            let token = self.subject_token()?;
+            let (status, retry_after, doc) = self.exchange(key, &token).await?;
+            if status.is_success() {
+                return answer(key, doc);
+            }
+            if status == StatusCode::SERVICE_UNAVAILABLE
+                && !retried
+                && let Some(wait) = retry_after.filter(|w| *w <= RETRY_MAX)
+            {
+                retried = true;
+                tokio::time::sleep(wait).await; // the broker's Retry-After
+                continue;
+            }
+            return Err(refusal(key, status, &doc, &token));
+        }
+    }
+
+    /// One `POST /token`: the status, `Retry-After` and the JSON body (empty when not JSON).
+    async fn exchange(
+        &self,
+        key: &Key,
+        token: &str,
+    ) -> Result<(StatusCode, Option<Duration>, Map<String, Value>), ApiError> {
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", GRANT_TYPE),
-            ("subject_token", &token),
+            ("subject_token", token),
             ("subject_token_type", JWT_TYPE),
             ("requested_token_type", ACCESS_TOKEN_TYPE),
         ];
@@ -153,14 +181,12 @@ impl Broker {
             .await
             .map_err(|e| ApiError::BrokerUnavailable(crate::http::describe_chain(&e.without_url())))?;
         let status = resp.status();
+        let retry_after = crate::http::retry_after(resp.headers());
         let body = crate::http::read_limited(resp, ANSWER_LIMIT)
             .await
             .map_err(|_| ApiError::BrokerUnavailable("its answer could not be read".into()))?;
         let doc: Map<String, Value> = serde_json::from_slice(&body).unwrap_or_default();
-        if status.is_success() {
-            return answer(key, doc);
-        }
-        Err(refusal(key, status, &doc, &token))
+        Ok((status, retry_after, doc))
     }
 }
 

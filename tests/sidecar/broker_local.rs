@@ -42,13 +42,21 @@ fn granted(ns: &str, name: &str, token: &str, expires_in: Option<u64>) -> (u16, 
     (200, v)
 }
 
+/// The broker: answers by account; `busy/...` accounts are first answered 503 (a token being
+/// renewed), with `Retry-After: 1`.
 async fn fake_broker(answers: Answers) -> Recorder {
+    let busy_seen = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
     Recorder::loopback(Answer::with(move |req| {
         let key = match (req.form_param("resource"), req.form_param("audience")) {
             (Some(r), None) => r.trim_start_matches("agentauth://").to_owned(),
             (None, Some(c)) => format!("{c}:{}", req.form_param("identifier").unwrap_or_default()),
             _ => return Reply::json(400, &json!({"error": "invalid_request"})),
         };
+        if key.starts_with("busy/") && busy_seen.lock().unwrap().insert(key.clone()) {
+            let body =
+                json!({"error": "temporarily_unavailable", "error_description": "token being renewed"});
+            return Reply::json(503, &body).header("retry-after", "1");
+        }
         match answers.lock().unwrap().get(&key) {
             Some((status, body)) => Reply::json(*status, body),
             None => Reply::json(
@@ -275,10 +283,12 @@ async fn accounts_named_per_call_come_from_the_broker() {
 #[tokio::test]
 async fn mounted_names_win_and_the_namespace_flag_beats_the_token() {
     let answers: Answers = Arc::default();
-    answers.lock().unwrap().insert(
-        "ops/alice-gmail".into(),
-        granted("ops", "alice-gmail", BOB, Some(3600)),
-    );
+    for key in ["ops/alice-gmail", "busy/alice-gmail"] {
+        answers
+            .lock()
+            .unwrap()
+            .insert(key.into(), granted("ops", "alice-gmail", BOB, Some(3600)));
+    }
     let broker = fake_broker(answers).await;
     let root = temp_dir("broker-mixed");
     let token_file = root.path().join("token");
@@ -362,6 +372,14 @@ async fn mounted_names_win_and_the_namespace_flag_beats_the_token() {
     .unwrap();
     assert_eq!(called["result"]["isError"], json!(false), "{called}");
     e.api.only_with(Method::GET, "google", "/drive/v3/files", BOB);
+    // A 503 with a short Retry-After (a renewal in progress) is waited out once.
+    e.call_ok(
+        "google_drive_search?connected_account=busy/alice-gmail",
+        json!({}),
+    )
+    .await;
+    e.api.only_with(Method::GET, "google", "/drive/v3/files", BOB);
+    assert_eq!(broker.take().len(), 2);
     // A tool of another provider is refused before the provider is called.
     let (s, body) = e
         .call("slack_list_channels?connected_account=ops/alice-gmail", json!({}))
