@@ -52,6 +52,18 @@ struct SidecarArgs {
     /// acts as the mounted accounts: protect it yourself.
     #[arg(long)]
     allow_non_loopback: bool,
+    /// Broker mode: fetch credentials at call time from the operator's token broker at this URL
+    /// (e.g. http://agent-auth-operator-broker.agent-auth-system.svc:8082), for accounts named per
+    /// call. Mounted accounts still work beside it.
+    #[arg(long, env = "SIDECAR_BROKER_URL")]
+    broker_url: Option<url::Url>,
+    /// Broker mode: the projected ServiceAccount token (audience agentauth.dev), re-read on every
+    /// broker call [default: /var/run/secrets/agentauth.dev/token].
+    #[arg(long, env = "SIDECAR_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// Broker mode: the namespace of bare account names [default: the token's namespace].
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
 }
 
 #[derive(Args)]
@@ -139,6 +151,17 @@ async fn main() -> ExitCode {
                 eprintln!("error: cannot set up logging: {e}");
                 return ExitCode::FAILURE;
             }
+            let broker = match agent_auth_operator::sidecar::BrokerArgs::from_flags(
+                args.broker_url,
+                args.token_file,
+                args.namespace,
+            ) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let config = agent_auth_operator::sidecar::Config {
                 accounts: args.accounts,
                 accounts_dir: args.accounts_dir,
@@ -146,6 +169,7 @@ async fn main() -> ExitCode {
                 listen: args.listen,
                 api_bases: args.api_bases,
                 allow_non_loopback: args.allow_non_loopback,
+                broker,
             };
             match agent_auth_operator::sidecar::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -190,5 +214,34 @@ async fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn sidecar_broker_flags() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "agent-auth-operator",
+            "sidecar",
+            "--broker-url=http://broker.svc:8082",
+            "--token-file=/run/token",
+            "--namespace=team-a",
+        ])
+        .unwrap();
+        let Command::Sidecar(a) = cli.command else {
+            panic!("not the sidecar command")
+        };
+        let b = agent_auth_operator::sidecar::BrokerArgs::from_flags(a.broker_url, a.token_file, a.namespace)
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.endpoint.as_str(), "http://broker.svc:8082/token");
+        assert_eq!(b.token_file, std::path::PathBuf::from("/run/token"));
+        assert_eq!(b.namespace.as_deref(), Some("team-a"));
+        assert!(Cli::try_parse_from(["agent-auth-operator", "sidecar", "--broker-url=not a url"]).is_err());
     }
 }

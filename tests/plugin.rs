@@ -300,3 +300,128 @@ async fn bare_api_server() -> Recorder {
     let reply = Reply::text(404, "404 page not found\n").header("connection", "close");
     Recorder::loopback(Answer::canned(reply)).await.unwrap()
 }
+
+#[tokio::test]
+async fn connect_gets_or_creates_the_account_of_a_user() {
+    let env = setup("plugin-connect").await;
+    let s = stack();
+    let (client, ns, accounts, _) = env.parts();
+    ready_connection(client, ns).await;
+
+    // A new user: an account with a deterministic name, its state and link.
+    let name = agent_auth_operator::plugin::format::account_name("dex", "user3@example.com");
+    assert!(name.starts_with("dex-user3-example-com-"), "{name}");
+    let out = kubectl(&["agentauth", "connect", "dex", "user3@example.com", "-n", ns]).await;
+    assert!(out.success(), "{out:?}");
+    let created = accounts.get(&name).await.unwrap();
+    assert_eq!(
+        (
+            created.spec.connection_ref.name.as_str(),
+            created.spec.identifier.as_str()
+        ),
+        ("dex", "user3@example.com")
+    );
+    let managers: Vec<_> = created
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(managers.contains(&"kubectl-agentauth".to_owned()), "{managers:?}");
+    let link3 = link(&created).unwrap();
+    assert_eq!(
+        out.stdout,
+        format!("account: {name} (created)\nstate:   PENDING_AUTH\nlink:    {link3}\n")
+    );
+
+    // Again: the same account, nothing created.
+    let out = kubectl(&[
+        "agentauth",
+        "connect",
+        "dex",
+        "user3@example.com",
+        "-n",
+        ns,
+        "-o",
+        "json",
+    ])
+    .await;
+    assert!(out.success(), "{out:?}");
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (&j["name"], &j["created"], &j["state"], &j["link"]),
+        (&json!(name), &json!(false), &json!("PENDING_AUTH"), &json!(link3))
+    );
+
+    // An account of that user under another name is the one used.
+    account(
+        client,
+        ns,
+        "handmade",
+        "dex",
+        json!({"identifier": "user4@example.com"}),
+    )
+    .await;
+    let out = kubectl(&[
+        "agentauth",
+        "connect",
+        "dex",
+        "user4@example.com",
+        "-n",
+        ns,
+        "-o",
+        "json",
+    ])
+    .await;
+    assert!(out.success(), "{out:?}");
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (&j["name"], &j["created"]),
+        (&json!("handmade"), &json!(false)),
+        "{j}"
+    );
+    assert!(accounts.list(&Default::default()).await.unwrap().items.len() == 2);
+
+    // --wait: the user authorizes while the plugin waits; it ends once the account is ACTIVE.
+    let wait_args = [
+        "agentauth",
+        "connect",
+        "dex",
+        "user3@example.com",
+        "-n",
+        ns,
+        "--wait",
+        "-o",
+        "json",
+    ];
+    let (out, page) = tokio::join!(kubectl(&wait_args), async {
+        login(&browser(), &link3, &s.dex.user(3)).await.unwrap()
+    });
+    assert_eq!(page.status(), 200);
+    assert!(out.success(), "{out:?}");
+    let last: serde_json::Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (&last["state"], &last["link"]),
+        (&json!("ACTIVE"), &json!(null)),
+        "{out:?}"
+    );
+    let out = kubectl(&[
+        "agentauth",
+        "connect",
+        "dex",
+        "user3@example.com",
+        "-n",
+        ns,
+        "--wait",
+    ])
+    .await;
+    assert_eq!(
+        out.stdout,
+        format!("account: {name} (existing)\nstate:   ACTIVE\n"),
+        "{out:?}"
+    );
+
+    // Names the API server would refuse are refused first.
+    let out = kubectl(&["agentauth", "connect", "Not_A_Name", "u", "-n", ns]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("is not a Connection name"), "{out:?}");
+}

@@ -121,32 +121,16 @@ impl Suite<'_> {
         let m1 = self.op.metrics().await?;
         let issued = harness::metric_sum(&m1, "agentauth_broker_requests_total", &[("outcome", "issued")])
             - harness::metric_sum(&m0, "agentauth_broker_requests_total", &[("outcome", "issued")]);
-        let targets = self.p.targets;
-        self.row(
-            Row::new(
-                "9. broker",
-                &format!(
-                    "POST /token on a cache hit, {n} accounts, {connections} connections, {:.0} s ({})",
-                    r.seconds, r.tool
-                ),
-                format!("{:.0} req/s ({} errors, {issued:.0} issued)", r.rps, r.errors),
-                r.rps,
-            )
-            .baseline(format!("{:.0} req/s /healthz", base.rps), Some(r.rps / base.rps))
-            .target(targets, "≥ 2,000 req/s", r.rps >= 2000.0 && r.errors == 0),
+        let what = format!(
+            "POST /token on a cache hit, {n} accounts, {connections} connections, {:.0} s ({}; {issued:.0} issued)",
+            r.seconds, r.tool
         );
-        self.row(
-            Row::new(
-                "9. broker",
-                "POST /token latency p50 / p99",
-                format!("{:.2} / {:.2} ms", r.p50_ms, r.p99_ms),
-                r.p99_ms,
-            )
-            .baseline(
-                format!("{:.2} / {:.2} ms /healthz", base.p50_ms, base.p99_ms),
-                Some(r.p99_ms / base.p99_ms),
-            )
-            .target(targets, "p99 < 5 ms", r.p99_ms < 5.0),
+        self.load_rows(
+            "9. broker",
+            (&what, "POST /token latency p50 / p99"),
+            &r,
+            (&base, "/healthz"),
+            (2000.0, 5.0),
         );
         self.detail(
             "broker",

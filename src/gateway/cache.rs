@@ -7,13 +7,14 @@
 //! server, so a stale cache can cost a request its speed, never its correctness.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, reflector::store::Writer};
 use kube::{Api, Client, ResourceExt};
+
+use crate::projection::{Projected, Projection};
 
 use crate::api::{AccountState, Connection};
 use crate::api::{GuardedAccount, GuardedConnection, api_for};
@@ -33,10 +34,30 @@ pub struct Entry {
 
 type Key = (String, String);
 
+/// Account entries by (namespace, name).
+#[derive(Default)]
+pub struct Accounts(HashMap<Key, Entry>);
+
+impl Projection<GuardedAccount> for Accounts {
+    fn upsert(&mut self, a: &GuardedAccount) {
+        match entry(a) {
+            Some((k, e)) => {
+                self.0.insert(k, e);
+            }
+            None => {
+                self.0.remove(&key(a));
+            }
+        }
+    }
+    fn remove(&mut self, a: &GuardedAccount) {
+        self.0.remove(&key(a));
+    }
+}
+
 /// Account entries and Connections of the watched namespaces.
 #[derive(Clone, Default)]
 pub struct Cache {
-    accounts: Arc<RwLock<HashMap<Key, Entry>>>,
+    accounts: Vec<Projected<Accounts>>,
     connections: Vec<Store<GuardedConnection>>,
 }
 
@@ -48,23 +69,26 @@ impl Cache {
         } else {
             namespaces.iter().map(|n| Some(n.as_str())).collect()
         };
-        let accounts: Arc<RwLock<HashMap<Key, Entry>>> = Arc::default();
-        let mut connections = Vec::new();
+        let mut cache = Cache::default();
         for ns in scopes {
             let (store, writer) = reflector::store();
-            connections.push(store);
+            cache.connections.push(store);
             tokio::spawn(watch_connections(api_for(client, ns), writer));
-            tokio::spawn(watch_accounts(api_for(client, ns), accounts.clone()));
+            let accounts = Projected::<Accounts>::default();
+            accounts.watch(
+                api_for::<GuardedAccount>(client, ns),
+                watcher::Config::default().any_semantic(),
+            );
+            cache.accounts.push(accounts);
         }
-        Cache {
-            accounts,
-            connections,
-        }
+        cache
     }
 
     pub fn account(&self, ns: &str, name: &str) -> Option<Entry> {
-        let accounts = self.accounts.read().ok()?;
-        accounts.get(&(ns.to_owned(), name.to_owned())).cloned()
+        let key = (ns.to_owned(), name.to_owned());
+        self.accounts
+            .iter()
+            .find_map(|p| p.read().and_then(|a| a.0.get(&key).cloned()))
     }
 
     /// A Connection that matches its schema, as a tenant's (never passing for the platform's).
@@ -79,47 +103,12 @@ impl Cache {
 }
 
 async fn watch_connections(api: Api<GuardedConnection>, writer: Writer<GuardedConnection>) {
-    let stream = watcher(api)
+    let stream = watcher::watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(|c| c.managed_fields_mut().clear())
         .reflect(writer);
     futures::pin_mut!(stream);
     while stream.next().await.is_some() {}
-}
-
-fn watcher<K>(api: Api<K>) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    watcher::watcher(api, watcher::Config::default().any_semantic())
-}
-
-async fn watch_accounts(api: Api<GuardedAccount>, accounts: Arc<RwLock<HashMap<Key, Entry>>>) {
-    let stream = watcher(api).default_backoff();
-    futures::pin_mut!(stream);
-    // Entries seen since the last (re)list started; swapped in when the list completes.
-    let mut relist: HashMap<Key, Entry> = HashMap::new();
-    while let Some(event) = stream.next().await {
-        let Ok(event) = event else { continue };
-        let Ok(mut map) = accounts.write() else { return };
-        match event {
-            Event::Apply(a) => {
-                if let Some((k, e)) = entry(&a) {
-                    map.insert(k, e);
-                }
-            }
-            Event::Delete(a) => {
-                map.remove(&key(&a));
-            }
-            Event::Init => relist.clear(),
-            Event::InitApply(a) => {
-                if let Some((k, e)) = entry(&a) {
-                    relist.insert(k, e);
-                }
-            }
-            Event::InitDone => *map = std::mem::take(&mut relist),
-        }
-    }
 }
 
 fn key(a: &GuardedAccount) -> Key {

@@ -57,9 +57,33 @@ pub enum Command {
         #[arg(long, value_parser = timeout, default_value = "30s", value_name = "DURATION")]
         timeout: Duration,
     },
+    /// Get or create the account of a user on a Connection, and print its state and authorization
+    /// link (once the operator issued it). With --wait, also wait until the user authorized.
+    Connect {
+        /// Name of the Connection (with --cluster: of the ClusterConnection).
+        connection: String,
+        /// The user, as the account's spec.identifier (e.g. alice@example.com, user_123).
+        identifier: String,
+        /// The connection is a ClusterConnection.
+        #[arg(long)]
+        cluster: bool,
+        /// Wait until the account is ACTIVE.
+        #[arg(long)]
+        wait: bool,
+        /// How long each wait lasts [default: 30s for the link; 10m for ACTIVE with --wait].
+        #[arg(long, value_parser = timeout, value_name = "DURATION")]
+        timeout: Option<Duration>,
+        /// Output format: `text` for people, `json` for one JSON object per line.
+        #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
 }
 
-/// Output formats of `status`.
+/// `connect`'s waits: for the link by default, for ACTIVE with `--wait`.
+pub const LINK_TIMEOUT: Duration = Duration::from_secs(30);
+pub const ACTIVE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Output formats of `status` and `connect`.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutputFormat {
     /// Human-readable summary.
@@ -144,6 +168,49 @@ mod tests {
         assert!(
             Cli::try_parse_from(["kubectl-agentauth", "reauthorize", "alice", "--timeout", "soon"]).is_err()
         );
+    }
+
+    #[test]
+    fn connect_arguments() {
+        let cli = Cli::try_parse_from([
+            "kubectl-agentauth",
+            "connect",
+            "gmail",
+            "alice@example.com",
+            "-n",
+            "agents",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.command,
+            Command::Connect {
+                connection: "gmail".into(),
+                identifier: "alice@example.com".into(),
+                cluster: false,
+                wait: false,
+                timeout: None,
+                output: OutputFormat::Text
+            }
+        );
+        let cli = Cli::try_parse_from([
+            "kubectl-agentauth",
+            "connect",
+            "google",
+            "u1",
+            "--cluster",
+            "--wait",
+            "--timeout",
+            "2m",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Connect { cluster: true, wait: true, timeout: Some(t), output: OutputFormat::Json, .. }
+                if t == Duration::from_secs(120)
+        ));
+        assert!(Cli::try_parse_from(["kubectl-agentauth", "connect", "gmail"]).is_err());
     }
 
     #[test]

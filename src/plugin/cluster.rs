@@ -10,9 +10,9 @@ use kube::{Client, Config, ResourceExt};
 use super::cli::GlobalArgs;
 use super::error::Error;
 use super::format::{self, ConnectionInfo, EventLine};
-use crate::api::{ConnectedAccount, Connection};
+use crate::api::{ConnectedAccount, Connection, ConnectionKind};
 
-/// Field manager of the plugin's writes (the reauthorize annotation).
+/// Field manager of the plugin's writes (the reauthorize annotation, `connect`'s accounts).
 const FIELD_MANAGER: &str = "kubectl-agentauth";
 const API_VERSION: &str = "agentauth.dev/v1alpha1";
 
@@ -175,6 +175,95 @@ impl Target {
                     name: name.to_owned(),
                     waited: super::cli::show(timeout),
                     detail: format::wait_detail(&account),
+                });
+            }
+            tokio::time::sleep(interval.min(deadline - now)).await; // poll interval
+            interval = (interval * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Target {
+    /// The account of `identifier` on `connection`, whatever its name, if there is one (the oldest
+    /// when several are).
+    pub async fn find_account(
+        &self,
+        connection: &str,
+        kind: ConnectionKind,
+        identifier: &str,
+    ) -> Result<Option<ConnectedAccount>, Error> {
+        let list = match self.accounts().list(&ListParams::default()).await {
+            Ok(l) => l,
+            Err(kube::Error::Api(s)) if s.code == 404 => return Err(Error::CrdNotInstalled),
+            Err(e) => return Err(self.error(e)),
+        };
+        let mut found: Vec<ConnectedAccount> = list
+            .items
+            .into_iter()
+            .filter(|a| format::is_for(a, connection, kind, identifier))
+            .collect();
+        found.sort_by_key(|a| a.creation_timestamp().map(|t| t.0));
+        Ok(found.into_iter().next())
+    }
+
+    /// A name for a new account of `identifier` on `connection` that no other account has.
+    pub async fn free_name(&self, connection: &str, identifier: &str) -> Result<String, Error> {
+        let first = format::account_name(connection, identifier);
+        let second = format::fallback_name(connection, identifier);
+        for name in [&first, &second] {
+            match self.accounts().get_metadata_opt(name).await {
+                Ok(None) => return Ok(name.clone()),
+                Ok(Some(_)) => {}
+                Err(e) => return Err(self.error(e)),
+            }
+        }
+        Err(Error::NameTaken(if first == second {
+            first
+        } else {
+            format!("{first}\" and \"{second}")
+        }))
+    }
+
+    /// Creates the account `manifest` describes, by server-side apply with the plugin's field
+    /// manager (applying the same object twice, from two terminals, is harmless).
+    pub async fn apply_account(
+        &self,
+        name: &str,
+        manifest: &serde_json::Value,
+    ) -> Result<ConnectedAccount, Error> {
+        let params = PatchParams::apply(FIELD_MANAGER);
+        self.accounts()
+            .patch(name, &params, &Patch::Apply(manifest))
+            .await
+            .map_err(|e| match e {
+                kube::Error::Api(s) if s.code == 404 => Error::CrdNotInstalled,
+                e => self.error(e),
+            })
+    }
+
+    /// Polls account `name` until `done` says so, at most `timeout`.
+    pub async fn wait_account(
+        &self,
+        name: &str,
+        what: &'static str,
+        timeout: Duration,
+        done: impl Fn(&ConnectedAccount) -> bool,
+    ) -> Result<ConnectedAccount, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut interval = Duration::from_millis(100);
+        loop {
+            let account = self.account(name).await?;
+            if done(&account) {
+                return Ok(account);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::WaitTimeout {
+                    name: name.to_owned(),
+                    what,
+                    waited: super::cli::show(timeout),
+                    state: format::state_name(account.status.and_then(|s| s.state))
+                        .unwrap_or_else(|| "<none>".into()),
                 });
             }
             tokio::time::sleep(interval.min(deadline - now)).await; // poll interval

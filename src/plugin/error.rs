@@ -37,6 +37,23 @@ pub enum Error {
         waited: String,
         detail: String,
     },
+    /// A command-line value the API server would refuse; the text says which.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// `connect`: the account name is taken by an account of another user.
+    #[error("connectedaccounts \"{0}\" exist for other users; create the account yourself with another name")]
+    NameTaken(String),
+    /// `connect --wait`: the account cannot become ACTIVE without another step; the text says which.
+    #[error("{0}")]
+    Stuck(String),
+    /// `connect` ran out of time.
+    #[error("timed out after {waited} waiting for {what} of {name} (state {state})")]
+    WaitTimeout {
+        name: String,
+        what: &'static str,
+        waited: String,
+        state: String,
+    },
     /// Any other answer of the API server.
     #[error("the Kubernetes API server answered {code}: {message}")]
     Api { code: u16, message: String },

@@ -1,7 +1,8 @@
 //! Which accounts the sidecar serves: the credential directories named by `--account` and found in
 //! `--accounts-dir`, and which of them runs a given tool.
 //!
-//! Guarantees: the set of accounts is fixed at startup (every directory readable, no name twice);
+//! Guarantees: the set of accounts is fixed at startup (every directory readable, no name twice;
+//! none is fine in broker mode, whose accounts are [`super::target`]'s);
 //! an account's credential and provider are read from its files on every use, so a rotation is seen
 //! at once; a tool runs as the account named for it only if that account is of the tool's provider,
 //! and without a name only when exactly one mounted account is.
@@ -43,7 +44,7 @@ impl Account {
 /// Why the configured accounts cannot be mounted.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error("no accounts: give --account NAME=DIR (or --accounts-dir)")]
+    #[error("no accounts: give --account NAME=DIR (or --accounts-dir, or --broker-url)")]
     NoAccounts,
     #[error("account {0} is given twice")]
     DuplicateAccount(String),
@@ -90,7 +91,8 @@ impl Accounts {
             found.sort_by(|a, b| a.name.cmp(&b.name));
             args.extend(found);
         }
-        if args.is_empty() {
+        // In broker mode, accounts are named at call time: none need be mounted.
+        if args.is_empty() && config.broker.is_none() {
             return Err(MountError::NoAccounts);
         }
         let mut accounts: Vec<Account> = Vec::new();
@@ -125,8 +127,9 @@ impl Accounts {
         self.0.iter().map(|a| (a, a.provider())).collect()
     }
 
-    /// The tools of `catalog` some mounted account can run, by name.
-    pub fn offered(&self, catalog: &Catalog) -> Vec<Offered> {
+    /// The tools of `catalog` some mounted account can run (`all`: every tool, as in broker mode),
+    /// by name.
+    pub fn offered(&self, catalog: &Catalog, all: bool) -> Vec<Offered> {
         let providers = self.providers();
         catalog
             .tools
@@ -137,7 +140,7 @@ impl Accounts {
                     .filter(|(_, p)| p.as_deref() == Some(t.provider.as_str()))
                     .map(|(a, _)| a.name.clone())
                     .collect();
-                (!accounts.is_empty()).then(|| Offered {
+                (all || !accounts.is_empty()).then(|| Offered {
                     tool: t.clone(),
                     accounts,
                 })

@@ -20,6 +20,72 @@ pub struct Config {
     pub api_bases: Vec<ApiBaseArg>,
     /// Listen on a non-loopback address and accept any `Host` (nothing else protects the API then).
     pub allow_non_loopback: bool,
+    /// Fetch credentials from the operator's token broker at call time (`--broker-url`).
+    pub broker: Option<BrokerArgs>,
+}
+
+/// Where the broker is and how this pod proves who it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerArgs {
+    /// The broker's token endpoint (`--broker-url` with `/token` appended).
+    pub endpoint: Url,
+    /// The projected ServiceAccount token (audience `agentauth.dev`), re-read on every broker call.
+    pub token_file: PathBuf,
+    /// Namespace of bare account names; `None`: the token's `kubernetes.io.namespace` claim.
+    pub namespace: Option<String>,
+}
+
+/// Where the kubelet mounts the projected token of `examples/agent-broker.yaml`.
+pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/agentauth.dev/token";
+
+impl BrokerArgs {
+    /// `--broker-url`, `--token-file`, `--namespace` as given; `None` without a broker URL (a token
+    /// file alone is refused: it would silently do nothing).
+    pub fn from_flags(
+        url: Option<Url>,
+        token_file: Option<PathBuf>,
+        namespace: Option<String>,
+    ) -> Result<Option<BrokerArgs>, String> {
+        let Some(url) = url else {
+            return match token_file {
+                Some(_) => Err("--token-file needs --broker-url".into()),
+                None => Ok(None),
+            };
+        };
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(format!("--broker-url {url}: not an http(s) URL"));
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            return Err(format!("--broker-url {url}: no query, fragment or credentials"));
+        }
+        let mut endpoint = url.clone();
+        let path = url.path().trim_end_matches('/');
+        if !path.ends_with("/token") {
+            endpoint.set_path(&format!("{path}/token"));
+        }
+        let namespace = namespace.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+        if let Some(ns) = &namespace
+            && !valid_namespace(ns)
+        {
+            return Err(format!("--namespace {ns}: not a Kubernetes namespace name"));
+        }
+        Ok(Some(BrokerArgs {
+            endpoint,
+            token_file: token_file.unwrap_or_else(|| PathBuf::from(DEFAULT_TOKEN_FILE)),
+            namespace,
+        }))
+    }
+}
+
+/// A DNS-1123 label: what a namespace name can be.
+pub fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= 63
+        && ns.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && !ns.ends_with('-')
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// `NAME=DIR` or `NAME=DIR:PROVIDER`.
@@ -123,5 +189,38 @@ mod tests {
         let b: ApiBaseArg = "github=https://ghe.example.com/api/v3".parse().unwrap();
         assert_eq!(b.url.as_str(), "https://ghe.example.com/api/v3");
         assert!("github=ftp://x".parse::<ApiBaseArg>().is_err());
+    }
+
+    #[test]
+    fn broker_flags() {
+        let url = |s: &str| Some(Url::parse(s).unwrap());
+        assert_eq!(BrokerArgs::from_flags(None, None, Some("ns".into())), Ok(None));
+        assert!(BrokerArgs::from_flags(None, Some("/t".into()), None).is_err());
+        let b = BrokerArgs::from_flags(url("http://broker.svc:8082"), None, Some(" team-a ".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.endpoint.as_str(), "http://broker.svc:8082/token");
+        assert_eq!(b.token_file, PathBuf::from(DEFAULT_TOKEN_FILE));
+        assert_eq!(b.namespace.as_deref(), Some("team-a"));
+        let b = BrokerArgs::from_flags(
+            url("https://b.example/api/token/"),
+            Some("/t".into()),
+            Some("".into()),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (b.endpoint.as_str(), b.token_file.to_str(), b.namespace),
+            ("https://b.example/api/token/", Some("/t"), None)
+        );
+        let b = BrokerArgs::from_flags(url("http://127.0.0.1:1/x/"), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.endpoint.as_str(), "http://127.0.0.1:1/x/token");
+        for bad in ["ftp://b", "http://u:p@b", "http://b/?q=1"] {
+            assert!(BrokerArgs::from_flags(url(bad), None, None).is_err(), "{bad}");
+        }
+        assert!(BrokerArgs::from_flags(url("http://b"), None, Some("Team_A".into())).is_err());
+        assert!(valid_namespace("a-1") && !valid_namespace("-a") && !valid_namespace("a-"));
     }
 }

@@ -8,10 +8,11 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::accounts::Account;
 use super::error::{ApiError, InvalidInput};
 use super::scrub;
+use super::selection::Selection;
 use super::state::Sidecar;
+use super::target::{self, Target};
 use super::template::{Scope, Template, TemplateError, as_text};
 use super::tools::{BodyTemplate, ProviderSpec, RequestTemplate, Tool};
 use super::upstream::Answer;
@@ -21,11 +22,12 @@ const RESPONSE_LIMIT: usize = 5 * 1024 * 1024;
 /// Follow-up requests (`forEach`) in flight at once.
 const CONCURRENCY: usize = 4;
 
-/// Runs `tool_name` with `input` as `account` (or the only account that can run it).
+/// Runs `tool_name` with `input` as the account `selection` names (or the only mounted account
+/// that can run it).
 pub async fn run(
     sc: &Sidecar,
     tool_name: &str,
-    account: Option<&str>,
+    selection: &Selection,
     input: Value,
 ) -> Result<Value, ApiError> {
     let catalog = sc.catalog.get();
@@ -34,16 +36,16 @@ pub async fn run(
         .get(tool_name)
         .cloned()
         .ok_or_else(|| ApiError::UnknownTool(tool_name.to_owned()))?;
-    let account = sc.accounts.pick(&tool, account)?;
+    let account = target::for_tool(&sc.accounts, sc.broker.as_ref(), &tool, selection).await?;
     let input = tool.prepare_input(input)?;
     let provider = catalog.providers.get(&tool.provider).cloned().unwrap_or_default();
     let call = Call {
         sc,
         tool: &tool,
-        account,
+        account: &account,
         provider: &provider,
     };
-    let mut root = json!({"input": input, "account": account.name});
+    let mut root = json!({"input": input, "account": account.name()});
     let first = call.execute(&tool.request, Scope::new(&root)).await?;
     root["response"] = first;
     if let Some(each) = &tool.for_each {
@@ -91,7 +93,7 @@ fn refused(e: TemplateError) -> ApiError {
 struct Call<'a> {
     sc: &'a Sidecar,
     tool: &'a Tool,
-    account: &'a Account,
+    account: &'a Target<'a>,
     provider: &'a ProviderSpec,
 }
 
@@ -142,7 +144,7 @@ impl Call<'_> {
                 &|status, body| auth_failed(provider, status, body),
                 &|cred| {
                     let base = self.sc.routes.base_url(
-                        &self.account.name,
+                        self.account.name(),
                         Some(&self.tool.provider),
                         cred,
                         provider.base_url.as_deref(),

@@ -81,19 +81,42 @@ impl Credential {
             Err(e) if e.kind() == ErrorKind::NotFound && key != "authorization" => Ok(None),
             Err(source) => Err(CredentialError::Io { key, source }),
         };
-        let header_value = read("authorization")?.unwrap_or_default().trim().to_owned();
-        if header_value.is_empty() || header_value.contains(['\r', '\n']) {
-            return Err(CredentialError::Empty);
-        }
-        let header_name = read("header_name")?
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "Authorization".to_owned());
+        let header_value = read("authorization")?.unwrap_or_default();
+        let header_name = read("header_name")?;
         let doc: Map<String, Value> = match read("credentials.json")? {
             Some(text) => serde_json::from_str(&text).map_err(|_| CredentialError::BadJson)?,
             None => Map::new(),
         };
-        let provider = read("provider")?
+        let provider = read("provider")?;
+        let access_token = read("access_token")?;
+        Self::assemble(&header_value, header_name, doc, provider, access_token)
+    }
+
+    /// The credential of a `credentials.json` document (what the token broker answers in
+    /// `credentials`): the same keys as the mounted files, so both read alike.
+    pub fn from_document(doc: Map<String, Value>) -> Result<Credential, CredentialError> {
+        let text = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_owned);
+        let header_value = text("authorization").unwrap_or_default();
+        let (header_name, access_token) = (text("header_name"), text("access_token"));
+        Self::assemble(&header_value, header_name, doc, None, access_token)
+    }
+
+    fn assemble(
+        header_value: &str,
+        header_name: Option<String>,
+        doc: Map<String, Value>,
+        provider: Option<String>,
+        access_token: Option<String>,
+    ) -> Result<Credential, CredentialError> {
+        let header_value = header_value.trim().to_owned();
+        if header_value.is_empty() || header_value.contains(['\r', '\n']) {
+            return Err(CredentialError::Empty);
+        }
+        let header_name = header_name
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "Authorization".to_owned());
+        let provider = provider
             .map(|s| s.trim().to_owned())
             .or_else(|| doc.get("provider").and_then(Value::as_str).map(str::to_owned))
             .filter(|s| !s.is_empty());
@@ -110,7 +133,7 @@ impl Credential {
         if let Some((_, token)) = header_value.split_once(' ') {
             secrets.push(token.trim().to_owned());
         }
-        secrets.extend(read("access_token")?.map(|s| s.trim().to_owned()));
+        secrets.extend(access_token.map(|s| s.trim().to_owned()));
         secrets.extend(
             fields
                 .iter()
@@ -206,5 +229,30 @@ mod tests {
         assert_eq!(c2.header_value, "Bearer tok-two-5678");
         assert!(!c.same_as(&c2));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_broker_document_reads_like_the_mounted_files() {
+        let doc = serde_json::json!({"authorization": "Api-Key key-abcdefgh", "header_name": "X-Api-Key",
+            "provider": "acme", "subdomain": "team", "api_key": "key-abcdefgh", "metadata": {"org": "o1"}});
+        let Value::Object(doc) = doc else { unreachable!() };
+        let c = Credential::from_document(doc).unwrap();
+        assert_eq!(
+            (
+                c.header_name.as_str(),
+                c.header_value.as_str(),
+                c.provider.as_deref()
+            ),
+            ("X-Api-Key", "Api-Key key-abcdefgh", Some("acme"))
+        );
+        assert_eq!(
+            (c.fields["subdomain"].as_str(), &c.metadata["org"]),
+            ("team", &Value::from("o1"))
+        );
+        assert!(c.secrets().contains(&"key-abcdefgh".to_owned()));
+        assert!(matches!(
+            Credential::from_document(Map::new()),
+            Err(CredentialError::Empty)
+        ));
     }
 }

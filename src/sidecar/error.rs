@@ -54,6 +54,27 @@ pub enum ApiError {
     Unreachable(String),
     #[error("the provider's response is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("invalid account selection: {0}")]
+    BadSelection(String),
+    #[error("{0} needs broker mode (--broker-url)")]
+    NoBroker(String),
+    #[error("unknown account {0} (or it is not delivered through the broker)")]
+    UnknownBrokerAccount(String),
+    /// The broker knows the account but has no token for it now (not authorized yet, expired...).
+    #[error("account {account} is not active (state {state})")]
+    NotActive { account: String, state: String },
+    #[error(
+        "this pod's ServiceAccount may not use account {0} (it needs the `use` verb on connectedaccounts.agentauth.dev)"
+    )]
+    Forbidden(String),
+    #[error("the token broker refused this pod's ServiceAccount token (audience agentauth.dev? expired?)")]
+    BrokerTokenRefused,
+    #[error("the pod's ServiceAccount token is unavailable: {0}")]
+    BrokerToken(String),
+    #[error("the token broker is unavailable: {0}")]
+    BrokerUnavailable(String),
+    #[error("the token broker answered {status}: {message}")]
+    Broker { status: u16, message: String },
     #[error("the provider answered {status}: {message}")]
     Provider {
         status: u16,
@@ -66,10 +87,19 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::UnknownTool(_) | ApiError::UnknownAccount(_) | ApiError::NoAccount { .. } => {
-                StatusCode::NOT_FOUND
+            ApiError::UnknownTool(_)
+            | ApiError::UnknownAccount(_)
+            | ApiError::UnknownBrokerAccount(_)
+            | ApiError::NoAccount { .. } => StatusCode::NOT_FOUND,
+            ApiError::NotActive { .. } => StatusCode::CONFLICT,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::BrokerTokenRefused | ApiError::BrokerToken(_) | ApiError::BrokerUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
-            ApiError::AmbiguousAccount { .. }
+            ApiError::Broker { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::BadSelection(_)
+            | ApiError::NoBroker(_)
+            | ApiError::AmbiguousAccount { .. }
             | ApiError::WrongProvider { .. }
             | ApiError::InvalidInput(_)
             | ApiError::BadPath(_) => StatusCode::BAD_REQUEST,
@@ -89,7 +119,15 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::UnknownTool(_) => "unknown_tool",
-            ApiError::UnknownAccount(_) => "unknown_account",
+            ApiError::UnknownAccount(_) | ApiError::UnknownBrokerAccount(_) => "unknown_account",
+            ApiError::BadSelection(_) => "invalid_account_selection",
+            ApiError::NoBroker(_) => "broker_not_configured",
+            ApiError::NotActive { .. } => "account_not_active",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::BrokerTokenRefused => "broker_token_refused",
+            ApiError::BrokerToken(_) => "broker_token_unavailable",
+            ApiError::BrokerUnavailable(_) => "broker_unavailable",
+            ApiError::Broker { .. } => "broker_error",
             ApiError::NoAccount { .. } => "no_account",
             ApiError::AmbiguousAccount { .. } => "ambiguous_account",
             ApiError::WrongProvider { .. } => "wrong_account",
@@ -106,9 +144,12 @@ impl ApiError {
         }
     }
 
-    /// `{"error": {"code", "message", "status"?, "details"?}}`
+    /// `{"error": {"code", "message", "provider_status"?, "details"?, "state"?}}`
     pub fn body(&self) -> Value {
         let mut e = json!({"code": self.code(), "message": self.to_string()});
+        if let ApiError::NotActive { state, .. } = self {
+            e["state"] = json!(state);
+        }
         if let ApiError::Provider { status, details, .. } = self {
             e["provider_status"] = json!(status);
             if let Some(d) = details {

@@ -3,7 +3,8 @@
 //! Stateless with plain JSON answers: every POST is answered on its own (no session to lose when the
 //! sidecar restarts, no SSE stream needed), and `initialize`, `tools/list`, `tools/call` and `ping`
 //! work as the specification says. When more than one mounted account can run a tool, its input
-//! schema gains a required `account` property listing them. A tool that fails (bad input, provider
+//! schema gains a required `account` property listing them; in broker mode, every tool gains the
+//! optional `connected_account`, `connection` and `identifier` properties instead. A tool that fails (bad input, provider
 //! error) is a tool result with `isError: true` and the same error object as the HTTP API; an
 //! unknown tool is a JSON-RPC error.
 
@@ -21,6 +22,7 @@ use serde_json::{Value, json};
 
 use super::call;
 use super::error::ApiError;
+use super::selection::{PARAMS, Selection};
 use super::state::Sidecar;
 use super::tools::loggable;
 
@@ -69,7 +71,9 @@ impl ServerHandler for Tools {
             .into_iter()
             .map(|o| {
                 let mut schema = o.tool.input_schema.clone();
-                if o.accounts.len() > 1 {
+                if self.sc.broker.is_some() {
+                    add_broker_properties(&mut schema, &o.accounts);
+                } else if o.accounts.len() > 1 {
                     add_account_property(&mut schema, &o.accounts);
                 }
                 let schema: JsonObject = match schema {
@@ -88,11 +92,11 @@ impl ServerHandler for Tools {
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let mut args = request.arguments.unwrap_or_default();
-        let account = match args.remove("account") {
-            Some(Value::String(s)) => Some(s),
-            _ => None,
+        let result = match selection(&mut args, self.sc.broker.is_some()) {
+            Ok(selection) => call::run(&self.sc, &request.name, &selection, Value::Object(args)).await,
+            Err(e) => Err(e),
         };
-        match call::run(&self.sc, &request.name, account.as_deref(), Value::Object(args)).await {
+        match result {
             Ok(v) => {
                 tracing::info!(tool = loggable(&request.name), "MCP tool call succeeded");
                 let structured = match v {
@@ -116,6 +120,25 @@ impl ServerHandler for Tools {
     }
 }
 
+/// The account the arguments name, taken out of them. Outside broker mode only `account` is the
+/// sidecar's: the other names may be a tool's own input.
+fn selection(args: &mut JsonObject, broker: bool) -> Result<Selection, ApiError> {
+    let mut values: [Option<String>; 4] = Default::default();
+    for (i, (name, _)) in PARAMS
+        .iter()
+        .enumerate()
+        .take(if broker { PARAMS.len() } else { 1 })
+    {
+        values[i] = match args.remove(*name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(_) => return Err(ApiError::BadSelection(format!("`{name}` must be a string"))),
+        };
+    }
+    let [a, ca, c, i] = &values;
+    Selection::from_values(a.as_deref(), ca.as_deref(), c.as_deref(), i.as_deref())
+}
+
 fn add_account_property(schema: &mut Value, accounts: &[String]) {
     let Some(obj) = schema.as_object_mut() else {
         return;
@@ -131,4 +154,33 @@ fn add_account_property(schema: &mut Value, accounts: &[String]) {
     if let Some(r) = required.as_array_mut() {
         r.push(json!("account"));
     }
+}
+
+/// Broker mode: how a call names the account (none required: one mounted account of the provider
+/// serves calls that name none).
+fn add_broker_properties(schema: &mut Value, mounted: &[String]) {
+    let Some(props) = schema
+        .as_object_mut()
+        .map(|o| o.entry("properties").or_insert_with(|| json!({})))
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let mounted = if mounted.is_empty() {
+        String::new()
+    } else {
+        format!(" Mounted here: {}.", mounted.join(", "))
+    };
+    props.insert(
+        "connected_account".into(),
+        json!({"type": "string", "description": format!("The account to act as: `name` or `namespace/name`.{mounted}")}),
+    );
+    props.insert(
+        "connection".into(),
+        json!({"type": "string", "description": "With `identifier`: act as this user's account of this Connection."}),
+    );
+    props.insert(
+        "identifier".into(),
+        json!({"type": "string", "description": "With `connection`: the user (as the ConnectedAccount's spec.identifier)."}),
+    );
 }

@@ -16,12 +16,20 @@
 //! error or response built by the sidecar carries a credential. The tool catalog is data
 //! (`tools.yaml`, plus user files), see `docs/sidecar.md`.
 //!
-//! Layers, each using only those below it: the leaves (`args`, `credentials`, `scrub`, `template`)
-//! -> `trust` -> `error` -> `routing` -> `tools` -> `tool_catalog` -> `accounts`, `docs` ->
-//! `upstream` -> `state` -> `call` -> `proxy`, `mcp` -> `server` -> this file.
+//! In broker mode (`--broker-url`) a call may also name an account the pod does not mount
+//! (`connected_account`, or `connection` + `identifier`): its credential comes from the operator's
+//! token broker, exchanged for the pod's ServiceAccount token and cached until shortly before it
+//! expires.
+//!
+//! Layers, each using only those below it: the leaves (`args`, `cache`, `credentials`, `scrub`,
+//! `template`) -> `trust` -> `error` -> `routing` -> `tools` -> `selection` -> `tool_catalog` ->
+//! `accounts`, `docs`, `broker` -> `target` -> `upstream` -> `state` -> `call` -> `proxy`, `mcp` ->
+//! `server` -> this file.
 
 mod accounts;
 mod args;
+mod broker;
+mod cache;
 mod call;
 pub mod credentials;
 pub mod docs;
@@ -30,8 +38,10 @@ mod mcp;
 mod proxy;
 mod routing;
 mod scrub;
+mod selection;
 mod server;
 mod state;
+mod target;
 mod template;
 pub mod tool_catalog;
 pub mod tools;
@@ -40,7 +50,7 @@ mod upstream;
 
 use std::sync::Arc;
 
-pub use args::{AccountArg, ApiBaseArg, Config};
+pub use args::{AccountArg, ApiBaseArg, BrokerArgs, Config};
 pub use error::ApiError;
 pub use state::StartError;
 
@@ -54,6 +64,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let sidecar = Arc::new(Sidecar::new(&config)?);
     for (a, p) in sidecar.accounts.providers() {
         tracing::info!(account = %a.name, provider = p.as_deref().unwrap_or("unknown"), "account mounted");
+    }
+    if let Some(b) = &sidecar.broker {
+        tracing::info!(broker = %b.broker.endpoint(), "broker mode");
     }
     let tools = sidecar.offered().len();
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -1,6 +1,11 @@
 //! `/v1/proxy/{account}/{path}`: any method, path, query and body, forwarded to the account's API
 //! base with the credential's header set.
 //!
+//! `{account}` is a mounted account's name, or in broker mode any account name (`name`, or
+//! `namespace%2Fname`), or `_`: then the `X-Agentauth-Connected-Account` header, or
+//! `X-Agentauth-Connection` and `X-Agentauth-Identifier` (or the same query parameters) name it,
+//! and those parameters are taken out of the forwarded query. `X-Agentauth-*` headers are never forwarded.
+//!
 //! The path stays below the base: `.`/`..` segments (also percent-encoded) and backslashes are
 //! refused, and the final URL must have the base's origin and path prefix. The agent cannot choose
 //! the auth header (its own `Authorization`, cookies and the credential's header are dropped) nor
@@ -18,13 +23,18 @@ use url::Url;
 
 use super::error::ApiError;
 use super::scrub;
+use super::selection::{PARAMS, Selection};
 use super::state::Sidecar;
+use super::target;
+
+/// The `{account}` segment that leaves the choice to headers or query parameters.
+const BY_HEADERS: &str = "_";
 
 /// Largest request body forwarded and largest answer passed back.
 pub const BODY_LIMIT: usize = 10 * 1024 * 1024;
 
 /// Request headers never forwarded (hop-by-hop, credentials, the proxy's own).
-const DROP_REQUEST: [&str; 16] = [
+const DROP_REQUEST: [&str; 15] = [
     "host",
     "authorization",
     "proxy-authorization",
@@ -40,7 +50,6 @@ const DROP_REQUEST: [&str; 16] = [
     "forwarded",
     "origin",
     "referer",
-    "x-agentauth-account",
 ];
 
 /// Response headers never passed back.
@@ -108,14 +117,54 @@ fn target(base: &Url, path: &str, query: Option<&str>) -> Result<Url, ApiError> 
     Ok(url)
 }
 
+/// The account the request names, and the query to forward.
+fn selection(
+    segment: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(Selection, Option<String>), ApiError> {
+    let segment = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| ApiError::BadSelection("the account segment is not UTF-8".into()))?;
+    if segment != BY_HEADERS {
+        // The legacy `X-Agentauth-Account` (for tool calls) may be set on every request: ignored here.
+        if PARAMS[1..].iter().any(|(_, h)| headers.contains_key(*h)) {
+            return Err(ApiError::BadSelection(format!(
+                "the path names the account: use `/v1/proxy/{BY_HEADERS}/...` with X-Agentauth-* headers"
+            )));
+        }
+        return Ok((Selection::named(&segment)?, query.map(str::to_owned)));
+    }
+    let mut chosen = std::collections::BTreeMap::new();
+    let mut kept = Vec::new();
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        match url::form_urlencoded::parse(pair.as_bytes()).next() {
+            Some((k, v)) if PARAMS.iter().any(|(p, _)| *p == k) => {
+                if chosen.insert(k.into_owned(), v.into_owned()).is_some() {
+                    return Err(ApiError::BadSelection(
+                        "a selection parameter is given twice".into(),
+                    ));
+                }
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let selection = Selection::from_request(&chosen, headers)?;
+    if selection == Selection::Any {
+        return Err(ApiError::BadSelection(format!(
+            "`/v1/proxy/{BY_HEADERS}/...` needs X-Agentauth-Connected-Account, or X-Agentauth-Connection and X-Agentauth-Identifier"
+        )));
+    }
+    Ok((selection, (!kept.is_empty()).then(|| kept.join("&"))))
+}
+
 async fn forward(sc: &Sidecar, req: Request) -> Result<(String, Response), ApiError> {
     let (parts, body) = req.into_parts();
-    let (account_name, path) = split_path(parts.uri.path())?;
-    let account = sc
-        .accounts
-        .get(account_name)
-        .ok_or_else(|| ApiError::UnknownAccount(account_name.to_owned()))?;
-    let query = parts.uri.query().map(str::to_owned);
+    let (segment, path) = split_path(parts.uri.path())?;
+    let (selection, query) = selection(segment, parts.uri.query(), &parts.headers)?;
+    let account = target::resolve(&sc.accounts, sc.broker.as_ref(), &selection)
+        .await?
+        .ok_or_else(|| ApiError::UnknownAccount(segment.to_owned()))?;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -136,7 +185,8 @@ async fn forward(sc: &Sidecar, req: Request) -> Result<(String, Response), ApiEr
         .unwrap_or_default();
     let mut headers = HeaderMap::new();
     for (k, v) in &parts.headers {
-        if !DROP_REQUEST.contains(&k.as_str()) && !k.as_str().starts_with("x-forwarded-") {
+        let own = k.as_str().starts_with("x-forwarded-") || k.as_str().starts_with("x-agentauth-");
+        if !DROP_REQUEST.contains(&k.as_str()) && !own {
             headers.append(k.clone(), v.clone());
         }
     }
@@ -149,13 +199,16 @@ async fn forward(sc: &Sidecar, req: Request) -> Result<(String, Response), ApiEr
     let answer = sc
         .upstream
         .send(
-            account,
+            &account,
             BODY_LIMIT,
             &|status, b| super::call::auth_failed(&spec, status, b),
             &|cred| {
-                let base =
-                    sc.routes
-                        .base_url(&account.name, provider.as_deref(), cred, spec.base_url.as_deref())?;
+                let base = sc.routes.base_url(
+                    account.name(),
+                    provider.as_deref(),
+                    cred,
+                    spec.base_url.as_deref(),
+                )?;
                 let url = target(&base, path, query.as_deref())?;
                 let mut h = headers.clone();
                 // Whatever the agent sent under the credential's header name is replaced in `send`;
@@ -186,7 +239,7 @@ async fn forward(sc: &Sidecar, req: Request) -> Result<(String, Response), ApiEr
     let status = StatusCode::from_u16(answer.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut resp = (status, Body::from(body)).into_response();
     resp.headers_mut().extend(resp_headers);
-    Ok((account.name.clone(), resp))
+    Ok((account.name().to_owned(), resp))
 }
 
 /// Error bodies in text or JSON lose every credential value; other bodies pass unchanged.

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::error::{ApiError, InvalidInput};
+use super::selection::Selection;
 use super::state::Sidecar;
 use super::tools::loggable;
 use super::{call, mcp, proxy};
@@ -113,16 +114,26 @@ async fn healthz(State(sc): State<Arc<Sidecar>>) -> Response {
             })
         })
         .collect();
-    let ok = accounts.iter().all(|a| a["readable"] == true);
+    // Broker mode: the pod's ServiceAccount token must be readable (the broker is not called here).
+    let broker = sc.broker.as_ref().map(
+        |b| json!({"url": b.broker.endpoint().as_str(), "token_readable": b.broker.subject_token().is_ok()}),
+    );
+    let ok = accounts.iter().all(|a| a["readable"] == true)
+        && broker.as_ref().is_none_or(|b| b["token_readable"] == true);
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(json!({"ok": ok, "accounts": accounts}))).into_response()
+    let mut body = json!({"ok": ok, "accounts": accounts});
+    if let Some(b) = broker {
+        body["broker"] = b;
+    }
+    (status, axum::Json(body)).into_response()
 }
 
-/// `GET /v1/tools[?format=openai]`: the tools the mounted accounts can run.
+/// `GET /v1/tools[?format=openai]`: the tools the mounted accounts can run (every tool in broker
+/// mode: the account is named per call).
 ///
 /// Default shape: `{"tools": [{"name", "description", "input_schema"}], "accounts": [...]}` (the
 /// tool objects are what Anthropic's Messages API takes); `format=openai` gives
@@ -154,10 +165,12 @@ async fn list_tools(State(sc): State<Arc<Sidecar>>, Query(q): Query<BTreeMap<Str
             json!({"name": a.name, "provider": p, "tools": names})
         })
         .collect();
-    axum::Json(json!({"tools": tools, "accounts": accounts})).into_response()
+    axum::Json(json!({"tools": tools, "accounts": accounts, "broker": sc.broker.is_some()})).into_response()
 }
 
-/// `POST /v1/tools/{tool}[?account=NAME]` with the input as the JSON body.
+/// `POST /v1/tools/{tool}[?connected_account=NAME|?connection=C&identifier=I]` (or the
+/// `X-Agentauth-*` headers; `account` is `connected_account`'s old name) with the input as the JSON
+/// body.
 async fn call_tool(
     State(sc): State<Arc<Sidecar>>,
     Path(tool): Path<String>,
@@ -177,11 +190,10 @@ async fn call_tool(
             }
         }
     };
-    let account = q
-        .get("account")
-        .map(String::as_str)
-        .or_else(|| headers.get("x-agentauth-account").and_then(|v| v.to_str().ok()));
-    let result = call::run(&sc, &tool, account, input).await;
+    let result = match Selection::from_request(&q, &headers) {
+        Ok(selection) => call::run(&sc, &tool, &selection, input).await,
+        Err(e) => Err(e),
+    };
     let ms = started.elapsed().as_millis();
     let tool = loggable(&tool);
     match result {

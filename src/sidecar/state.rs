@@ -1,5 +1,6 @@
-//! What every request handler shares, built once at startup: the mounted accounts, the tool
-//! catalog (reloaded on change), where each provider's API lives, and the HTTP client.
+//! What every request handler shares, built once at startup: the mounted accounts, the broker
+//! (broker mode), the tool catalog (reloaded on change), where each provider's API lives, and the
+//! HTTP client.
 //!
 //! Building it checks everything that can be checked before the first request (account
 //! directories, catalog files, the HTTP client), so that a misconfigured pod fails at start with
@@ -12,7 +13,9 @@ use url::Url;
 
 use super::accounts::{Accounts, MountError, Offered};
 use super::args::Config;
+use super::broker::Broker;
 use super::routing::Routes;
+use super::target::BrokerAccounts;
 use super::tool_catalog::{LoadError, Source};
 use super::upstream::Upstream;
 
@@ -39,6 +42,7 @@ pub enum StartError {
 /// What every request handler shares.
 pub struct Sidecar {
     pub accounts: Accounts,
+    pub broker: Option<BrokerAccounts>,
     pub catalog: Source,
     pub routes: Routes,
     pub upstream: Upstream,
@@ -54,6 +58,10 @@ impl Sidecar {
             .collect();
         Ok(Sidecar {
             accounts: Accounts::mount(config)?,
+            broker: match &config.broker {
+                Some(b) => Some(BrokerAccounts::new(Broker::new(b)?)),
+                None => None,
+            },
             catalog: Source::new(config.tools_dirs.clone())?,
             routes: Routes::new(overrides),
             upstream: Upstream::new()?,
@@ -61,8 +69,9 @@ impl Sidecar {
         })
     }
 
-    /// The tools some mounted account can run (with the catalog as it is now), by name.
+    /// The tools some mounted account can run (every tool in broker mode), with the catalog as it
+    /// is now, by name.
     pub fn offered(&self) -> Vec<Offered> {
-        self.accounts.offered(&self.catalog.get())
+        self.accounts.offered(&self.catalog.get(), self.broker.is_some())
     }
 }

@@ -1,6 +1,6 @@
 //! The HTTP call to a provider's API: the credential in its header, the answer read up to a limit,
-//! and one retry after a rejected credential when the mounted files have changed since they were
-//! read. Where the call goes is [`super::routing`].
+//! and one retry after a rejected credential when another one is there now (the mounted files
+//! changed since they were read, or the broker, asked again, has a new token). Where the call goes is [`super::routing`].
 
 use std::time::Duration;
 
@@ -8,9 +8,9 @@ use axum::body::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::accounts::Account;
 use super::credentials::Credential;
 use super::error::ApiError;
+use super::target::Target;
 
 /// A provider's answer, read whole (up to a limit), and the credential that got it.
 pub struct Answer {
@@ -42,10 +42,10 @@ impl Upstream {
 
     /// Sends the request `build` makes for the current credential, with the credential's header
     /// set (replacing any such header of the request). When `auth_failed` says the provider rejected
-    /// the credential and the mounted files now hold another one, builds and sends once more.
+    /// the credential and the account has another one now, builds and sends once more.
     pub async fn send(
         &self,
-        account: &Account,
+        account: &Target<'_>,
         limit: usize,
         auth_failed: &(dyn Fn(StatusCode, &[u8]) -> bool + Sync),
         build: &(dyn Fn(&Credential) -> Result<reqwest::RequestBuilder, ApiError> + Sync),
@@ -58,11 +58,11 @@ impl Upstream {
                 .map_err(|e| ApiError::ToolDefinition(e.without_url().to_string()))?;
             let name =
                 HeaderName::from_bytes(cred.header_name.as_bytes()).map_err(|_| ApiError::Credential {
-                    account: account.name.clone(),
+                    account: account.name().to_owned(),
                     source: super::credentials::CredentialError::Empty,
                 })?;
             let mut value = HeaderValue::from_str(&cred.header_value).map_err(|_| ApiError::Credential {
-                account: account.name.clone(),
+                account: account.name().to_owned(),
                 source: super::credentials::CredentialError::Empty,
             })?;
             value.set_sensitive(true);
@@ -75,14 +75,14 @@ impl Upstream {
             let status = resp.status();
             let headers = resp.headers().clone();
             let body = read_limited(resp, limit).await?;
-            if !retried && auth_failed(status, &body) {
-                let fresh = account.credential()?;
-                if !fresh.same_as(&cred) {
-                    tracing::info!(account = %account.name, "credential rejected and rotated meanwhile; retrying with the new one");
-                    cred = fresh;
-                    retried = true;
-                    continue;
-                }
+            if !retried
+                && auth_failed(status, &body)
+                && let Some(fresh) = account.after_rejection(&cred).await?
+            {
+                tracing::info!(account = %account.name(), "credential rejected and replaced meanwhile; retrying with the new one");
+                cred = fresh;
+                retried = true;
+                continue;
             }
             return Ok(Answer {
                 status,

@@ -5,10 +5,15 @@
 //! renamed over `..data`, old directory deleted). Each catalog tool is called through the sidecar and
 //! the request the provider receives is checked field by field (method, path, query, body, headers)
 //! against what the real API expects; the provider answers in the shape of its documentation and the
-//! compact result is checked whole. No Kubernetes is needed. Every test ends with a scan of the
-//! sidecar's output for every credential the test used.
+//! compact result is checked whole. No Kubernetes is needed, except for `broker.rs` (broker mode
+//! against the real operator). Every test ends with a scan of the sidecar's output for every
+//! credential the test used.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+mod broker;
+mod broker_local;
+#[path = "../common/mod.rs"]
+mod common;
 mod harness;
 mod trust;
 
