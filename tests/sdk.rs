@@ -8,40 +8,42 @@
 //! kubeconfig and finishes links through a loopback `POST /sign-in {"link", "user"}` served here,
 //! which plays the Dex login with the same helper as the Rust tests.
 //!
-//! The sidecar serves mounted accounts: one directory per account the Python side will create
-//! (their names come from the SDK's own naming function), filled the way the kubelet fills a
-//! Secret volume once the operator publishes the Secret.
+//! The Connection delivers through the token broker (`delivery: Broker`: no agent Secret), and ONE
+//! sidecar in broker mode serves every user, the account named per call: the pod's identity is a
+//! real ServiceAccount token (TokenRequest, audience `agentauth.dev`) in a file, as the kubelet
+//! projects it. Its Role grants `use` on the test users' accounts only (their names come from the
+//! SDK's own naming function), so pytest also sees the broker's refusal.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
 #[path = "sidecar/harness.rs"]
 mod harness;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_auth_operator::api::Connection;
+use agent_auth_operator::api::{ConnectedAccount, Connection};
 use axum::http::{Method, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use common::dex::{self, Dex};
-use common::fixtures::{REACT, oauth_connection, secret_text};
-use common::operator::stack;
+use common::fixtures::{REACT, oauth_connection};
+use common::identity;
+use common::operator::{OPERATOR_NS, stack};
 use common::{eventually, setup};
-use harness::{ProviderApi, SidecarProcess, write_volume};
+use harness::{ProviderApi, SidecarProcess};
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::Api;
 use serde_json::{Value, json};
 
 const CONNECTION: &str = "gmail";
 /// The quickstart's user (the seed's identifier, with its `_`).
 const QUICKSTART_USER: &str = "user_123";
-/// The users pytest mounts accounts for (`AGENTAUTH_TEST_IDENTIFIERS`); it creates others that
-/// the sidecar never sees.
+/// The users whose accounts pytest runs tools with (`AGENTAUTH_TEST_IDENTIFIERS`); the sidecar
+/// may use theirs and the quickstart's only.
 const PYTEST_USERS: [&str; 2] = ["alice@example.com", "bob_42"];
 /// How long one Python run may take.
 const PYTHON_LIMIT: Duration = Duration::from_secs(300);
@@ -73,22 +75,17 @@ async fn python_sdk_quickstart_and_every_call() {
     let site = sdk.path().join("site");
     let names = account_names(&python, &site, &users).await;
 
-    let volumes = harness::temp_dir("sdk");
-    let mut args = vec![format!("--api-base=google={}", api.base("google"))];
-    for name in &names {
-        let dir = volumes.path().join(name);
-        write_volume(&dir, &[]);
-        // `:google`: until the Secret arrives the volume is empty and names no provider.
-        args.push(format!("--account={name}={}:google", dir.display()));
-    }
-    let sidecar = SidecarProcess::start(&args);
-    let tokens = Arc::new(Mutex::new(Vec::<String>::new()));
-    let kubelet = tokio::spawn(kubelet(
-        Api::namespaced(client.clone(), ns),
-        names.clone(),
-        volumes.path().to_owned(),
-        tokens.clone(),
-    ));
+    let granted: Vec<&str> = names.iter().map(String::as_str).collect();
+    identity::service_account(client, ns, "agent", &["use"], Some(&granted)).await;
+    let sa_token = identity::token(client, ns, "agent", Some("agentauth.dev")).await;
+    let scratch = harness::temp_dir("sdk");
+    let token_file = scratch.path().join("token");
+    std::fs::write(&token_file, &sa_token).unwrap();
+    let sidecar = SidecarProcess::start(&[
+        format!("--broker-url={}", s.operator.broker_url),
+        format!("--token-file={}", token_file.display()),
+        format!("--api-base=google={}", api.base("google")),
+    ]);
     let signin = sign_in_server(&s.dex).await;
 
     let py_env: Vec<(&str, String)> = vec![
@@ -98,6 +95,7 @@ async fn python_sdk_quickstart_and_every_call() {
         ("AGENTAUTH_TEST_SIGNIN_URL", format!("{signin}/sign-in")),
         ("AGENTAUTH_TEST_CONNECTION", CONNECTION.to_owned()),
         ("AGENTAUTH_TEST_IDENTIFIERS", PYTEST_USERS.join(",")),
+        ("AGENTAUTH_TEST_BROKER", "1".into()),
         ("PYTHONPATH", site.display().to_string()),
         ("PYTHONDONTWRITEBYTECODE", "1".into()),
         ("PYTHONUNBUFFERED", "1".into()),
@@ -133,9 +131,10 @@ async fn python_sdk_quickstart_and_every_call() {
     );
     println!("{pytest_out}");
 
-    kubelet.abort();
     let sidecar_out = sidecar.output();
-    for t in tokens.lock().unwrap().iter() {
+    let tokens = held_tokens(client, ns).await;
+    assert!(!tokens.is_empty(), "no account was authorized");
+    for t in tokens.iter().chain([&sa_token]) {
         for (what, text) in [
             ("the quickstart's output", &quickstart),
             ("pytest's output", &pytest_out),
@@ -147,7 +146,7 @@ async fn python_sdk_quickstart_and_every_call() {
 }
 
 /// Connection [`CONNECTION`]: `provider: google` (the sidecar's Gmail tools and API base), with
-/// Dex's endpoints instead of Google's and Dex's scopes.
+/// Dex's endpoints instead of Google's and Dex's scopes, delivered through the broker.
 async fn gmail_connection(client: &kube::Client, ns: &str, dex: &Dex, api: &ProviderApi) {
     let oauth2 = json!({
         "clientId": dex.next_client_id(),
@@ -163,6 +162,7 @@ async fn gmail_connection(client: &kube::Client, ns: &str, dex: &Dex, api: &Prov
         "authorizationLink": {"ttl": "1h"},
         // Google keeps refresh tokens, Dex rotates them.
         "refresh": {"rotation": {"policy": "Strict"}},
+        "delivery": "Broker",
     });
     oauth_connection(client, ns, CONNECTION, &dex.client_secret, oauth2, extra).await;
 }
@@ -293,30 +293,29 @@ async fn gmail_api() -> ProviderApi {
     api
 }
 
-/// Writes each account's Secret into its volume directory as the kubelet does (a new version on
-/// every change), polling; remembers the access tokens for the scans.
-async fn kubelet(secrets: Api<Secret>, names: Vec<String>, root: PathBuf, tokens: Arc<Mutex<Vec<String>>>) {
-    let mut versions: HashMap<String, String> = HashMap::new();
-    loop {
-        for name in &names {
-            let Ok(Some(secret)) = secrets.get_opt(&format!("{name}-credentials")).await else {
-                continue;
-            };
-            let version = secret.metadata.resource_version.clone().unwrap_or_default();
-            if versions.get(name) == Some(&version) {
-                continue;
-            }
-            let files = secret_text(&secret);
-            if let Some(t) = files.get("access_token") {
+/// Every access and refresh token the operator holds for the namespace's accounts (its own
+/// copies: a `Broker` account has no agent Secret), remembered for the exit-time scan too.
+async fn held_tokens(client: &kube::Client, ns: &str) -> Vec<String> {
+    let accounts: Api<ConnectedAccount> = Api::namespaced(client.clone(), ns);
+    let copies: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NS);
+    let mut tokens = Vec::new();
+    for a in accounts.list(&Default::default()).await.unwrap() {
+        let name = format!("agentauth-{}", a.uid().unwrap_or_default());
+        let Some(copy) = copies.get_opt(&name).await.unwrap() else {
+            continue;
+        };
+        let Some(record) = copy.data.as_ref().and_then(|d| d.get("record.json")) else {
+            continue;
+        };
+        let record: Value = serde_json::from_slice(&record.0).unwrap();
+        for key in ["accessToken", "refreshToken"] {
+            if let Some(t) = record["tokens"][key].as_str() {
                 common::hygiene::remember(t);
-                tokens.lock().unwrap().push(t.clone());
+                tokens.push(t.to_owned());
             }
-            let files: Vec<(&str, String)> = files.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-            write_volume(&root.join(name), &files);
-            versions.insert(name.clone(), version);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await; // the kubelet's sync period, shortened
     }
+    tokens
 }
 
 /// Serves `POST /sign-in {"link": URL, "user": N}` on loopback: Dex user N signs in through the
