@@ -109,6 +109,7 @@ async fn python_sdk_quickstart_and_every_call() {
         quickstart.contains("Lunch tomorrow?") && quickstart.contains("Invoice 42"),
         "the quickstart printed no unread mail:\n{quickstart}"
     );
+    println!("{quickstart}");
 
     // Every SDK call and error type.
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
