@@ -384,7 +384,8 @@ async fn run_quickstart(python: &Path, env: &[(&str, String)], dex: &Dex) -> Str
     }
     drop(tx);
     let mut out = String::new();
-    let mut signed_in = false;
+    let (mut signed_in, mut failure) = (false, None);
+    // Nothing in here panics: the quickstart is killed before any assertion fails.
     let read = tokio::time::timeout(PYTHON_LIMIT, async {
         while let Some(line) = rx.recv().await {
             out.push_str(&line);
@@ -393,17 +394,26 @@ async fn run_quickstart(python: &Path, env: &[(&str, String)], dex: &Dex) -> Str
                 .split_whitespace()
                 .find(|w| w.starts_with("http") && w.contains("/connect/"));
             if let (Some(link), false) = (link, signed_in) {
-                let page = dex::login(&dex::browser(), link, &dex.user(0)).await.unwrap();
-                assert_eq!(page.status(), 200, "signing in through the quickstart's link");
-                signed_in = true;
+                match dex::login(&dex::browser(), link, &dex.user(0)).await {
+                    Ok(page) if page.status() == 200 => signed_in = true,
+                    Ok(page) => failure = Some(format!("the sign-in ended at {}", page.status())),
+                    Err(e) => failure = Some(e),
+                }
+                if failure.is_some() {
+                    break;
+                }
             }
         }
     })
     .await;
-    if read.is_err() {
+    if read.is_err() || failure.is_some() {
         let _ = child.kill();
     }
     let status = blocking(move || child.wait()).await;
+    assert!(
+        failure.is_none(),
+        "signing in through the quickstart's link: {failure:?}\n{out}"
+    );
     assert!(
         read.is_ok(),
         "the quickstart did not finish in {PYTHON_LIMIT:?}:\n{out}"
