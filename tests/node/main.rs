@@ -3,11 +3,13 @@
 //! replicas under the `restricted` Pod Security level, a user signing in through the chart's
 //! Service (`kubectl port-forward`, so also the kubelet's streaming), `examples/agent-with-sidecar.yaml`
 //! calling a Gmail-shaped API through the sidecar with the mounted Secret, the kubelet bringing a
-//! refreshed token into the running pod, a forced delete of the leader in the middle of a refresh,
+//! refreshed token into the running pod, `examples/agent-broker.yaml`'s sidecar doing the same with
+//! its pod's projected token through the token broker, a forced delete of the leader in the middle of a refresh,
 //! and `helm uninstall`. A second test kills a node's test process with SIGKILL and checks that
 //! nothing of the node is left on the machine.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+mod broker;
 #[path = "../common/mod.rs"]
 mod common;
 mod host;
@@ -306,6 +308,23 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     // the files and retries (docs/sidecar.md); such calls are counted, not forbidden.
     let rejected = api.calls().iter().filter(|c| !c.accepted).count();
     println!("rotation: {rejected} calls refused by the provider (the sidecar retries those)");
+
+    // --- Broker mode: a pod's projected token, the user named per call ------------------------------
+    accounts
+        .patch(
+            "alice-gmail",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"delivery": "SecretAndBroker"}})),
+        )
+        .await
+        .unwrap();
+    broker::agent_in_broker_mode(
+        &t,
+        &client,
+        &api,
+        ("gmail", "alice-gmail", "alice-gmail@example.com"),
+    )
+    .await;
 
     // --- Failover: force-delete the leader in the middle of a refresh -----------------------------
     // Strict rotation; tokens live 90 s and are renewed 75 s early, so the access token outlives the
