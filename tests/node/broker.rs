@@ -3,7 +3,7 @@
 //! credential volume, calling a tool for a user named at call time through the broker's Service
 //! (kube-proxy to an operator pod).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams};
@@ -62,24 +62,25 @@ pub async fn agent_in_broker_mode(
         "import urllib.request as u; r = u.Request({url:?}, data=b'{{}}', headers={{'content-type': 'application/json'}}); print(u.urlopen(r, timeout=20).read().decode())"
     );
     let pod_name = name(&pod);
-    let answer = eventually(
-        Duration::from_secs(60),
-        "a tool call through the broker",
-        || async {
-            let out = t
-                .kubectl
-                .run(
-                    &[
-                        "exec", "-n", AGENTS, &pod_name, "-c", "agent", "--", "python", "-c", &script,
-                    ],
-                    None,
-                )
-                .ok()?;
-            let text = out.combined();
-            text.contains("Lunch").then_some(text)
-        },
-    )
-    .await;
+    let exec = [
+        "exec", "-n", AGENTS, &pod_name, "-c", "agent", "--", "python", "-c", &script,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        let text = t
+            .kubectl
+            .run(&exec, None)
+            .map(|o| o.combined())
+            .unwrap_or_else(|e| e.to_string());
+        if text.contains("Lunch") {
+            break text;
+        }
+        if Instant::now() > deadline {
+            let logs = t.kubectl(&["logs", "-n", AGENTS, &pod_name, "-c", "agentauth"]);
+            panic!("no tool call through the broker in 60 s; last answer:\n{text}\nsidecar log:\n{logs}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await; // poll interval
+    };
     let calls: Vec<_> = api.calls().into_iter().skip(before).collect();
     assert!(
         calls.iter().any(|c| c.accepted && c.path.ends_with("/messages")),
