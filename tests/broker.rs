@@ -443,3 +443,123 @@ async fn delivery_moves_between_secret_and_broker_per_account() {
     common::hygiene::remember(&first);
     common::hygiene::remember(&renewed);
 }
+
+/// Anything that reaches the broker port can open connections: headers that never finish, a body
+/// that never arrives and a connection that stays idle are all cut off within seconds, so that no
+/// one holds the process's connections (and file descriptors, shared with the controllers).
+#[tokio::test]
+async fn slow_and_idle_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = stack()
+        .operator
+        .broker_url
+        .trim_start_matches("http://")
+        .to_owned();
+    let open = |first: &'static [u8]| {
+        let addr = addr.clone();
+        async move {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(first).await.unwrap();
+            c
+        }
+    };
+    let clients = [
+        ("headers", open(b"POST /token HTTP/1.1\r\nHost: broker\r\n").await),
+        (
+            "body",
+            open(
+                b"POST /token HTTP/1.1\r\nHost: broker\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=",
+            )
+            .await,
+        ),
+        ("idle", open(b"").await),
+    ];
+    let cut = clients.into_iter().map(|(what, mut c)| async move {
+        let mut answer = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(15), c.read_to_end(&mut answer)).await;
+        assert!(
+            closed.is_ok(),
+            "a slow client ({what}) still holds its connection after 15 s"
+        );
+        (what, String::from_utf8_lossy(&answer).into_owned())
+    });
+    for (what, answer) in futures::future::join_all(cut).await {
+        if what == "body" {
+            assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+            assert!(answer.contains("invalid_request"), "{answer}");
+        }
+    }
+}
+
+/// The reviews' caches do not outlive what they cache by more than their TTL: a deleted
+/// RoleBinding, a deleted and re-created ServiceAccount of the same name, and an account deleted
+/// and re-created under the same name (a new UID, no credential yet) all stop the old answer.
+#[tokio::test]
+async fn revoked_grants_and_recreated_objects_stop_the_old_answer() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    let env = setup("broker-revoke").await;
+    let s = stack();
+    let (client, ns, accounts, _) = env.parts();
+    dex_connection(client, ns, "mail", &s.dex, &["openid", "email", "offline_access"]).await;
+    patch_connection(client, ns, "mail", json!({"spec": {"delivery": "Broker"}})).await;
+    authorized(client, ns, "erin", "mail", &s.dex.user(3)).await;
+    service_account(client, ns, "agent", &["use"], None).await;
+    let erin = named(ns, "erin");
+    let agent = token(client, ns, "agent", Some(AUDIENCE)).await;
+    let first = exchange(&agent, &[("resource", &erin)]).await;
+    assert_eq!(first.0, 200, "{}", first.1);
+    let old_access = first.1["access_token"].as_str().unwrap().to_owned();
+    common::hygiene::remember(&old_access);
+    // The cache TTL is 10 s; a second of slack for the API server's own RBAC cache.
+    let within = Duration::from_secs(12);
+
+    // The RoleBinding goes: refused within the TTL.
+    let bindings: kube::Api<RoleBinding> = kube::Api::namespaced(client.clone(), ns);
+    let started = std::time::Instant::now();
+    bindings.delete("agent", &Default::default()).await.unwrap();
+    eventually(within, "refused once the RoleBinding is gone", || async {
+        (exchange(&agent, &[("resource", &erin)]).await.0 == 403).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() <= within);
+
+    // The ServiceAccount is deleted and re-created under the same name, with its grant back: the
+    // old ServiceAccount's token stops within the TTL; the new one's works.
+    let sas: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), ns);
+    sas.delete("agent", &Default::default()).await.unwrap();
+    common::fixtures::wait_gone(&sas, "agent").await;
+    kube::Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), ns)
+        .delete("agent", &Default::default())
+        .await
+        .unwrap();
+    service_account(client, ns, "agent", &["use"], None).await;
+    let started = std::time::Instant::now();
+    eventually(within, "the deleted ServiceAccount's token refused", || async {
+        (exchange(&agent, &[("resource", &erin)]).await.0 == 401).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() <= within);
+    let renewed = token(client, ns, "agent", Some(AUDIENCE)).await;
+    eventually(within, "the new ServiceAccount's grant", || async {
+        (exchange(&renewed, &[("resource", &erin)]).await.0 == 200).then_some(())
+    })
+    .await;
+
+    // The account is deleted and re-created under the same name: the new one (a new UID, never
+    // authorized) never hands out the old one's token.
+    accounts.delete("erin", &Default::default()).await.unwrap();
+    common::fixtures::wait_gone(accounts, "erin").await;
+    account(client, ns, "erin", "mail", json!({})).await;
+    wait_account(accounts, "erin", "link", |a| link(a).is_some()).await;
+    let pending = eventually(REACT, "the re-created account is PENDING_AUTH", || async {
+        let a = exchange(&renewed, &[("resource", &erin)]).await;
+        assert!(
+            a.1["access_token"].as_str() != Some(old_access.as_str()),
+            "the re-created account handed out the deleted one's token"
+        );
+        (a.0 == 409).then_some(a)
+    })
+    .await;
+    assert_eq!(pending.1["state"], "PENDING_AUTH");
+}

@@ -21,7 +21,7 @@ pub mod request;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -83,23 +83,83 @@ pub fn router(broker: Broker) -> Router {
         .with_state(broker)
 }
 
-/// Serves the broker on `addr` until `shutdown`.
+/// A client must send its request headers within this time; an idle keep-alive connection is
+/// closed after it too (against slowloris: every replica's controller shares this process).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client must send its whole body within this time after its headers.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request is answered within this time, or refused as unavailable (a TokenReview or
+/// SubjectAccessReview the API server does not answer must not hold the connection).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Serves the broker on `addr` until `shutdown`, then lets in-flight exchanges finish.
+///
+/// Served by hyper directly, as the gateway is, rather than by `axum::serve`, which sets no timer
+/// and so has no header read timeout: anything that reaches the port could hold connections (and
+/// the process's file descriptors) forever by trickling headers or keeping them idle.
 pub async fn serve(
     broker: Broker,
     addr: SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "token broker listening");
-    axum::serve(listener, router(broker))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(broker);
+    // HTTP/1 only: the auto-detecting builder first waits for a version preface, with no timer,
+    // so a client that connects and sends nothing would be held forever.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(64 * 1024);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut shutdown => break,
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "broker: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "broker connection ended with an error");
+            }
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("broker connections still open at shutdown"),
+    }
+    Ok(())
 }
 
 /// `POST /token`.
 async fn token(State(broker): State<Broker>, request: Request) -> Response {
     let started = Instant::now();
-    let (outcome, response) = match exchange(&broker, request).await {
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange(&broker, request))
+        .await
+        .unwrap_or(Err(Refusal::Unavailable(
+            "the broker could not answer in time; try again",
+        )));
+    let (outcome, response) = match answer {
         Ok(body) => {
             let mut r = axum::Json(body).into_response();
             r.headers_mut()
@@ -148,7 +208,12 @@ async fn read(request: Request) -> Result<Exchange, Refusal> {
     let body: Body = request.into_body();
     let mut stream = body.into_data_stream();
     let (mut bytes, mut seen) = (Vec::new(), 0usize);
-    while let Some(chunk) = stream.next().await {
+    let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .map_err(|_| Refusal::SlowBody)?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|_| Refusal::request("the request body could not be read"))?;
         seen += chunk.len();
         if seen <= BODY_LIMIT {
