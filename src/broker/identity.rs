@@ -104,8 +104,10 @@ impl Identity {
         caller.ok_or(Refusal::Unauthenticated)
     }
 
-    /// Whether `caller` may `use` the ConnectedAccount `ns/name`.
-    pub async fn may_use(&self, caller: &Caller, ns: &str, name: &str) -> Result<bool, Refusal> {
+    /// Whether `caller` may `use` the ConnectedAccount `ns/name` (every one in `ns` when `name` is
+    /// empty). The answer is cached per `asked`, the caller's question, as well as per account, so
+    /// that questions cost the same whatever their answer (see `broker::authorize`).
+    pub async fn may_use(&self, caller: &Caller, ns: &str, name: &str, asked: &str) -> Result<bool, Refusal> {
         let key = (
             format!(
                 "{}\0{}",
@@ -113,7 +115,7 @@ impl Identity {
                 caller.user.uid.as_deref().unwrap_or_default()
             ),
             ns.to_owned(),
-            name.to_owned(),
+            format!("{name}\0{asked}"),
         );
         let now = Instant::now();
         if let Some(hit) = self.grants.get(&key).filter(|c| c.until > now) {
