@@ -24,6 +24,8 @@ pub const TTL: Duration = Duration::from_secs(10);
 const CAPACITY: u64 = 20_000;
 /// Most TokenReviews and SubjectAccessReviews in flight at once, per replica.
 const IN_FLIGHT: usize = 16;
+/// How long a request waits for its turn among them before it is refused as unavailable.
+const TURN_WAIT: Duration = Duration::from_secs(2);
 /// `system:serviceaccount:<namespace>:<name>`.
 const SA_PREFIX: &str = "system:serviceaccount:";
 
@@ -140,12 +142,13 @@ impl Identity {
 }
 
 impl Identity {
-    /// A place among the [`IN_FLIGHT`] reviews (waiting, within the request's own deadline).
+    /// A place among the [`IN_FLIGHT`] reviews, waiting at most [`TURN_WAIT`] (so that a flood
+    /// does not pile up waiting requests either).
     async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Refusal> {
-        self.reviews
-            .acquire()
-            .await
-            .map_err(|_| Refusal::Unavailable("the broker is shutting down; try again"))
+        match tokio::time::timeout(TURN_WAIT, self.reviews.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) | Err(_) => Err(Refusal::Unavailable("the broker is busy; try again")),
+        }
     }
 }
 
