@@ -563,3 +563,101 @@ async fn revoked_grants_and_recreated_objects_stop_the_old_answer() {
     .await;
     assert_eq!(pending.1["state"], "PENDING_AUTH");
 }
+
+/// A ClusterConnection serves only the namespaces its selector picks, through the broker too:
+/// an account in a namespace it does not admit is refused (ERROR), and one whose namespace stops
+/// being admitted stops being served, whatever RBAC its callers have.
+#[tokio::test]
+async fn a_cluster_connection_is_brokered_only_to_the_namespaces_it_admits() {
+    use agent_auth_operator::api::ClusterConnection;
+    use common::operator::{OPERATOR_NS, PLATFORM_CONNECTION};
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use kube::api::{ObjectMeta, PostParams};
+    let allowed = setup("broker-cc-in").await;
+    let other = setup("broker-cc-out").await;
+    let s = stack();
+    let client = &allowed.client;
+    let label = |v: Option<&str>| json!({"metadata": {"labels": {"agentauth.dev/broker-dex": v}}});
+    let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let pp = PatchParams::default();
+    namespaces
+        .patch(&allowed.ns, &pp, &Patch::Merge(label(Some("true"))))
+        .await
+        .unwrap();
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("broker-dex-oauth".into()),
+            labels: Some(agent_auth_operator::store::secret_ref::opt_in_labels()),
+            ..Default::default()
+        },
+        string_data: Some([("client-secret".to_owned(), s.dex.client_secret.clone())].into()),
+        ..Default::default()
+    };
+    kube::Api::<Secret>::namespaced(client.clone(), OPERATOR_NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let cc: ClusterConnection = serde_json::from_value(json!({
+        "apiVersion": "agentauth.dev/v1alpha1", "kind": "ClusterConnection",
+        "metadata": {"name": PLATFORM_CONNECTION},
+        "spec": {"authType": "OAuth2", "delivery": "Broker",
+            "oauth2": {"clientId": s.dex.next_client_id(), "clientSecretRef": {"name": "broker-dex-oauth", "key": "client-secret"},
+                "authorizationUrl": s.dex.authorization_url(), "tokenUrl": s.dex.token_url(),
+                "scopes": ["openid", "email", "offline_access"]},
+            "namespaceSelector": {"matchLabels": {"agentauth.dev/broker-dex": "true"}}}}))
+    .unwrap();
+    let ccs: kube::Api<ClusterConnection> = kube::Api::all(client.clone());
+    ccs.create(&PostParams::default(), &cc).await.unwrap();
+    let cluster_ref = json!({"connectionRef": {"kind": "ClusterConnection", "name": PLATFORM_CONNECTION}});
+    account(
+        client,
+        &allowed.ns,
+        "frank",
+        PLATFORM_CONNECTION,
+        cluster_ref.clone(),
+    )
+    .await;
+    let pending = wait_account(&allowed.accounts, "frank", "link", |a| link(a).is_some()).await;
+    common::fixtures::sign_in(&link(&pending).unwrap(), &s.dex.user(4)).await;
+    let active = wait_state(&allowed.accounts, "frank", AccountState::Active).await;
+    common::fixtures::remember_credentials(client, &allowed.ns, &active).await;
+    service_account(client, &allowed.ns, "agent", &["use"], None).await;
+    let agent = token(client, &allowed.ns, "agent", Some(AUDIENCE)).await;
+    let frank = named(&allowed.ns, "frank");
+    let served = exchange(&agent, &[("resource", &frank)]).await;
+    assert_eq!(served.0, 200, "{}", served.1);
+    common::hygiene::remember(served.1["access_token"].as_str().unwrap());
+
+    // A namespace the selector does not pick: ERROR, and the broker says so.
+    account(client, &other.ns, "gina", PLATFORM_CONNECTION, cluster_ref).await;
+    wait_state(&other.accounts, "gina", AccountState::Error).await;
+    service_account(client, &other.ns, "agent", &["use"], None).await;
+    let outsider = token(client, &other.ns, "agent", Some(AUDIENCE)).await;
+    let gina = exchange(&outsider, &[("resource", &named(&other.ns, "gina"))]).await;
+    assert_eq!(
+        (refused(&gina, 409).as_str(), gina.1["state"].as_str()),
+        ("account_not_active", Some("ERROR"))
+    );
+
+    // The namespace stops being picked: its account is no longer served.
+    namespaces
+        .patch(&allowed.ns, &pp, &Patch::Merge(label(None)))
+        .await
+        .unwrap();
+    let stopped = eventually(
+        REACT,
+        "frank refused once its namespace is not admitted",
+        || async {
+            let a = exchange(&agent, &[("resource", &frank)]).await;
+            (a.0 != 200).then_some(a)
+        },
+    )
+    .await;
+    assert_eq!(
+        (refused(&stopped, 409).as_str(), stopped.1["state"].as_str()),
+        ("account_not_active", Some("ERROR"))
+    );
+    ccs.delete(PLATFORM_CONNECTION, &Default::default())
+        .await
+        .unwrap();
+}
