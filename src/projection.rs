@@ -48,6 +48,15 @@ where
 }
 
 impl<P> Projected<P> {
+    /// A projection that has listed `p` and watches nothing (for tests).
+    #[cfg(test)]
+    pub fn of(p: P) -> Self {
+        Projected {
+            state: Arc::new(RwLock::new(p)),
+            synced: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
     /// The current projection (`None` if a writer panicked, which nothing here does).
     pub fn read(&self) -> Option<RwLockReadGuard<'_, P>> {
         self.state.read().ok()

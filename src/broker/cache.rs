@@ -221,6 +221,19 @@ impl Cache {
         cache
     }
 
+    /// A cache of just `accounts`, watching nothing (for tests).
+    #[cfg(test)]
+    pub fn of_accounts(accounts: &[GuardedAccount]) -> Cache {
+        let mut projection = Accounts::default();
+        for a in accounts {
+            projection.upsert(a);
+        }
+        Cache {
+            accounts: vec![Projected::of(projection)],
+            ..Cache::default()
+        }
+    }
+
     /// Every watch has listed once.
     pub fn synced(&self) -> bool {
         self.accounts.iter().all(Projected::synced)

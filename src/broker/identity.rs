@@ -4,8 +4,10 @@
 //! Guarantees: a token is accepted only if the API server authenticated it for the broker's
 //! audience and it names a ServiceAccount; a cached acceptance never outlives the token's own
 //! `exp`; caches hold a SHA-256 of the token, never the token; each cache holds at most
-//! [`CAPACITY`] answers, so a flood of garbage tokens costs bounded memory (and one TokenReview
-//! each). Caveat: revoking a token, deleting its pod, or removing an RBAC grant takes effect within
+//! [`CAPACITY`] answers, so a flood of garbage tokens costs bounded memory; at most [`IN_FLIGHT`]
+//! reviews are asked at once, so such a flood queues here instead of costing the API server (and
+//! this process's own controllers, which share its client and its API priority) one call per
+//! request at any rate. Caveat: revoking a token, deleting its pod, or removing an RBAC grant takes effect within
 //! [`TTL`], as with the API server's own webhook-authorizer caches.
 
 use std::sync::Arc;
@@ -20,6 +22,10 @@ use super::refusal::Refusal;
 pub const TTL: Duration = Duration::from_secs(10);
 /// Most answers kept per cache.
 const CAPACITY: u64 = 20_000;
+/// Most TokenReviews and SubjectAccessReviews in flight at once, per replica.
+const IN_FLIGHT: usize = 16;
+/// How long a request waits for its turn among them before it is refused as unavailable.
+const TURN_WAIT: Duration = Duration::from_secs(2);
 /// `system:serviceaccount:<namespace>:<name>`.
 const SA_PREFIX: &str = "system:serviceaccount:";
 
@@ -57,6 +63,7 @@ pub struct Identity {
     audience: Arc<str>,
     tokens: Cache<[u8; 32], Cached<Option<Arc<Caller>>>>,
     grants: Cache<(String, String, String), Cached<bool>>,
+    reviews: Arc<tokio::sync::Semaphore>,
 }
 
 impl Identity {
@@ -66,6 +73,7 @@ impl Identity {
             audience: audience.into(),
             tokens: Cache::builder().max_capacity(CAPACITY).time_to_live(TTL).build(),
             grants: Cache::builder().max_capacity(CAPACITY).time_to_live(TTL).build(),
+            reviews: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
         }
     }
 
@@ -79,6 +87,7 @@ impl Identity {
         if let Some(hit) = self.tokens.get(&key).filter(|c| c.until > now) {
             return hit.value.ok_or(Refusal::Unauthenticated);
         }
+        let _turn = self.turn().await?;
         let user = crate::review::authenticate(&self.client, token, Some(&self.audience))
             .await
             .map_err(|e| {
@@ -97,8 +106,10 @@ impl Identity {
         caller.ok_or(Refusal::Unauthenticated)
     }
 
-    /// Whether `caller` may `use` the ConnectedAccount `ns/name`.
-    pub async fn may_use(&self, caller: &Caller, ns: &str, name: &str) -> Result<bool, Refusal> {
+    /// Whether `caller` may `use` the ConnectedAccount `ns/name` (every one in `ns` when `name` is
+    /// empty). The answer is cached per `asked`, the caller's question, as well as per account, so
+    /// that questions cost the same whatever their answer (see `broker::authorize`).
+    pub async fn may_use(&self, caller: &Caller, ns: &str, name: &str, asked: &str) -> Result<bool, Refusal> {
         let key = (
             format!(
                 "{}\0{}",
@@ -106,12 +117,13 @@ impl Identity {
                 caller.user.uid.as_deref().unwrap_or_default()
             ),
             ns.to_owned(),
-            name.to_owned(),
+            format!("{name}\0{asked}"),
         );
         let now = Instant::now();
         if let Some(hit) = self.grants.get(&key).filter(|c| c.until > now) {
             return Ok(hit.value);
         }
+        let _turn = self.turn().await?;
         let allowed = crate::review::may(&self.client, &caller.user, super::VERB, ns, name)
             .await
             .map_err(|e| {
@@ -126,6 +138,17 @@ impl Identity {
             },
         );
         Ok(allowed)
+    }
+}
+
+impl Identity {
+    /// A place among the [`IN_FLIGHT`] reviews, waiting at most [`TURN_WAIT`] (so that a flood
+    /// does not pile up waiting requests either).
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Refusal> {
+        match tokio::time::timeout(TURN_WAIT, self.reviews.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) | Err(_) => Err(Refusal::Unavailable("the broker is busy; try again")),
+        }
     }
 }
 
@@ -168,6 +191,56 @@ mod tests {
         assert!(lifetime(&jwt(now + 3600)) > TTL);
         assert_eq!(lifetime(&jwt(now - 5)), Duration::ZERO);
         assert_eq!(lifetime("garbage"), Duration::ZERO);
+    }
+
+    /// A flood of garbage tokens (anything that reaches the port can send one) must not become
+    /// as many concurrent TokenReviews: the API server's answer is what is rate-limited, and it
+    /// is shared with the controllers of this process.
+    #[tokio::test]
+    async fn a_flood_of_tokens_asks_at_most_in_flight_reviews_at_once() {
+        use futures::FutureExt as _;
+        let (service, mut handle) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let identity = Identity::new(kube::Client::new(service, "default"), "agentauth.dev");
+        let flood: Vec<_> = (0..IN_FLIGHT * 3)
+            .map(|i| {
+                let identity = identity.clone();
+                tokio::spawn(async move { identity.authenticate(&format!("garbage-{i}")).await })
+            })
+            .collect();
+        let mut pending = Vec::new();
+        for _ in 0..IN_FLIGHT {
+            pending.push(handle.next_request().await.expect("a TokenReview"));
+        }
+        // Every other caller has had its turn to run (one thread: yielding runs them all).
+        for _ in 0..1_000 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            handle.next_request().now_or_never().is_none(),
+            "more than {IN_FLIGHT} TokenReviews in flight at once"
+        );
+        let unauthenticated = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+            "spec": {}, "status": {"authenticated": false}
+        });
+        let answer = |send: tower_test::mock::SendResponse<http::Response<kube::client::Body>>| {
+            send.send_response(http::Response::new(kube::client::Body::from(
+                unauthenticated.to_string().into_bytes(),
+            )));
+        };
+        for (_, send) in pending {
+            answer(send);
+        }
+        let mut answered = IN_FLIGHT;
+        while answered < IN_FLIGHT * 3 {
+            let (_, send) = handle.next_request().await.expect("a TokenReview");
+            answer(send);
+            answered += 1;
+        }
+        for f in flood {
+            assert!(matches!(f.await.unwrap(), Err(Refusal::Unauthenticated)));
+        }
     }
 
     #[test]

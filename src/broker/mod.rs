@@ -21,7 +21,7 @@ pub mod request;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -88,23 +88,83 @@ pub fn router(broker: Broker) -> Router {
         .with_state(broker)
 }
 
-/// Serves the broker on `addr` until `shutdown`.
+/// A client must send its request headers within this time; an idle keep-alive connection is
+/// closed after it too (against slowloris: every replica's controller shares this process).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client must send its whole body within this time after its headers.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request is answered within this time, or refused as unavailable (a TokenReview or
+/// SubjectAccessReview the API server does not answer must not hold the connection).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Serves the broker on `addr` until `shutdown`, then lets in-flight exchanges finish.
+///
+/// Served by hyper directly, as the gateway is, rather than by `axum::serve`, which sets no timer
+/// and so has no header read timeout: anything that reaches the port could hold connections (and
+/// the process's file descriptors) forever by trickling headers or keeping them idle.
 pub async fn serve(
     broker: Broker,
     addr: SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "token broker listening");
-    axum::serve(listener, router(broker))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(broker);
+    // HTTP/1 only: the auto-detecting builder first waits for a version preface, with no timer,
+    // so a client that connects and sends nothing would be held forever.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(64 * 1024);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut shutdown => break,
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "broker: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "broker connection ended with an error");
+            }
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("broker connections still open at shutdown"),
+    }
+    Ok(())
 }
 
 /// `POST /token`.
 async fn token(State(broker): State<Broker>, request: Request) -> Response {
     let started = Instant::now();
-    let (outcome, response) = match exchange(&broker, request).await {
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange(&broker, request))
+        .await
+        .unwrap_or(Err(Refusal::Unavailable(
+            "the broker could not answer in time; try again",
+        )));
+    let (outcome, response) = match answer {
         Ok(body) => {
             let mut r = axum::Json(body).into_response();
             r.headers_mut()
@@ -123,15 +183,7 @@ async fn exchange(broker: &Broker, request: Request) -> Result<serde_json::Value
         return Err(Refusal::Unavailable("the broker is starting; try again"));
     }
     let caller = broker.identity.authenticate(&exchange.subject_token).await?;
-    let entry = resolve(broker, &caller, &exchange.target).await?;
-    let allowed = broker
-        .identity
-        .may_use(&caller, &entry.namespace, &entry.name)
-        .await?;
-    if !allowed {
-        tracing::info!(service_account = %caller.service_account, namespace = %entry.namespace, account = %entry.name, "broker: refused, no RBAC grant to use the account");
-        return Err(Refusal::Denied);
-    }
+    let entry = authorize(broker, &caller, &exchange.target).await?;
     let body = deliver(broker, &entry, Timestamp::now()).inspect_err(|r| {
         tracing::info!(service_account = %caller.service_account, namespace = %entry.namespace, account = %entry.name, outcome = r.outcome(), "broker: refused");
     })?;
@@ -153,7 +205,12 @@ async fn read(request: Request) -> Result<Exchange, Refusal> {
     let body: Body = request.into_body();
     let mut stream = body.into_data_stream();
     let (mut bytes, mut seen) = (Vec::new(), 0usize);
-    while let Some(chunk) = stream.next().await {
+    let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .map_err(|_| Refusal::SlowBody)?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|_| Refusal::request("the request body could not be read"))?;
         seen += chunk.len();
         if seen <= BODY_LIMIT {
@@ -168,17 +225,24 @@ async fn read(request: Request) -> Result<Exchange, Refusal> {
     request::parse(&bytes)
 }
 
-/// The account the target names. Whether an account exists is told only to callers that may use
-/// accounts there: a lookup by user that finds nothing answers `access_denied` unless the caller
-/// may `use` accounts of that namespace at all.
-async fn resolve(broker: &Broker, caller: &Caller, target: &Target) -> Result<Arc<AccountEntry>, Refusal> {
-    match target {
+/// The account the target names, if `caller` may use it.
+///
+/// Whether an account exists is told only to callers that may use accounts there: a lookup by
+/// user that finds nothing answers `access_denied` unless the caller may `use` accounts of that
+/// namespace at all. Nor do the reviews' cache tell it: answers are cached per question asked
+/// (the account's name, or the Connection and identifier), so a lookup by user costs a review the
+/// first time whether or not an account matches, rather than a miss reusing the namespace-wide
+/// answer of an earlier miss (a timing oracle for other namespaces' identifiers).
+async fn authorize(broker: &Broker, caller: &Caller, target: &Target) -> Result<Arc<AccountEntry>, Refusal> {
+    let entry = match target {
         Target::Named { namespace, name } => match broker.cache.account(namespace, name) {
-            Some(e) => Ok(e),
-            None if broker.identity.may_use(caller, namespace, name).await? => Err(Refusal::UnknownTarget(
-                format!("no ConnectedAccount {namespace}/{name}"),
-            )),
-            None => Err(Refusal::Denied),
+            Some(e) => e,
+            None if broker.identity.may_use(caller, namespace, name, "").await? => {
+                return Err(Refusal::UnknownTarget(format!(
+                    "no ConnectedAccount {namespace}/{name}"
+                )));
+            }
+            None => return Err(Refusal::Denied),
         },
         Target::Matching {
             connection,
@@ -186,30 +250,44 @@ async fn resolve(broker: &Broker, caller: &Caller, target: &Target) -> Result<Ar
             namespace,
         } => {
             let ns = namespace.as_deref().unwrap_or(&caller.namespace);
-            let missing = || async {
-                if broker.identity.may_use(caller, ns, "").await? {
-                    Ok(())
-                } else {
-                    Err(Refusal::Denied)
+            let asked = format!("{connection}\0{identifier}");
+            let why = match broker.cache.matching(ns, connection, identifier) {
+                Match::One(e) => {
+                    return authorized(broker, caller, e, &asked).await;
                 }
-            };
-            match broker.cache.matching(ns, connection, identifier) {
-                Match::One(e) => Ok(e),
                 Match::None => {
-                    missing().await?;
-                    Err(Refusal::UnknownTarget(format!(
-                        "no ConnectedAccount in {ns} for Connection {connection} and this identifier"
-                    )))
+                    format!("no ConnectedAccount in {ns} for Connection {connection} and this identifier")
                 }
-                Match::Several => {
-                    missing().await?;
-                    Err(Refusal::UnknownTarget(format!(
-                        "several ConnectedAccounts in {ns} match; name one with resource=agentauth://{ns}/<name>"
-                    )))
-                }
-            }
+                Match::Several => format!(
+                    "several ConnectedAccounts in {ns} match; name one with resource=agentauth://{ns}/<name>"
+                ),
+            };
+            return if broker.identity.may_use(caller, ns, "", &asked).await? {
+                Err(Refusal::UnknownTarget(why))
+            } else {
+                Err(Refusal::Denied)
+            };
         }
+    };
+    authorized(broker, caller, entry, "").await
+}
+
+/// `entry`, if RBAC lets `caller` use it (`asked`: the question, for the reviews' cache).
+async fn authorized(
+    broker: &Broker,
+    caller: &Caller,
+    entry: Arc<AccountEntry>,
+    asked: &str,
+) -> Result<Arc<AccountEntry>, Refusal> {
+    if broker
+        .identity
+        .may_use(caller, &entry.namespace, &entry.name, asked)
+        .await?
+    {
+        return Ok(entry);
     }
+    tracing::info!(service_account = %caller.service_account, namespace = %entry.namespace, account = %entry.name, "broker: refused, no RBAC grant to use the account");
+    Err(Refusal::Denied)
 }
 
 /// The answer for an authorized caller, if the account hands its token out now.
@@ -237,4 +315,85 @@ fn deliver(broker: &Broker, entry: &AccountEntry, now: Timestamp) -> Result<serd
     }
     let provider = connection.as_ref().and_then(|c| c.provider.as_deref());
     Ok(answer::body(entry, &tokens, provider, now))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use k8s_openapi::api::authentication::v1::UserInfo;
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::GuardedAccount;
+
+    /// A caller with no grant in another namespace learns nothing there from what the broker asks
+    /// the API server for it: a lookup by identifier costs the same reviews whether or not an
+    /// account matches. (A miss used to reuse the namespace-wide answer an earlier miss had
+    /// cached, while a match asked the API server: a timing oracle for identifiers.)
+    #[tokio::test]
+    async fn lookups_by_identifier_cost_the_same_whether_or_not_an_account_matches() {
+        let (service, mut handle) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let reviews = Arc::new(AtomicUsize::new(0));
+        let seen = reviews.clone();
+        tokio::spawn(async move {
+            let denied = json!({
+                "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                "spec": {}, "status": {"allowed": false}
+            });
+            while let Some((_, send)) = handle.next_request().await {
+                seen.fetch_add(1, SeqCst);
+                send.send_response(http::Response::new(kube::client::Body::from(
+                    denied.to_string().into_bytes(),
+                )));
+            }
+        });
+        let account: GuardedAccount = serde_json::from_value(json!({
+            "apiVersion": "agentauth.dev/v1alpha1", "kind": "ConnectedAccount",
+            "metadata": {"name": "alice-gmail", "namespace": "victim", "uid": "u1"},
+            "spec": {"connectionRef": {"name": "gmail"}, "identifier": "alice@example.com"}
+        }))
+        .unwrap();
+        let broker = Broker {
+            identity: Identity::new(kube::Client::new(service, "default"), DEFAULT_AUDIENCE),
+            cache: Cache::of_accounts(&[account]),
+            metrics: Arc::default(),
+        };
+        let caller = Caller {
+            user: UserInfo {
+                username: Some("system:serviceaccount:attacker:agent".into()),
+                uid: Some("sa-1".into()),
+                ..Default::default()
+            },
+            namespace: "attacker".into(),
+            service_account: "attacker/agent".into(),
+        };
+        let reviews_for = |identifier: &str| {
+            let target = Target::Matching {
+                connection: "gmail".into(),
+                identifier: identifier.into(),
+                namespace: Some("victim".into()),
+            };
+            let (broker, caller, reviews) = (&broker, &caller, &reviews);
+            async move {
+                let before = reviews.load(SeqCst);
+                let refused = authorize(broker, caller, &target).await.err();
+                assert_eq!(refused, Some(Refusal::Denied), "{target:?}");
+                reviews.load(SeqCst) - before
+            }
+        };
+        reviews_for("first-miss@example.com").await;
+        let matching = reviews_for("alice@example.com").await;
+        let missing = reviews_for("nobody@example.com").await;
+        assert_eq!(
+            matching, missing,
+            "an existing identifier costs {matching} reviews, a missing one {missing}"
+        );
+        assert_eq!(
+            reviews_for("alice@example.com").await,
+            reviews_for("nobody@example.com").await,
+            "and so do repeated questions"
+        );
+    }
 }

@@ -21,6 +21,8 @@ pub enum Refusal {
     TooLarge,
     /// 415: not a form body.
     NotForm,
+    /// 408: the body did not arrive in time.
+    SlowBody,
     /// 401 `invalid_client`: the subject token is not a valid ServiceAccount token for our audience.
     Unauthenticated,
     /// 400 `invalid_target`: no such account (or none matching), or not delivered by the broker.
@@ -42,9 +44,11 @@ impl Refusal {
     /// The `outcome` label of `agentauth_broker_requests_total`.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Refusal::InvalidRequest(_) | Refusal::UnsupportedGrant | Refusal::TooLarge | Refusal::NotForm => {
-                "invalid_request"
-            }
+            Refusal::InvalidRequest(_)
+            | Refusal::UnsupportedGrant
+            | Refusal::TooLarge
+            | Refusal::NotForm
+            | Refusal::SlowBody => "invalid_request",
             Refusal::Unauthenticated => "unauthenticated",
             Refusal::UnknownTarget(_) => "invalid_target",
             Refusal::Denied => "access_denied",
@@ -70,6 +74,11 @@ impl Refusal {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "invalid_request",
                 "send the parameters as application/x-www-form-urlencoded".into(),
+            ),
+            Refusal::SlowBody => (
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                "the request body did not arrive in time".into(),
             ),
             Refusal::Unauthenticated => (
                 StatusCode::UNAUTHORIZED,

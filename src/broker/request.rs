@@ -126,10 +126,22 @@ pub fn parse(body: &[u8]) -> Result<Exchange, Refusal> {
             named(&r)?
         }
         (None, Some(connection), Some(identifier)) if !connection.is_empty() && !identifier.is_empty() => {
+            // Names that cannot exist are refused here rather than sent to the API server in a
+            // SubjectAccessReview (and cached) as they are.
+            let namespace = namespace.filter(|n| !n.is_empty());
+            if namespace
+                .as_deref()
+                .is_some_and(|n| !dns_name(n, 63) || n.contains('.'))
+            {
+                return Err(Refusal::request("`namespace` must be a namespace name"));
+            }
+            if !dns_name(&connection, 253) {
+                return Err(Refusal::request("`audience` must be a Connection name"));
+            }
             Target::Matching {
                 connection,
                 identifier,
-                namespace: namespace.filter(|n| !n.is_empty()),
+                namespace,
             }
         }
         (None, Some(_), _) => {
@@ -257,6 +269,26 @@ mod tests {
                 "either",
             ),
             ([base(), vec![("audience", "gmail")]].concat(), "identifier"),
+            (
+                [
+                    base(),
+                    vec![("audience", "gmail"), ("identifier", "u"), ("namespace", "a/b")],
+                ]
+                .concat(),
+                "namespace",
+            ),
+            (
+                [
+                    base(),
+                    vec![("audience", "gmail"), ("identifier", "u"), ("namespace", "a.b")],
+                ]
+                .concat(),
+                "namespace",
+            ),
+            (
+                [base(), vec![("audience", "Gmail Inbox"), ("identifier", "u")]].concat(),
+                "audience",
+            ),
             (
                 [base(), vec![("resource", "agentauth://a/b"), ("scope", "x")]].concat(),
                 "scope",
