@@ -18,6 +18,7 @@ pub mod plugin;
 pub mod projection;
 pub mod review;
 pub mod run;
+pub mod serve;
 pub mod sidecar;
 pub mod signer;
 pub mod store;

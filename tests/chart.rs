@@ -458,6 +458,45 @@ fn rendered_defaults_and_options() {
             .contains(&json!({"name": "ALLOWED_REDIRECT_ORIGINS", "value": "https://app.example.com,https://platform.example.com:8443"}))
     );
 
+    // NetworkPolicies: the broker port admits in-cluster pods only, in a policy of its own; with
+    // that policy off, the main policy keeps the broker port open rather than closing it.
+    let ports_of = |d: &Value| -> Vec<(String, bool)> {
+        d["spec"]["ingress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|rule| {
+                let limited = rule.get("from").is_some();
+                rule["ports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |p| (p["port"].as_str().unwrap().to_owned(), limited))
+            })
+            .collect()
+    };
+    let docs = documents(&t.template("ops", &[]).expect_ok());
+    let broker_policy = docs.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
+    assert_eq!(
+        broker_policy["spec"]["ingress"][0]["from"],
+        json!([{"namespaceSelector": {}}])
+    );
+    assert!(ports_of(broker_policy).contains(&("broker".into(), true)));
+    let docs = documents(
+        &t.template(
+            "ops",
+            &["networkPolicy.enabled=true", "broker.networkPolicy.enabled=false"],
+        )
+        .expect_ok(),
+    );
+    let policies: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "NetworkPolicy").collect();
+    assert_eq!(policies.len(), 1);
+    assert!(
+        ports_of(policies[0]).contains(&("broker".into(), false)),
+        "{:?}",
+        ports_of(policies[0])
+    );
+
     // Ingress: host from gateway.url (port dropped), TLS, only the gateway's two public paths.
     let url = "gateway.url=https://connect.example.com:8443/";
     let docs = documents(&t.template("ops", &[url, "ingress.enabled=true"]).expect_ok());

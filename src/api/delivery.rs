@@ -15,9 +15,14 @@ pub enum Delivery {
 }
 
 impl Delivery {
-    /// The account's own choice, else its Connection's, else `Secret`.
-    pub fn effective(account: Option<Delivery>, connection: Option<Delivery>) -> Delivery {
-        account.or(connection).unwrap_or_default()
+    /// The account's own choice, else its Connection's, else `Secret`. Except that a platform's
+    /// ClusterConnection (`platform`) with `Broker` keeps all of its accounts at `Broker`: a tenant
+    /// cannot pull credentials the platform keeps out of namespaces into its own.
+    pub fn effective(account: Option<Delivery>, connection: Option<Delivery>, platform: bool) -> Delivery {
+        match connection {
+            Some(Delivery::Broker) if platform => Delivery::Broker,
+            _ => account.or(connection).unwrap_or_default(),
+        }
     }
 
     /// An agent Secret is written.
@@ -38,9 +43,17 @@ mod tests {
 
     #[test]
     fn account_overrides_connection() {
-        assert_eq!(Delivery::effective(None, None), Secret);
-        assert_eq!(Delivery::effective(None, Some(Broker)), Broker);
-        assert_eq!(Delivery::effective(Some(Secret), Some(Broker)), Secret);
+        assert_eq!(Delivery::effective(None, None, false), Secret);
+        assert_eq!(Delivery::effective(None, Some(Broker), false), Broker);
+        assert_eq!(Delivery::effective(Some(Secret), Some(Broker), false), Secret);
+        assert_eq!(Delivery::effective(Some(Broker), Some(Secret), true), Broker);
+        for own in [Secret, SecretAndBroker] {
+            assert_eq!(
+                Delivery::effective(Some(own), Some(Broker), true),
+                Broker,
+                "a platform's Broker is a floor"
+            );
+        }
         assert!(SecretAndBroker.writes_secret() && SecretAndBroker.brokered());
         assert!(!Broker.writes_secret() && !Secret.brokered());
     }

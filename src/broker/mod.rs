@@ -97,63 +97,22 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// SubjectAccessReview the API server does not answer must not hold the connection).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Serves the broker on `addr` until `shutdown`, then lets in-flight exchanges finish.
-///
-/// Served by hyper directly, as the gateway is, rather than by `axum::serve`, which sets no timer
-/// and so has no header read timeout: anything that reaches the port could hold connections (and
-/// the process's file descriptors) forever by trickling headers or keeping them idle.
+/// Serves the broker on `addr` until `shutdown`, then lets in-flight exchanges finish
+/// ([`crate::serve`]: header and idle timeouts, so nothing that reaches the port can hold
+/// connections and file descriptors).
 pub async fn serve(
     broker: Broker,
     addr: SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
-
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "token broker listening");
-    let app = router(broker);
-    // HTTP/1 only: the auto-detecting builder first waits for a version preface, with no timer,
-    // so a client that connects and sends nothing would be held forever.
-    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(64 * 1024);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = &mut shutdown => break,
-        };
-        let (stream, _) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "broker: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let service = TowerToHyperService::new(app.clone());
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "broker connection ended with an error");
-            }
-        });
-    }
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("broker connections still open at shutdown"),
-    }
-    Ok(())
+    crate::serve::serve(
+        "token broker",
+        addr,
+        router(broker),
+        HEADER_READ_TIMEOUT,
+        shutdown,
+    )
+    .await
 }
 
 /// `POST /token`.
@@ -293,7 +252,11 @@ async fn authorized(
 /// The answer for an authorized caller, if the account hands its token out now.
 fn deliver(broker: &Broker, entry: &AccountEntry, now: Timestamp) -> Result<serde_json::Value, Refusal> {
     let connection = broker.cache.connection(entry);
-    let delivery = Delivery::effective(entry.delivery, connection.as_ref().and_then(|c| c.delivery));
+    let delivery = Delivery::effective(
+        entry.delivery,
+        connection.as_ref().and_then(|c| c.delivery),
+        entry.kind == crate::api::ConnectionKind::ClusterConnection,
+    );
     if !delivery.brokered() {
         return Err(Refusal::UnknownTarget(
             "this account is not delivered through the broker (delivery: Secret); set delivery: Broker or SecretAndBroker"

@@ -25,8 +25,10 @@ pub struct ConnectionView {
     pub rotation: Rotation,
     /// How long a refresh may take before its outcome counts as unknown.
     pub refresh_timeout: SignedDuration,
-    /// The Connection's `spec.delivery` (an account's own wins).
+    /// The Connection's `spec.delivery` (an account's own wins, see [`Delivery::effective`]).
     pub delivery: Option<Delivery>,
+    /// A platform's ClusterConnection, not a tenant's Connection.
+    pub platform: bool,
 }
 
 /// Where an account's credential comes from.
@@ -165,9 +167,11 @@ pub const SECRET_REF_RECHECK: Duration = Duration::from_secs(300);
 
 /// The account's delivery, with its Connection's as the default.
 pub fn delivery(o: &Facts<'_>) -> Delivery {
+    let conn = o.connection.ok();
     Delivery::effective(
         o.account.spec.delivery,
-        o.connection.ok().and_then(|c| c.delivery),
+        conn.and_then(|c| c.delivery),
+        conn.is_some_and(|c| c.platform),
     )
 }
 

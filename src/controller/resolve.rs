@@ -82,6 +82,7 @@ pub fn connection(
         scopes: settings.map(|s| s.scopes).unwrap_or_default(),
         rotation: rotation(&conn),
         delivery: conn.spec.delivery,
+        platform: crate::api::is_cluster_view(&conn),
         // The schema bounds it; clamped again so no edited-around value reaches the arithmetic.
         refresh_timeout: duration(conn.spec.refresh.as_ref().and_then(|r| r.timeout.as_ref()))
             .unwrap_or(DEFAULT_REFRESH_TIMEOUT)

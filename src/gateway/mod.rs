@@ -90,58 +90,12 @@ pub fn router(gw: Gateway) -> Router {
 /// A client must send its request headers within this time (against slowloris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the gateway until `shutdown` resolves, then lets in-flight requests finish.
-///
-/// Connections are served by hyper directly rather than `axum::serve`, which sets no timer and so
-/// has no header read timeout: a client trickling headers could hold a connection forever.
+/// Serves the gateway until `shutdown` resolves, then lets in-flight requests finish
+/// ([`crate::serve`]: header and idle timeouts against slowloris).
 pub async fn serve(
     gw: Gateway,
     addr: SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
-
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "gateway listening");
-    let app = router(gw);
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(64 * 1024);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = &mut shutdown => break,
-        };
-        let (stream, _) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let service = TowerToHyperService::new(app.clone());
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "gateway connection ended with an error");
-            }
-        });
-    }
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("gateway connections still open at shutdown"),
-    }
-    Ok(())
+    crate::serve::serve("gateway", addr, router(gw), HEADER_READ_TIMEOUT, shutdown).await
 }

@@ -83,6 +83,9 @@ impl Broker {
             Duration::from_secs(5),
             Duration::from_secs(15),
         )
+        // The broker closes idle connections after 5 s: never reuse one that old (a request on a
+        // connection the server is closing fails instead of reaching it).
+        .pool_idle_timeout(Duration::from_secs(3))
         .build()?;
         Ok(Broker {
             endpoint: args.endpoint.clone(),

@@ -31,6 +31,7 @@ pub(super) fn conn() -> ConnectionView {
         rotation: Rotation::Strict,
         refresh_timeout: SignedDuration::from_secs(60),
         delivery: None,
+        platform: false,
     }
 }
 
