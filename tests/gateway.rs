@@ -361,8 +361,8 @@ async fn slow_and_oversized_requests_are_cut_off() {
         started.elapsed()
     );
 
-    // Each limit itself, on a route that would otherwise take the request: a request head longer
-    // than the server reads is 431, a callback query over the gateway's own 4 KiB is refused with
+    // Each limit itself, on a route that would otherwise take the request: a request line longer
+    // than the server reads is 414 (URI Too Long), a callback query over the gateway's own 4 KiB is refused with
     // its page, and a form body over 16 KiB is 413.
     // (HTTP clients refuse such a URL themselves: written by hand.)
     let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -373,7 +373,7 @@ async fn slow_and_oversized_requests_are_cut_off() {
     conn.write_all(line.as_bytes()).await.unwrap();
     let mut head = [0u8; 12];
     conn.read_exact(&mut head).await.unwrap();
-    assert_eq!(&head, b"HTTP/1.1 431", "{}", String::from_utf8_lossy(&head));
+    assert_eq!(&head, b"HTTP/1.1 414", "{}", String::from_utf8_lossy(&head));
     let http = reqwest::Client::new();
     let resp = http
         .get(format!(

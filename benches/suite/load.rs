@@ -24,6 +24,8 @@ pub struct LoadResult {
     pub max_ms: f64,
     /// Responses >= 400 plus socket errors and timeouts.
     pub errors: u64,
+    /// Open-loop runs ([`at_rate`]): how late the latest request was sent, in ms.
+    pub late_ms: Option<f64>,
 }
 
 /// Which load generator to use.
@@ -175,6 +177,7 @@ end
             .iter()
             .map(|k| n(k) as u64)
             .sum(),
+        late_ms: None,
     })
 }
 
@@ -185,6 +188,32 @@ pub async fn in_process(
     connections: usize,
     duration: Duration,
     ca: Option<&Path>,
+) -> Res<LoadResult> {
+    client_loops(base, requests, connections, duration, ca, None).await
+}
+
+/// An open-loop load at `rate` requests per second over `connections` loops in this process:
+/// request `i` is due at `i / rate` after the start, and each loop sends its share on time, so the
+/// rate does not drop when answers slow down. Latency is measured per request, from sending to
+/// the whole answer read; `late_ms` says how late the latest request was sent (how well the
+/// generator kept the schedule; tokio's timer has 1 ms granularity).
+pub async fn at_rate(
+    base: &str,
+    requests: &[Req],
+    connections: usize,
+    rate: f64,
+    duration: Duration,
+) -> Res<LoadResult> {
+    client_loops(base, requests, connections, duration, None, Some(rate)).await
+}
+
+async fn client_loops(
+    base: &str,
+    requests: &[Req],
+    connections: usize,
+    duration: Duration,
+    ca: Option<&Path>,
+    rate: Option<f64>,
 ) -> Res<LoadResult> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -206,12 +235,21 @@ pub async fn in_process(
     }
     let started = Instant::now();
     let deadline = started + duration;
+    let loops = connections.max(1);
     let mut tasks = Vec::new();
-    for c in 0..connections.max(1) {
+    for c in 0..loops {
         let (client, urls) = (client.clone(), urls.clone());
         tasks.push(tokio::spawn(async move {
-            let (mut lat, mut errors, mut i) = (Vec::new(), 0u64, c);
+            let (mut lat, mut errors, mut i, mut late) = (Vec::new(), 0u64, c, 0f64);
             while Instant::now() < deadline {
+                if let Some(rate) = rate {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate);
+                    if due >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                    late = late.max(due.elapsed().as_secs_f64() * 1000.0);
+                }
                 let t = Instant::now();
                 let (url, form) = &urls[i % urls.len()];
                 let request = match form {
@@ -221,26 +259,37 @@ pub async fn in_process(
                         .header("content-type", "application/x-www-form-urlencoded")
                         .body(body.clone()),
                 };
-                let ok = request.send().await.is_ok_and(|r| r.status().as_u16() < 400);
+                let ok = match request.send().await {
+                    Ok(r) => r.status().as_u16() < 400 && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
                 if !ok {
                     errors += 1;
                 }
-                i += 1;
+                i += if rate.is_some() { loops } else { 1 };
             }
-            (lat, errors)
+            (lat, errors, late)
         }));
     }
-    let (mut all, mut errors) = (Vec::new(), 0);
+    let (mut all, mut errors, mut latest) = (Vec::new(), 0, 0f64);
     for t in tasks {
-        let (lat, e) = t.await.map_err(|e| e.to_string())?;
+        let (lat, e, late) = t.await.map_err(|e| e.to_string())?;
         all.extend(lat);
         errors += e;
+        latest = latest.max(late);
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = if rate.is_some() {
+        duration.as_secs_f64()
+    } else {
+        started.elapsed().as_secs_f64()
+    };
     all.sort_by(f64::total_cmp);
     Ok(LoadResult {
-        tool: "in-process".into(),
+        tool: match rate {
+            Some(r) => format!("in-process, open loop at {r:.0} req/s"),
+            None => "in-process".into(),
+        },
         connections,
         seconds,
         requests: all.len() as u64,
@@ -249,5 +298,6 @@ pub async fn in_process(
         p99_ms: percentile(&all, 99.0),
         max_ms: all.last().copied().unwrap_or(f64::NAN),
         errors,
+        late_ms: rate.map(|_| latest),
     })
 }
