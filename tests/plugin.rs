@@ -327,26 +327,21 @@ async fn connect_gets_or_creates_the_account_of_a_user() {
         .filter_map(|m| m.manager.clone())
         .collect();
     assert!(managers.contains(&"kubectl-agentauth".to_owned()), "{managers:?}");
-    let link3 = link(&created).unwrap();
+    let link3 =
+        link(&created).unwrap_or_else(|| panic!("no link after connect: {out:?}\n{:?}", created.status));
     assert_eq!(
         out.stdout,
         format!("account: {name} (created)\nstate:   PENDING_AUTH\nlink:    {link3}\n")
     );
 
+    // `kubectl agentauth connect dex <identifier> -o json`, which must succeed.
+    let connect_json = |identifier: &'static str| async move {
+        let out = kubectl(&["agentauth", "connect", "dex", identifier, "-n", ns, "-o", "json"]).await;
+        assert!(out.success(), "{out:?}");
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()
+    };
     // Again: the same account, nothing created.
-    let out = kubectl(&[
-        "agentauth",
-        "connect",
-        "dex",
-        "user3@example.com",
-        "-n",
-        ns,
-        "-o",
-        "json",
-    ])
-    .await;
-    assert!(out.success(), "{out:?}");
-    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let j = connect_json("user3@example.com").await;
     assert_eq!(
         (&j["name"], &j["created"], &j["state"], &j["link"]),
         (&json!(name), &json!(false), &json!("PENDING_AUTH"), &json!(link3))
@@ -361,19 +356,7 @@ async fn connect_gets_or_creates_the_account_of_a_user() {
         json!({"identifier": "user4@example.com"}),
     )
     .await;
-    let out = kubectl(&[
-        "agentauth",
-        "connect",
-        "dex",
-        "user4@example.com",
-        "-n",
-        ns,
-        "-o",
-        "json",
-    ])
-    .await;
-    assert!(out.success(), "{out:?}");
-    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let j = connect_json("user4@example.com").await;
     assert_eq!(
         (&j["name"], &j["created"]),
         (&json!("handmade"), &json!(false)),
