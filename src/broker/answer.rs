@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::cache::AccountEntry;
-use super::request::ACCESS_TOKEN;
+use super::wire::ACCESS_TOKEN;
 use crate::store::TokenSet;
 use crate::store::agent_secret;
 

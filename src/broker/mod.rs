@@ -18,6 +18,7 @@ pub mod cache;
 mod identity;
 mod refusal;
 pub mod request;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -63,7 +63,7 @@ impl Refusal {
             Refusal::UnsupportedGrant => (
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
-                format!("only {} is supported", super::request::GRANT_TYPE),
+                format!("only {} is supported", super::wire::GRANT_TYPE),
             ),
             Refusal::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -6,12 +6,7 @@
 
 use super::refusal::Refusal;
 
-/// `grant_type` of a token exchange.
-pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-/// `subject_token_type` of a projected ServiceAccount token.
-pub const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-/// The only `requested_token_type` (and the `issued_token_type`).
-pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub use super::wire::{ACCESS_TOKEN, GRANT_TYPE, JWT};
 /// Scheme of `resource`: `agentauth://<namespace>/<account>`.
 const RESOURCE_SCHEME: &str = "agentauth://";
 /// Longest ServiceAccount token accepted (real ones are about 1 KiB).
