@@ -79,11 +79,12 @@ tools:
         now.contains(&"github_whoami".to_owned()) && !now.contains(&"salesforce_query".to_owned()),
         "the refused file changes nothing: {now:?}"
     );
-    let out = e.sidecar.output();
+    // Logged after the response that caused it (the output comes through a reader thread).
+    let refusal = "refused: provider github is built in: a tools file cannot change its baseUrl";
     assert!(
-        out.contains("tool catalog not reloaded")
-            && out.contains("refused: provider github is built in: a tools file cannot change its baseUrl"),
-        "{out}"
+        e.sidecar.wait_output(refusal).await && e.sidecar.output().contains("tool catalog not reloaded"),
+        "{}",
+        e.sidecar.output()
     );
 
     // Built-in and earlier custom tools keep calling GitHub's base with the token.
