@@ -2,7 +2,7 @@
 //! it was sent (even bytes that are not HTTP), logs every request it could parse, and answers
 //! each one with a canned reply or one computed by the test.
 //!
-//! ```ignore
+//! ```text
 //! let server = Recorder::loopback(Answer::canned(Reply::text(404, "404 page not found\n"))).await?;
 //! let api = Recorder::loopback(Answer::with(|req| if req.header("x-api-key") == Some("k") {
 //!     Reply::status(200)
