@@ -140,6 +140,34 @@ async fn a_cluster_connection_is_brokered_only_to_the_namespaces_it_admits() {
     assert_eq!(served.0, 200, "{}", served.1);
     common::hygiene::remember(served.1["access_token"].as_str().unwrap());
 
+    // The platform's `delivery: Broker` is a floor: an account asking for a Secret (as its tenant
+    // may) gets none, and the broker still serves it.
+    let asked = allowed
+        .accounts
+        .patch(
+            "frank",
+            &pp,
+            &Patch::Merge(json!({"spec": {"delivery": "SecretAndBroker"}})),
+        )
+        .await
+        .unwrap();
+    let generation = asked.metadata.generation;
+    let seen = wait_account(&allowed.accounts, "frank", "the new generation reconciled", |a| {
+        a.status.as_ref().and_then(|s| s.observed_generation) == generation
+    })
+    .await;
+    assert!(
+        seen.status.as_ref().unwrap().secret_name.is_none(),
+        "{:?}",
+        seen.status
+    );
+    let agent_secret = allowed.secrets.get_opt("frank-credentials").await.unwrap();
+    assert!(
+        agent_secret.is_none(),
+        "a tenant pulled the platform's credential into its namespace"
+    );
+    assert_eq!(exchange(&agent, &[("resource", &frank)]).await.0, 200);
+
     // A namespace the selector does not pick: ERROR, and the broker says so.
     account(client, &other.ns, "gina", PLATFORM_CONNECTION, cluster_ref).await;
     wait_state(&other.accounts, "gina", AccountState::Error).await;
