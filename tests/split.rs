@@ -6,6 +6,8 @@
 //! link signing key, nor write anything; the controller's intake refuses every caller but the
 //! gateway.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 mod common;
 
 use std::path::{Path, PathBuf};
