@@ -226,7 +226,7 @@ async fn the_gateway_works_with_no_rights_on_credentials() {
 
     // A hosted form with a credential check, then a verification by the platform.
     let app = app_api().await;
-    let mut spec = crm_spec(&app.url());
+    let mut spec = crm_spec(app.url());
     spec["verification"] = json!({"url": format!("{}/verify", platform_origin())});
     form_connection(client, ns, "crm", spec).await;
     account(client, ns, "bob", "crm", json!({})).await;
