@@ -21,6 +21,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
+#[path = "chart/gateway_rbac.rs"]
+mod gateway_rbac;
 #[path = "chart/split.rs"]
 mod split;
 
@@ -1171,7 +1173,7 @@ async fn rbac_cluster_wide_grants_what_the_operator_needs_and_nothing_more() {
         check(false, "list nodes"),
     ];
     assert_permissions(&t, s, CONTROLLER, &checks);
-    split::assert_gateway_rights_cluster_wide(&t, s, o);
+    gateway_rbac::assert_gateway_rights_cluster_wide(&t, s, o);
 }
 
 #[tokio::test]
@@ -1263,7 +1265,7 @@ async fn rbac_for_watched_namespaces_stays_inside_them() {
         check(false, &format!("create pods -n {s}")),
     ]);
     assert_permissions(&t, s, CONTROLLER, &checks);
-    split::assert_gateway_rights_in_watched_namespaces(&t, s, &[&w1, &w2], &un);
+    gateway_rbac::assert_gateway_rights_in_watched_namespaces(&t, s, &[&w1, &w2], &un);
 }
 
 // ---------------------------------------------------------------------------------------------
