@@ -827,7 +827,10 @@ async fn rendered_chart_passes_a_server_side_dry_run_for_watched_namespaces() {
         .unwrap();
     assert_eq!(
         gateway_rules["rules"],
-        json!([{"apiGroups": ["agentauth.dev"], "resources": ["clusterconnections"], "verbs": ["get", "list", "watch"]}])
+        json!([
+            {"apiGroups": ["agentauth.dev"], "resources": ["clusterconnections"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+        ])
     );
     let deployments: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Deployment").collect();
     assert_eq!(deployments.len(), 2);

@@ -93,6 +93,7 @@ fn assert_gateway_rule_set(t: &Tools, own: &str, ns: &str, namespaced: bool) {
     let read = r#"["get", "list", "watch"]"#;
     let mut want = vec![
         format!("clusterconnections.agentauth.dev [] [] {read}"),
+        r#"namespaces [] [] ["get"]"#.to_owned(),
         r#"subjectaccessreviews.authorization.k8s.io [] [] ["create"]"#.to_owned(),
         r#"tokenreviews.authentication.k8s.io [] [] ["create"]"#.to_owned(),
     ];
@@ -175,7 +176,10 @@ pub(super) fn assert_gateway_rights_cluster_wide(t: &Tools, own: &str, other: &s
         check(false, &format!("create pods -n {s}")),
         check(false, &format!("get pods -n {s}")),
         check(false, &format!("get configmaps -n {s}")),
+        check(true, &format!("get namespaces/{o}")),
         check(false, "list namespaces"),
+        check(false, "watch namespaces"),
+        check(false, &format!("update namespaces/{o}")),
         check(false, "get /metrics"),
     ];
     assert_permissions(t, s, GATEWAY, &checks);
