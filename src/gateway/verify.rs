@@ -14,14 +14,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::UserInfo;
-use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::account::current_account;
 use super::context::Gateway;
-use crate::store::FlowError;
-use crate::store::operator_copy::StoreError;
+use crate::intake::wire::{Confirmation, Verified};
 
 /// The RBAC verb a platform needs on `connectedaccounts` to confirm users.
 pub const VERB: &str = "verify";
@@ -94,64 +91,27 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
         }
         Err(resp) => return resp,
     }
-    let Ok(account) = current_account(&gw, &claims).await else {
-        return answer(
-            StatusCode::NOT_FOUND,
+    let outcome = gw
+        .intake
+        .verify(Confirmation {
+            request_id: req.request_id,
+            identifier: req.identifier,
+        })
+        .await;
+    match outcome {
+        Verified::Published => (StatusCode::OK, Json(json!({"verified": true}))).into_response(),
+        Verified::Mismatch => answer(
+            StatusCode::FORBIDDEN,
+            "identifier_mismatch",
+            "the identifier is not the account's; the credential was discarded",
+        ),
+        Verified::Gone => answer(
+            StatusCode::GONE,
             "unknown_request",
-            "the account no longer exists",
-        );
-    };
-    let uid = account.uid().unwrap_or_default();
-    for _ in 0..3 {
-        let current = match gw.credentials.get(&uid).await {
-            Ok(c) => c,
-            Err(_) => return unavailable(),
-        };
-        let mut record = current.record.clone();
-        let Some(pending) = record
-            .pending
-            .take()
-            .filter(|p| p.request == claims.nonce && p.expires_at > Timestamp::now())
-        else {
-            return answer(
-                StatusCode::GONE,
-                "unknown_request",
-                "this request was already answered or has expired",
-            );
-        };
-        let matches = req.identifier == account.spec.identifier;
-        if matches {
-            record.install(pending.tokens, pending.grant);
-            record.flow_error = None;
-        } else {
-            record.flow_error = Some(FlowError {
-                reason: crate::api::Reason::VerificationFailed,
-                message: "the platform reported a different user than the account's identifier; the credential was discarded".into(),
-                link: record.completed_link.clone().unwrap_or_default(),
-            });
-        }
-        match gw
-            .credentials
-            .put(&account, &record, current.resource_version.as_deref())
-            .await
-        {
-            Ok(_) if matches => {
-                tracing::info!(account = %claims.name, namespace = %claims.ns, "user verified");
-                return (StatusCode::OK, Json(json!({"verified": true}))).into_response();
-            }
-            Ok(_) => {
-                tracing::warn!(account = %claims.name, namespace = %claims.ns, "verification refused: identifier mismatch");
-                return answer(
-                    StatusCode::FORBIDDEN,
-                    "identifier_mismatch",
-                    "the identifier is not the account's; the credential was discarded",
-                );
-            }
-            Err(StoreError::Conflict) => continue,
-            Err(_) => return unavailable(),
-        }
+            "this request was already answered or has expired, or the account no longer exists",
+        ),
+        Verified::Unavailable => unavailable(),
     }
-    unavailable()
 }
 
 fn unavailable() -> Response {
