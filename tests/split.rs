@@ -232,6 +232,20 @@ async fn the_gateway_works_with_no_rights_on_credentials() {
     account(client, ns, "bob", "crm", json!({})).await;
     let pending = wait_account(accounts, "bob", "link", |a| link(a).is_some()).await;
     let http = forms::client();
+    // A link holder cannot use the operator to try keys against the app: ten checks per link.
+    let bob_link = link(&pending).unwrap();
+    for attempt in 1..=11 {
+        let resp = submit(&http, &bob_link, &[("api_key", "guessed-key"), ("subdomain", "acme")]).await;
+        let want = if attempt <= 10 { 422 } else { 429 };
+        assert_eq!(resp.status(), want, "attempt {attempt}");
+    }
+    let checks = app.requests().iter().filter(|r| r.path() == "/me").count();
+    assert_eq!(checks, 10, "the app saw exactly ten checks");
+    // The limit is per link: a new link (the account re-created) checks again.
+    accounts.delete("bob", &Default::default()).await.unwrap();
+    common::fixtures::wait_gone(accounts, "bob").await;
+    account(client, ns, "bob", "crm", json!({})).await;
+    let pending = wait_account(accounts, "bob", "link", |a| link(a).is_some()).await;
     let resp = submit(
         &http,
         &link(&pending).unwrap(),
