@@ -42,7 +42,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let config = Arc::new(config);
     let shutdown = shutdown_signal().shared();
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let metrics = Arc::new(crate::metrics::Metrics::with_account_labels(
+        config.metrics_account_labels,
+    ));
 
     let gw = gateway::Gateway {
         client: client.clone(),
@@ -68,8 +70,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         ready_rx,
         Arc::new(move || synced.synced()),
         metrics.clone(),
+        config
+            .metrics_auth
+            .then(|| admin::MetricsGuard::new(client.clone())),
         shutdown.clone(),
     );
+    if !config.metrics_auth {
+        tracing::warn!("--metrics-auth=false: /metrics is open to anyone who reaches the admin port");
+    }
     let shared = controller::Shared::new(&client, &config);
     let controllers = controller::Controllers {
         shared,
