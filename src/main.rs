@@ -124,6 +124,17 @@ struct RunArgs {
     /// comma-separated; default none: the gateway shows its own pages and says why).
     #[arg(long = "allowed-redirect-origin", env = "ALLOWED_REDIRECT_ORIGINS", value_delimiter = ',', value_parser = agent_auth_operator::gateway::onward::parse_origin)]
     allowed_redirect_origins: Vec<url::Origin>,
+    /// A key-encryption key that seals the operator's credential copies: ID=PATH, the file holding
+    /// the standard base64 of 32 random bytes (repeatable or comma-separated; see
+    /// docs/encryption.md). Without one, copies stay plaintext in the Secret.
+    #[arg(long = "kek", env = "KEKS", value_delimiter = ',')]
+    keks: Vec<agent_auth_operator::store::seal::KekArg>,
+    /// The --kek id new and re-sealed copies use (default: the only --kek).
+    #[arg(long, env = "KEK_PRIMARY")]
+    kek_primary: Option<String>,
+    /// Most credential copies re-sealed per second under the primary KEK (after a rotation).
+    #[arg(long, env = "RESEAL_RATE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    reseal_rate: u32,
 }
 
 #[tokio::main]
@@ -185,7 +196,22 @@ async fn main() -> ExitCode {
                 eprintln!("error: cannot set up logging: {e}");
                 return ExitCode::FAILURE;
             }
+            // Before anything touches the cluster: a KEK that cannot be loaded stops the process
+            // with nothing written.
+            let keyring = match agent_auth_operator::store::seal::Keyring::load(
+                &args.keks,
+                args.kek_primary.as_deref(),
+            ) {
+                Ok(k) => k.map(std::sync::Arc::new),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot load the key-encryption keys");
+                    eprintln!("error: cannot load the key-encryption keys: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let config = Config {
+                keyring,
+                reseal_rate: args.reseal_rate,
                 namespace: args.namespace,
                 watch_namespaces: args
                     .watch_namespaces

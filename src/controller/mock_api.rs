@@ -204,6 +204,8 @@ pub fn context(client: Client, record: Secret, secret: Option<Secret>) -> Arc<Co
         connection_policy: ConnectionPolicy::Any,
         connection_hosts: Default::default(),
         allowed_redirect_origins: vec![],
+        keyring: None,
+        reseal_rate: 10,
     });
     let (synced_tx, synced) = tokio::sync::watch::channel(true);
     std::mem::forget(synced_tx);
