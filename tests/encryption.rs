@@ -250,10 +250,12 @@ async fn operator_kek_seals_copies_and_rotates_without_losing_a_token() {
             "the agent Secret is plain in etcd by design"
         );
         tokens.insert(a.name_any(), token);
+        let at = raw.windows(13).position(|w| w == b"record.sealed").unwrap_or(0);
         eprintln!(
-            "etcd operator copy {}: {}",
+            "etcd operator copy {}: {} bytes, from {at}: {}",
             copy_name(a),
-            excerpt(&raw[raw.len().saturating_sub(200)..])
+            raw.len(),
+            excerpt(&raw[at..])
         );
     }
     // Refreshes read and write sealed copies.
