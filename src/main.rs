@@ -270,4 +270,33 @@ mod tests {
         assert_eq!(b.namespace.as_deref(), Some("team-a"));
         assert!(Cli::try_parse_from(["agent-auth-operator", "sidecar", "--broker-url=not a url"]).is_err());
     }
+
+    #[test]
+    fn kek_flags() {
+        let cli = Cli::try_parse_from([
+            "agent-auth-operator",
+            "run",
+            "--gateway-url=https://connect.example.com",
+            "--kek=k1=/kek/k1.key,k2=/kek/k2.key",
+            "--kek=k3=/kek/k3.key",
+            "--kek-primary=k2",
+            "--reseal-rate=5",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("not the run command")
+        };
+        let ids: Vec<&str> = a.keks.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["k1", "k2", "k3"]);
+        assert_eq!(a.keks[1].path, std::path::PathBuf::from("/kek/k2.key"));
+        assert_eq!(a.kek_primary.as_deref(), Some("k2"));
+        assert_eq!(a.reseal_rate, 5);
+        let bad = [
+            "agent-auth-operator",
+            "run",
+            "--gateway-url=https://c.example.com",
+            "--kek=/no/id",
+        ];
+        assert!(Cli::try_parse_from(bad).is_err());
+    }
 }
