@@ -26,8 +26,10 @@ use crate::store::operator_copy::{CredentialStore, Protection, Resealed, StoreEr
 pub const STATUS_CONFIGMAP: &str = "agent-auth-operator-encryption";
 /// Copies listed per API request.
 const PAGE: u32 = 200;
-/// Pause between passes when every copy is under the primary key (or cannot be re-sealed).
-const IDLE: Duration = Duration::from_secs(60);
+/// Pause between passes when every copy is under the primary key (or cannot be re-sealed). Long:
+/// this process seals every write under the primary, so only another process (an old replica
+/// during a rollout) can add stale copies meanwhile; a pass lists every copy.
+const IDLE: Duration = Duration::from_secs(600);
 /// Pause between passes while copies remain to re-seal, or after a failed pass.
 const BUSY: Duration = Duration::from_secs(5);
 /// Re-reads of one copy after conflicting writes, within one pass.
