@@ -37,6 +37,10 @@ pub struct Config {
     /// Origins the gateway may send users to after an authorization (a Connection's
     /// `successRedirectUrl` and `spec.verification.url`); empty allows none.
     pub allowed_redirect_origins: Vec<url::Origin>,
+    /// The KEKs the operator's credential copies are sealed with (`--kek`); `None`: plaintext.
+    pub keyring: Option<std::sync::Arc<crate::store::seal::Keyring>>,
+    /// Most credential copies re-sealed per second after a KEK rotation (`--reseal-rate`).
+    pub reseal_rate: u32,
     /// Which parts this process runs (`--role`).
     pub role: Role,
     /// How the gateway hands flow results to the controller.

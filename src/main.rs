@@ -160,6 +160,17 @@ struct RunArgs {
     /// the intake accepts (repeatable or comma-separated).
     #[arg(long = "intake-allow", env = "INTAKE_ALLOW", value_delimiter = ',')]
     intake_allow: Vec<String>,
+    /// A key-encryption key that seals the operator's credential copies: ID=PATH, the file holding
+    /// the standard base64 of 32 random bytes (repeatable or comma-separated; see
+    /// docs/encryption.md). Without one, copies stay plaintext in the Secret.
+    #[arg(long = "kek", env = "KEKS", value_delimiter = ',')]
+    keks: Vec<agent_auth_operator::store::seal::KekArg>,
+    /// The --kek id new and re-sealed copies use (default: the only --kek).
+    #[arg(long, env = "KEK_PRIMARY")]
+    kek_primary: Option<String>,
+    /// Most credential copies re-sealed per second under the primary KEK (after a rotation).
+    #[arg(long, env = "RESEAL_RATE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    reseal_rate: u32,
 }
 
 #[tokio::main]
@@ -221,7 +232,22 @@ async fn main() -> ExitCode {
                 eprintln!("error: cannot set up logging: {e}");
                 return ExitCode::FAILURE;
             }
+            // Before anything touches the cluster: a KEK that cannot be loaded stops the process
+            // with nothing written.
+            let keyring = match agent_auth_operator::store::seal::Keyring::load(
+                &args.keks,
+                args.kek_primary.as_deref(),
+            ) {
+                Ok(k) => k.map(std::sync::Arc::new),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot load the key-encryption keys");
+                    eprintln!("error: cannot load the key-encryption keys: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let config = Config {
+                keyring,
+                reseal_rate: args.reseal_rate,
                 namespace: args.namespace,
                 watch_namespaces: args
                     .watch_namespaces
@@ -298,5 +324,34 @@ mod tests {
         assert_eq!(b.token_file, std::path::PathBuf::from("/run/token"));
         assert_eq!(b.namespace.as_deref(), Some("team-a"));
         assert!(Cli::try_parse_from(["agent-auth-operator", "sidecar", "--broker-url=not a url"]).is_err());
+    }
+
+    #[test]
+    fn kek_flags() {
+        let cli = Cli::try_parse_from([
+            "agent-auth-operator",
+            "run",
+            "--gateway-url=https://connect.example.com",
+            "--kek=k1=/kek/k1.key,k2=/kek/k2.key",
+            "--kek=k3=/kek/k3.key",
+            "--kek-primary=k2",
+            "--reseal-rate=5",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("not the run command")
+        };
+        let ids: Vec<&str> = a.keks.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["k1", "k2", "k3"]);
+        assert_eq!(a.keks[1].path, std::path::PathBuf::from("/kek/k2.key"));
+        assert_eq!(a.kek_primary.as_deref(), Some("k2"));
+        assert_eq!(a.reseal_rate, 5);
+        let bad = [
+            "agent-auth-operator",
+            "run",
+            "--gateway-url=https://c.example.com",
+            "--kek=/no/id",
+        ];
+        assert!(Cli::try_parse_from(bad).is_err());
     }
 }

@@ -110,6 +110,12 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// The KEK label of the credential-record gauge (a key id, or `plaintext`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub key_id: String,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Registry,
@@ -125,6 +131,9 @@ pub struct Metrics {
     request_duration: Family<RouteLabels, Histogram>,
     broker_requests: Family<OutcomeLabels, Counter>,
     broker_duration: Histogram,
+    credential_records: Family<KeyLabels, Gauge>,
+    credential_reseals: Counter,
+    reseal_pass: Gauge,
 }
 
 impl Default for Metrics {
@@ -205,8 +214,29 @@ impl Metrics {
             "Token broker latency",
             broker_duration.clone(),
         );
+        let credential_records = Family::<KeyLabels, Gauge>::default();
+        registry.register(
+            "credential_records",
+            "Operator credential copies by the KEK id they are sealed with (plaintext: none), as of the last re-seal pass",
+            credential_records.clone(),
+        );
+        let credential_reseals = Counter::default();
+        registry.register(
+            "credential_reseals",
+            "Credential copies re-sealed under the primary KEK",
+            credential_reseals.clone(),
+        );
+        let reseal_pass = Gauge::default();
+        registry.register(
+            "credential_reseal_last_pass_timestamp_seconds",
+            "When the last re-seal pass over the credential copies ended (Unix time)",
+            reseal_pass.clone(),
+        );
         Self {
             registry,
+            credential_records,
+            credential_reseals,
+            reseal_pass,
             broker_requests,
             broker_duration,
             accounts,
@@ -271,6 +301,25 @@ impl Metrics {
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
         self.broker_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// The record counts per key id of a finished re-seal pass, ended at `at` (Unix seconds).
+    pub fn reseal_pass(&self, counts: &std::collections::BTreeMap<String, u64>, at: i64) {
+        self.credential_records.clear();
+        for (key_id, n) in counts {
+            let labels = KeyLabels {
+                key_id: key_id.clone(),
+            };
+            self.credential_records
+                .get_or_create(&labels)
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        self.reseal_pass.set(at);
+    }
+
+    /// One credential copy was re-sealed under the primary KEK.
+    pub fn resealed(&self) {
+        self.credential_reseals.inc();
     }
 
     /// Forgets a deleted account.

@@ -43,6 +43,17 @@ pub enum RunError {
 }
 
 pub async fn run(config: Config) -> Result<(), RunError> {
+    match &config.keyring {
+        Some(k) => {
+            tracing::info!(keys = ?k.ids().collect::<Vec<_>>(), primary = k.primary(), "credential copies are sealed under the operator's KEK")
+        }
+        // The gateway never reads or writes a copy.
+        None if config.role.controls() => tracing::warn!(
+            "no --kek: credential copies are stored in plaintext Secrets (see docs/encryption.md)"
+        ),
+        None => {}
+    }
+    crate::store::seal::install(config.keyring.clone());
     let client = kube::Client::try_default().await?;
     let key = signing_key::load_or_create(client.clone(), &config.namespace).await?;
     let signer = Signer::new(&key).map_err(|_| RunError::BadKey)?;

@@ -235,7 +235,12 @@ async fn the_gateway_works_with_no_rights_on_credentials() {
     // A link holder cannot use the operator to try keys against the app: ten checks per link.
     let bob_link = link(&pending).unwrap();
     for attempt in 1..=11 {
-        let resp = submit(&http, &bob_link, &[("api_key", "guessed-key"), ("subdomain", "acme")]).await;
+        let resp = submit(
+            &http,
+            &bob_link,
+            &[("api_key", "guessed-key"), ("subdomain", "acme")],
+        )
+        .await;
         let want = if attempt <= 10 { 422 } else { 429 };
         assert_eq!(resp.status(), want, "attempt {attempt}");
     }

@@ -206,6 +206,8 @@ pub fn context(client: Client, record: Secret, secret: Option<Secret>) -> Arc<Co
         connection_policy: ConnectionPolicy::Any,
         connection_hosts: Default::default(),
         allowed_redirect_origins: vec![],
+        keyring: None,
+        reseal_rate: 10,
         role: crate::config::Role::All,
         intake: crate::config::IntakeConfig {
             addr: ([127, 0, 0, 1], 0).into(),

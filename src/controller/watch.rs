@@ -318,8 +318,17 @@ impl Controllers {
             let _ = ready.send(true);
             futures::future::pending::<()>().await;
         };
+        // The leader also re-seals credential copies under the primary KEK (after a rotation).
+        let reseal = crate::store::seal::reseal::run(
+            client.clone(),
+            config.namespace.clone(),
+            config.reseal_rate,
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        let sets = futures::future::join(futures::future::join_all(sets), reseal).map(|(r, ())| r);
         tokio::select! {
-            results = futures::future::join_all(sets) => results.into_iter().collect::<Result<Vec<_>, _>>().map(|_| ()),
+            results = sets => results.into_iter().collect::<Result<Vec<_>, _>>().map(|_| ()),
             _ = all_ready => Ok(()),
         }
     }

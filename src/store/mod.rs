@@ -5,11 +5,13 @@
 //!   first, with optimistic concurrency, so a crash never loses a rotated refresh token.
 //! - [`agent_secret`]: the Secret agent pods mount, in the account's namespace, rebuilt from the
 //!   operator's copy whenever it differs or is deleted.
+//! - [`seal`]: the operator's copies sealed at rest under the operator's own keys.
 
 pub mod agent_secret;
 pub mod finalizer;
 pub mod operator_copy;
 mod record;
+pub mod seal;
 pub mod secret_ref;
 pub mod signing_key;
 

@@ -328,6 +328,12 @@ impl RotatingProvider {
         book.refresh.get(rt).map(|r| book.grants[r.grant].current.clone())
     }
 
+    /// Every access and refresh token this provider ever issued.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let book = self.book();
+        book.access.keys().chain(book.refresh.keys()).cloned().collect()
+    }
+
     pub fn codes_issued(&self) -> usize {
         self.book().codes_issued
     }

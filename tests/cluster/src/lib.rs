@@ -16,6 +16,7 @@ mod certs;
 pub mod cli;
 pub mod demo;
 pub mod dex;
+pub mod etcd;
 pub mod fixtures;
 mod kubeconfig;
 pub mod node;
@@ -39,6 +40,7 @@ pub struct Cluster {
     dir: PathBuf,
     kubeconfig: PathBuf,
     server: String,
+    etcd_url: String,
     procs: Mutex<Vec<Proc>>,
     options: ClusterOptions,
     /// Where the API server listens: loopback, or the host end of the node's link.
@@ -57,6 +59,8 @@ pub struct ClusterOptions {
     /// the controllers that Deployments, Services and ServiceAccounts need. The API server then
     /// listens on the host end of the node's link instead of loopback.
     pub node: Option<NodeOptions>,
+    /// Encrypt Secrets in etcd (`aescbc`, [`etcd`]), as a cluster with an EncryptionConfiguration.
+    pub encryption: bool,
 }
 
 /// The audit policy of [`ClusterOptions::audit_log`]: writes at `Metadata` level, nothing else.
@@ -139,6 +143,7 @@ impl Cluster {
         let mut cluster = Cluster {
             kubeconfig: dir.join("kubeconfig"),
             server: String::new(),
+            etcd_url: String::new(),
             dir,
             procs: Mutex::new(Vec::new()),
             options: options.clone(),
@@ -185,6 +190,7 @@ impl Cluster {
             &[],
         )?;
         self.push(etcd);
+        self.etcd_url = etcd_url.clone();
         self.wait_for("etcd", Duration::from_secs(30), || {
             std::net::TcpStream::connect(("127.0.0.1", etcd_port)).is_ok()
         })?;
@@ -192,15 +198,19 @@ impl Cluster {
         self.server = format!("https://{}:{api_port}", self.api_host);
         std::fs::write(&self.kubeconfig, kubeconfig::render(&self.server, pki))
             .map_err(|e| format!("cannot write kubeconfig: {e}"))?;
-        let mut audit = Vec::new();
+        let mut extra = Vec::new();
         if self.options.audit_log {
             std::fs::write(dir.join("audit-policy.yaml"), AUDIT_POLICY)
                 .map_err(|e| format!("cannot write the audit policy: {e}"))?;
-            audit = vec![
+            extra = vec![
                 format!("--audit-policy-file={}", d("audit-policy.yaml")),
                 format!("--audit-log-path={}", d("audit.log")),
                 "--audit-log-format=json".into(),
             ];
+        }
+        if self.options.encryption {
+            let path = etcd::write_encryption_config(&dir)?;
+            extra.push(format!("--encryption-provider-config={}", path.display()));
         }
         let apiserver = Proc::spawn(
             &dir,
@@ -230,7 +240,7 @@ impl Cluster {
                 "--v=1".into(),
             ]
             .into_iter()
-            .chain(audit)
+            .chain(extra)
             .collect::<Vec<_>>(),
             &[],
         )?;
