@@ -4,8 +4,11 @@
 //!
 //! Guarantees: a request needs a bearer token that the API server accepts for the intake's
 //! audience (TokenReview) and that belongs to a user named in `--intake-allow` (the gateway's
-//! ServiceAccount); anything else gets 401/403 before a body is read. Answers are cached for a
-//! minute by the token's SHA-256, never by the token itself.
+//! ServiceAccount); anything else gets 401/403 before a body is read. Answers are cached by the
+//! token's SHA-256, never by the token itself: an admission for a minute at most and never past
+//! the token's `exp`, a refusal for a few seconds; at most a few TokenReviews are in flight at
+//! once, so a flood of garbage tokens from any pod that reaches the port queues here (and is
+//! answered 503) instead of costing the API server one review per request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,13 +25,49 @@ use super::Desk;
 use super::remote::Op;
 use super::wire::{Confirmation, Declined, Exchange, SpentQuery, Submission};
 
+/// How long an admission is reused (never beyond the token's own `exp`).
+const TTL: Duration = Duration::from_secs(60);
+/// How long a refusal is reused: short, so that a transient refusal (the API server's
+/// authenticator failing a lookup answers `authenticated: false`) does not lock the gateway out
+/// for long.
+const REFUSAL_TTL: Duration = Duration::from_secs(5);
+/// Most TokenReviews in flight at once: anything that reaches the port can send garbage tokens,
+/// and each would otherwise cost one TokenReview on the client (and API priority) this
+/// process's controllers share.
+const IN_FLIGHT: usize = 4;
+/// How long a caller waits for its turn among them before it is answered 503.
+const TURN_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy)]
+struct Seen {
+    allowed: bool,
+    until: std::time::Instant,
+}
+
 /// Who may call the intake, and how that is checked.
 #[derive(Clone)]
 pub struct Gatekeeper {
     client: kube::Client,
     audience: String,
     allow: Arc<Vec<String>>,
-    seen: moka::sync::Cache<String, bool>,
+    seen: moka::sync::Cache<String, Seen>,
+    reviews: Arc<tokio::sync::Semaphore>,
+}
+
+/// Why the gatekeeper cannot tell now.
+#[derive(Debug)]
+enum Undecided {
+    Busy,
+    Review(kube::Error),
+}
+
+impl std::fmt::Display for Undecided {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Undecided::Busy => f.write_str("too many TokenReviews in flight"),
+            Undecided::Review(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 impl Gatekeeper {
@@ -39,24 +78,62 @@ impl Gatekeeper {
             allow: Arc::new(allow),
             seen: moka::sync::Cache::builder()
                 .max_capacity(1_000)
-                .time_to_live(Duration::from_secs(60))
+                .time_to_live(TTL)
                 .build(),
+            reviews: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
         }
     }
 
     /// Whether `token` is an allowed caller's; `Err` when the API server cannot tell now.
-    async fn admits(&self, token: &str) -> Result<bool, kube::Error> {
+    async fn admits(&self, token: &str) -> Result<bool, Undecided> {
         let key = crate::store::token_sha256(token);
-        if let Some(known) = self.seen.get(&key) {
-            return Ok(known);
+        let now = std::time::Instant::now();
+        if let Some(known) = self.seen.get(&key).filter(|s| s.until > now) {
+            return Ok(known.allowed);
         }
-        let user = crate::review::authenticate(&self.client, token, Some(&self.audience)).await?;
+        let _turn = match tokio::time::timeout(TURN_WAIT, self.reviews.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) | Err(_) => return Err(Undecided::Busy),
+        };
+        let user = crate::review::authenticate(&self.client, token, Some(&self.audience))
+            .await
+            .map_err(Undecided::Review)?;
         let allowed = user
             .and_then(|u| u.username)
             .is_some_and(|name| self.allow.contains(&name));
-        self.seen.insert(key, allowed);
+        let ttl = if allowed {
+            lifetime(token).min(TTL)
+        } else {
+            REFUSAL_TTL
+        };
+        self.seen.insert(
+            key,
+            Seen {
+                allowed,
+                until: now + ttl,
+            },
+        );
         Ok(allowed)
     }
+}
+
+/// How long the JWT `token` still lives by its `exp` claim (zero when unknown), read without
+/// checking the signature (the API server has just accepted it): an admission is never reused
+/// after the token expired. (The broker's identity cache does the same.)
+fn lifetime(token: &str) -> Duration {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        exp: u64,
+    }
+    let exp = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice::<Claims>(&b).ok())
+        .map(|c| c.exp);
+    let now = jiff::Timestamp::now().as_second().max(0).unsigned_abs();
+    Duration::from_secs(exp.map_or(0, |e| e.saturating_sub(now)))
 }
 
 #[derive(Clone)]
@@ -145,4 +222,113 @@ pub async fn serve(
         shutdown,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    type Handle =
+        tower_test::mock::Handle<http::Request<kube::client::Body>, http::Response<kube::client::Body>>;
+
+    fn keeper() -> (Gatekeeper, Handle) {
+        let (service, handle) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let keeper = Gatekeeper::new(
+            kube::Client::new(service, "default"),
+            crate::intake::DEFAULT_AUDIENCE,
+            vec!["system:serviceaccount:ops:gateway".into()],
+        );
+        (keeper, handle)
+    }
+
+    fn review(authenticated: bool) -> http::Response<kube::client::Body> {
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {},
+            "status": {"authenticated": authenticated, "audiences": [crate::intake::DEFAULT_AUDIENCE],
+                       "user": {"username": "system:serviceaccount:ops:gateway"}}
+        });
+        http::Response::new(kube::client::Body::from(body.to_string().into_bytes()))
+    }
+
+    fn jwt(exp: i64) -> String {
+        let e = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.sig",
+            e(serde_json::json!({"alg": "RS256"})),
+            e(serde_json::json!({"exp": exp}))
+        )
+    }
+
+    /// Any pod that reaches the port can send garbage tokens: they must not become as many
+    /// concurrent TokenReviews on the client the controllers share.
+    #[tokio::test]
+    async fn a_flood_of_tokens_asks_at_most_in_flight_reviews_at_once() {
+        use futures::FutureExt as _;
+        let (keeper, mut handle) = keeper();
+        let flood: Vec<_> = (0..IN_FLIGHT * 4)
+            .map(|i| {
+                let keeper = keeper.clone();
+                tokio::spawn(async move {
+                    keeper
+                        .admits(&format!("garbage-{i}"))
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        let mut pending = Vec::new();
+        for _ in 0..IN_FLIGHT {
+            pending.push(handle.next_request().await.expect("a TokenReview"));
+        }
+        for _ in 0..1_000 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            handle.next_request().now_or_never().is_none(),
+            "more than {IN_FLIGHT} TokenReviews in flight at once"
+        );
+        let mut answered = 0;
+        for (_, send) in pending {
+            send.send_response(review(false));
+            answered += 1;
+        }
+        while answered < IN_FLIGHT * 4 {
+            let (_, send) = handle.next_request().await.expect("a TokenReview");
+            send.send_response(review(false));
+            answered += 1;
+        }
+        for f in flood {
+            assert_eq!(f.await.unwrap(), Ok(false));
+        }
+    }
+
+    /// An admission is reused, but never past the token's own `exp`.
+    #[tokio::test]
+    async fn an_admission_does_not_outlive_the_token() {
+        use futures::FutureExt as _;
+        let (keeper, mut handle) = keeper();
+        let live = jwt(jiff::Timestamp::now().as_second() + 3600);
+        let answer = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.expect("a TokenReview");
+            send.send_response(review(true));
+            handle
+        });
+        assert!(keeper.admits(&live).await.unwrap());
+        let mut handle = answer.await.unwrap();
+        assert!(keeper.admits(&live).await.unwrap(), "reused");
+        assert!(handle.next_request().now_or_never().is_none(), "no second review");
+
+        let expired = jwt(jiff::Timestamp::now().as_second() - 1);
+        let answer = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (_, send) = handle.next_request().await.expect("a TokenReview");
+                send.send_response(review(true));
+            }
+        });
+        assert!(keeper.admits(&expired).await.unwrap());
+        assert!(keeper.admits(&expired).await.unwrap());
+        answer.await.unwrap();
+    }
 }
