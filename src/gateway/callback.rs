@@ -167,10 +167,11 @@ async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>
             return pages::unavailable("This app is not configured correctly. Contact the platform team.");
         }
     };
-    let tokens = match oauth
-        .exchange_code(&gw.http, &code, &gw.signer.pkce_verifier(&claims.sid), now)
-        .await
-    {
+    // Derived from the key that signed this state (it may have been rotated since).
+    let Ok(verifier) = gw.signer.pkce_verifier(&state) else {
+        return pages::bad_request("This sign-in attempt is no longer valid. Start again from your link.");
+    };
+    let tokens = match oauth.exchange_code(&gw.http, &code, &verifier, now).await {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(account = %claims.name, namespace = %claims.ns, error = %e, "code exchange failed");
