@@ -32,6 +32,8 @@ pub struct Config {
     /// Origins the gateway may send users to after an authorization (a Connection's
     /// `successRedirectUrl` and `spec.verification.url`); empty allows none.
     pub allowed_redirect_origins: Vec<url::Origin>,
+    /// How often the leading controller rotates the link-signing key (`--signing-key-rotation`).
+    pub signing_key_rotation: std::time::Duration,
 }
 
 impl Config {

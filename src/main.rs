@@ -124,6 +124,20 @@ struct RunArgs {
     /// comma-separated; default none: the gateway shows its own pages and says why).
     #[arg(long = "allowed-redirect-origin", env = "ALLOWED_REDIRECT_ORIGINS", value_delimiter = ',', value_parser = agent_auth_operator::gateway::onward::parse_origin)]
     allowed_redirect_origins: Vec<url::Origin>,
+    /// How often the controller makes a new primary link-signing key (`720h`, at least `1h`);
+    /// retired keys keep verifying for the longest token lifetime (7 days) plus an hour.
+    #[arg(long, env = "SIGNING_KEY_ROTATION", default_value = "720h", value_parser = parse_rotation)]
+    signing_key_rotation: agent_auth_operator::api::Duration,
+}
+
+/// A `--signing-key-rotation` value: a spec duration of at least an hour (shorter would pile
+/// up keys: each verifies for 7 days after it stops signing).
+fn parse_rotation(s: &str) -> Result<agent_auth_operator::api::Duration, String> {
+    let d: agent_auth_operator::api::Duration = s.parse().map_err(|e| format!("{e}"))?;
+    if d.to_std() < std::time::Duration::from_secs(3600) {
+        return Err("the signing key rotation must be at least 1h".into());
+    }
+    Ok(d)
 }
 
 #[tokio::main]
@@ -205,6 +219,7 @@ async fn main() -> ExitCode {
                 connection_policy: args.connection_policy,
                 connection_hosts: agent_auth_operator::egress::EgressPolicy::new(args.connection_host_allow),
                 allowed_redirect_origins: args.allowed_redirect_origins,
+                signing_key_rotation: args.signing_key_rotation.to_std(),
             };
             match run::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -121,6 +121,8 @@ pub struct Metrics {
     request_duration: Family<RouteLabels, Histogram>,
     broker_requests: Family<OutcomeLabels, Counter>,
     broker_duration: Histogram,
+    signing_keys: Gauge,
+    signing_key_created: Gauge,
 }
 
 impl Default for Metrics {
@@ -192,8 +194,22 @@ impl Metrics {
             "Token broker latency",
             broker_duration.clone(),
         );
+        let signing_keys = Gauge::default();
+        registry.register(
+            "signing_keys",
+            "Keys in the link-signing key ring this process verifies with (0: every link is refused)",
+            signing_keys.clone(),
+        );
+        let signing_key_created = Gauge::default();
+        registry.register(
+            "signing_key_primary_created_timestamp_seconds",
+            "When the primary link-signing key was made (Unix time; 0 if unknown)",
+            signing_key_created.clone(),
+        );
         Self {
             registry,
+            signing_keys,
+            signing_key_created,
             broker_requests,
             broker_duration,
             accounts,
@@ -250,6 +266,12 @@ impl Metrics {
     }
 
     /// Counts one broker decision and its latency.
+    /// Records the key ring this process holds (sizes and times, never key material).
+    pub fn signing_ring(&self, keys: usize, primary_created: Option<i64>) {
+        self.signing_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+        self.signing_key_created.set(primary_created.unwrap_or(0));
+    }
+
     pub fn broker_request(&self, outcome: &'static str, elapsed: Duration) {
         self.broker_requests
             .get_or_create(&OutcomeLabels { outcome })

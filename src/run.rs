@@ -25,10 +25,6 @@ pub enum RunError {
     Lease(#[from] kube_lease_manager::LeaseManagerError),
     #[error("cannot connect to Kubernetes: {0}")]
     Kube(#[from] kube::Error),
-    #[error("cannot load the signing key: {0}")]
-    Key(#[from] signing_key::KeyError),
-    #[error("the signing key is unusable")]
-    BadKey,
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("listener failed: {0}")]
@@ -37,12 +33,19 @@ pub enum RunError {
 
 pub async fn run(config: Config) -> Result<(), RunError> {
     let client = kube::Client::try_default().await?;
-    let key = signing_key::load_or_create(client.clone(), &config.namespace).await?;
-    let signer = Signer::new(&key).map_err(|_| RunError::BadKey)?;
     let config = Arc::new(config);
     let shutdown = shutdown_signal().shared();
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(crate::metrics::Metrics::new());
+    // Every role follows the key ring; the leading controller creates and rotates it.
+    let signer = Signer::empty();
+    let keys = signing_key::follow(
+        client.clone(),
+        &config.namespace,
+        signer.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
 
     let gw = gateway::Gateway {
         client: client.clone(),
@@ -86,7 +89,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             controllers.run(shutdown.clone()).await.map_err(RunError::from)
         }
     };
-    let (g, b, a, c) = tokio::join!(gateway, broker, admin, controllers);
+    let (g, b, a, c, ()) = tokio::join!(gateway, broker, admin, controllers, keys);
     g?;
     b?;
     a?;

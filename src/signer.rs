@@ -87,6 +87,8 @@ struct Keys {
     primary: Option<Member>,
     all: Vec<Member>,
     primary_created: Option<i64>,
+    /// SHA-256 of the ring this was made of (empty for none), to tell a new ring from a re-read.
+    digest: Vec<u8>,
 }
 
 impl Keys {
@@ -105,6 +107,7 @@ impl Keys {
             primary,
             all,
             primary_created: ring.primary_key().map(|k| k.created),
+            digest: <Sha256 as sha2::Digest>::digest(ring.to_json()).to_vec(),
         })
     }
 
@@ -145,6 +148,7 @@ impl Signer {
             primary: Some(member.clone()),
             all: vec![member],
             primary_created: None,
+            digest: vec![0],
         };
         Ok(Self::with(keys))
     }
@@ -160,16 +164,21 @@ impl Signer {
         }
     }
 
-    /// Installs `ring` in this signer and all its clones.
+    /// Installs `ring` in this signer and all its clones (listeners of [`Signer::changes`] are
+    /// told only when it differs from the installed one).
     pub fn load(&self, ring: &RingSpec) -> Result<(), TokenError> {
         let keys = Keys::of(ring)?;
-        self.keys.send_replace(Arc::new(keys));
+        if self.current().digest != keys.digest {
+            self.keys.send_replace(Arc::new(keys));
+        }
         Ok(())
     }
 
     /// Drops every key: from now on every token is refused.
     pub fn clear(&self) {
-        self.keys.send_replace(Arc::new(Keys::default()));
+        if !self.current().all.is_empty() {
+            self.keys.send_replace(Arc::new(Keys::default()));
+        }
     }
 
     /// Id of the key that signs now, if any (ids are not secret).
@@ -190,6 +199,14 @@ impl Signer {
             rx.changed().await.ok()?;
             Some(((), rx))
         })
+    }
+
+    /// Waits until a ring with a primary key is installed, at most `limit`; whether one is.
+    pub async fn wait_loaded(&self, limit: std::time::Duration) -> bool {
+        let mut rx = self.keys.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|k| k.primary.is_some()))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     fn current(&self) -> Arc<Keys> {

@@ -204,6 +204,7 @@ pub fn context(client: Client, record: Secret, secret: Option<Secret>) -> Arc<Co
         connection_policy: ConnectionPolicy::Any,
         connection_hosts: Default::default(),
         allowed_redirect_origins: vec![],
+        signing_key_rotation: std::time::Duration::from_secs(3600),
     });
     let (synced_tx, synced) = tokio::sync::watch::channel(true);
     std::mem::forget(synced_tx);
