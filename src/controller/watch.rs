@@ -293,7 +293,6 @@ impl Controllers {
         let keys = crate::store::signing_key::maintain(
             client.clone(),
             &config.namespace,
-            signer.clone(),
             config.signing_key_rotation,
             shutdown.clone(),
         );

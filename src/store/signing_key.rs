@@ -81,9 +81,8 @@ pub async fn follow(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let api: Api<Secret> = Api::namespaced(client, namespace);
-    let config = watcher::Config::default().fields(&format!("metadata.name={NAME}"));
     let mut seen = false;
-    let events = watcher(api, config).default_backoff().map_ok(|event| {
+    let events = watcher(api, watch_config()).default_backoff().map_ok(|event| {
         match event {
             watcher::Event::Init => seen = false,
             watcher::Event::InitApply(s) | watcher::Event::Apply(s) => {
@@ -121,6 +120,11 @@ pub async fn follow(
     }
 }
 
+/// A watch on the one Secret (all that RBAC with `resourceNames` allows).
+fn watch_config() -> watcher::Config {
+    watcher::Config::default().fields(&format!("metadata.name={NAME}"))
+}
+
 fn install(signer: &Signer, secret: &Secret) {
     let ring = match ring_of(secret) {
         Ok(r) => r,
@@ -145,17 +149,17 @@ fn install(signer: &Signer, secret: &Secret) {
 
 /// Keeps the ring (the controller, while it leads): creates it, rotates it every `rotation`
 /// or on request, and drops keys past their overlap, until `shutdown` resolves. Each change of
-/// the signer's ring (seen by [`follow`]) wakes it, so a deleted Secret is recreated at once.
+/// the Secret wakes it, so a deleted Secret is recreated at once.
 pub async fn maintain(
     client: Client,
     namespace: &str,
-    signer: Signer,
     rotation: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let api: Api<Secret> = Api::namespaced(client, namespace);
     let rotation_secs = i64::try_from(rotation.as_secs()).unwrap_or(i64::MAX).max(1);
-    let mut changes = Box::pin(signer.changes());
+    // Its own watch: an annotation change leaves the ring (and so the signer) as it is.
+    let mut changes = Box::pin(watcher(api.clone(), watch_config()).default_backoff());
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::from_secs(1);
     loop {
