@@ -259,4 +259,23 @@ mod tests {
         assert_eq!(b.namespace.as_deref(), Some("team-a"));
         assert!(Cli::try_parse_from(["agent-auth-operator", "sidecar", "--broker-url=not a url"]).is_err());
     }
+
+    #[test]
+    fn signing_key_rotation_flag() {
+        let run = |extra: &[&str]| {
+            let mut argv = vec!["agent-auth-operator", "run", "--gateway-url=https://c.example"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Run(a) => a.signing_key_rotation.to_std(),
+                _ => panic!("not the run command"),
+            })
+        };
+        assert_eq!(run(&[]).unwrap(), std::time::Duration::from_secs(720 * 3600));
+        assert_eq!(
+            run(&["--signing-key-rotation=90m"]).unwrap(),
+            std::time::Duration::from_secs(5400)
+        );
+        assert!(run(&["--signing-key-rotation=30m"]).is_err(), "under an hour");
+        assert!(run(&["--signing-key-rotation=soon"]).is_err());
+    }
 }
