@@ -99,6 +99,11 @@ async fn rotation_keeps_links_and_deleting_the_secret_revokes_them_everywhere() 
         link(&accounts.get("kim").await.unwrap()).as_deref(),
         Some(kim.as_str())
     );
+    // Its form session cookie is scoped to the link as opened, not to a re-signed one.
+    let page = forms::client().get(&kim).send().await.unwrap();
+    let path = kim.strip_prefix(&a.gateway_url).unwrap();
+    let cookie = page.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains(&format!("Path={path}")), "{cookie}");
 
     // The key leaked: the operator deletes the Secret. Both replicas refuse every old link.
     secrets.delete(NAME, &DeleteParams::default()).await.unwrap();

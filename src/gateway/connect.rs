@@ -44,7 +44,7 @@ pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Re
         return pages::unavailable("This app is being updated. Try your link again in a moment.");
     }
     if conn.spec.auth_type.form() {
-        return forms::show(&gw, &claims, &conn).await;
+        return forms::show(&gw, &token, &claims, &conn).await;
     }
     // The authorization URL needs no client secret: nothing to read from the API here.
     let redirect_uri = conn_auth::redirect_uri(&gw.config, &conn);
