@@ -7,17 +7,21 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_auth_operator::api::ConnectedAccount;
-use agent_auth_operator::signer::RingSpec;
-use agent_auth_operator::store::signing_key::{NAME, ROTATE_ANNOTATION, ring_of};
+use agent_auth_operator::metrics::Metrics;
+use agent_auth_operator::signer::{RingSpec, Signer};
+use agent_auth_operator::store::signing_key::{NAME, ROTATE_ANNOTATION, follow, ring_of};
 use common::fixtures::*;
 use common::forms::{self, form_connection};
 use common::operator::{OPERATOR_NS, Operator, OperatorOptions, prepare_cluster};
-use common::{eventually, setup};
+use common::{eventually, identity, setup};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
 /// The ring the Secret holds now, if any.
@@ -25,10 +29,58 @@ async fn ring(secrets: &Api<Secret>) -> Option<RingSpec> {
     ring_of(&secrets.get_opt(NAME).await.ok()??).ok()
 }
 
+/// The token of a link.
+fn kid_token(link: &str) -> &str {
+    link.rsplit_once("/connect/").unwrap().1
+}
+
 /// The key id a link's token carries (`.../connect/<kid>.<payload>.<sig>`).
 fn kid(link: &str) -> String {
     let token = link.rsplit_once("/connect/").unwrap().1;
     token.split_once('.').map_or(token, |(k, _)| k).to_owned()
+}
+
+/// A process that follows the ring with only the gateway's rights: get/list/watch on this one
+/// Secret. Returns its signer and metrics; the watch stops when the test ends.
+async fn restricted_follower(admin: &kube::Client) -> (Signer, Arc<Metrics>) {
+    let rule = json!({"apiGroups": [""], "resources": ["secrets"], "resourceNames": [NAME], "verbs": ["get", "list", "watch"]});
+    identity::service_account(admin, OPERATOR_NS, "key-reader", &[], None).await;
+    let role: Role =
+        serde_json::from_value(json!({"metadata": {"name": "key-reader"}, "rules": [rule]})).unwrap();
+    Api::<Role>::namespaced(admin.clone(), OPERATOR_NS)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "key-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "key-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "key-reader", "namespace": OPERATOR_NS}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), OPERATOR_NS)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let token = identity::token(admin, OPERATOR_NS, "key-reader", None).await;
+    let path = common::cluster().unwrap().kubeconfig_path();
+    let kc = Kubeconfig::read_from(path).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    config.auth_info = AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    let client = kube::Client::try_from(config).unwrap();
+    let (signer, metrics) = (Signer::empty(), Arc::new(Metrics::new()));
+    tokio::spawn(follow(
+        client,
+        OPERATOR_NS,
+        signer.clone(),
+        metrics.clone(),
+        std::future::pending(),
+    ));
+    (signer, metrics)
 }
 
 /// The status code of opening `link` on each replica (the link names replica A's gateway).
@@ -65,6 +117,12 @@ async fn rotation_keeps_links_and_deleting_the_secret_revokes_them_everywhere() 
     let first = eventually(Duration::from_secs(30), "a key ring", || ring(&secrets)).await;
     assert_eq!(kid(&kim), first.primary, "the link names its key");
     assert_eq!(open_on(&both, &kim).await, [200, 200]);
+    let (reader, reader_metrics) = restricted_follower(&env.client).await;
+    assert!(
+        reader.wait_loaded(Duration::from_secs(10)).await,
+        "the gateway's rights suffice"
+    );
+    assert_eq!(reader.primary_kid(), Some(first.primary.clone()));
 
     // An operator asks for a rotation.
     let rotate = json!({"metadata": {"annotations": {ROTATE_ANNOTATION: "test-1"}}});
@@ -119,6 +177,10 @@ async fn rotation_keeps_links_and_deleting_the_secret_revokes_them_everywhere() 
     )
     .await;
     let revoked = deleted.elapsed();
+    eventually(Duration::from_secs(10), "the follower drops its keys", || async {
+        reader.verify_link(kid_token(&kim), 0).is_err().then_some(())
+    })
+    .await;
 
     // The leader makes a new ring that holds none of the old keys...
     let fresh = eventually(Duration::from_secs(30), "a new key ring", || ring(&secrets)).await;
@@ -145,6 +207,14 @@ async fn rotation_keeps_links_and_deleting_the_secret_revokes_them_everywhere() 
         [404, 404],
         "the leaked key stays dead"
     );
+    eventually(
+        Duration::from_secs(10),
+        "the follower has the new ring",
+        || async { (reader.primary_kid().as_ref() == Some(&fresh.primary)).then_some(()) },
+    )
+    .await;
+    let metrics = reader_metrics.render();
+    assert!(metrics.contains("agentauth_signing_keys 1"), "{metrics}");
     let logs = format!("{}{}", a.logs(), b.logs());
     for k in &rotated.keys {
         assert!(!logs.contains(&k.key), "no key material in the logs");
