@@ -41,6 +41,8 @@ pub struct Config {
     pub keyring: Option<std::sync::Arc<crate::store::seal::Keyring>>,
     /// Most credential copies re-sealed per second after a KEK rotation (`--reseal-rate`).
     pub reseal_rate: u32,
+    /// How often the leading controller rotates the link-signing key (`--signing-key-rotation`).
+    pub signing_key_rotation: std::time::Duration,
     /// Which parts this process runs (`--role`).
     pub role: Role,
     /// How the gateway hands flow results to the controller.

@@ -171,6 +171,20 @@ struct RunArgs {
     /// Most credential copies re-sealed per second under the primary KEK (after a rotation).
     #[arg(long, env = "RESEAL_RATE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     reseal_rate: u32,
+    /// How often the controller makes a new primary link-signing key (`720h`, at least `1h`);
+    /// retired keys keep verifying for the longest token lifetime (7 days) plus an hour.
+    #[arg(long, env = "SIGNING_KEY_ROTATION", default_value = "720h", value_parser = parse_rotation)]
+    signing_key_rotation: agent_auth_operator::api::Duration,
+}
+
+/// A `--signing-key-rotation` value: a spec duration of at least an hour (shorter would pile
+/// up keys: each verifies for 7 days after it stops signing).
+fn parse_rotation(s: &str) -> Result<agent_auth_operator::api::Duration, String> {
+    let d: agent_auth_operator::api::Duration = s.parse().map_err(|e| format!("{e}"))?;
+    if d.to_std() < std::time::Duration::from_secs(3600) {
+        return Err("the signing key rotation must be at least 1h".into());
+    }
+    Ok(d)
 }
 
 #[tokio::main]
@@ -282,6 +296,7 @@ async fn main() -> ExitCode {
                         .filter(|a| !a.is_empty())
                         .collect(),
                 },
+                signing_key_rotation: args.signing_key_rotation.to_std(),
             };
             if config.role == agent_auth_operator::config::Role::Gateway && config.intake.url.is_none() {
                 eprintln!("error: --role=gateway needs --intake-url (the controller's intake)");
@@ -353,5 +368,24 @@ mod tests {
             "--kek=/no/id",
         ];
         assert!(Cli::try_parse_from(bad).is_err());
+    }
+
+    #[test]
+    fn signing_key_rotation_flag() {
+        let run = |extra: &[&str]| {
+            let mut argv = vec!["agent-auth-operator", "run", "--gateway-url=https://c.example"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Run(a) => a.signing_key_rotation.to_std(),
+                _ => panic!("not the run command"),
+            })
+        };
+        assert_eq!(run(&[]).unwrap(), std::time::Duration::from_secs(720 * 3600));
+        assert_eq!(
+            run(&["--signing-key-rotation=90m"]).unwrap(),
+            std::time::Duration::from_secs(5400)
+        );
+        assert!(run(&["--signing-key-rotation=30m"]).is_err(), "under an hour");
+        assert!(run(&["--signing-key-rotation=soon"]).is_err());
     }
 }

@@ -134,6 +134,8 @@ pub struct Metrics {
     credential_records: Family<KeyLabels, Gauge>,
     credential_reseals: Counter,
     reseal_pass: Gauge,
+    signing_keys: Gauge,
+    signing_key_created: Gauge,
 }
 
 impl Default for Metrics {
@@ -232,11 +234,25 @@ impl Metrics {
             "When the last re-seal pass over the credential copies ended (Unix time)",
             reseal_pass.clone(),
         );
+        let signing_keys = Gauge::default();
+        registry.register(
+            "signing_keys",
+            "Keys in the link-signing key ring this process verifies with (0: every link is refused)",
+            signing_keys.clone(),
+        );
+        let signing_key_created = Gauge::default();
+        registry.register(
+            "signing_key_primary_created_timestamp_seconds",
+            "When the primary link-signing key was made (Unix time; 0 if unknown)",
+            signing_key_created.clone(),
+        );
         Self {
             registry,
             credential_records,
             credential_reseals,
             reseal_pass,
+            signing_keys,
+            signing_key_created,
             broker_requests,
             broker_duration,
             accounts,
@@ -296,6 +312,12 @@ impl Metrics {
     }
 
     /// Counts one broker decision and its latency.
+    /// Records the key ring this process holds (sizes and times, never key material).
+    pub fn signing_ring(&self, keys: usize, primary_created: Option<i64>) {
+        self.signing_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+        self.signing_key_created.set(primary_created.unwrap_or(0));
+    }
+
     pub fn broker_request(&self, outcome: &'static str, elapsed: Duration) {
         self.broker_requests
             .get_or_create(&OutcomeLabels { outcome })

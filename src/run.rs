@@ -28,10 +28,6 @@ pub enum RunError {
     Lease(#[from] kube_lease_manager::LeaseManagerError),
     #[error("cannot connect to Kubernetes: {0}")]
     Kube(#[from] kube::Error),
-    #[error("cannot load the signing key: {0}")]
-    Key(#[from] signing_key::KeyError),
-    #[error("the signing key is unusable")]
-    BadKey,
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("listener failed: {0}")]
@@ -55,8 +51,6 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     crate::store::seal::install(config.keyring.clone());
     let client = kube::Client::try_default().await?;
-    let key = signing_key::load_or_create(client.clone(), &config.namespace).await?;
-    let signer = Signer::new(&key).map_err(|_| RunError::BadKey)?;
     let config = Arc::new(config);
     let role = config.role;
     let shutdown = shutdown_signal().shared();
@@ -65,6 +59,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         config.metrics_account_labels,
     ));
     tracing::info!(role = ?role, "starting");
+    // Every role follows the key ring; the leading controller creates and rotates it.
+    let signer = Signer::empty();
+    let keys = signing_key::follow(
+        client.clone(),
+        &config.namespace,
+        signer.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
 
     // The controller side: the desk (behind the intake), the broker and the controllers.
     let desk = role.controls().then(|| -> Result<Desk, RunError> {
@@ -157,12 +160,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             Some(c) => c.run(shutdown.clone()).await.map_err(RunError::from),
         }
     };
-    let (g, i, b, a, c) = tokio::join!(
+    let (g, i, b, a, c, ()) = tokio::join!(
         optional(gateway),
         optional(intake),
         optional(broker),
         admin,
-        controllers
+        controllers,
+        keys
     );
     g?;
     i?;

@@ -18,18 +18,27 @@ use serde_json::json;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-/// The operator's real signing key, read as an administrator could.
+/// The operator's real signing key ring, read as an administrator could.
 async fn operator_signer(client: &kube::Client) -> Signer {
     let s = Api::<Secret>::namespaced(client.clone(), OPERATOR_NS)
         .get("agent-auth-operator-signing-key")
         .await
         .unwrap();
-    Signer::new(&s.data.unwrap()["hmac-sha256"].0).unwrap()
+    let signer = Signer::empty();
+    signer
+        .load(&agent_auth_operator::store::signing_key::ring_of(&s).unwrap())
+        .unwrap();
+    signer
+}
+
+/// The payload of a signed token (`kid.payload.sig`).
+fn payload_of(token: &str) -> &str {
+    token.split('.').nth(1).unwrap()
 }
 
 fn claims_of(link: &str) -> LinkClaims {
     let token = link.rsplit_once("/connect/").unwrap().1;
-    serde_json::from_slice(&B64.decode(token.split_once('.').unwrap().0).unwrap()).unwrap()
+    serde_json::from_slice(&B64.decode(payload_of(token)).unwrap()).unwrap()
 }
 
 /// One query parameter of a URL.
@@ -217,8 +226,7 @@ async fn tampered_replayed_and_foreign_states_are_refused() {
 
     // A state for another account (signed by the operator) with heidi's session cookie and code.
     let signer = operator_signer(&env.client).await;
-    let mut claims: StateClaims =
-        serde_json::from_slice(&B64.decode(state.split_once('.').unwrap().0).unwrap()).unwrap();
+    let mut claims: StateClaims = serde_json::from_slice(&B64.decode(payload_of(&state)).unwrap()).unwrap();
     claims.name = b.metadata.name.clone().unwrap();
     claims.uid = b.metadata.uid.clone().unwrap();
     let foreign = signer.issue_state(&claims);

@@ -402,6 +402,10 @@ async fn the_api_server_rejects_malformed_connections_with_a_message() {
             json!({"authType": "OAuth2", "provider": "google", "oauth2": {"clientId": "c"}, "authorizationLink": {"ttl": "tomorrow"}}),
             "spec.authorizationLink.ttl",
         ),
+        (
+            json!({"authType": "OAuth2", "provider": "google", "oauth2": {"clientId": "c"}, "authorizationLink": {"ttl": "169h"}}),
+            "a link lives at most 168h (7 days)",
+        ),
     ];
     for (i, (spec, expected)) in cases.into_iter().enumerate() {
         let mut obj = kube::api::DynamicObject::new(

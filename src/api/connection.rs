@@ -238,10 +238,10 @@ pub enum TokenEndpointAuthMethod {
 /// Authorization link settings.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct LinkSettings {
-    /// How long a link stays valid, as a duration (`30m`, `24h`), at most `720h` (30 days).
-    /// Default `24h`.
+    /// How long a link stays valid, as a duration (`30m`, `24h`), at most `168h` (7 days: a
+    /// retired signing key verifies for that long). Default `24h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("duration(self) <= duration('720h')").message("a link lives at most 720h (30 days)"))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('168h')").message("a link lives at most 168h (7 days)"))]
     pub ttl: Option<Duration>,
 }
 

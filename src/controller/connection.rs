@@ -53,8 +53,8 @@ pub fn validate(conn: &Connection) -> Result<(), String> {
         if d < jiff::SignedDuration::from_secs(60) {
             return Err(format!("authorizationLink.ttl {ttl} is shorter than a minute"));
         }
-        if d > jiff::SignedDuration::from_hours(720) {
-            return Err(format!("authorizationLink.ttl {ttl} is longer than 720h"));
+        if d > jiff::SignedDuration::from_secs(crate::signer::MAX_TOKEN_LIFETIME_SECS) {
+            return Err(format!("authorizationLink.ttl {ttl} is longer than 168h"));
         }
     }
     Ok(())

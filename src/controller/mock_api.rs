@@ -216,6 +216,7 @@ pub fn context(client: Client, record: Secret, secret: Option<Secret>) -> Arc<Co
             audience: crate::intake::DEFAULT_AUDIENCE.into(),
             allow: vec![],
         },
+        signing_key_rotation: std::time::Duration::from_secs(3600),
     });
     let (synced_tx, synced) = tokio::sync::watch::channel(true);
     std::mem::forget(synced_tx);

@@ -73,7 +73,11 @@ pub fn connection(
     let view = ConnectionView {
         source,
         link_ttl: duration(conn.spec.authorization_link.as_ref().and_then(|l| l.ttl.as_ref()))
-            .unwrap_or(DEFAULT_LINK_TTL),
+            .unwrap_or(DEFAULT_LINK_TTL)
+            // The signer caps every token at this; the status expiry must match the link's.
+            .min(jiff::SignedDuration::from_secs(
+                crate::signer::MAX_TOKEN_LIFETIME_SECS,
+            )),
         refresh_before: duration(conn.spec.refresh.as_ref().and_then(|r| r.before.as_ref())),
         grant: settings
             .as_ref()

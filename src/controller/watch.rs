@@ -171,6 +171,8 @@ pub async fn run(
         .watches_stream(ns_stream, by_namespace)
         .watches_stream(record_stream, by_record)
         .reconcile_on(wake_rx)
+        // A new key ring may have dropped the key of a link in status: such links are replaced.
+        .reconcile_all_on(ctx.signer.changes())
         .graceful_shutdown_on(shutdown.clone())
         .run(account::reconcile_measured, error_policy, ctx.clone())
         .for_each(|r| async move {
@@ -287,6 +289,25 @@ impl Controllers {
             ready,
             shared,
         } = self;
+        // The leader keeps the key ring; links are signed only once one is loaded.
+        let keys = crate::store::signing_key::maintain(
+            client.clone(),
+            &config.namespace,
+            config.signing_key_rotation,
+            shutdown.clone(),
+        );
+        let mut keys = std::pin::pin!(async move {
+            keys.await;
+            futures::future::pending::<()>().await;
+        });
+        if signer.primary_kid().is_none() {
+            tokio::select! {
+                loaded = signer.wait_loaded(Duration::from_secs(10)) => if !loaded {
+                    tracing::warn!("no signing key ring loaded yet; starting the controllers anyway");
+                },
+                () = &mut keys => {}
+            }
+        }
         let scopes: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
             vec![None]
         } else {
@@ -330,6 +351,7 @@ impl Controllers {
         tokio::select! {
             results = sets => results.into_iter().collect::<Result<Vec<_>, _>>().map(|_| ()),
             _ = all_ready => Ok(()),
+            () = keys => Ok(()),
         }
     }
 }

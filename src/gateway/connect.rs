@@ -44,7 +44,7 @@ pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Re
         return pages::unavailable("This app is being updated. Try your link again in a moment.");
     }
     if conn.spec.auth_type.form() {
-        return forms::show(&gw, &claims, &conn).await;
+        return forms::show(&gw, &token, &claims, &conn).await;
     }
     // The authorization URL needs no client secret: nothing to read from the API here.
     let redirect_uri = conn_auth::redirect_uri(&gw.config, &conn);
@@ -57,7 +57,10 @@ pub async fn connect(State(gw): State<Gateway>, Path(token): Path<String>) -> Re
     };
     let sid = signer::random_id();
     let state = session::issue_state(&gw, &claims, &conn, &sid);
-    let target = oauth.authorize_url(&state, &gw.signer.pkce_verifier(&sid));
+    let Ok(verifier) = gw.signer.pkce_verifier(&state) else {
+        return pages::unavailable("Please try your link again in a moment.");
+    };
+    let target = oauth.authorize_url(&state, &verifier);
     tracing::debug!(account = %claims.name, namespace = %claims.ns, "sending user to the provider");
     let mut resp = (StatusCode::FOUND, [(header::LOCATION, target.as_str())]).into_response();
     session::set_cookie(&gw, &mut resp, SESSION_COOKIE, &redirect_uri, &sid);

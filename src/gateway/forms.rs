@@ -28,7 +28,7 @@ use crate::intake::wire::{Completion, SpentQuery, Submission};
 use crate::signer::{self, LinkClaims};
 
 /// Renders the form for a verified, current link.
-pub async fn show(gw: &Gateway, claims: &LinkClaims, conn: &Connection) -> Response {
+pub async fn show(gw: &Gateway, token: &str, claims: &LinkClaims, conn: &Connection) -> Response {
     let form = match Form::of(conn) {
         Ok(f) => f,
         Err(e) => {
@@ -39,6 +39,7 @@ pub async fn show(gw: &Gateway, claims: &LinkClaims, conn: &Connection) -> Respo
     let sid = signer::random_id();
     render(
         gw,
+        token,
         claims,
         conn,
         &form,
@@ -116,6 +117,7 @@ pub async fn submit(
         };
         render(
             &gw,
+            &token,
             &claims,
             &conn,
             &form,
@@ -131,7 +133,7 @@ pub async fn submit(
     let result = gw
         .intake
         .submit(Submission {
-            link: token,
+            link: token.clone(),
             values: clean.clone(),
         })
         .await;
@@ -155,9 +157,12 @@ fn conn_name(conn: &Connection) -> String {
     conn.metadata.name.clone().unwrap_or_default()
 }
 
-/// The form page, with a fresh signed state for the session `sid` and its cookie.
+/// The form page, with a fresh signed state for the session `sid` and its cookie, scoped to the
+/// link `token` as the user opened it (re-signing could name another key after a rotation).
+#[allow(clippy::too_many_arguments)] // what one form page is made of
 fn render(
     gw: &Gateway,
+    token: &str,
     claims: &LinkClaims,
     conn: &Connection,
     form: &Form,
@@ -167,9 +172,7 @@ fn render(
 ) -> Response {
     let state = session::issue_state(gw, claims, conn, sid);
     let page = form_page::page(&Requester::of(conn), form, &state, feedback);
-    let link_url = gw
-        .config
-        .endpoint(&format!("connect/{}", gw.signer.issue_link(claims)));
+    let link_url = gw.config.endpoint(&format!("connect/{token}"));
     let mut resp = pages::respond(status, page);
     session::set_cookie(gw, &mut resp, FORM_COOKIE, &link_url, sid);
     resp

@@ -30,7 +30,10 @@ impl Desk {
                 return Err(Completion::Unconfigured);
             }
         };
-        let verifier = self.signer.pkce_verifier(&claims.sid);
+        // Derived from the key that signed this state (it may have been rotated since).
+        let Ok(verifier) = self.signer.pkce_verifier(&x.state) else {
+            return Err(Completion::Spent);
+        };
         let tokens = match oauth
             .exchange_code(&self.http, &x.code, &verifier, Timestamp::now())
             .await
