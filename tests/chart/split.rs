@@ -111,6 +111,12 @@ fn split_is_the_default_and_gives_each_component_its_own_pod_identity_and_ports(
     assert_eq!(ce["INTAKE_ALLOW"], format!("system:serviceaccount:ops:{GATEWAY}"));
     assert_eq!(ce["INTAKE_AUDIENCE"], "agentauth.dev/intake");
     assert_eq!(ge["INTAKE_URL"], format!("http://{FULLNAME}-intake.ops.svc:8083"));
+    let other = "intake.url=http://$(AAO_AGENT_AUTH_OPERATOR_INTAKE_SERVICE_HOST):8083";
+    let with_url = documents(&t.template("ops", &[other]).expect_ok());
+    assert_eq!(
+        env(doc(&with_url, "Deployment", GATEWAY))["INTAKE_URL"],
+        "http://$(AAO_AGENT_AUTH_OPERATOR_INTAKE_SERVICE_HOST):8083"
+    );
     assert_eq!(
         ge["INTAKE_TOKEN_FILE"],
         "/var/run/secrets/agentauth.dev/intake/token"

@@ -141,9 +141,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Where the gateway finds the controller's intake: the intake Service's cluster DNS name. */}}
+{{/* Where the gateway finds the controller's intake: intake.url, or the intake Service's cluster DNS name. */}}
 {{- define "agent-auth-operator.intakeUrl" -}}
+{{- if .Values.intake.url }}
+{{- .Values.intake.url }}
+{{- else }}
 {{- printf "http://%s-intake.%s.svc:%v" (include "agent-auth-operator.fullname" .) .Release.Namespace .Values.intake.port }}
+{{- end }}
 {{- end }}
 
 {{/* Environment shared by every role: the public URL, the tenancy rules, logs, metrics, the pod. */}}
