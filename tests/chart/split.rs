@@ -438,6 +438,39 @@ fn split_options_mode_all_encryption_metrics_and_replicas() {
         .filter(|d| d["kind"] == "PodDisruptionBudget")
         .collect();
     assert_eq!(pdbs.len(), 1, "no gateway PDB with one gateway replica");
+
+    // The gateway never shares the controller's identity (and rights), not even by omission.
+    for sets in [
+        vec!["serviceAccount.create=false"],
+        vec![
+            "serviceAccount.name=operator",
+            "gateway.serviceAccount.name=operator",
+        ],
+    ] {
+        let err = t.template("ops", &sets).expect_failure();
+        assert!(
+            err.contains("would both run as ServiceAccount") && err.contains("gateway.serviceAccount.name"),
+            "{sets:?}: {err}"
+        );
+    }
+    let docs = documents(
+        &t.template(
+            "ops",
+            &[
+                "serviceAccount.create=false",
+                "serviceAccount.name=ops-controller",
+                "gateway.serviceAccount.name=ops-gateway",
+            ],
+        )
+        .expect_ok(),
+    );
+    assert!(!docs.iter().any(|d| d["kind"] == "ServiceAccount"));
+    let ctl = doc(&docs, "Deployment", CONTROLLER);
+    assert_eq!(env(ctl)["INTAKE_ALLOW"], "system:serviceaccount:ops:ops-gateway");
+    assert_eq!(
+        doc(&docs, "RoleBinding", GATEWAY)["subjects"][0]["name"],
+        "ops-gateway"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
