@@ -26,9 +26,11 @@ control-plane:
 
 K8S_CMDS := kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy
 
+## Formatting, clippy, and cargo-deny's offline checks of the dependency tree (deny.toml).
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	@scripts/cargo-deny.sh check bans licenses sources
 
 ## Regenerate crds/ from the Rust types.
 crds:

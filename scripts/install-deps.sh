@@ -34,3 +34,5 @@ fi
 
 # The SDK's test venv, cached by interpreter version and pins: no network once it exists.
 "$(dirname "$0")/python-env.sh" >/dev/null
+# cargo-deny for `make lint` (bans, licenses, sources), pinned and cached: no network once it exists.
+"$(dirname "$0")/cargo-deny.sh" --version >/dev/null

@@ -13,6 +13,11 @@ pub struct Config {
     pub gateway_url: url::Url,
     pub gateway_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// `/metrics` needs a Bearer token the API server accepts and allows `get /metrics`
+    /// (`--metrics-auth`); off only behind a trusted network.
+    pub metrics_auth: bool,
+    /// Export the series labelled per account (`--metrics-account-labels`).
+    pub metrics_account_labels: bool,
     /// The token broker's in-cluster listener.
     pub broker_addr: SocketAddr,
     /// The audience of the ServiceAccount tokens the broker accepts.

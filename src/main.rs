@@ -84,6 +84,16 @@ struct RunArgs {
     /// Address of the admin listener (/healthz, /readyz, /metrics).
     #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:8081")]
     admin_addr: SocketAddr,
+    /// Require on /metrics a Bearer token that the API server accepts (TokenReview) and allows
+    /// `get` on the non-resource URL /metrics (SubjectAccessReview). `--metrics-auth=false` serves
+    /// it to anyone who reaches the admin port (a trusted network only).
+    #[arg(long, env = "METRICS_AUTH", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    metrics_auth: bool,
+    /// Also export the series labelled per account (namespace and name), e.g. each token's
+    /// expiry: for small installs; their number grows with the accounts.
+    #[arg(long, env = "METRICS_ACCOUNT_LABELS")]
+    metrics_account_labels: bool,
     /// Address of the token broker (RFC 8693 token exchange for agent pods; in-cluster only, never
     /// expose it publicly).
     #[arg(long, env = "BROKER_ADDR", default_value = "0.0.0.0:8082")]
@@ -222,6 +232,8 @@ async fn main() -> ExitCode {
                 gateway_url: args.gateway_url,
                 gateway_addr: args.gateway_addr,
                 admin_addr: args.admin_addr,
+                metrics_auth: args.metrics_auth,
+                metrics_account_labels: args.metrics_account_labels,
                 broker_addr: args.broker_addr,
                 broker_audience: args.broker_audience,
                 instance: args.instance,

@@ -1,7 +1,10 @@
 //! Prometheus metrics, served on the admin port at `/metrics`.
 //!
-//! Labels are bounded: namespace, account or Connection name, state, result, route and status
-//! class. No label or value ever carries credential material.
+//! Labels are bounded: namespace, Connection name, state, result, route and status class. Series
+//! per account (labelled by the account's namespace and name) exist only with
+//! `--metrics-account-labels` ([`Metrics::with_account_labels`]): they grow with the number of
+//! accounts and name every tenant's users, so large installs leave them off and keep the
+//! aggregates. No label or value ever carries credential material.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -112,7 +115,8 @@ pub struct Metrics {
     registry: Registry,
     accounts: Family<AccountLabels, Gauge>,
     known: Mutex<HashMap<String, AccountLabels>>,
-    token_expiry: Family<AccountRef, Gauge>,
+    /// Per account; `None` unless account labels were asked for.
+    token_expiry: Option<Family<AccountRef, Gauge>>,
     refreshes: Family<RefreshLabels, Counter>,
     outcome_unknown: Family<ConnectionLabels, Counter>,
     reconcile_duration: Family<ReconcileLabels, Histogram>,
@@ -130,7 +134,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The aggregate metrics only (the default).
     pub fn new() -> Self {
+        Self::with_account_labels(false)
+    }
+
+    /// With `per_account`, also the series labelled by account (`--metrics-account-labels`).
+    pub fn with_account_labels(per_account: bool) -> Self {
         let mut registry = Registry::with_prefix("agentauth");
         let accounts = Family::<AccountLabels, Gauge>::default();
         registry.register(
@@ -138,12 +148,15 @@ impl Metrics {
             "ConnectedAccounts by namespace, connection and state",
             accounts.clone(),
         );
-        let token_expiry = Family::<AccountRef, Gauge>::default();
-        registry.register(
-            "token_expiry_timestamp_seconds",
-            "When each account's access token expires (Unix time)",
-            token_expiry.clone(),
-        );
+        let token_expiry = per_account.then(|| {
+            let family = Family::<AccountRef, Gauge>::default();
+            registry.register(
+                "token_expiry_timestamp_seconds",
+                "When each account's access token expires (Unix time)",
+                family.clone(),
+            );
+            family
+        });
         let refreshes = Family::<RefreshLabels, Counter>::default();
         registry.register("refreshes", "Token refresh attempts by result", refreshes.clone());
         let outcome_unknown = Family::<ConnectionLabels, Counter>::default();
@@ -235,16 +248,19 @@ impl Metrics {
                 }
             }
         }
+        let Some(token_expiry) = &self.token_expiry else {
+            return;
+        };
         let key = AccountRef {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         };
         match expires_at {
             Some(t) => {
-                self.token_expiry.get_or_create(&key).set(t);
+                token_expiry.get_or_create(&key).set(t);
             }
             None => {
-                self.token_expiry.remove(&key);
+                token_expiry.remove(&key);
             }
         }
     }
@@ -264,10 +280,12 @@ impl Metrics {
         {
             self.accounts.get_or_create(&old).dec();
         }
-        self.token_expiry.remove(&AccountRef {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        });
+        if let Some(token_expiry) = &self.token_expiry {
+            token_expiry.remove(&AccountRef {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            });
+        }
     }
 
     pub fn refresh(&self, namespace: &str, connection: &str, result: RefreshResult) {
@@ -336,8 +354,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn per_account_series_only_with_the_flag() {
+        for per_account in [false, true] {
+            let m = Metrics::with_account_labels(per_account);
+            m.account_state(
+                "u1",
+                "ns",
+                "alice",
+                "gmail",
+                AccountState::Active,
+                Some(1_800_000_000),
+            );
+            m.refresh("ns", "gmail", RefreshResult::Success);
+            let text = m.render();
+            assert_eq!(
+                text.contains(r#"name="alice""#),
+                per_account,
+                "account labels with per_account={per_account}: {text}"
+            );
+            assert_eq!(
+                text.contains("agentauth_token_expiry_timestamp_seconds"),
+                per_account
+            );
+            // The aggregates are there either way.
+            assert!(
+                text.contains(r#"agentauth_accounts{namespace="ns",connection="gmail",state="ACTIVE"} 1"#),
+                "{text}"
+            );
+            assert!(text.contains(
+                r#"agentauth_refreshes_total{namespace="ns",connection="gmail",result="success"} 1"#
+            ));
+        }
+    }
+
+    #[test]
     fn accounts_move_between_state_series_and_vanish_on_delete() {
-        let m = Metrics::new();
+        let m = Metrics::with_account_labels(true);
         m.account_state("u1", "ns", "alice", "gmail", AccountState::PendingAuth, None);
         m.account_state(
             "u1",

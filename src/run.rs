@@ -50,7 +50,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let role = config.role;
     let shutdown = shutdown_signal().shared();
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let metrics = Arc::new(crate::metrics::Metrics::with_account_labels(
+        config.metrics_account_labels,
+    ));
     tracing::info!(role = ?role, "starting");
 
     // The controller side: the desk (behind the intake), the broker and the controllers.
@@ -116,8 +118,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         ready_rx,
         Arc::new(move || synced.as_ref().is_none_or(|b| b.synced())),
         metrics.clone(),
+        config
+            .metrics_auth
+            .then(|| admin::MetricsGuard::new(client.clone())),
         shutdown.clone(),
     );
+    if !config.metrics_auth {
+        tracing::warn!("--metrics-auth=false: /metrics is open to anyone who reaches the admin port");
+    }
     let ready = Arc::new(ready_tx);
     if !role.controls() {
         // The gateway role needs no caches to answer.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::proxy::{Fault, active_behind_proxy};
+use common::proxy::{Fault, HOSTILE_SECRET, active_behind_proxy, proxied_connection};
 
 use std::time::Duration;
 
@@ -156,4 +156,74 @@ async fn a_hung_provider_times_out_and_is_retried() {
         (*proxy.faulted_refreshes.lock().unwrap() >= 2).then_some(())
     })
     .await;
+}
+
+/// A hostile token endpoint answers the code exchange, the refresh and the revocation with an
+/// `error_description` (and `error_uri`) full of markup, a fake secret and the secrets it was
+/// sent. The user, the account's status, its Events and the operator's logs get the RFC 6749 code
+/// and the HTTP status, never the endpoint's words.
+#[tokio::test]
+async fn a_hostile_endpoints_error_text_reaches_no_status_event_page_or_log() {
+    use k8s_openapi::api::core::v1::Event;
+    let env = setup("fault-hostile").await;
+    let s = common::operator::stack();
+    let proxy = proxied_connection(&env).await;
+    let patch = serde_json::json!({"spec": {"oauth2": {"revocationUrl": proxy.revocation_url()}}});
+    patch_connection(&env.client, &env.ns, "dex", patch).await;
+    let accounts: kube::Api<ConnectedAccount> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    authorized(&env.client, &env.ns, "ray", "dex", &s.dex.user(1)).await;
+    *proxy.fault.lock().unwrap() = Some(Fault::Hostile);
+
+    // The refresh (Dex's tokens live 20 s): refused, so the user must authorize again.
+    let expired = eventually(Duration::from_secs(40), "ray EXPIRED", || async {
+        let a = accounts.get("ray").await.ok()?;
+        (state(&a) == Some(AccountState::Expired)).then_some(a)
+    })
+    .await;
+    assert_eq!(ready(&expired).unwrap().1, "RefreshRejected");
+
+    // The code exchange: the user sees our page, the account says the exchange failed.
+    account(&env.client, &env.ns, "eve", "dex", serde_json::json!({})).await;
+    let pending = wait_account(&accounts, "eve", "link", |a| link(a).is_some()).await;
+    let page = common::dex::login(&common::dex::browser(), &link(&pending).unwrap(), &s.dex.user(2))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 502);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("did not accept"), "{page}");
+    wait_account(&accounts, "eve", "ExchangeFailed", |a| {
+        ready(a).is_some_and(|r| r.1 == "ExchangeFailed")
+    })
+    .await;
+
+    // The revocation, when ray is deleted: refused with the code and status only.
+    accounts.delete("ray", &Default::default()).await.unwrap();
+    wait_gone(&accounts, "ray").await;
+    let events: kube::Api<Event> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let failed = eventually(Duration::from_secs(20), "RevocationFailed Event", || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("RevocationFailed"))
+    })
+    .await;
+    assert_eq!(
+        failed.message.as_deref(),
+        Some("revocation refused with HTTP 400 (invalid_grant)")
+    );
+
+    let status = serde_json::to_string(&accounts.list(&Default::default()).await.unwrap().items).unwrap();
+    let events = serde_json::to_string(&events.list(&Default::default()).await.unwrap().items).unwrap();
+    let logs = s.operator.logs();
+    for (place, text) in [
+        ("page", &page),
+        ("status", &status),
+        ("Events", &events),
+        ("logs", &logs),
+    ] {
+        for word in [HOSTILE_SECRET, "alert(", "attacker.example"] {
+            assert!(!text.contains(word), "{word:?} in {place}");
+        }
+    }
+    assert!(status.contains("invalid_grant"), "the code is shown: {status}");
 }

@@ -395,3 +395,67 @@ async fn slow_and_oversized_requests_are_cut_off() {
         .unwrap();
     assert_eq!(resp.status(), 413);
 }
+
+/// `/metrics` on the admin port is for scrapers the cluster vouches for (TokenReview) and allows
+/// (`get` on the non-resource URL `/metrics`), as controller-runtime's secure metrics are; the
+/// probes stay open.
+#[tokio::test]
+async fn metrics_refuse_anonymous_and_unauthorized_scrapers() {
+    let env = setup("metrics-auth").await;
+    let s = stack();
+    let url = format!("{}/metrics", s.operator.admin_url);
+    let http = reqwest::Client::new();
+    let scrape = |token: Option<String>| {
+        let request = http.get(&url);
+        let request = match token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, body) = scrape(None).await;
+    assert_eq!(status, 401, "anonymous scrape: {body}");
+    assert!(!body.contains("agentauth_"), "{body}");
+    let (status, _) = scrape(Some("not-a-token".into())).await;
+    assert_eq!(status, 401, "a token the API server does not accept");
+
+    common::identity::service_account(&env.client, &env.ns, "no-grant", &[], None).await;
+    let plain = common::identity::token(&env.client, &env.ns, "no-grant", None).await;
+    let (status, body) = scrape(Some(plain)).await;
+    assert_eq!(status, 403, "a ServiceAccount without the ClusterRole: {body}");
+    assert!(!body.contains("agentauth_"), "{body}");
+
+    common::identity::service_account(&env.client, &env.ns, "prometheus", &[], None).await;
+    common::identity::metrics_reader(&env.client, &env.ns, "prometheus").await;
+    let granted = common::identity::token(&env.client, &env.ns, "prometheus", None).await;
+    // The API server's RBAC sees a new binding within moments; the operator may keep a refusal
+    // for its answer TTL (10 s).
+    let body = common::eventually(
+        std::time::Duration::from_secs(30),
+        "a ServiceAccount bound to the metrics reader gets the metrics",
+        || {
+            let scrape = scrape(Some(granted.clone()));
+            async move {
+                let (status, body) = scrape.await;
+                (status == 200).then_some(body)
+            }
+        },
+    )
+    .await;
+    assert!(
+        body.contains("agentauth_broker_request_duration_seconds_count"),
+        "{body}"
+    );
+
+    for probe in ["healthz", "readyz"] {
+        let r = http
+            .get(format!("{}/{probe}", s.operator.admin_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "/{probe} stays open");
+    }
+}

@@ -8,7 +8,7 @@ use agent_auth_operator::api::{AccountState, Connection};
 use agentauth_testcluster::recorder::{Answer, Recorder, Reply};
 use common::dex::{browser, login};
 use common::fixtures::*;
-use common::operator::{OPERATOR_NS, stack};
+use common::operator::{OPERATOR_NS, Operator, stack};
 use common::{eventually, setup};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -186,12 +186,7 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
     let page = login(&browser(), &link(&again).unwrap(), &user).await.unwrap();
     assert_eq!(page.status(), 200);
     let active = wait_state(accounts, "alice", AccountState::Active).await;
-    let metrics = reqwest::get(format!("{}/metrics", s.operator.admin_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.operator.metrics().await.unwrap();
     assert!(
         metrics.contains(&format!(
             r#"agentauth_accounts{{namespace="{ns}",connection="dex",state="ACTIVE"}} 1"#
@@ -214,12 +209,7 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
     wait_gone(secrets, "alice-credentials").await;
 
     // Metrics report what happened.
-    let metrics = reqwest::get(format!("{}/metrics", s.operator.admin_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.operator.metrics().await.unwrap();
     let refreshes =
         format!(r#"agentauth_refreshes_total{{namespace="{ns}",connection="dex",result="success"}}"#);
     assert!(metrics.contains(&refreshes), "refresh counter in:\n{metrics}");
@@ -611,13 +601,8 @@ async fn a_deleted_agent_secret_is_rebuilt_from_the_operators_copy() {
 }
 
 /// Accounts in `ns` as `agentauth_accounts` counts them now (summed over states).
-async fn counted(admin_url: &str, ns: &str) -> f64 {
-    let text = reqwest::get(format!("{admin_url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+async fn counted(operator: &Operator, ns: &str) -> f64 {
+    let text = operator.metrics().await.unwrap();
     text.lines()
         .filter(|l| l.starts_with("agentauth_accounts{") && l.contains(&format!("namespace=\"{ns}\"")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -635,9 +620,9 @@ async fn a_deleted_account_without_a_finalizer_leaves_no_metrics() {
         pending.finalizers().is_empty(),
         "PENDING_AUTH holds nothing to clean up"
     );
-    let url = &s.operator.admin_url;
+    let op = &s.operator;
     eventually(REACT, "counted in agentauth_accounts", || async {
-        (counted(url, &env.ns).await == 1.0).then_some(())
+        (counted(op, &env.ns).await == 1.0).then_some(())
     })
     .await;
     env.accounts
@@ -646,7 +631,7 @@ async fn a_deleted_account_without_a_finalizer_leaves_no_metrics() {
         .unwrap();
     wait_gone(&env.accounts, "gus").await;
     eventually(REACT, "no longer counted", || async {
-        (counted(url, &env.ns).await == 0.0).then_some(())
+        (counted(op, &env.ns).await == 0.0).then_some(())
     })
     .await;
 }

@@ -654,6 +654,8 @@ impl Operator {
                 // The suite's token servers run on loopback, allowed as a user would (environment
                 // variables: an older build measured for a before/after simply ignores them).
                 ("EGRESS_ALLOW", "127.0.0.1/32"),
+                // The suite scrapes /metrics on loopback without a token.
+                ("METRICS_AUTH", "false"),
                 ("CONNECTION_HOST_ALLOW", BENCH_HOSTS),
             ],
         )?;

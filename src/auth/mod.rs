@@ -8,5 +8,6 @@ pub mod jwt;
 pub mod oauth2;
 pub mod quirks;
 pub mod resolve;
+pub mod scrub;
 pub mod settings;
 pub mod template;

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::UserInfo;
-use moka::sync::Cache;
 
 use super::refusal::Refusal;
+use crate::review::{Answers, Turns, lifetime, token_key};
 
 /// How long an answer of the API server is reused.
 pub const TTL: Duration = Duration::from_secs(10);
@@ -50,20 +50,14 @@ impl Caller {
     }
 }
 
-#[derive(Clone)]
-struct Cached<T> {
-    value: T,
-    until: Instant,
-}
-
 /// The cached reviews.
 #[derive(Clone)]
 pub struct Identity {
     client: kube::Client,
     audience: Arc<str>,
-    tokens: Cache<[u8; 32], Cached<Option<Arc<Caller>>>>,
-    grants: Cache<(String, String, String), Cached<bool>>,
-    reviews: Arc<tokio::sync::Semaphore>,
+    tokens: Answers<[u8; 32], Option<Arc<Caller>>>,
+    grants: Answers<(String, String, String), bool>,
+    reviews: Turns,
 }
 
 impl Identity {
@@ -71,21 +65,18 @@ impl Identity {
         Identity {
             client,
             audience: audience.into(),
-            tokens: Cache::builder().max_capacity(CAPACITY).time_to_live(TTL).build(),
-            grants: Cache::builder().max_capacity(CAPACITY).time_to_live(TTL).build(),
-            reviews: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+            tokens: Answers::new(CAPACITY, TTL),
+            grants: Answers::new(CAPACITY, TTL),
+            reviews: Turns::new(IN_FLIGHT, TURN_WAIT),
         }
     }
 
     /// The ServiceAccount `token` belongs to.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Caller>, Refusal> {
-        let key: [u8; 32] = {
-            use sha2::Digest;
-            sha2::Sha256::digest(token.as_bytes()).into()
-        };
+        let key = token_key(token);
         let now = Instant::now();
-        if let Some(hit) = self.tokens.get(&key).filter(|c| c.until > now) {
-            return hit.value.ok_or(Refusal::Unauthenticated);
+        if let Some(hit) = self.tokens.get(&key, now) {
+            return hit.ok_or(Refusal::Unauthenticated);
         }
         let _turn = self.turn().await?;
         let user = crate::review::authenticate(&self.client, token, Some(&self.audience))
@@ -96,13 +87,7 @@ impl Identity {
             })?;
         let caller = user.and_then(Caller::from_user).map(Arc::new);
         let until = now + caller.as_ref().map_or(TTL, |_| lifetime(token).min(TTL));
-        self.tokens.insert(
-            key,
-            Cached {
-                value: caller.clone(),
-                until,
-            },
-        );
+        self.tokens.insert(key, caller.clone(), until);
         caller.ok_or(Refusal::Unauthenticated)
     }
 
@@ -120,8 +105,8 @@ impl Identity {
             format!("{name}\0{asked}"),
         );
         let now = Instant::now();
-        if let Some(hit) = self.grants.get(&key).filter(|c| c.until > now) {
-            return Ok(hit.value);
+        if let Some(hit) = self.grants.get(&key, now) {
+            return Ok(hit);
         }
         let _turn = self.turn().await?;
         let allowed = crate::review::may(&self.client, &caller.user, super::VERB, ns, name)
@@ -130,13 +115,7 @@ impl Identity {
                 tracing::warn!(error = %e, "broker: SubjectAccessReview failed");
                 Refusal::Unavailable("the API server did not answer the SubjectAccessReview; try again")
             })?;
-        self.grants.insert(
-            key,
-            Cached {
-                value: allowed,
-                until: now + TTL,
-            },
-        );
+        self.grants.insert(key, allowed, now + TTL);
         Ok(allowed)
     }
 }
@@ -145,54 +124,16 @@ impl Identity {
     /// A place among the [`IN_FLIGHT`] reviews, waiting at most [`TURN_WAIT`] (so that a flood
     /// does not pile up waiting requests either).
     async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Refusal> {
-        match tokio::time::timeout(TURN_WAIT, self.reviews.acquire()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) | Err(_) => Err(Refusal::Unavailable("the broker is busy; try again")),
-        }
+        self.reviews
+            .take()
+            .await
+            .map_err(|_| Refusal::Unavailable("the broker is busy; try again"))
     }
-}
-
-/// How long the JWT `token` still lives by its `exp` claim (zero when unknown). Read without
-/// checking the signature: the API server has just accepted the token; this only keeps the
-/// cache from outliving it.
-fn lifetime(token: &str) -> Duration {
-    use base64::Engine as _;
-    #[derive(serde::Deserialize)]
-    struct Claims {
-        exp: u64,
-    }
-    let exp = token
-        .split('.')
-        .nth(1)
-        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
-        .and_then(|b| serde_json::from_slice::<Claims>(&b).ok())
-        .map(|c| c.exp);
-    let now = jiff::Timestamp::now().as_second().max(0).unsigned_abs();
-    Duration::from_secs(exp.map_or(0, |e| e.saturating_sub(now)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine as _;
-
-    fn jwt(exp: i64) -> String {
-        let e = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-        format!(
-            "{}.{}.sig",
-            e(serde_json::json!({"alg": "RS256"})),
-            e(serde_json::json!({"exp": exp}))
-        )
-    }
-
-    #[test]
-    fn a_cached_acceptance_never_outlives_the_token() {
-        let now = jiff::Timestamp::now().as_second();
-        assert!(lifetime(&jwt(now + 3600)) > TTL);
-        assert_eq!(lifetime(&jwt(now - 5)), Duration::ZERO);
-        assert_eq!(lifetime("garbage"), Duration::ZERO);
-    }
-
     /// A flood of garbage tokens (anything that reaches the port can send one) must not become
     /// as many concurrent TokenReviews: the API server's answer is what is rate-limited, and it
     /// is shared with the controllers of this process.

@@ -195,6 +195,8 @@ pub fn context(client: Client, record: Secret, secret: Option<Secret>) -> Arc<Co
         gateway_url: url::Url::parse("https://connect.example.com").unwrap(),
         gateway_addr: ([127, 0, 0, 1], 0).into(),
         admin_addr: ([127, 0, 0, 1], 0).into(),
+        metrics_auth: true,
+        metrics_account_labels: false,
         broker_addr: ([127, 0, 0, 1], 0).into(),
         broker_audience: crate::broker::DEFAULT_AUDIENCE.into(),
         instance: "test".into(),

@@ -37,7 +37,7 @@ mod error;
 mod mcp;
 mod proxy;
 mod routing;
-mod scrub;
+use crate::auth::scrub;
 mod selection;
 mod server;
 mod state;

@@ -301,12 +301,7 @@ async fn the_broker_hands_an_account_token_only_to_service_accounts_rbac_lets_us
     );
 
     // Every decision is counted by outcome; refusals are logged with the ServiceAccount.
-    let metrics = reqwest::get(format!("{}/metrics", s.operator.admin_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.operator.metrics().await.unwrap();
     for outcome in [
         "issued",
         "access_denied",

@@ -38,16 +38,12 @@ extern "C" fn scan() {
     let mut places: Vec<(String, String)> = Vec::new();
     if let Some(s) = super::operator::running_stack() {
         places.push(("operator logs".into(), s.operator.logs()));
-        let admin = s.operator.admin_url.clone();
-        let metrics = agentauth_testcluster::block_on(async move {
-            reqwest::get(format!("{admin}/metrics"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()
+        // Scraped as an authorized ServiceAccount: an anonymous scrape gets only a refusal.
+        let metrics = agentauth_testcluster::block_on(s.operator.metrics()).unwrap_or_else(|e| {
+            eprintln!("hygiene: the metrics page was not scanned: {e}");
+            String::new()
         });
-        places.push(("metrics".into(), metrics.unwrap_or_default()));
+        places.push(("metrics".into(), metrics));
     }
     if let Ok(cluster) = super::cluster() {
         let listed = agentauth_testcluster::block_on(async move {

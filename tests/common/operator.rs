@@ -40,6 +40,30 @@ pub struct OperatorOptions {
     pub instance: Option<String>,
     /// More `run` flags, e.g. `--watch-namespaces=a,b`.
     pub extra_args: Vec<String>,
+    /// The gateway's port; default: a free one.
+    pub gateway_port: Option<u16>,
+    /// The kubeconfig the process uses; default: the cluster's admin one.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// The ServiceAccount (in [`OPERATOR_NS`]) that tests scrape `/metrics` as.
+const SCRAPER: &str = "metrics-scraper";
+
+/// A token of [`SCRAPER`], bound to the metrics-reader ClusterRole (created on first use, once per
+/// test binary, and valid for longer than a test binary runs: the exit-time hygiene scan uses it).
+async fn scraper_token() -> Result<String, String> {
+    static TOKEN: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    TOKEN
+        .get_or_try_init(|| async {
+            let client = agentauth_testcluster::shared()?.client().await?;
+            super::identity::service_account(&client, OPERATOR_NS, SCRAPER, &[], None).await;
+            super::identity::metrics_reader(&client, OPERATOR_NS, SCRAPER).await;
+            Ok::<_, String>(
+                super::identity::token_lasting(&client, OPERATOR_NS, SCRAPER, None, 4 * 3600).await,
+            )
+        })
+        .await
+        .cloned()
 }
 
 /// A running operator process. Killed on drop.
@@ -67,7 +91,11 @@ impl Operator {
     }
 
     pub fn start_with(cluster: &Cluster, options: OperatorOptions) -> Result<Operator, String> {
-        let (gateway_port, admin_port, broker_port) = (free_port()?, free_port()?, free_port()?);
+        let gateway_port = match options.gateway_port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let (admin_port, broker_port) = (free_port()?, free_port()?);
         let instance = options.instance.clone().unwrap_or_else(|| "operator".into());
         let dir = cluster.dir().join(&instance);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -76,7 +104,10 @@ impl Operator {
             proc: Mutex::new(None),
             starts: Mutex::new(0),
             dir,
-            kubeconfig: cluster.kubeconfig_path().to_owned(),
+            kubeconfig: options
+                .kubeconfig
+                .clone()
+                .unwrap_or_else(|| cluster.kubeconfig_path().to_owned()),
             gateway_port,
             admin_port,
             broker_port,
@@ -113,6 +144,8 @@ impl Operator {
             // would set. Namespaced Connections may name any loopback host, but only 127.0.0.1 is
             // reachable: 127.0.0.2 and the rest stand for internal addresses in tests/tenancy.rs.
             "--egress-allow=127.0.0.1/32".to_owned(),
+            // Tests look at the series per account too (and the hygiene scan reads them).
+            "--metrics-account-labels".to_owned(),
             "--connection-host-allow=127.0.0.0/8,localhost".to_owned(),
             format!(
                 "--allowed-redirect-origin=https://platform.example,{},{}",
@@ -194,6 +227,25 @@ impl Operator {
                 return Err(format!("still running 20 s after SIGTERM:\n{}", p.log_tail(20)));
             }
             std::thread::sleep(Duration::from_millis(50)); // poll interval
+        }
+    }
+
+    /// The `/metrics` text, scraped with the token of a ServiceAccount granted `get /metrics`
+    /// (the operator runs with `--metrics-auth`, as installed).
+    pub async fn metrics(&self) -> Result<String, String> {
+        let token = scraper_token().await?;
+        let response = reqwest::Client::new()
+            .get(format!("{}/metrics", self.admin_url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(format!("/metrics answered {status}: {text}"))
         }
     }
 

@@ -21,6 +21,31 @@ pub enum Fault {
     InvalidClient,
     RateLimited,
     Slow,
+    /// Every code exchange, refresh and revocation is refused with [`hostile`] words.
+    Hostile,
+}
+
+/// Text a hostile endpoint puts in its error answers; it must reach no status, Event, page or log.
+pub const HOSTILE_SECRET: &str = "FAKE-SECRET-5d1e0c7a";
+
+/// An RFC 6749 error whose `error_description` and `error_uri` carry a fake secret, markup, and
+/// whatever secret the request carried (code, refresh token, client secret), echoed back.
+fn hostile(req: &Request) -> Reply {
+    let echoed: Vec<String> = ["code", "code_verifier", "refresh_token", "token", "client_secret"]
+        .iter()
+        .filter_map(|k| req.form_param(k))
+        .chain(req.header("authorization").map(str::to_owned))
+        .collect();
+    let description = format!(
+        "<html><body><h1>Denied</h1><script>alert('{HOSTILE_SECRET}')</script> {HOSTILE_SECRET} {}</body></html>",
+        echoed.join(" ")
+    );
+    let body = json!({
+        "error": "invalid_grant",
+        "error_description": description,
+        "error_uri": format!("https://attacker.example/<b>{HOSTILE_SECRET}</b>"),
+    });
+    Reply::json(400, &body)
 }
 
 #[derive(Default)]
@@ -50,6 +75,13 @@ pub async fn start_proxy(proxy: Arc<Proxy>, upstream: String) -> String {
                 Some(proxy) if (req.method.as_str(), req.path()) == ("POST", "/token") => {
                     token(&proxy, &upstream, req).await
                 }
+                // RFC 7009: 200 for any token, unless hostile.
+                Some(proxy) if (req.method.as_str(), req.path()) == ("POST", "/revoke") => {
+                    match *proxy.fault.lock().unwrap() {
+                        Some(Fault::Hostile) => hostile(&req),
+                        _ => Reply::status(200),
+                    }
+                }
                 Some(_) => Reply::status(404),
                 None => Reply::text(503, "proxy gone"),
             }
@@ -65,6 +97,12 @@ async fn token(proxy: &Proxy, upstream: &str, req: Request) -> Reply {
     let body = req.text();
     let fault = proxy.fault.lock().unwrap().unwrap_or(Fault::None);
     let refresh = body.contains("grant_type=refresh_token");
+    if fault == Fault::Hostile {
+        if refresh {
+            *proxy.faulted_refreshes.lock().unwrap() += 1;
+        }
+        return hostile(&req);
+    }
     if !refresh {
         *proxy.exchanges.lock().unwrap() += 1;
         if *proxy.hold_exchanges.lock().unwrap() {
@@ -81,7 +119,7 @@ async fn token(proxy: &Proxy, upstream: &str, req: Request) -> Reply {
             Fault::InvalidClient => Reply::body(401, json, r#"{"error":"invalid_client"}"#),
             Fault::RateLimited => Reply::text(429, "slow down").header("retry-after", "40"),
             Fault::Slow => futures::future::pending().await, // a provider that never answers
-            Fault::None => unreachable!(),
+            Fault::None | Fault::Hostile => unreachable!(),
         };
     }
     if refresh {
@@ -98,6 +136,16 @@ async fn token(proxy: &Proxy, upstream: &str, req: Request) -> Reply {
     let resp = forward.send().await.unwrap();
     let status = resp.status().as_u16();
     Reply::body(status, "application/json", resp.text().await.unwrap())
+}
+
+impl Proxy {
+    /// The proxy's RFC 7009 revocation endpoint (`POST /revoke`).
+    pub fn revocation_url(&self) -> String {
+        self.server
+            .get()
+            .map(|s| format!("{}/revoke", s.url()))
+            .unwrap_or_default()
+    }
 }
 
 /// A Connection `dex` in the test's namespace whose token URL is a fresh proxy in front of the

@@ -10,21 +10,24 @@ use oauth2::{HttpClientError, RequestTokenError};
 use crate::egress::SendError;
 
 /// Why a call to the token endpoint failed. Messages contain no token material and no remote
-/// text: only the RFC 6749 error code (restricted to its alphabet) or a fixed phrase.
+/// text: only the RFC 6749 error code (restricted to its alphabet), the HTTP status, or a fixed
+/// phrase. The provider's `error_description` is kept only scrubbed ([`crate::auth::scrub::line`]:
+/// no secret the request carried, no token shape, no markup, one bounded line) and is never put
+/// in status, Events, pages or logs; `error_uri` and non-JSON bodies are dropped.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenEndpointError {
     /// The grant is no longer valid (`invalid_grant`, revoked, expired): the user must authorize again.
     #[error("the provider rejected the grant ({code})")]
     Rejected {
         code: String,
-        /// The provider's `error_description`, for debug logs only; never shown.
+        /// The provider's `error_description`, scrubbed; never shown or logged.
         description: Option<String>,
     },
     /// The provider refused the client itself (`invalid_client`): the Connection needs fixing.
     #[error("the provider rejected the client ({code})")]
     ClientRejected {
         code: String,
-        /// The provider's `error_description`, for debug logs only; never shown.
+        /// The provider's `error_description`, scrubbed; never shown or logged.
         description: Option<String>,
     },
     /// The Connection or a Secret it names cannot be used; our own words, safe to show.
@@ -82,17 +85,25 @@ pub fn error_code(raw: &str) -> String {
     if ok { raw.to_owned() } else { "error".to_owned() }
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
+/// Longest `error_description` kept (scrubbed).
+const DESCRIPTION_MAX: usize = 200;
 
+/// What a failed call means. `status` is the HTTP status of the answer, when one came; `secrets`
+/// are the values the request carried (code, verifier, refresh token, client secret), which a
+/// hostile or careless endpoint may echo in its error text.
 pub(super) fn classify(
     e: RequestTokenError<HttpClientError<SendError>, BasicErrorResponse>,
+    status: Option<u16>,
+    secrets: &[String],
 ) -> TokenEndpointError {
+    let http = status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
     match e {
         RequestTokenError::ServerResponse(r) => {
             let code = error_code(r.error().as_ref());
-            let description = r.error_description().map(|d| truncate(d, 200));
+            let description = r
+                .error_description()
+                .map(|d| crate::auth::scrub::line(d, secrets, DESCRIPTION_MAX))
+                .filter(|d| !d.is_empty());
             match r.error() {
                 BasicErrorResponseType::InvalidClient | BasicErrorResponseType::UnauthorizedClient => {
                     TokenEndpointError::ClientRejected { code, description }
@@ -105,7 +116,7 @@ pub(super) fn classify(
                     TokenEndpointError::ClientRejected { code, description }
                 }
                 BasicErrorResponseType::Extension(_) => {
-                    TokenEndpointError::transient(format!("the endpoint answered error {code}"))
+                    TokenEndpointError::transient(format!("the endpoint answered error {code}{http}"))
                 }
             }
         }
@@ -124,7 +135,9 @@ pub(super) fn classify(
             message: "the endpoint's answer could not be read".into(),
             delivery: Delivery::NoAnswer,
         },
-        RequestTokenError::Parse(..) => TokenEndpointError::transient("malformed token response"),
+        RequestTokenError::Parse(..) => {
+            TokenEndpointError::transient(format!("malformed token response{http}"))
+        }
         RequestTokenError::Other(s) => match s.strip_prefix("HTTP ") {
             // The crate words unexpected statuses itself; keep only the status.
             Some(rest) => TokenEndpointError::transient(format!(

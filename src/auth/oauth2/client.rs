@@ -36,6 +36,9 @@ type Client = oauth2::Client<
     EndpointSet,
 >;
 
+/// Most of a revocation endpoint's error answer read (for its `error` code).
+const REVOCATION_ERROR_MAX: usize = 4096;
+
 /// An OAuth 2.0 client for one Connection, ready to talk to its provider.
 pub struct OAuthClient {
     client: Client,
@@ -144,8 +147,18 @@ impl OAuthClient {
         }
         let provider = self.provider_http(http, now);
         let result = req.request_async(&provider).await;
-        let resp = provider.outcome(result)?;
+        let resp = provider.outcome(result, &self.secrets(&[code, pkce_verifier]))?;
         Ok(self.token_set(resp, now))
+    }
+
+    /// Every secret a request to the provider may carry, for scrubbing its answer.
+    fn secrets(&self, carried: &[&str]) -> Vec<String> {
+        carried
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(self.client_secret.clone())
+            .filter(|s| !s.is_empty())
+            .collect()
     }
 
     /// Uses a refresh token. The result keeps the old refresh token when the provider sends none,
@@ -164,6 +177,7 @@ impl OAuthClient {
                 description: Some("the provider issued no refresh token".into()),
             });
         };
+        let secrets = self.secrets(&[refresh.as_str()]);
         let token = RefreshToken::new(refresh);
         let provider = ProviderHttp::new(http, self.settings.quirks.clone(), now, Some(timeout));
         let result = self
@@ -173,7 +187,7 @@ impl OAuthClient {
             .exchange_refresh_token(&token)
             .request_async(&provider)
             .await;
-        let resp = provider.outcome(result)?;
+        let resp = provider.outcome(result, &secrets)?;
         let mut renewed = current.renewed_by(self.token_set(resp, now));
         for (k, v) in &current.metadata {
             renewed.metadata.entry(k.clone()).or_insert_with(|| v.clone());
@@ -194,7 +208,7 @@ impl OAuthClient {
         }
         let provider = self.provider_http(http, now);
         let result = req.request_async(&provider).await;
-        let resp = provider.outcome(result)?;
+        let resp = provider.outcome(result, &self.secrets(&[]))?;
         Ok(self.token_set(resp, now))
     }
 
@@ -235,11 +249,21 @@ impl OAuthClient {
             .send()
             .await
             .map_err(|e| format!("revocation failed: {}", crate::egress::phrase(&e)))?;
-        // RFC 7009 2.2: 200 means revoked (or already invalid).
-        match resp.status() {
-            s if s.is_success() => Ok(true),
-            s => Err(format!("revocation refused with HTTP {}", s.as_u16())),
+        // RFC 7009 2.2: 200 means revoked (or already invalid). Of a refusal only the status and
+        // the RFC 6749 code are kept, never the endpoint's own words.
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(true);
         }
+        let code = crate::http::read_limited(resp, REVOCATION_ERROR_MAX)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("error")?.as_str().map(super::classify::error_code));
+        Err(match code {
+            Some(code) => format!("revocation refused with HTTP {} ({code})", status.as_u16()),
+            None => format!("revocation refused with HTTP {}", status.as_u16()),
+        })
     }
 
     pub(super) fn token_set(&self, resp: Response, now: Timestamp) -> TokenSet {

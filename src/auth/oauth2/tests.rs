@@ -315,3 +315,66 @@ async fn figma_refreshes_at_its_refresh_endpoint_and_keeps_what_it_does_not_rese
     assert_eq!(req.path, "/refresh");
     assert!(req.basic_auth, "Figma authenticates the client with HTTP Basic");
 }
+
+/// A hostile token endpoint echoes what it was sent, and markup, in `error_description`: none of
+/// it survives in the error, whose message has only the code (or the HTTP status).
+#[tokio::test]
+async fn an_error_description_never_carries_the_requests_secrets_or_markup() {
+    let (base, _) = provider(|_, form| {
+        let echoed: Vec<&str> = ["code", "code_verifier", "refresh_token", "client_secret"]
+            .iter()
+            .filter_map(|k| form.get(*k).map(String::as_str))
+            .collect();
+        let description = format!("<html><script>alert(1)</script>got {}</html>", echoed.join(" "));
+        let error = if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+            "invalid_grant"
+        } else {
+            "temporarily_broken"
+        };
+        (
+            400,
+            serde_json::json!({"error": error, "error_description": description,
+            "error_uri": "https://evil.example/<script>"}),
+        )
+    })
+    .await;
+    let c = client_for("google", AuthType::OAuth2, &base, &[]);
+    let http = test_http();
+    let current = TokenSet {
+        refresh_token: Some("rt-secret-refresh-1".into()),
+        ..Default::default()
+    };
+    let refresh = c
+        .refresh(&http, &current, Timestamp::UNIX_EPOCH, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    let exchange = c
+        .exchange_code(&http, "code-secret-1", &"v".repeat(43), Timestamp::UNIX_EPOCH)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refresh.to_string(),
+        "the provider rejected the grant (invalid_grant)"
+    );
+    assert_eq!(
+        exchange.to_string(),
+        "token endpoint unavailable: the endpoint answered error temporarily_broken (HTTP 400)"
+    );
+    for err in [&refresh, &exchange] {
+        let all = format!("{err:?}");
+        for secret in [
+            "rt-secret-refresh-1",
+            "code-secret-1",
+            "client-secret",
+            "vvvvvvvv",
+            "<",
+            "evil",
+        ] {
+            assert!(!all.contains(secret), "{secret} in {all}");
+        }
+    }
+    assert!(
+        matches!(&refresh, TokenEndpointError::Rejected { description: Some(d), .. } if d.starts_with("alert(1) got")),
+        "{refresh:?}"
+    );
+}

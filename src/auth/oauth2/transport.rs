@@ -58,18 +58,16 @@ impl ProviderHttp {
 
     /// Classifies the result of a request made through `self`; a transient failure the provider
     /// asked us to retry later becomes `RetryAfter`.
+    /// `secrets`: what the request carried, to scrub from the endpoint's error text.
     pub(super) fn outcome(
         &self,
         result: Result<Response, RequestTokenError<HttpClientError<SendError>, BasicErrorResponse>>,
+        secrets: &[String],
     ) -> Result<Response, TokenEndpointError> {
         let waited = self.retry_after.lock().ok().and_then(|s| *s);
-        let success = self
-            .status
-            .lock()
-            .ok()
-            .and_then(|s| *s)
-            .is_some_and(|s| (200..300).contains(&s));
-        match (result.map_err(classify), waited) {
+        let status = self.status.lock().ok().and_then(|s| *s);
+        let success = status.is_some_and(|s| (200..300).contains(&s));
+        match (result.map_err(|e| classify(e, status, secrets)), waited) {
             (Err(TokenEndpointError::Transient { message, .. }), Some(retry_after)) => {
                 Err(TokenEndpointError::RetryAfter { message, retry_after })
             }

@@ -1,6 +1,7 @@
-//! Cleaning what providers send back before the agent sees it: error bodies may echo a header or a
+//! Cleaning what providers send back before anyone sees it: error bodies may echo a header or a
 //! token. Known credential values are replaced, token-shaped strings too, and members whose names
-//! say "credential" are dropped.
+//! say "credential" are dropped. Used by the sidecar (answers to the agent) and by the OAuth
+//! client (a token endpoint's `error_description`, [`line`]).
 
 use std::sync::LazyLock;
 
@@ -44,6 +45,27 @@ pub fn text(text: &str, secrets: &[String]) -> String {
     }
 }
 
+/// Remote text made safe to keep: cleaned like [`text`], markup tags dropped, one line without
+/// control characters, at most `max` characters.
+pub fn line(remote: &str, secrets: &[String], max: usize) -> String {
+    let cleaned = text(remote, secrets);
+    let untagged = match MARKUP.as_ref() {
+        Some(re) => re.replace_all(&cleaned, " ").into_owned(),
+        None => cleaned.replace(['<', '>'], " "),
+    };
+    untagged
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(max)
+        .collect()
+}
+
+/// A markup tag (or the start of one cut off at the end).
+static MARKUP: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"<[^>]*(?:>|$)").ok());
+
 /// `value` with sensitive members dropped and every string cleaned like [`text`].
 pub fn json(value: &mut Value, secrets: &[String]) {
     match value {
@@ -81,5 +103,14 @@ mod tests {
             assert!(!s.contains(gone), "{gone} in {s}");
         }
         assert!(s.contains("X-Trace") && s.contains("\"ok\""), "{s}");
+    }
+
+    #[test]
+    fn a_line_has_no_markup_no_secret_and_a_bound() {
+        let secrets = vec!["client-secret-123".to_owned()];
+        let remote = "bad <b>client</b>\nclient-secret-123 ghp_abcdefghijklmnopqrstuvwxyz0123 <script>x()</script> <a href='";
+        let l = line(remote, &secrets, 200);
+        assert_eq!(l, "bad client [redacted] [redacted] x()");
+        assert_eq!(line(&"word ".repeat(100), &[], 12).chars().count(), 12);
     }
 }
