@@ -12,7 +12,8 @@
 //!   both ServiceAccounts of the split (the gateway's: no Secret but the signing key, no write),
 //!   and by running the operator binary with the chart's ServiceAccount token and environment;
 //! - `tests/chart/split.rs`: the default `mode: split` (two Deployments, two ServiceAccounts, the
-//!   intake, NetworkPolicies with egress) rendered, installed, and upgraded to from `mode: all`.
+//!   intake, NetworkPolicies with egress) rendered, installed, and upgraded to from `mode: all`;
+//!   `tests/chart/gateway_rbac.rs`: the gateway's rights, by `can-i` and `can-i --list`.
 //!
 //! Releases are installed with `crds.install=false` except in the test about keeping CRDs:
 //! `common::setup` installs the CRDs for every test of this binary, and Helm refuses to install over

@@ -111,6 +111,12 @@ fn split_is_the_default_and_gives_each_component_its_own_pod_identity_and_ports(
     assert_eq!(ce["INTAKE_ALLOW"], format!("system:serviceaccount:ops:{GATEWAY}"));
     assert_eq!(ce["INTAKE_AUDIENCE"], "agentauth.dev/intake");
     assert_eq!(ge["INTAKE_URL"], format!("http://{FULLNAME}-intake.ops.svc:8083"));
+    let other = "intake.url=http://$(AAO_AGENT_AUTH_OPERATOR_INTAKE_SERVICE_HOST):8083";
+    let with_url = documents(&t.template("ops", &[other]).expect_ok());
+    assert_eq!(
+        env(doc(&with_url, "Deployment", GATEWAY))["INTAKE_URL"],
+        "http://$(AAO_AGENT_AUTH_OPERATOR_INTAKE_SERVICE_HOST):8083"
+    );
     assert_eq!(
         ge["INTAKE_TOKEN_FILE"],
         "/var/run/secrets/agentauth.dev/intake/token"
@@ -432,6 +438,39 @@ fn split_options_mode_all_encryption_metrics_and_replicas() {
         .filter(|d| d["kind"] == "PodDisruptionBudget")
         .collect();
     assert_eq!(pdbs.len(), 1, "no gateway PDB with one gateway replica");
+
+    // The gateway never shares the controller's identity (and rights), not even by omission.
+    for sets in [
+        vec!["serviceAccount.create=false"],
+        vec![
+            "serviceAccount.name=operator",
+            "gateway.serviceAccount.name=operator",
+        ],
+    ] {
+        let err = t.template("ops", &sets).expect_failure();
+        assert!(
+            err.contains("would both run as ServiceAccount") && err.contains("gateway.serviceAccount.name"),
+            "{sets:?}: {err}"
+        );
+    }
+    let docs = documents(
+        &t.template(
+            "ops",
+            &[
+                "serviceAccount.create=false",
+                "serviceAccount.name=ops-controller",
+                "gateway.serviceAccount.name=ops-gateway",
+            ],
+        )
+        .expect_ok(),
+    );
+    assert!(!docs.iter().any(|d| d["kind"] == "ServiceAccount"));
+    let ctl = doc(&docs, "Deployment", CONTROLLER);
+    assert_eq!(env(ctl)["INTAKE_ALLOW"], "system:serviceaccount:ops:ops-gateway");
+    assert_eq!(
+        doc(&docs, "RoleBinding", GATEWAY)["subjects"][0]["name"],
+        "ops-gateway"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

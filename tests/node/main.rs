@@ -95,6 +95,12 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
         format!("connectionHostAllow={{{link_net}}}"),
         "logFormat=json".to_owned(),
         "logLevel=info\\,agent_auth_operator=debug".to_owned(),
+        // The node has no cluster DNS: the gateway finds the intake by the Service's environment
+        // variables (Kubernetes expands them in the pod), not by its DNS name.
+        format!(
+            "intake.url=http://$({}_INTAKE_SERVICE_HOST):8083",
+            FULLNAME.to_uppercase().replace('-', "_")
+        ),
     ];
     let mut args = vec![
         "install",

@@ -141,9 +141,21 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Where the gateway finds the controller's intake: the intake Service's cluster DNS name. */}}
+{{/* Fails when the gateway would share the controller's ServiceAccount (and so its rights). */}}
+{{- define "agent-auth-operator.checkServiceAccounts" -}}
+{{- $controller := include "agent-auth-operator.controllerServiceAccountName" . }}
+{{- if eq $controller (include "agent-auth-operator.gatewayServiceAccountName" .) }}
+{{- fail (printf "the gateway and the controller would both run as ServiceAccount %q, and the gateway would get the controller's rights: give them different names (serviceAccount.name, gateway.serviceAccount.name), or set mode=all" $controller) }}
+{{- end }}
+{{- end }}
+
+{{/* Where the gateway finds the controller's intake: intake.url, or the intake Service's cluster DNS name. */}}
 {{- define "agent-auth-operator.intakeUrl" -}}
+{{- if .Values.intake.url }}
+{{- .Values.intake.url }}
+{{- else }}
 {{- printf "http://%s-intake.%s.svc:%v" (include "agent-auth-operator.fullname" .) .Release.Namespace .Values.intake.port }}
+{{- end }}
 {{- end }}
 
 {{/* Environment shared by every role: the public URL, the tenancy rules, logs, metrics, the pod. */}}
