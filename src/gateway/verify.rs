@@ -108,7 +108,12 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
         Verified::Gone => answer(
             StatusCode::GONE,
             "unknown_request",
-            "this request was already answered or has expired, or the account no longer exists",
+            "this request was already answered or has expired",
+        ),
+        Verified::Unknown => answer(
+            StatusCode::NOT_FOUND,
+            "unknown_request",
+            "the account no longer exists",
         ),
         Verified::Unavailable => unavailable(),
     }

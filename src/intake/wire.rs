@@ -49,8 +49,9 @@ pub enum Completion {
 /// The end of a flow as the intake reports it.
 pub type Completed = Result<Next, Completion>;
 
-/// Exchange the authorization code of the attempt `state` and store the credential.
-#[derive(Serialize, Deserialize, Debug)]
+/// Exchange the authorization code of the attempt `state` and store the credential. No `Debug`:
+/// the code is a credential.
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Exchange {
     pub state: String,
@@ -101,8 +102,10 @@ pub enum Verified {
     Published,
     /// Another identifier: the held-back credential is discarded.
     Mismatch,
-    /// Already answered, expired, or the account is gone.
+    /// Already answered or expired.
     Gone,
+    /// The account the request names no longer exists.
+    Unknown,
     /// Try again in a moment.
     Unavailable,
 }

@@ -66,6 +66,10 @@ impl Desk {
         let Ok((claims, account)) = self.attempt(&d.state).await else {
             return;
         };
+        // A spent link's outcome stands: a late or forged refusal does not overwrite it.
+        if self.already_spent(&account, &claims.link).await {
+            return;
+        }
         let (reason, message) = match d.error.as_str() {
             "access_denied" => (
                 Reason::AccessDenied,

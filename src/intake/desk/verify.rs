@@ -26,7 +26,7 @@ impl Desk {
         let account = match self.account(&claims).await {
             Ok(a) => a,
             Err(crate::intake::wire::Completion::Unavailable) => return Verified::Unavailable,
-            Err(_) => return Verified::Gone,
+            Err(_) => return Verified::Unknown,
         };
         let uid = account.uid().unwrap_or_default();
         for _ in 0..3 {
