@@ -280,12 +280,7 @@ async fn operator_kek_seals_copies_and_rotates_without_losing_a_token() {
     })
     .await;
     eprintln!("encryption status after the rotation: {rotated:?}");
-    let metrics = reqwest::get(format!("{}/metrics", op.admin_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = op.metrics().await.unwrap();
     assert!(
         metrics.contains("agentauth_credential_records{key_id=\"k1\"} 0"),
         "{metrics}"
