@@ -112,6 +112,7 @@ pub async fn complete(
                         tokens: tokens.clone(),
                         grant: grant.clone(),
                         expires_at: now + ttl,
+                        confirmed: false,
                     }),
                     ..Default::default()
                 };
