@@ -20,13 +20,13 @@ use super::context::Gateway;
 use super::form_page::{self, Feedback};
 use super::pages;
 use super::requester::Requester;
-use super::session::{self, FORM_COOKIE};
+use super::session::{self, Binding};
 use crate::api::{Connection, HttpMethod};
 use crate::auth::form::Form;
 use crate::signer::{self, LinkClaims};
 
 /// Renders the form for a verified, current link.
-pub async fn show(gw: &Gateway, claims: &LinkClaims, conn: &Connection) -> Response {
+pub async fn show(gw: &Gateway, claims: &LinkClaims, conn: &Connection, identifier: &str) -> Response {
     let form = match Form::of(conn) {
         Ok(f) => f,
         Err(e) => {
@@ -39,6 +39,7 @@ pub async fn show(gw: &Gateway, claims: &LinkClaims, conn: &Connection) -> Respo
         gw,
         claims,
         conn,
+        identifier,
         &form,
         &sid,
         StatusCode::OK,
@@ -74,7 +75,7 @@ pub async fn submit(
         }
     }
     let now = Timestamp::now().as_second();
-    let session = session::session_of(&headers, FORM_COOKIE);
+    let session = session::session_of(&gw, &headers, Binding::Form, &claims.nonce);
     let state = values
         .remove("state")
         .and_then(|s| gw.signer.verify_state(&s, now).ok())
@@ -109,6 +110,7 @@ pub async fn submit(
             &gw,
             &claims,
             &conn,
+            &account.spec.identifier,
             &form,
             &state.sid,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -125,7 +127,8 @@ pub async fn submit(
         return refuse(&clean, BTreeMap::new(), Some(general));
     }
     let result = complete(&gw, &account, &conn, &claims.nonce, tokens, None).await;
-    finish_form(&account, &conn, result)
+    let request = super::verify_return::request_of(&result);
+    super::verify_return::bind(&gw, finish_form(&account, &conn, result), request)
 }
 
 /// The page for a Connection whose form cannot be built.
@@ -189,17 +192,18 @@ fn render(
     gw: &Gateway,
     claims: &LinkClaims,
     conn: &Connection,
+    identifier: &str,
     form: &Form,
     sid: &str,
     status: StatusCode,
     feedback: &Feedback,
 ) -> Response {
     let state = session::issue_state(gw, claims, conn, sid);
-    let page = form_page::page(&Requester::of(conn), form, &state, feedback);
+    let page = form_page::page(&Requester::of(conn).for_account(identifier), form, &state, feedback);
     let link_url = gw
         .config
         .endpoint(&format!("connect/{}", gw.signer.issue_link(claims)));
     let mut resp = pages::respond(status, page);
-    session::set_cookie(gw, &mut resp, FORM_COOKIE, &link_url, sid);
+    session::set_cookie(gw, &mut resp, Binding::Form, &claims.nonce, &link_url, sid);
     resp
 }

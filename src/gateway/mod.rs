@@ -11,12 +11,14 @@ mod connect;
 mod context;
 mod form_page;
 mod forms;
+mod interstitial;
 pub mod onward;
 pub mod pages;
 mod requester;
 mod session;
 mod verdict;
 mod verify;
+mod verify_return;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -50,10 +52,15 @@ pub fn router(gw: Gateway) -> Router {
     let metrics = gw.metrics.clone();
     let mut router = Router::new()
         .route("/connect/{token}", get(connect::connect).post(forms::submit))
+        .route(
+            "/connect/{token}/continue",
+            axum::routing::post(interstitial::proceed),
+        )
         .route("/oauth/callback", get(callback::legacy))
         .route("/oauth/callback/ns/{ns}/{connection}", get(callback::own))
         .route("/oauth/callback/cluster/{connection}", get(callback::cluster))
         .route("/verify", axum::routing::post(verify::verify))
+        .route("/verify/return", get(verify_return::back))
         .fallback(|| async { pages::not_found() })
         .with_state(gw)
         .layer(axum::middleware::from_fn(
@@ -79,10 +86,12 @@ pub fn router(gw: Gateway) -> Router {
             Duration::from_secs(20),
         ));
     for (name, value) in headers {
-        router = router.layer(SetResponseHeaderLayer::overriding(
-            name,
-            HeaderValue::from_static(value),
-        ));
+        // A page may narrow or extend its own CSP (the interstitial's `form-action`).
+        router = router.layer(if name == header::CONTENT_SECURITY_POLICY {
+            SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+        } else {
+            SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
+        });
     }
     router
 }

@@ -3,9 +3,14 @@
 //! The caller is the platform's backend, authenticated by a Kubernetes ServiceAccount token
 //! (TokenReview) and authorized by RBAC for the verb `verify` on `connectedaccounts` in the
 //! account's namespace (SubjectAccessReview), so an account can only be confirmed by someone the
-//! cluster trusts for that namespace. Guarantees: the one-time request id is signed, bound to the
-//! account's UID and expiring; a matching identifier publishes the held-back credential; any other
-//! identifier discards it, so nothing of that attempt is ever published.
+//! cluster trusts for that namespace. The token must be issued for the audience `--verify-audience`
+//! (default `agentauth.dev/verify`), so a token meant for anything else is refused.
+//!
+//! Guarantees: the one-time request id is signed, bound to the account's UID and expiring; without
+//! an identifier the call only inspects the request (identifier and provider identity); a matching
+//! identifier marks the held-back credential confirmed, published when the browser that started
+//! the flow returns ([`verify_return`]); any other identifier discards it, so nothing of that
+//! attempt is ever published.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -20,7 +25,8 @@ use serde_json::json;
 
 use super::account::current_account;
 use super::context::Gateway;
-use crate::store::FlowError;
+use super::verify_return;
+use crate::store::{FlowError, PendingVerification};
 use crate::store::operator_copy::StoreError;
 
 /// The RBAC verb a platform needs on `connectedaccounts` to confirm users.
@@ -30,10 +36,12 @@ pub const VERB: &str = "verify";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Request {
     request_id: String,
-    identifier: String,
+    /// Absent: inspect the request ([`verify_return::inspect`]) instead of answering it.
+    #[serde(default)]
+    identifier: Option<String>,
 }
 
-fn answer(status: StatusCode, error: &str, message: &str) -> Response {
+pub(super) fn answer(status: StatusCode, error: &str, message: &str) -> Response {
     (status, Json(json!({"error": error, "message": message}))).into_response()
 }
 
@@ -54,7 +62,7 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
         return answer(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "the body must be JSON: {\"requestId\": \"...\", \"identifier\": \"...\"}",
+            "the body must be JSON: {\"requestId\": \"...\"} to inspect, {\"requestId\": \"...\", \"identifier\": \"...\"} to confirm",
         );
     };
     let user = match authenticate(&gw, token).await {
@@ -101,6 +109,9 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
             "the account no longer exists",
         );
     };
+    let Some(identifier) = req.identifier else {
+        return verify_return::inspect(&gw, &account, &claims).await;
+    };
     let uid = account.uid().unwrap_or_default();
     for _ in 0..3 {
         let current = match gw.credentials.get(&uid).await {
@@ -119,10 +130,13 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
                 "this request was already answered or has expired",
             );
         };
-        let matches = req.identifier == account.spec.identifier;
+        let matches = identifier == account.spec.identifier;
         if matches {
-            record.install(pending.tokens, pending.grant);
-            record.flow_error = None;
+            // Published only when the browser that started the flow comes back (verify_return).
+            record.pending = Some(PendingVerification {
+                confirmed: true,
+                ..pending
+            });
         } else {
             record.flow_error = Some(FlowError {
                 reason: crate::api::Reason::VerificationFailed,
@@ -136,8 +150,9 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
             .await
         {
             Ok(_) if matches => {
-                tracing::info!(account = %claims.name, namespace = %claims.ns, "user verified");
-                return (StatusCode::OK, Json(json!({"verified": true}))).into_response();
+                tracing::info!(account = %claims.name, namespace = %claims.ns, "user confirmed by the platform; waiting for the browser to return");
+                let back = verify_return::return_url(&gw, &req.request_id);
+                return (StatusCode::OK, Json(json!({"verified": true, "returnUrl": back}))).into_response();
             }
             Ok(_) => {
                 tracing::warn!(account = %claims.name, namespace = %claims.ns, "verification refused: identifier mismatch");
@@ -154,7 +169,7 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
     unavailable()
 }
 
-fn unavailable() -> Response {
+pub(super) fn unavailable() -> Response {
     answer(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
@@ -164,7 +179,7 @@ fn unavailable() -> Response {
 
 /// Who the token belongs to, if the API server accepts it.
 async fn authenticate(gw: &Gateway, token: &str) -> Result<Option<UserInfo>, Response> {
-    crate::review::authenticate(&gw.client, token, None)
+    crate::review::authenticate(&gw.client, token, Some(&gw.config.verify_audience))
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "TokenReview failed");
