@@ -129,7 +129,7 @@ mod tests {
     fn over_tls_the_cookie_is_a_host_cookie_hidden_from_scripts() {
         let c = binding_cookie(Binding::Form, "n1", "https://gw.example/connect/abc?x=1", "s1", true);
         let name = cookie_name(Binding::Form, "n1", true);
-        assert!(name.starts_with("__Host-agentauth_form_") && name.len() == 39, "{name}");
+        assert!(name.starts_with("__Host-agentauth_form_") && name.len() == 38, "{name}");
         let text = c.to_string();
         for part in ["Path=/", "Max-Age=600", "HttpOnly", "SameSite=Lax", "Secure"] {
             assert!(text.split("; ").any(|p| p == part), "{part} in {text}");
