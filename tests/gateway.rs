@@ -78,8 +78,15 @@ async fn tampered_forged_expired_moved_and_garbage_links_are_refused() {
     let http = browser_until(&s.dex.issuer);
     let gw = &s.operator.gateway_url;
 
-    let ok = http.get(&good).send().await.unwrap();
-    assert_eq!(ok.status(), 302, "a valid link redirects to the provider");
+    let shown = http.get(&good).send().await.unwrap();
+    assert_eq!(shown.status(), 200, "a valid link shows the interstitial");
+    let page = shown.text().await.unwrap();
+    assert!(
+        page.contains("id=\"interstitial\"") && !page.contains(s.dex.authorization_url()),
+        "{page}"
+    );
+    let ok = common::dex::press_continue(&http, &good).await.unwrap();
+    assert_eq!(ok.status(), 303, "Continue redirects to the provider");
     let location = ok.headers()["location"].to_str().unwrap().to_owned();
     assert!(location.starts_with(s.dex.authorization_url()));
     for param in [
@@ -91,8 +98,12 @@ async fn tampered_forged_expired_moved_and_garbage_links_are_refused() {
         assert!(location.contains(param), "{param} in the authorization URL");
     }
     assert!(ok.headers()["set-cookie"].to_str().unwrap().contains("HttpOnly"));
-    // Opening the link does not spend it.
-    assert_eq!(http.get(&good).send().await.unwrap().status(), 302);
+    // Opening the link, or pressing Continue, does not spend it.
+    assert_eq!(http.get(&good).send().await.unwrap().status(), 200);
+    assert_eq!(
+        common::dex::press_continue(&http, &good).await.unwrap().status(),
+        303
+    );
 
     let mut tampered = good.clone();
     let last = tampered.pop().unwrap();

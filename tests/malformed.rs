@@ -75,12 +75,11 @@ async fn a_malformed_account_does_not_stop_the_controller() {
     )
     .await;
     let odd = wait_account(&accounts, "odd", "link", |a| link(a).is_some()).await;
-    let to_provider = common::dex::browser_until(&s.dex.issuer)
-        .get(link(&odd).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(to_provider.status(), 302);
+    let to_provider =
+        common::dex::press_continue(&common::dex::browser_until(&s.dex.issuer), &link(&odd).unwrap())
+            .await
+            .unwrap();
+    assert_eq!(to_provider.status(), 303);
     eventually(REACT, "the malformed account reported in the log", || async {
         s.operator
             .logs()

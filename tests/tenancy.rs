@@ -392,7 +392,9 @@ async fn one_oauth_client_per_namespace_and_states_stay_with_their_connection() 
         .cookie_store(true)
         .build()
         .unwrap();
-    let to_dex = http.get(link(&pending).unwrap()).send().await.unwrap();
+    let to_dex = common::dex::press_continue(&http, &link(&pending).unwrap())
+        .await
+        .unwrap();
     let location = url::Url::parse(to_dex.headers()["location"].to_str().unwrap()).unwrap();
     let q: std::collections::BTreeMap<String, String> = location.query_pairs().into_owned().collect();
     assert_eq!(q["redirect_uri"], redirect);

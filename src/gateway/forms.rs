@@ -199,7 +199,12 @@ fn render(
     feedback: &Feedback,
 ) -> Response {
     let state = session::issue_state(gw, claims, conn, sid);
-    let page = form_page::page(&Requester::of(conn).for_account(identifier), form, &state, feedback);
+    let page = form_page::page(
+        &Requester::of(conn).for_account(identifier),
+        form,
+        &state,
+        feedback,
+    );
     let link_url = gw
         .config
         .endpoint(&format!("connect/{}", gw.signer.issue_link(claims)));

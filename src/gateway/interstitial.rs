@@ -95,7 +95,14 @@ pub async fn proceed(
     tracing::debug!(account = %claims.name, namespace = %claims.ns, "sending user to the provider");
     let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, target.as_str())]).into_response();
     let redirect_uri = conn_auth::redirect_uri(&gw.config, &conn);
-    session::set_cookie(&gw, &mut resp, Binding::Session, &claims.nonce, &redirect_uri, &sid);
+    session::set_cookie(
+        &gw,
+        &mut resp,
+        Binding::Session,
+        &claims.nonce,
+        &redirect_uri,
+        &sid,
+    );
     resp
 }
 
@@ -125,10 +132,14 @@ fn form_targets(gw: &Gateway, conn: &Connection, provider: &url::Url) -> Vec<Str
         conn.spec.success_redirect_url.as_deref(),
     ];
     std::iter::once(provider.origin())
-        .chain(onward.into_iter().filter_map(|u| match onward::decide(allowed, u) {
-            Onward::Go(url) => Some(url.origin()),
-            _ => None,
-        }))
+        .chain(
+            onward
+                .into_iter()
+                .filter_map(|u| match onward::decide(allowed, u) {
+                    Onward::Go(url) => Some(url.origin()),
+                    _ => None,
+                }),
+        )
         .filter(url::Origin::is_tuple)
         .map(|o| o.ascii_serialization())
         .collect()
@@ -140,7 +151,10 @@ fn csp(targets: &[String]) -> String {
     form_action.extend(
         targets
             .iter()
-            .filter(|t| t.chars().all(|c| c.is_ascii_alphanumeric() || ":/.-[]".contains(c)))
+            .filter(|t| {
+                t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ":/.-[]".contains(c))
+            })
             .cloned(),
     );
     format!(
@@ -155,7 +169,10 @@ mod tests {
 
     #[test]
     fn the_form_may_lead_to_the_listed_origins_only() {
-        let policy = csp(&["https://idp.example".into(), "https://x.example; script-src *".into()]);
+        let policy = csp(&[
+            "https://idp.example".into(),
+            "https://x.example; script-src *".into(),
+        ]);
         assert_eq!(
             policy,
             "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https://idp.example; frame-ancestors 'none'; base-uri 'none'"

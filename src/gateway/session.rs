@@ -127,14 +127,26 @@ mod tests {
 
     #[test]
     fn over_tls_the_cookie_is_a_host_cookie_hidden_from_scripts() {
-        let c = binding_cookie(Binding::Form, "n1", "https://gw.example/connect/abc?x=1", "s1", true);
+        let c = binding_cookie(
+            Binding::Form,
+            "n1",
+            "https://gw.example/connect/abc?x=1",
+            "s1",
+            true,
+        );
         let name = cookie_name(Binding::Form, "n1", true);
-        assert!(name.starts_with("__Host-agentauth_form_") && name.len() == 38, "{name}");
+        assert!(
+            name.starts_with("__Host-agentauth_form_") && name.len() == 38,
+            "{name}"
+        );
         let text = c.to_string();
         for part in ["Path=/", "Max-Age=600", "HttpOnly", "SameSite=Lax", "Secure"] {
             assert!(text.split("; ").any(|p| p == part), "{part} in {text}");
         }
-        assert!(text.starts_with(&format!("{name}=s1;")) && !text.contains("Domain"), "{text}");
+        assert!(
+            text.starts_with(&format!("{name}=s1;")) && !text.contains("Domain"),
+            "{text}"
+        );
         // Another link gets another cookie.
         assert_ne!(name, cookie_name(Binding::Form, "n2", true));
         assert_ne!(name, cookie_name(Binding::Session, "n1", true));
@@ -142,10 +154,19 @@ mod tests {
 
     #[test]
     fn over_plain_http_the_cookie_is_scoped_to_its_path() {
-        let text = binding_cookie(Binding::Session, "n1", "http://127.0.0.1:8080/oauth/callback/ns/a/b", "s2", false)
-            .to_string();
+        let text = binding_cookie(
+            Binding::Session,
+            "n1",
+            "http://127.0.0.1:8080/oauth/callback/ns/a/b",
+            "s2",
+            false,
+        )
+        .to_string();
         assert!(text.starts_with("agentauth_session_"), "{text}");
-        assert!(text.contains("Path=/oauth/callback/ns/a/b") && !text.contains("Secure"), "{text}");
+        assert!(
+            text.contains("Path=/oauth/callback/ns/a/b") && !text.contains("Secure"),
+            "{text}"
+        );
         let fallback = binding_cookie(Binding::Session, "n1", "not a url", "s2", false).to_string();
         assert!(fallback.split("; ").any(|p| p == "Path=/"), "{fallback}");
     }

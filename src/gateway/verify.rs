@@ -9,8 +9,8 @@
 //! Guarantees: the one-time request id is signed, bound to the account's UID and expiring; without
 //! an identifier the call only inspects the request (identifier and provider identity); a matching
 //! identifier marks the held-back credential confirmed, published when the browser that started
-//! the flow returns ([`verify_return`]); any other identifier discards it, so nothing of that
-//! attempt is ever published.
+//! the flow returns ([`verify_return`]); any other identifier, or `"refuse": true`, discards it, so
+//! nothing of that attempt is ever published.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -26,8 +26,8 @@ use serde_json::json;
 use super::account::current_account;
 use super::context::Gateway;
 use super::verify_return;
-use crate::store::{FlowError, PendingVerification};
 use crate::store::operator_copy::StoreError;
+use crate::store::{FlowError, PendingVerification};
 
 /// The RBAC verb a platform needs on `connectedaccounts` to confirm users.
 pub const VERB: &str = "verify";
@@ -39,6 +39,10 @@ struct Request {
     /// Absent: inspect the request ([`verify_return::inspect`]) instead of answering it.
     #[serde(default)]
     identifier: Option<String>,
+    /// The platform refuses the user (e.g. the provider identity is not its user's): the
+    /// credential is discarded.
+    #[serde(default)]
+    refuse: bool,
 }
 
 pub(super) fn answer(status: StatusCode, error: &str, message: &str) -> Response {
@@ -109,8 +113,10 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
             "the account no longer exists",
         );
     };
-    let Some(identifier) = req.identifier else {
-        return verify_return::inspect(&gw, &account, &claims).await;
+    let identifier = match (req.identifier, req.refuse) {
+        (_, true) => None,
+        (Some(i), false) => Some(i),
+        (None, false) => return verify_return::inspect(&gw, &account, &claims).await,
     };
     let uid = account.uid().unwrap_or_default();
     for _ in 0..3 {
@@ -130,7 +136,7 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
                 "this request was already answered or has expired",
             );
         };
-        let matches = identifier == account.spec.identifier;
+        let matches = identifier.as_deref() == Some(account.spec.identifier.as_str());
         if matches {
             // Published only when the browser that started the flow comes back (verify_return).
             record.pending = Some(PendingVerification {
@@ -140,7 +146,12 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
         } else {
             record.flow_error = Some(FlowError {
                 reason: crate::api::Reason::VerificationFailed,
-                message: "the platform reported a different user than the account's identifier; the credential was discarded".into(),
+                message: if identifier.is_some() {
+                    "the platform reported a different user than the account's identifier; the credential was discarded"
+                } else {
+                    "the platform refused the user; the credential was discarded"
+                }
+                .into(),
                 link: record.completed_link.clone().unwrap_or_default(),
             });
         }
@@ -153,6 +164,14 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
                 tracing::info!(account = %claims.name, namespace = %claims.ns, "user confirmed by the platform; waiting for the browser to return");
                 let back = verify_return::return_url(&gw, &req.request_id);
                 return (StatusCode::OK, Json(json!({"verified": true, "returnUrl": back}))).into_response();
+            }
+            Ok(_) if identifier.is_none() => {
+                tracing::warn!(account = %claims.name, namespace = %claims.ns, "verification refused by the platform");
+                return answer(
+                    StatusCode::FORBIDDEN,
+                    "refused",
+                    "the platform refused the user; the credential was discarded",
+                );
             }
             Ok(_) => {
                 tracing::warn!(account = %claims.name, namespace = %claims.ns, "verification refused: identifier mismatch");

@@ -64,7 +64,8 @@ pub fn request_of(result: &Result<Next, Completion>) -> Option<String> {
 
 /// Adds the cookie that binds `request_id` to this browser (step 1) to `resp`.
 pub fn bind(gw: &Gateway, mut resp: Response, request_id: Option<String>) -> Response {
-    let Some(claims) = request_id.and_then(|r| gw.signer.verify_request(&r, Timestamp::now().as_second()).ok())
+    let Some(claims) =
+        request_id.and_then(|r| gw.signer.verify_request(&r, Timestamp::now().as_second()).ok())
     else {
         return resp;
     };
@@ -131,7 +132,10 @@ enum Returned {
 
 /// `GET /verify/return?request_id=...` (step 4).
 pub async fn back(State(gw): State<Gateway>, headers: HeaderMap, Query(q): Query<Back>) -> Response {
-    let Ok(claims) = gw.signer.verify_request(&q.request_id, Timestamp::now().as_second()) else {
+    let Ok(claims) = gw
+        .signer
+        .verify_request(&q.request_id, Timestamp::now().as_second())
+    else {
         return pages::bad_request("This confirmation is not valid or has expired. Ask for a new link.");
     };
     if !bound(&gw, &headers, &claims) {
