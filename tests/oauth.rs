@@ -226,7 +226,7 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
     assert!(metrics.contains(r#"agentauth_gateway_requests_total{route="/connect/{token}",status="200"}"#));
     assert!(
         metrics
-            .contains(r#"agentauth_gateway_requests_total{route="/connect/{token}/continue",status="303"}"#)
+            .contains(r#"agentauth_gateway_requests_total{route="/connect/{token}/continue",status="200"}"#)
     );
     assert!(metrics.contains(r#"agentauth_gateway_requests_total{route="/oauth/callback",status="200"}"#));
     assert!(metrics.contains(r#"agentauth_reconcile_duration_seconds_count{controller="account"}"#));

@@ -7,20 +7,22 @@
 //! and never starts an attempt; a user who was sent someone else's link sees whose account it is
 //! before signing in. The Continue POST must carry the page's signed `state` whose session id is
 //! also in this browser's `SameSite=Lax` cookie, so another site cannot press Continue for the
-//! user (a cross-site POST carries no such cookie). The page's CSP lets its form lead only to the
-//! gateway itself, the provider's authorization origin, and the allowed onward pages (browsers
-//! apply `form-action` to the redirects that follow the POST).
+//! user (a cross-site POST carries no such cookie).
+//!
+//! The POST answers a page that moves on to the provider by `<meta http-equiv="refresh">` (with a
+//! link as a fallback), not by a redirect: browsers apply the page's `form-action 'self'` to every
+//! redirect that follows a form POST, and providers redirect across origins (login hosts, silent
+//! approval straight back to the callback and on to the platform).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use jiff::Timestamp;
 use kube::ResourceExt;
 use maud::html;
 
 use super::context::Gateway;
-use super::onward::{self, Onward};
 use super::pages;
 use super::requester::{Requester, host_port};
 use super::session::{self, Binding};
@@ -37,7 +39,8 @@ pub fn show(gw: &Gateway, claims: &LinkClaims, conn: &Connection, identifier: &s
     let who = Requester::of(conn).for_account(identifier);
     let sid = signer::random_id();
     let state = session::issue_state(gw, claims, conn, &sid);
-    let provider = oauth.authorize_url(&state, "");
+    // Only its host is shown; the verifier is the session's own.
+    let provider = oauth.authorize_url(&state, &gw.signer.pkce_verifier(&sid));
     let provider_host = host_port(&provider);
     let action = continue_url(gw, token);
     let body = html! {
@@ -52,9 +55,6 @@ pub fn show(gw: &Gateway, claims: &LinkClaims, conn: &Connection, identifier: &s
         }
     };
     let mut resp = pages::respond(StatusCode::OK, pages::layout(&who.connect_title(), body));
-    if let Ok(csp) = HeaderValue::from_str(&csp(&form_targets(gw, conn, &provider))) {
-        resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
-    }
     session::set_cookie(gw, &mut resp, Binding::Continue, &claims.nonce, &action, &sid);
     resp
 }
@@ -93,7 +93,16 @@ pub async fn proceed(
     let state = session::issue_state(&gw, &claims, &conn, &sid);
     let target = oauth.authorize_url(&state, &gw.signer.pkce_verifier(&sid));
     tracing::debug!(account = %claims.name, namespace = %claims.ns, "sending user to the provider");
-    let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, target.as_str())]).into_response();
+    let host = host_port(&target);
+    let who = Requester::of(&conn);
+    let body = html! {
+        p { "Taking you to " (host) " to sign in." }
+        (pages::continue_link(&target, &host))
+    };
+    let mut resp = pages::respond(
+        StatusCode::OK,
+        pages::moving_on(&who.connect_title(), &target, body),
+    );
     let redirect_uri = conn_auth::redirect_uri(&gw.config, &conn);
     session::set_cookie(
         &gw,
@@ -121,61 +130,4 @@ fn misconfigured() -> Response {
 
 fn continue_url(gw: &Gateway, token: &str) -> String {
     gw.config.endpoint(&format!("connect/{token}/continue"))
-}
-
-/// Origins the Continue POST may lead to: the provider, and the onward pages the gateway would
-/// follow after the callback (a provider that approves silently sends the user straight on).
-fn form_targets(gw: &Gateway, conn: &Connection, provider: &url::Url) -> Vec<String> {
-    let allowed = &gw.config.allowed_redirect_origins;
-    let onward = [
-        conn.spec.verification.as_ref().map(|v| v.url.as_str()),
-        conn.spec.success_redirect_url.as_deref(),
-    ];
-    std::iter::once(provider.origin())
-        .chain(
-            onward
-                .into_iter()
-                .filter_map(|u| match onward::decide(allowed, u) {
-                    Onward::Go(url) => Some(url.origin()),
-                    _ => None,
-                }),
-        )
-        .filter(url::Origin::is_tuple)
-        .map(|o| o.ascii_serialization())
-        .collect()
-}
-
-/// The gateway's CSP with `targets` added to `form-action`.
-fn csp(targets: &[String]) -> String {
-    let mut form_action = vec!["'self'".to_owned()];
-    form_action.extend(
-        targets
-            .iter()
-            .filter(|t| {
-                t.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ":/.-[]".contains(c))
-            })
-            .cloned(),
-    );
-    format!(
-        "default-src 'none'; style-src 'unsafe-inline'; form-action {}; frame-ancestors 'none'; base-uri 'none'",
-        form_action.join(" ")
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_form_may_lead_to_the_listed_origins_only() {
-        let policy = csp(&[
-            "https://idp.example".into(),
-            "https://x.example; script-src *".into(),
-        ]);
-        assert_eq!(
-            policy,
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https://idp.example; frame-ancestors 'none'; base-uri 'none'"
-        );
-    }
 }

@@ -86,12 +86,10 @@ pub fn router(gw: Gateway) -> Router {
             Duration::from_secs(20),
         ));
     for (name, value) in headers {
-        // A page may narrow or extend its own CSP (the interstitial's `form-action`).
-        router = router.layer(if name == header::CONTENT_SECURITY_POLICY {
-            SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
-        } else {
-            SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
-        });
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            name,
+            HeaderValue::from_static(value),
+        ));
     }
     router
 }

@@ -558,13 +558,20 @@ async fn submit_credentials(http: &Client, link: &str, user: &DexUser) -> Result
         .await
         .map_err(|e| format!("opening the authorization link failed: {e}"))?;
     let (form_url, status, html) = read_page(page).await?;
-    // The gateway's interstitial first: press Continue (a POST that redirects to the provider).
+    // The gateway's interstitial first: press Continue (a POST answered by a page that moves on
+    // to the provider by itself, as a browser would follow it).
     let (form_url, status, html) = match continue_request(http, &form_url, &html) {
         Some(req) => {
+            let pressed = req
+                .send()
+                .await
+                .map_err(|e| format!("pressing Continue on the interstitial failed: {e}"))?;
+            let next = provider_url(pressed).await?;
             read_page(
-                req.send()
+                http.get(next)
+                    .send()
                     .await
-                    .map_err(|e| format!("pressing Continue on the interstitial failed: {e}"))?,
+                    .map_err(|e| format!("following the interstitial to the provider failed: {e}"))?,
             )
             .await?
         }
@@ -616,9 +623,8 @@ pub fn continue_request(http: &Client, url: &Url, html: &str) -> Option<reqwest:
     Some(http.post(action).form(&[("state", state)]))
 }
 
-/// Presses Continue on the interstitial that `link` shows: the response to the POST (with a
-/// client that does not follow redirects, the `303` to the provider). Fails when `link` does not
-/// show the interstitial.
+/// Presses Continue on the interstitial that `link` shows: the response to the POST, a page that
+/// moves on to the provider ([`provider_url`]). Fails when `link` does not show the interstitial.
 pub async fn press_continue(http: &Client, link: &str) -> Result<Response, String> {
     let page = http
         .get(link)
@@ -636,6 +642,23 @@ pub async fn press_continue(http: &Client, link: &str) -> Result<Response, Strin
         .send()
         .await
         .map_err(|e| format!("pressing Continue failed: {e}"))
+}
+
+/// Where the page answering Continue sends the browser (its `<meta http-equiv="refresh">`, also
+/// the `#continue` link): the provider's authorization URL.
+pub async fn provider_url(pressed: Response) -> Result<Url, String> {
+    let (url, status, html) = read_page(pressed).await?;
+    let refresh = html
+        .find("http-equiv=\"refresh\" content=\"0;url=")
+        .map(|at| &html[at + "http-equiv=\"refresh\" content=\"0;url=".len()..])
+        .and_then(|rest| rest.find('"').map(|end| html_unescape(&rest[..end])))
+        .ok_or_else(|| {
+            format!(
+                "{} ({status}) does not move on to the provider",
+                without_query(&url)
+            )
+        })?;
+    Url::parse(&refresh).map_err(|e| format!("bad provider URL on the Continue page: {e}"))
 }
 
 /// The value of the hidden input `name`, HTML entities decoded.
