@@ -37,6 +37,49 @@ pub struct Config {
     /// Origins the gateway may send users to after an authorization (a Connection's
     /// `successRedirectUrl` and `spec.verification.url`); empty allows none.
     pub allowed_redirect_origins: Vec<url::Origin>,
+    /// Which parts this process runs (`--role`).
+    pub role: Role,
+    /// How the gateway hands flow results to the controller.
+    pub intake: IntakeConfig,
+}
+
+/// Which parts of the operator a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Role {
+    /// Everything in one process: the demo and small installs.
+    #[default]
+    All,
+    /// Controllers, the token broker and the intake; no internet-facing listener.
+    Controller,
+    /// The public gateway only; it holds no rights on credentials.
+    Gateway,
+}
+
+impl Role {
+    /// Whether this process runs the controllers, the broker and the intake.
+    pub fn controls(self) -> bool {
+        matches!(self, Role::All | Role::Controller)
+    }
+
+    /// Whether this process serves the public gateway.
+    pub fn serves_gateway(self) -> bool {
+        matches!(self, Role::All | Role::Gateway)
+    }
+}
+
+/// The intake: the gateway-to-controller handoff (see [`crate::intake`]).
+#[derive(Debug, Clone)]
+pub struct IntakeConfig {
+    /// Controller: where the intake listens.
+    pub addr: SocketAddr,
+    /// Gateway: the controller's intake.
+    pub url: Option<url::Url>,
+    /// Gateway: its projected ServiceAccount token for the intake.
+    pub token_file: std::path::PathBuf,
+    /// The audience of that token.
+    pub audience: String,
+    /// Controller: the users the intake accepts.
+    pub allow: Vec<String>,
 }
 
 impl Config {

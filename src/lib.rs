@@ -12,6 +12,7 @@ pub mod controller;
 pub mod egress;
 pub mod gateway;
 pub mod http;
+pub mod intake;
 pub mod metrics;
 pub mod percent;
 pub mod plugin;

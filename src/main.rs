@@ -126,8 +126,34 @@ struct RunArgs {
     /// An origin (https://host[:port]) the gateway may send users to after an authorization: a
     /// Connection's successRedirectUrl and spec.verification.url must be on one (repeatable or
     /// comma-separated; default none: the gateway shows its own pages and says why).
-    #[arg(long = "allowed-redirect-origin", env = "ALLOWED_REDIRECT_ORIGINS", value_delimiter = ',', value_parser = agent_auth_operator::gateway::onward::parse_origin)]
+    #[arg(long = "allowed-redirect-origin", env = "ALLOWED_REDIRECT_ORIGINS", value_delimiter = ',', value_parser = agent_auth_operator::intake::onward::parse_origin)]
     allowed_redirect_origins: Vec<url::Origin>,
+    /// Which parts this process runs: `all` (one process, for the demo and small installs),
+    /// `controller` (controllers, token broker, intake; no internet-facing listener) or `gateway`
+    /// (the public gateway only, with no rights on credentials).
+    #[arg(long, env = "ROLE", value_enum, default_value_t)]
+    role: agent_auth_operator::config::Role,
+    /// Controller role: address of the intake, where the gateway hands over flow results
+    /// (in-cluster only).
+    #[arg(long, env = "INTAKE_ADDR", default_value = "0.0.0.0:8083")]
+    intake_addr: SocketAddr,
+    /// Gateway role: the controller's intake, e.g. http://agent-auth-operator-intake.agent-auth-system.svc:8083.
+    #[arg(long, env = "INTAKE_URL")]
+    intake_url: Option<url::Url>,
+    /// Gateway role: the projected ServiceAccount token presented to the intake (re-read on every call).
+    #[arg(
+        long,
+        env = "INTAKE_TOKEN_FILE",
+        default_value = "/var/run/secrets/agentauth.dev/intake/token"
+    )]
+    intake_token_file: std::path::PathBuf,
+    /// The audience of the gateway's token at the intake.
+    #[arg(long, env = "INTAKE_AUDIENCE", default_value = agent_auth_operator::intake::DEFAULT_AUDIENCE)]
+    intake_audience: String,
+    /// Controller role: the users (the gateway's ServiceAccount, system:serviceaccount:NS:NAME)
+    /// the intake accepts (repeatable or comma-separated).
+    #[arg(long = "intake-allow", env = "INTAKE_ALLOW", value_delimiter = ',')]
+    intake_allow: Vec<String>,
 }
 
 #[tokio::main]
@@ -210,7 +236,24 @@ async fn main() -> ExitCode {
                 connection_policy: args.connection_policy,
                 connection_hosts: agent_auth_operator::egress::EgressPolicy::new(args.connection_host_allow),
                 allowed_redirect_origins: args.allowed_redirect_origins,
+                role: args.role,
+                intake: agent_auth_operator::config::IntakeConfig {
+                    addr: args.intake_addr,
+                    url: args.intake_url,
+                    token_file: args.intake_token_file,
+                    audience: args.intake_audience,
+                    allow: args
+                        .intake_allow
+                        .into_iter()
+                        .map(|a| a.trim().to_owned())
+                        .filter(|a| !a.is_empty())
+                        .collect(),
+                },
             };
+            if config.role == agent_auth_operator::config::Role::Gateway && config.intake.url.is_none() {
+                eprintln!("error: --role=gateway needs --intake-url (the controller's intake)");
+                return ExitCode::from(2);
+            }
             match run::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

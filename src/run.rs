@@ -1,5 +1,6 @@
-//! `agent-auth-operator run`: wires the controller, the gateway, the token broker and the admin
-//! listener together and stops them all on SIGTERM/SIGINT.
+//! `agent-auth-operator run`: wires the parts of the process's `--role` together (the controllers,
+//! the token broker and the intake for `controller`; the public gateway for `gateway`; all of them
+//! for `all`), plus the admin listener, and stops them all on SIGTERM/SIGINT.
 
 use std::sync::Arc;
 
@@ -7,11 +8,13 @@ use futures::FutureExt;
 
 use kube_lease_manager::LeaseManagerBuilder;
 
-use crate::config::Config;
+use crate::config::{Config, Role};
+use crate::intake::remote::{Remote, RemoteError};
+use crate::intake::server::Gatekeeper;
+use crate::intake::{Desk, Intake};
 use crate::signer::Signer;
-use crate::store::operator_copy::CredentialStore;
 use crate::store::signing_key;
-use crate::{admin, broker, controller, gateway};
+use crate::{admin, broker, controller, gateway, intake};
 
 /// Name of the Lease that elects the replica running the controllers.
 const LEASE_NAME: &str = "agent-auth-operator";
@@ -33,6 +36,10 @@ pub enum RunError {
     Http(#[from] reqwest::Error),
     #[error("listener failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("--role=gateway needs --intake-url")]
+    NoIntake,
+    #[error("cannot set up the intake client: {0}")]
+    Intake(#[from] RemoteError),
 }
 
 pub async fn run(config: Config) -> Result<(), RunError> {
@@ -40,59 +47,119 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let key = signing_key::load_or_create(client.clone(), &config.namespace).await?;
     let signer = Signer::new(&key).map_err(|_| RunError::BadKey)?;
     let config = Arc::new(config);
+    let role = config.role;
     let shutdown = shutdown_signal().shared();
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(crate::metrics::Metrics::new());
+    tracing::info!(role = ?role, "starting");
 
-    let gw = gateway::Gateway {
-        client: client.clone(),
-        config: config.clone(),
-        signer: signer.clone(),
-        http: crate::auth::oauth2::http_client(config.egress.clone())?,
-        credentials: CredentialStore::new(client.clone(), &config.namespace),
-        metrics: metrics.clone(),
-        cache: gateway::cache::Cache::start(&client, &config.watch_namespaces),
+    // The controller side: the desk (behind the intake), the broker and the controllers.
+    let desk = role.controls().then(|| -> Result<Desk, RunError> {
+        let http = crate::auth::oauth2::http_client(config.egress.clone())?;
+        Ok(Desk::new(client.clone(), config.clone(), signer.clone(), http))
+    });
+    let desk = desk.transpose()?;
+    let gateway = match role.serves_gateway() {
+        false => None,
+        true => {
+            let intake = match (&desk, &config.intake.url) {
+                (Some(desk), _) => Intake::Local(Arc::new(desk.clone())),
+                (None, Some(url)) => Intake::Remote(Arc::new(Remote::new(
+                    url.clone(),
+                    config.intake.token_file.clone(),
+                )?)),
+                (None, None) => return Err(RunError::NoIntake),
+            };
+            let gw = gateway::Gateway {
+                client: client.clone(),
+                config: config.clone(),
+                signer: signer.clone(),
+                intake,
+                metrics: metrics.clone(),
+                cache: gateway::cache::Cache::start(&client, &config.watch_namespaces),
+            };
+            Some(gateway::serve(gw, config.gateway_addr, shutdown.clone()))
+        }
     };
-    let gateway = gateway::serve(gw, config.gateway_addr, shutdown.clone());
-    let brokered = broker::Broker::start(
-        &client,
-        &config.broker_audience,
-        &config.watch_namespaces,
-        &config.namespace,
-        metrics.clone(),
-    );
+    let intake = match (&desk, role) {
+        (Some(desk), Role::Controller) => {
+            if config.intake.allow.is_empty() {
+                tracing::warn!("--intake-allow is empty: the intake refuses every gateway");
+            }
+            let keeper = Gatekeeper::new(
+                client.clone(),
+                &config.intake.audience,
+                config.intake.allow.clone(),
+            );
+            Some(intake::server::serve(
+                desk.clone(),
+                keeper,
+                config.intake.addr,
+                shutdown.clone(),
+            ))
+        }
+        _ => None,
+    };
+    let brokered = role.controls().then(|| {
+        broker::Broker::start(
+            &client,
+            &config.broker_audience,
+            &config.watch_namespaces,
+            &config.namespace,
+            metrics.clone(),
+        )
+    });
     let synced = brokered.clone();
-    let broker = broker::serve(brokered, config.broker_addr, shutdown.clone());
+    let broker = brokered.map(|b| broker::serve(b, config.broker_addr, shutdown.clone()));
     let admin = admin::serve(
         config.admin_addr,
         ready_rx,
-        Arc::new(move || synced.synced()),
+        Arc::new(move || synced.as_ref().is_none_or(|b| b.synced())),
         metrics.clone(),
         shutdown.clone(),
     );
-    let shared = controller::Shared::new(&client, &config);
-    let controllers = controller::Controllers {
-        shared,
+    let ready = Arc::new(ready_tx);
+    if !role.controls() {
+        // The gateway role needs no caches to answer.
+        let _ = ready.send(true);
+    }
+    let controllers = role.controls().then(|| controller::Controllers {
+        shared: controller::Shared::new(&client, &config),
         client,
         config: config.clone(),
         signer,
         metrics,
-        ready: Arc::new(ready_tx),
-    };
+        ready,
+    });
     let controllers = async {
-        if config.leader_election {
-            lead(&controllers, shutdown.clone()).await
-        } else {
-            controllers.run(shutdown.clone()).await.map_err(RunError::from)
+        match &controllers {
+            None => Ok(()),
+            Some(c) if config.leader_election => lead(c, shutdown.clone()).await,
+            Some(c) => c.run(shutdown.clone()).await.map_err(RunError::from),
         }
     };
-    let (g, b, a, c) = tokio::join!(gateway, broker, admin, controllers);
+    let (g, i, b, a, c) = tokio::join!(
+        optional(gateway),
+        optional(intake),
+        optional(broker),
+        admin,
+        controllers
+    );
     g?;
+    i?;
     b?;
     a?;
     c?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs `f` if there is one.
+async fn optional<F: std::future::Future<Output = std::io::Result<()>>>(f: Option<F>) -> std::io::Result<()> {
+    match f {
+        Some(f) => f.await,
+        None => Ok(()),
+    }
 }
 
 /// Runs the controllers only while this replica holds the lease, so exactly one process reconciles

@@ -8,8 +8,11 @@
 //!   PodSecurity admission);
 //! - install, upgrade (2 replicas: leader election, PodDisruptionBudget), uninstall; CRDs installed
 //!   by the chart survive the uninstall;
-//! - the RBAC the chart grants, proven with `kubectl auth can-i` for both modes, and by running the
-//!   operator binary with the chart's ServiceAccount token and the chart's environment.
+//! - the RBAC the chart grants, proven with `kubectl auth can-i` for both namespace modes and for
+//!   both ServiceAccounts of the split (the gateway's: no Secret but the signing key, no write),
+//!   and by running the operator binary with the chart's ServiceAccount token and environment;
+//! - `tests/chart/split.rs`: the default `mode: split` (two Deployments, two ServiceAccounts, the
+//!   intake, NetworkPolicies with egress) rendered, installed, and upgraded to from `mode: all`.
 //!
 //! Releases are installed with `crds.install=false` except in the test about keeping CRDs:
 //! `common::setup` installs the CRDs for every test of this binary, and Helm refuses to install over
@@ -18,6 +21,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod common;
+#[path = "chart/gateway_rbac.rs"]
+mod gateway_rbac;
+#[path = "chart/split.rs"]
+mod split;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,6 +49,10 @@ const GATEWAY_URL: &str = "https://connect.example.com";
 /// Release name in every test; objects are named `aao-agent-auth-operator`.
 const RELEASE: &str = "aao";
 const FULLNAME: &str = "aao-agent-auth-operator";
+/// The controller's ServiceAccount (and Deployment) in split mode, the default.
+const CONTROLLER: &str = "aao-agent-auth-operator-controller";
+/// The gateway's ServiceAccount (and Deployment) in split mode.
+const GATEWAY: &str = "aao-agent-auth-operator-gateway";
 const CRD_NAMES: [&str; 2] = ["connections.agentauth.dev", "connectedaccounts.agentauth.dev"];
 
 // ---------------------------------------------------------------------------------------------
@@ -175,15 +186,16 @@ async fn namespace(client: &kube::Client, prefix: &str) -> String {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Asserts every `(expected, can-i args)` check and reports all mismatches at once.
-fn assert_permissions(t: &Tools, sa_ns: &str, checks: &[(bool, Vec<String>)]) {
+/// Asserts every `(expected, can-i args)` check for ServiceAccount `sa` and reports all mismatches
+/// at once.
+fn assert_permissions(t: &Tools, sa_ns: &str, sa: &str, checks: &[(bool, Vec<String>)]) {
     let wrong: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = checks
             .iter()
             .map(|(want, args)| {
                 s.spawn(move || {
                     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                    let got = t.can_i(sa_ns, FULLNAME, &args);
+                    let got = t.can_i(sa_ns, sa, &args);
                     (got != *want).then(|| format!("can-i {}: got {got}, want {want}", args.join(" ")))
                 })
             })
@@ -192,7 +204,7 @@ fn assert_permissions(t: &Tools, sa_ns: &str, checks: &[(bool, Vec<String>)]) {
     });
     assert!(
         wrong.is_empty(),
-        "RBAC differs from what the operator needs:\n{}",
+        "RBAC of {sa} differs from what it needs:\n{}",
         wrong.join("\n")
     );
 }
@@ -202,10 +214,12 @@ fn check(want: bool, args: &str) -> (bool, Vec<String>) {
     (want, args.split_whitespace().map(str::to_owned).collect())
 }
 
-/// `kind/name` of every object a cluster-wide release named [`RELEASE`] creates in `ns`, sorted.
+/// `kind/name` of every object a cluster-wide `mode: all` release named [`RELEASE`] creates in
+/// `ns`, sorted.
 fn release_objects(ns: &str) -> Vec<String> {
     let mut all = vec![
         format!("clusterrole.rbac.authorization.k8s.io/{ns}-{FULLNAME}"),
+        format!("clusterrole.rbac.authorization.k8s.io/{ns}-{FULLNAME}-metrics-reader"),
         format!("clusterrolebinding.rbac.authorization.k8s.io/{ns}-{FULLNAME}"),
         format!("clusterrolebinding.rbac.authorization.k8s.io/{ns}-{FULLNAME}-verify"),
         format!("deployment.apps/{FULLNAME}"),
@@ -282,7 +296,11 @@ fn chart_lints_cleanly() {
             "networkPolicy.enabled=true",
             "metrics.serviceMonitor.enabled=true",
             "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "gateway.replicaCount=2",
+            "encryption.keks[0].id=k1",
+            "encryption.keks[0].path=/keys/k1",
         ],
+        vec![url.as_str(), "mode=all", "replicaCount=2"],
     ] {
         for strict in [false, true] {
             let mut args = vec!["lint", CHART];
@@ -324,6 +342,21 @@ fn missing_or_bad_values_fail_with_a_message_saying_what_to_set() {
             "allowedRedirectOrigins={https://app.example.com/welcome}",
             "/allowedRedirectOrigins/0",
         ),
+        ("mode=both", "/mode"),
+        ("gateway.replicaCount=-1", "/gateway/replicaCount"),
+        ("intake.port=0", "/intake/port"),
+        ("metrics.secure=maybe", "/metrics/secure"),
+        (
+            "networkPolicy.apiServer.cidrs={kubernetes.default}",
+            "/networkPolicy/apiServer/cidrs/0",
+        ),
+        (
+            "networkPolicy.apiServer.ports={https}",
+            "/networkPolicy/apiServer/ports/0",
+        ),
+        ("networkPolicy.egress=[]", "egress"),
+        ("encryption.keks[0].id=k1", "/encryption/keks/0"),
+        ("encryption.keks[0].path=relative/k1", "/encryption/keks/0"),
     ] {
         let err = t
             .helm(&[
@@ -365,14 +398,45 @@ fn missing_or_bad_values_fail_with_a_message_saying_what_to_set() {
         )
         .expect_failure();
     assert!(err.contains("metrics.service.enabled"), "{err}");
+
+    // Encryption keys: the primary must be one of them, and is required with several.
+    for (sets, mentions) in [
+        (
+            vec![
+                "encryption.keks[0].id=k1",
+                "encryption.keks[0].path=/k/1",
+                "encryption.primary=k2",
+            ],
+            "encryption.primary \"k2\" is not the id of any key",
+        ),
+        (
+            vec![
+                "encryption.keks[0].id=k1",
+                "encryption.keks[0].path=/k/1",
+                "encryption.keks[1].id=k2",
+                "encryption.keks[1].path=/k/2",
+            ],
+            "encryption.primary is required with more than one key",
+        ),
+    ] {
+        let err = t.template("x", &sets).expect_failure();
+        assert!(err.contains(mentions), "{sets:?}: {err}");
+    }
 }
 
 #[test]
-fn rendered_defaults_and_options() {
+fn rendered_mode_all_defaults_and_options() {
     let t = Tools::offline();
+    // Mode all: one Deployment runs every role, as before the split (tests/chart/split.rs has the
+    // default mode).
+    let all = |sets: &[&str]| {
+        let mut with = vec!["mode=all"];
+        with.extend_from_slice(sets);
+        t.template("ops", &with)
+    };
 
     // Defaults: one replica, no election, Recreate, the image of the appVersion, the CRDs kept.
-    let docs = documents(&t.template("ops", &[]).expect_ok());
+    let docs = documents(&all(&[]).expect_ok());
     let ids = identities(&docs);
     for crd in CRD_NAMES {
         let d = docs
@@ -399,13 +463,15 @@ fn rendered_defaults_and_options() {
         !env.contains_key("ALLOWED_REDIRECT_ORIGINS"),
         "no onward redirects by default"
     );
-    // The broker's NetworkPolicy is on by default (in-cluster peers only); the others are opt-in.
+    // One Deployment; NetworkPolicies on ingress only: the broker's (in-cluster peers) and the
+    // one for the gateway and admin ports.
+    assert_eq!(ids.iter().filter(|(k, _, _)| k == "Deployment").count(), 1);
     assert_eq!(
         ids.iter()
             .filter(|(k, _, _)| k == "NetworkPolicy")
             .map(|(_, _, n)| n.as_str())
             .collect::<Vec<_>>(),
-        [format!("{FULLNAME}-broker")],
+        [FULLNAME.to_owned(), format!("{FULLNAME}-broker")],
     );
     for kind in ["PodDisruptionBudget", "Ingress", "ServiceMonitor"] {
         assert!(
@@ -414,20 +480,15 @@ fn rendered_defaults_and_options() {
         );
     }
     assert!(
-        !t.template("ops", &["crds.install=false"])
+        !all(&["crds.install=false"])
             .expect_ok()
             .contains("CustomResourceDefinition")
     );
 
     // Image by digest; leader election forced on with one replica.
     let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-    let docs = documents(
-        &t.template(
-            "ops",
-            &[&format!("image.digest={digest}"), "leaderElection.enabled=true"],
-        )
-        .expect_ok(),
-    );
+    let docs =
+        documents(&all(&[&format!("image.digest={digest}"), "leaderElection.enabled=true"]).expect_ok());
     let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let c = &dep["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
@@ -444,11 +505,8 @@ fn rendered_defaults_and_options() {
 
     // Allowed redirect origins: one comma-separated variable, as the binary reads it.
     let docs = documents(
-        &t.template(
-            "ops",
-            &["allowedRedirectOrigins={https://app.example.com,https://platform.example.com:8443}"],
-        )
-        .expect_ok(),
+        &all(&["allowedRedirectOrigins={https://app.example.com,https://platform.example.com:8443}"])
+            .expect_ok(),
     );
     let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     assert!(
@@ -475,20 +533,18 @@ fn rendered_defaults_and_options() {
             })
             .collect()
     };
-    let docs = documents(&t.template("ops", &[]).expect_ok());
-    let broker_policy = docs.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
+    let docs = documents(&all(&[]).expect_ok());
+    let broker_policy = docs
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy" && d["metadata"]["name"] == format!("{FULLNAME}-broker"))
+        .unwrap();
     assert_eq!(
         broker_policy["spec"]["ingress"][0]["from"],
         json!([{"namespaceSelector": {}}])
     );
     assert!(ports_of(broker_policy).contains(&("broker".into(), true)));
-    let docs = documents(
-        &t.template(
-            "ops",
-            &["networkPolicy.enabled=true", "broker.networkPolicy.enabled=false"],
-        )
-        .expect_ok(),
-    );
+    let docs =
+        documents(&all(&["networkPolicy.enabled=true", "broker.networkPolicy.enabled=false"]).expect_ok());
     let policies: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "NetworkPolicy").collect();
     assert_eq!(policies.len(), 1);
     assert!(
@@ -499,7 +555,7 @@ fn rendered_defaults_and_options() {
 
     // Ingress: host from gateway.url (port dropped), TLS, only the gateway's two public paths.
     let url = "gateway.url=https://connect.example.com:8443/";
-    let docs = documents(&t.template("ops", &[url, "ingress.enabled=true"]).expect_ok());
+    let docs = documents(&all(&[url, "ingress.enabled=true"]).expect_ok());
     let ing = docs.iter().find(|d| d["kind"] == "Ingress").unwrap();
     assert_eq!(ing["spec"]["rules"][0]["host"], "connect.example.com");
     assert_eq!(ing["spec"]["tls"][0]["hosts"][0], "connect.example.com");
@@ -520,10 +576,7 @@ fn rendered_defaults_and_options() {
     );
 
     // ServiceMonitor: scrapes the metrics Service's port by the Service's labels.
-    let docs = documents(
-        &t.template("ops", &["metrics.serviceMonitor.enabled=true"])
-            .expect_ok(),
-    );
+    let docs = documents(&all(&["metrics.serviceMonitor.enabled=true"]).expect_ok());
     let sm = docs.iter().find(|d| d["kind"] == "ServiceMonitor").unwrap();
     assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
     let svc = docs
@@ -577,11 +630,14 @@ fn dry_run(t: &Tools, manifests: String) -> (Vec<String>, String) {
     (names, stderr)
 }
 
-/// The pod template of the Deployment in `manifests` as a bare Pod, which Pod Security admission
-/// in `enforce` mode accepts or rejects.
-fn pod_of(manifests: &str, ns: &str) -> String {
+/// The pod template of Deployment `name` in `manifests` as a bare Pod, which Pod Security
+/// admission in `enforce` mode accepts or rejects.
+fn pod_of(manifests: &str, ns: &str, name: &str) -> String {
     let docs = documents(manifests);
-    let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let dep = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no Deployment {name}"));
     let mut tpl = dep["spec"]["template"].clone();
     tpl["metadata"]["name"] = json!("pod-security-probe");
     tpl["metadata"]["namespace"] = json!(ns);
@@ -596,15 +652,19 @@ async fn rendered_chart_passes_a_server_side_dry_run_cluster_wide() {
     let env = setup("chart-dry").await;
     restricted(&env.client, &env.ns).await;
     let t = Tools::cluster();
-    // Every optional object except the ServiceMonitor (no Prometheus Operator CRDs here), the CRDs
-    // included.
+    // Split mode with every optional object except the ServiceMonitor (no Prometheus Operator CRDs
+    // here), the CRDs included.
+    let reader = "metrics.reader.subjects[0].kind=ServiceAccount,metrics.reader.subjects[0].name=prometheus,metrics.reader.subjects[0].namespace=monitoring";
     let manifests = t
         .template(
             &env.ns,
             &[
                 "ingress.enabled=true",
-                "networkPolicy.enabled=true",
                 "replicaCount=2",
+                "gateway.replicaCount=2",
+                "encryption.keks[0].id=k1",
+                "encryption.keks[0].path=/keys/k1",
+                reader,
             ],
         )
         .expect_ok();
@@ -613,7 +673,27 @@ async fn rendered_chart_passes_a_server_side_dry_run_cluster_wide() {
         "customresourcedefinition.apiextensions.k8s.io/connections.agentauth.dev".to_owned(),
         "customresourcedefinition.apiextensions.k8s.io/connectedaccounts.agentauth.dev".to_owned(),
         "customresourcedefinition.apiextensions.k8s.io/clusterconnections.agentauth.dev".to_owned(),
-        format!("serviceaccount/{FULLNAME}"),
+        format!("serviceaccount/{CONTROLLER}"),
+        format!("serviceaccount/{GATEWAY}"),
+        format!("role.rbac.authorization.k8s.io/{GATEWAY}"),
+        format!("rolebinding.rbac.authorization.k8s.io/{GATEWAY}"),
+        format!("clusterrole.rbac.authorization.k8s.io/{}-{GATEWAY}", env.ns),
+        format!(
+            "clusterrolebinding.rbac.authorization.k8s.io/{}-{GATEWAY}",
+            env.ns
+        ),
+        format!(
+            "clusterrolebinding.rbac.authorization.k8s.io/{}-{GATEWAY}-verify",
+            env.ns
+        ),
+        format!(
+            "clusterrole.rbac.authorization.k8s.io/{}-{FULLNAME}-metrics-reader",
+            env.ns
+        ),
+        format!(
+            "clusterrolebinding.rbac.authorization.k8s.io/{}-{FULLNAME}-metrics-reader",
+            env.ns
+        ),
         format!(
             "clusterrole.rbac.authorization.k8s.io/{}-{FULLNAME}-cluster",
             env.ns
@@ -635,12 +715,15 @@ async fn rendered_chart_passes_a_server_side_dry_run_cluster_wide() {
         ),
         format!("service/{FULLNAME}-gateway"),
         format!("service/{FULLNAME}-metrics"),
-        format!("deployment.apps/{FULLNAME}"),
+        format!("service/{FULLNAME}-intake"),
+        format!("deployment.apps/{CONTROLLER}"),
+        format!("deployment.apps/{GATEWAY}"),
         format!("ingress.networking.k8s.io/{FULLNAME}-gateway"),
-        format!("networkpolicy.networking.k8s.io/{FULLNAME}"),
-        format!("networkpolicy.networking.k8s.io/{FULLNAME}-broker"),
+        format!("networkpolicy.networking.k8s.io/{CONTROLLER}"),
+        format!("networkpolicy.networking.k8s.io/{GATEWAY}"),
         format!("service/{FULLNAME}-broker"),
-        format!("poddisruptionbudget.policy/{FULLNAME}"),
+        format!("poddisruptionbudget.policy/{CONTROLLER}"),
+        format!("poddisruptionbudget.policy/{GATEWAY}"),
     ]
     .into();
     let got: BTreeSet<String> = names.iter().cloned().collect();
@@ -650,15 +733,17 @@ async fn rendered_chart_passes_a_server_side_dry_run_cluster_wide() {
         "pod template is not restricted:\n{warnings}"
     );
 
-    // The pod itself, under `enforce: restricted` (its ServiceAccount must exist for admission).
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": FULLNAME}})).unwrap();
-    Api::<ServiceAccount>::namespaced(env.client.clone(), &env.ns)
-        .create(&PostParams::default(), &sa)
-        .await
-        .unwrap();
-    let pod = pod_of(&manifests, &env.ns);
-    t.kubectl(&["create", "--dry-run=server", "-f", "-"], Some(pod))
-        .expect_ok();
+    // Each pod itself, under `enforce: restricted` (its ServiceAccount must exist for admission).
+    for name in [CONTROLLER, GATEWAY] {
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        Api::<ServiceAccount>::namespaced(env.client.clone(), &env.ns)
+            .create(&PostParams::default(), &sa)
+            .await
+            .unwrap();
+        let pod = pod_of(&manifests, &env.ns, name);
+        t.kubectl(&["create", "--dry-run=server", "-f", "-"], Some(pod))
+            .expect_ok();
+    }
 
     // The check is live: an insecure override is flagged and its pod rejected.
     let insecure = t
@@ -677,7 +762,7 @@ async fn rendered_chart_passes_a_server_side_dry_run_cluster_wide() {
     let err = t
         .kubectl(
             &["create", "--dry-run=server", "-f", "-"],
-            Some(pod_of(&insecure, &env.ns)),
+            Some(pod_of(&insecure, &env.ns, GATEWAY)),
         )
         .expect_failure();
     assert!(err.contains("violates PodSecurity"), "{err}");
@@ -706,31 +791,59 @@ async fn rendered_chart_passes_a_server_side_dry_run_for_watched_namespaces() {
     assert_eq!(unique.len(), ids.len(), "duplicate objects: {ids:?}");
     for ns in [&w1, &w2, &env.ns] {
         for kind in ["Role", "RoleBinding"] {
-            let scoped = format!("{}-{FULLNAME}", env.ns);
-            assert!(
-                ids.contains(&(kind.to_owned(), ns.clone(), scoped)),
-                "no {kind} in {ns}: {ids:?}"
-            );
+            for who in [FULLNAME, GATEWAY] {
+                let scoped = format!("{}-{who}", env.ns);
+                assert!(
+                    ids.contains(&(kind.to_owned(), ns.clone(), scoped)),
+                    "no {kind} for {who} in {ns}: {ids:?}"
+                );
+            }
         }
     }
-    // The cluster-scoped grants: TokenReview/SubjectAccessReview for POST /verify (the built-in
-    // auth-delegator role), and ClusterConnections with namespace labels; neither reads anything
-    // in any namespace.
-    let verify = format!("{}-{FULLNAME}-verify", env.ns);
-    let cluster = format!("{}-{FULLNAME}-cluster", env.ns);
+    // The cluster-scoped grants: TokenReview/SubjectAccessReview for POST /verify and /metrics (the
+    // built-in auth-delegator role, for each component), ClusterConnections (with namespace labels
+    // for the controller) and the metrics reader; none reads anything in any namespace (the
+    // gateway's ClusterRole is checked in tests/chart/split.rs, `kubectl auth can-i` below).
+    let allowed = [
+        ("ClusterRoleBinding", format!("{}-{FULLNAME}-verify", env.ns)),
+        ("ClusterRoleBinding", format!("{}-{GATEWAY}-verify", env.ns)),
+        ("ClusterRole", format!("{}-{FULLNAME}-cluster", env.ns)),
+        ("ClusterRoleBinding", format!("{}-{FULLNAME}-cluster", env.ns)),
+        ("ClusterRole", format!("{}-{GATEWAY}", env.ns)),
+        ("ClusterRoleBinding", format!("{}-{GATEWAY}", env.ns)),
+        ("ClusterRole", format!("{}-{FULLNAME}-metrics-reader", env.ns)),
+    ];
+    let extra: Vec<_> = ids
+        .iter()
+        .filter(|(k, _, n)| k.starts_with("Cluster") && !allowed.iter().any(|(ak, an)| ak == k && an == n))
+        .collect();
     assert!(
-        !ids.iter().any(|(k, _, n)| k.starts_with("Cluster")
-            && !(k == "ClusterRoleBinding" && *n == verify)
-            && *n != cluster),
-        "cluster-wide RBAC in watched-namespace mode: {ids:?}"
+        extra.is_empty(),
+        "cluster-wide RBAC in watched-namespace mode: {extra:?}"
     );
-    let dep = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
-    assert!(
-        dep["spec"]["template"]["spec"]["containers"][0]["env"]
-            .as_array()
-            .unwrap()
-            .contains(&json!({"name": "WATCH_NAMESPACES", "value": format!("{w1},{w2},{}", env.ns)}))
+    let gateway_rules = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == format!("{}-{GATEWAY}", env.ns))
+        .unwrap();
+    assert_eq!(
+        gateway_rules["rules"],
+        json!([
+            {"apiGroups": ["agentauth.dev"], "resources": ["clusterconnections"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
+        ])
     );
+    let deployments: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Deployment").collect();
+    assert_eq!(deployments.len(), 2);
+    for dep in deployments {
+        assert!(
+            dep["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"name": "WATCH_NAMESPACES", "value": format!("{w1},{w2},{}", env.ns)})),
+            "{}",
+            dep["metadata"]["name"]
+        );
+    }
 
     let (names, warnings) = dry_run(&t, manifests);
     assert_eq!(names.len(), ids.len(), "{names:?}\n{warnings}");
@@ -740,13 +853,14 @@ async fn rendered_chart_passes_a_server_side_dry_run_for_watched_namespaces() {
 // ---------------------------------------------------------------------------------------------
 // install, upgrade, uninstall
 
+/// Mode all (one Deployment); tests/chart/split.rs installs the default split and upgrades to it.
 #[tokio::test]
-async fn install_upgrade_and_uninstall() {
+async fn install_upgrade_and_uninstall_mode_all() {
     let env = setup("chart-life").await;
     let (client, ns, _, _) = env.parts();
     let t = Tools::cluster();
     let url = format!("gateway.url={GATEWAY_URL}");
-    let notes = t.helm_release("install", ns, &[&url, "crds.install=false"]);
+    let notes = t.helm_release("install", ns, &[&url, "crds.install=false", "mode=all"]);
     assert!(
         notes.contains(&format!("{GATEWAY_URL}/oauth/callback")),
         "NOTES: {notes}"
@@ -1061,7 +1175,8 @@ async fn rbac_cluster_wide_grants_what_the_operator_needs_and_nothing_more() {
         check(false, &format!("get configmaps -n {o}")),
         check(false, "list nodes"),
     ];
-    assert_permissions(&t, s, &checks);
+    assert_permissions(&t, s, CONTROLLER, &checks);
+    gateway_rbac::assert_gateway_rights_cluster_wide(&t, s, o);
 }
 
 #[tokio::test]
@@ -1152,7 +1267,8 @@ async fn rbac_for_watched_namespaces_stays_inside_them() {
         check(false, "create clusterroles.rbac.authorization.k8s.io"),
         check(false, &format!("create pods -n {s}")),
     ]);
-    assert_permissions(&t, s, &checks);
+    assert_permissions(&t, s, CONTROLLER, &checks);
+    gateway_rbac::assert_gateway_rights_in_watched_namespaces(&t, s, &[&w1, &w2], &un);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1178,7 +1294,13 @@ fn token_kubeconfig(dir: &Path, token: &str) -> PathBuf {
 async fn operator_serves_with_chart_rbac(client: &kube::Client, ns: &str, work_ns: &str, sets: &[&str]) {
     let t = Tools::cluster();
     let url = format!("gateway.url={GATEWAY_URL}");
-    let mut all = vec![url.as_str(), "crds.install=false", "leaderElection.enabled=true"];
+    // Mode all: one process with the controller's rights (split roles: tests/chart/split.rs).
+    let mut all = vec![
+        url.as_str(),
+        "crds.install=false",
+        "leaderElection.enabled=true",
+        "mode=all",
+    ];
     all.extend_from_slice(sets);
     t.helm_release("install", ns, &all);
 

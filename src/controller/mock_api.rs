@@ -205,6 +205,14 @@ pub fn context(client: Client, record: Secret, secret: Option<Secret>) -> Arc<Co
         connection_policy: ConnectionPolicy::Any,
         connection_hosts: Default::default(),
         allowed_redirect_origins: vec![],
+        role: crate::config::Role::All,
+        intake: crate::config::IntakeConfig {
+            addr: ([127, 0, 0, 1], 0).into(),
+            url: None,
+            token_file: "/dev/null".into(),
+            audience: crate::intake::DEFAULT_AUDIENCE.into(),
+            allow: vec![],
+        },
     });
     let (synced_tx, synced) = tokio::sync::watch::channel(true);
     std::mem::forget(synced_tx);

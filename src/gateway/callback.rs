@@ -7,9 +7,10 @@
 //! current one; then that the state was issued for the very Connection whose redirect URI this is,
 //! and that `iss` (RFC 9207), when sent, names that Connection's authorization server. A state of
 //! one Connection arriving at another's callback is refused before any code is exchanged
-//! (RFC 9700 section 4.4 mix-up). Then the code is exchanged with the session's PKCE verifier and the credentials are
-//! written to the operator's copy with optimistic concurrency, which also spends the link: a second
-//! completion through it finds the link spent and is refused.
+//! (RFC 9700 section 4.4 mix-up). Then the code goes to the controller's intake, which exchanges it
+//! with the session's PKCE verifier and writes the credentials to the operator's copy with
+//! optimistic concurrency, which also spends the link: a second completion through it finds the
+//! link spent and is refused.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -18,14 +19,15 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::account::current_account;
-use super::complete::{complete, finish, record_failure, spent};
 use super::context::Gateway;
+use super::finish::finish;
 use super::pages;
 use super::requester::Requester;
 use super::session::{Binding, session_of};
 use super::{verdict, verify_return};
-use crate::api::{ConnectedAccount, Connection, Reason};
+use crate::api::{ConnectedAccount, Connection};
 use crate::auth::resolve as conn_auth;
+use crate::intake::wire::{Declined, Exchange, SpentQuery};
 use crate::signer::{self, LinkClaims, StateClaims};
 
 /// Longest query string the callback reads.
@@ -106,7 +108,14 @@ async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>
         Ok(a) => a,
         Err(resp) => return resp,
     };
-    if !link_is_current(&gw, &account, &claims) || spent(&gw, &account, &claims.link).await {
+    let spent = gw
+        .intake
+        .spent(SpentQuery {
+            uid: claims.uid.clone(),
+            link: claims.link.clone(),
+        })
+        .await;
+    if !link_is_current(&gw, &account, &claims) || spent {
         tracing::info!(account = %claims.name, namespace = %claims.ns, "OAuth state for a spent or replaced link");
         return pages::used_link();
     }
@@ -128,19 +137,10 @@ async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>
     let who = Requester::of(&conn);
 
     if let Some(error) = param("error") {
-        let (reason, message) = match error.as_str() {
-            "access_denied" => (
-                Reason::AccessDenied,
-                "the user declined access at the provider".to_owned(),
-            ),
-            other => (
-                Reason::AuthorizationFailed,
-                format!("the provider reported {}", sanitize(other)),
-            ),
-        };
-        tracing::info!(account = %claims.name, namespace = %claims.ns, reason = %reason, "authorization not granted");
-        record_failure(&gw, &account, &claims.link, reason, &message).await;
-        return if reason == Reason::AccessDenied {
+        let denied = error == "access_denied";
+        tracing::info!(account = %claims.name, namespace = %claims.ns, denied, "authorization not granted");
+        gw.intake.declined(Declined { state, error }).await;
+        return if denied {
             pages::message_for(
                 StatusCode::FORBIDDEN,
                 &who,
@@ -159,38 +159,7 @@ async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>
     let Some(code) = param("code") else {
         return pages::bad_request("The sign-in response is missing its code. Start again from your link.");
     };
-
-    let oauth = match conn_auth::oauth_client(&gw.client, &gw.config, &conn).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "connection unusable at callback");
-            return pages::unavailable("This app is not configured correctly. Contact the platform team.");
-        }
-    };
-    let tokens = match oauth
-        .exchange_code(&gw.http, &code, &gw.signer.pkce_verifier(&claims.sid), now)
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(account = %claims.name, namespace = %claims.ns, error = %e, "code exchange failed");
-            record_failure(
-                &gw,
-                &account,
-                &claims.link,
-                Reason::ExchangeFailed,
-                &format!("the code exchange failed: {e}"),
-            )
-            .await;
-            return pages::message_for(
-                StatusCode::BAD_GATEWAY,
-                &who,
-                "We could not finish connecting",
-                "The app did not accept the sign-in. Open your link again to retry.",
-            );
-        }
-    };
-    let result = complete(&gw, &account, &conn, &claims.link, tokens, Some(oauth.grant())).await;
+    let result = gw.intake.exchange(Exchange { state, code }).await;
     let request = verify_return::request_of(&result);
     verify_return::bind(&gw, finish(&account, &conn, result), request)
 }
@@ -243,12 +212,4 @@ fn link_is_current(gw: &Gateway, account: &ConnectedAccount, claims: &StateClaim
         .and_then(signer::token_of)
         .and_then(|t| gw.signer.read_link(t));
     current.is_some_and(|l| l.nonce == claims.link)
-}
-
-/// Provider error codes are ASCII words; keep them so and short.
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-        .take(64)
-        .collect()
 }

@@ -7,8 +7,8 @@ use kube::Client;
 
 use super::cache;
 use crate::config::Config;
+use crate::intake::Intake;
 use crate::signer::Signer;
-use crate::store::operator_copy::CredentialStore;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -16,8 +16,8 @@ pub struct Gateway {
     pub client: Client,
     pub config: Arc<Config>,
     pub signer: Signer,
-    pub http: crate::egress::EgressClient,
-    pub credentials: CredentialStore,
+    /// Where flow results go: the gateway itself holds no rights on credentials.
+    pub intake: Intake,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub cache: cache::Cache,
 }

@@ -1,5 +1,6 @@
 //! Hosted forms for `APIKey` and `BearerToken` Connections: `GET /connect/{token}` shows the form,
-//! `POST /connect/{token}` checks and stores what the user typed.
+//! `POST /connect/{token}` validates what the user typed and hands it to the controller's intake,
+//! which checks it with the app and stores it.
 //!
 //! Guarantees: a submission must carry a signed `state` for this very link whose session id also
 //! sits in an HttpOnly cookie of this browser (CSRF); secret values are never written back into a
@@ -10,19 +11,20 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use jiff::Timestamp;
 
 use super::account::open_link;
-use super::complete::{complete, finish_form, spent};
 use super::context::Gateway;
+use super::finish::finish_form;
 use super::form_page::{self, Feedback};
 use super::pages;
 use super::requester::Requester;
 use super::session::{self, Binding};
-use crate::api::{Connection, HttpMethod};
+use crate::api::Connection;
 use crate::auth::form::Form;
+use crate::intake::wire::{Completion, SpentQuery, Submission};
 use crate::signer::{self, LinkClaims};
 
 /// Renders the form for a verified, current link.
@@ -84,7 +86,14 @@ pub async fn submit(
         tracing::info!(account = %claims.name, namespace = %claims.ns, "form submission without a valid session");
         return bad_request("This form has expired or was sent from another browser. Open your link again.");
     };
-    if spent(&gw, &account, &claims.nonce).await {
+    let spent = gw
+        .intake
+        .spent(SpentQuery {
+            uid: claims.uid.clone(),
+            link: claims.nonce.clone(),
+        })
+        .await;
+    if spent {
         return pages::used_link();
     }
     let form = match Form::of(&conn) {
@@ -121,14 +130,20 @@ pub async fn submit(
         Ok(clean) => clean,
         Err(errors) => return refuse(&values, errors, None),
     };
-    let tokens = form.credential(clean.clone(), Timestamp::now());
-    if let Err(general) = check(&gw, &form, &clean, &tokens).await {
-        tracing::info!(account = %claims.name, namespace = %claims.ns, "submitted credential failed the app's check");
-        return refuse(&clean, BTreeMap::new(), Some(general));
+    let result = gw
+        .intake
+        .submit(Submission {
+            link: token,
+            values: clean.clone(),
+        })
+        .await;
+    match result {
+        Err(Completion::CheckFailed { message }) => refuse(&clean, BTreeMap::new(), Some(message)),
+        result => {
+            let request = super::verify_return::request_of(&result);
+            super::verify_return::bind(&gw, finish_form(&account, &conn, result), request)
+        }
     }
-    let result = complete(&gw, &account, &conn, &claims.nonce, tokens, None).await;
-    let request = super::verify_return::request_of(&result);
-    super::verify_return::bind(&gw, finish_form(&account, &conn, result), request)
 }
 
 /// The page for a Connection whose form cannot be built.
@@ -139,48 +154,6 @@ fn misconfigured(conn: &Connection) -> Response {
         "Temporarily unavailable",
         "This app is not configured correctly. Contact the platform team.",
     )
-}
-
-/// Calls the Connection's verify URL with the new credential; a message for the user on failure.
-async fn check(
-    gw: &Gateway,
-    form: &Form,
-    values: &BTreeMap<String, String>,
-    tokens: &crate::store::TokenSet,
-) -> Result<(), String> {
-    let (Some(verify), Some(url)) = (&form.verify, form.verify_url(values)) else {
-        return Ok(());
-    };
-    let request = match verify.method.unwrap_or_default() {
-        HttpMethod::Get => gw.http.get(&url),
-        HttpMethod::Post => gw.http.post(&url),
-    };
-    let request = match request {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "credential check refused by the egress policy");
-            return Err(
-                "This app's credential check is not allowed by the operator. Contact the platform team."
-                    .into(),
-            );
-        }
-    };
-    let sent = request
-        .header(form.header_name.as_str(), tokens.authorization())
-        .header(header::ACCEPT, "application/json")
-        .send()
-        .await;
-    match sent {
-        Ok(resp) if resp.status().is_success() => Ok(()),
-        Ok(resp) => Err(format!(
-            "The app did not accept these credentials (HTTP {}). Check them and try again.",
-            resp.status().as_u16()
-        )),
-        Err(e) => {
-            tracing::warn!(error = %e.without_url(), "credential check could not reach the app");
-            Err("We could not reach the app to check these credentials. Try again in a moment.".into())
-        }
-    }
 }
 
 fn conn_name(conn: &Connection) -> String {

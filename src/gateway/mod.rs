@@ -1,18 +1,18 @@
 //! The gateway: the only internet-facing part. Users open their authorization link here, get sent
 //! to the provider, and come back to the callback. It keeps no state of its own (everything is in
 //! the signed link/state, the account, and the operator's credential copy), so every replica can
-//! serve every request, before and after restarts.
+//! serve every request, before and after restarts. It holds no rights on credentials: codes,
+//! typed keys and verification answers go to the controller's [`crate::intake`].
 
 mod account;
 pub mod cache;
 mod callback;
-mod complete;
 mod connect;
 mod context;
+mod finish;
 mod form_page;
 mod forms;
 mod interstitial;
-pub mod onward;
 pub mod pages;
 mod requester;
 mod session;

@@ -6,11 +6,16 @@
 //! cluster trusts for that namespace. The token must be issued for the audience `--verify-audience`
 //! (default `agentauth.dev/verify`), so a token meant for anything else is refused.
 //!
-//! Guarantees: the one-time request id is signed, bound to the account's UID and expiring; without
-//! an identifier the call only inspects the request (identifier and provider identity); a matching
-//! identifier marks the held-back credential confirmed, published when the browser that started
-//! the flow returns ([`verify_return`]); any other identifier, or `"refuse": true`, discards it, so
-//! nothing of that attempt is ever published.
+//! - `{"requestId"}` inspects the request: the account's identifier and the provider's identity of
+//!   the user (`providerIdentity`), for the platform to compare with its own user;
+//! - `{"requestId", "identifier"}` confirms: a matching identifier marks the held-back credential
+//!   confirmed and answers `returnUrl`, where the platform sends the browser; the credential is
+//!   published only when the browser that started the flow arrives there
+//!   ([`super::verify_return`]); any other identifier discards it;
+//! - `{"requestId", "refuse": true}` discards it.
+//!
+//! Guarantees: the one-time request id is signed, bound to the account's UID and expiring; nothing
+//! of a discarded attempt is ever published.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -19,15 +24,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::UserInfo;
-use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::account::current_account;
 use super::context::Gateway;
-use super::verify_return;
-use crate::store::operator_copy::StoreError;
-use crate::store::{FlowError, PendingVerification};
+use crate::intake::wire::{Confirmation, Verified};
 
 /// The RBAC verb a platform needs on `connectedaccounts` to confirm users.
 pub const VERB: &str = "verify";
@@ -36,11 +37,8 @@ pub const VERB: &str = "verify";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Request {
     request_id: String,
-    /// Absent: inspect the request ([`verify_return::inspect`]) instead of answering it.
     #[serde(default)]
     identifier: Option<String>,
-    /// The platform refuses the user (e.g. the provider identity is not its user's): the
-    /// credential is discarded.
     #[serde(default)]
     refuse: bool,
 }
@@ -66,7 +64,7 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
         return answer(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "the body must be JSON: {\"requestId\": \"...\"} to inspect, {\"requestId\": \"...\", \"identifier\": \"...\"} to confirm",
+            "the body must be JSON: {\"requestId\": \"...\"} to inspect, {\"requestId\": \"...\", \"identifier\": \"...\"} to confirm, {\"requestId\": \"...\", \"refuse\": true} to refuse",
         );
     };
     let user = match authenticate(&gw, token).await {
@@ -106,86 +104,39 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
         }
         Err(resp) => return resp,
     }
-    let Ok(account) = current_account(&gw, &claims).await else {
-        return answer(
-            StatusCode::NOT_FOUND,
-            "unknown_request",
-            "the account no longer exists",
-        );
-    };
-    let identifier = match (req.identifier, req.refuse) {
-        (_, true) => None,
-        (Some(i), false) => Some(i),
-        (None, false) => return verify_return::inspect(&gw, &account, &claims).await,
-    };
-    let uid = account.uid().unwrap_or_default();
-    for _ in 0..3 {
-        let current = match gw.credentials.get(&uid).await {
-            Ok(c) => c,
-            Err(_) => return unavailable(),
-        };
-        let mut record = current.record.clone();
-        let Some(pending) = record
-            .pending
-            .take()
-            .filter(|p| p.request == claims.nonce && p.expires_at > Timestamp::now())
-        else {
-            return answer(
-                StatusCode::GONE,
-                "unknown_request",
-                "this request was already answered or has expired",
-            );
-        };
-        let matches = identifier.as_deref() == Some(account.spec.identifier.as_str());
-        if matches {
-            // Published only when the browser that started the flow comes back (verify_return).
-            record.pending = Some(PendingVerification {
-                confirmed: true,
-                ..pending
-            });
-        } else {
-            record.flow_error = Some(FlowError {
-                reason: crate::api::Reason::VerificationFailed,
-                message: if identifier.is_some() {
-                    "the platform reported a different user than the account's identifier; the credential was discarded"
-                } else {
-                    "the platform refused the user; the credential was discarded"
-                }
-                .into(),
-                link: record.completed_link.clone().unwrap_or_default(),
-            });
-        }
-        match gw
-            .credentials
-            .put(&account, &record, current.resource_version.as_deref())
-            .await
-        {
-            Ok(_) if matches => {
-                tracing::info!(account = %claims.name, namespace = %claims.ns, "user confirmed by the platform; waiting for the browser to return");
-                let back = verify_return::return_url(&gw, &req.request_id);
-                return (StatusCode::OK, Json(json!({"verified": true, "returnUrl": back}))).into_response();
-            }
-            Ok(_) if identifier.is_none() => {
-                tracing::warn!(account = %claims.name, namespace = %claims.ns, "verification refused by the platform");
-                return answer(
-                    StatusCode::FORBIDDEN,
-                    "refused",
-                    "the platform refused the user; the credential was discarded",
-                );
-            }
-            Ok(_) => {
-                tracing::warn!(account = %claims.name, namespace = %claims.ns, "verification refused: identifier mismatch");
-                return answer(
-                    StatusCode::FORBIDDEN,
-                    "identifier_mismatch",
-                    "the identifier is not the account's; the credential was discarded",
-                );
-            }
-            Err(StoreError::Conflict) => continue,
-            Err(_) => return unavailable(),
-        }
+    if req.identifier.is_none() && !req.refuse {
+        return super::verify_return::inspect(&gw, req.request_id).await;
     }
-    unavailable()
+    let back = super::verify_return::return_url(&gw, &req.request_id);
+    let outcome = gw
+        .intake
+        .verify(Confirmation {
+            request_id: req.request_id,
+            identifier: req.identifier,
+            refuse: req.refuse,
+        })
+        .await;
+    match outcome {
+        Verified::Confirmed => {
+            (StatusCode::OK, Json(json!({"verified": true, "returnUrl": back}))).into_response()
+        }
+        Verified::Refused => answer(
+            StatusCode::FORBIDDEN,
+            "refused",
+            "the platform refused the user; the credential was discarded",
+        ),
+        Verified::Mismatch => answer(
+            StatusCode::FORBIDDEN,
+            "identifier_mismatch",
+            "the identifier is not the account's; the credential was discarded",
+        ),
+        Verified::Gone => answer(
+            StatusCode::GONE,
+            "unknown_request",
+            "this request was already answered or has expired, or the account no longer exists",
+        ),
+        Verified::Unavailable => unavailable(),
+    }
 }
 
 pub(super) fn unavailable() -> Response {

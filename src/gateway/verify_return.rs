@@ -12,49 +12,44 @@
 //!    `POST /verify {"requestId", "identifier"}`; a match only marks the credential confirmed and
 //!    answers `returnUrl`.
 //! 4. The platform redirects the browser to `returnUrl` (`GET /verify/return?request_id=...`,
-//!    [`back`]): with the cookie of step 1 the credential is published; without it (another
-//!    browser, a replayed request id) nothing is, ever.
+//!    [`back`]): with the cookie of step 1 the controller's intake publishes the credential;
+//!    without it (another browser, a replayed request id) nothing is, ever.
 
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
-use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::account::current_account;
-use super::complete::{Completion, Next, finish};
 use super::context::Gateway;
-use super::onward;
+use super::finish::finish;
 use super::pages;
+use super::requester::Requester;
 use super::session::{self, Binding};
 use super::verdict;
-use crate::api::ConnectedAccount;
+use super::verify::{answer, unavailable};
+use crate::intake::wire::{Completed, Completion, Inspected, Inspection, Next, Return, Returned};
 use crate::signer::{LinkClaims, StateClaims};
-use crate::store::operator_copy::StoreError;
 
-/// The `conn` of the signed cookie value: it can never pass for an OAuth `state`, whose `conn` is
-/// a Connection's UID.
+/// The `sid` and `conn` of the signed cookie value: it can never pass for an OAuth `state`, whose
+/// `conn` is a Connection's UID.
 const MARK: &str = "verify-return";
 
 /// The URL the platform sends the browser back to after confirming `request_id`.
 pub fn return_url(gw: &Gateway, request_id: &str) -> String {
-    let mut url = gw.config.endpoint("verify/return");
-    url.push('?');
-    url.push_str(
-        &url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("request_id", request_id)
-            .finish(),
-    );
-    url
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("request_id", request_id)
+        .finish();
+    format!("{}?{query}", gw.config.endpoint("verify/return"))
 }
 
 /// The request id a completion sends the user to the platform with, if it does.
-pub fn request_of(result: &Result<Next, Completion>) -> Option<String> {
+pub fn request_of(result: &Completed) -> Option<String> {
     match result {
-        Ok(Next::Verify(url)) => url
+        Ok(Next::Verify { url }) => url
             .query_pairs()
             .find(|(k, _)| k == "request_id")
             .map(|(_, v)| v.into_owned()),
@@ -90,44 +85,35 @@ fn bound(gw: &Gateway, headers: &HeaderMap, claims: &LinkClaims) -> bool {
         .is_some_and(|s| s.link == claims.nonce && s.uid == claims.uid && s.conn == MARK && s.sid == MARK)
 }
 
-/// `POST /verify {"requestId"}` without an identifier (step 2), for a caller already
-/// authenticated and authorized for the account: what the platform compares with its own user.
-pub async fn inspect(gw: &Gateway, account: &ConnectedAccount, claims: &LinkClaims) -> Response {
-    let Ok(current) = gw.credentials.get(&account.uid().unwrap_or_default()).await else {
-        return super::verify::unavailable();
-    };
-    match current
-        .record
-        .pending
-        .filter(|p| p.request == claims.nonce && p.expires_at > Timestamp::now())
-    {
-        Some(p) => (
+/// `POST /verify {"requestId"}` (step 2), for a caller already authenticated and authorized for
+/// the account: what the platform compares with its own user.
+pub async fn inspect(gw: &Gateway, request_id: String) -> Response {
+    match gw.intake.inspect(Inspection { request_id }).await {
+        Inspected::Pending {
+            identifier,
+            provider_identity,
+            confirmed,
+        } => (
             StatusCode::OK,
             Json(json!({
-                "identifier": account.spec.identifier,
-                "providerIdentity": p.tokens.identity,
-                "confirmed": p.confirmed,
+                "identifier": identifier,
+                "providerIdentity": provider_identity,
+                "confirmed": confirmed,
             })),
         )
             .into_response(),
-        None => super::verify::answer(
+        Inspected::Gone => answer(
             StatusCode::GONE,
             "unknown_request",
-            "this request was already answered or has expired",
+            "this request was already answered or has expired, or the account no longer exists",
         ),
+        Inspected::Unavailable => unavailable(),
     }
 }
 
 #[derive(Deserialize)]
 pub struct Back {
     request_id: String,
-}
-
-/// What became of a return.
-enum Returned {
-    Published,
-    NotConfirmed,
-    Gone,
 }
 
 /// `GET /verify/return?request_id=...` (step 4).
@@ -154,53 +140,21 @@ pub async fn back(State(gw): State<Gateway>, headers: HeaderMap, Query(q): Query
         Ok(Some(c)) => c,
         _ => return pages::unavailable("This app is not configured. Contact the platform team."),
     };
-    match publish(&gw, &account, &claims.nonce).await {
-        Ok(Returned::Published) => {
-            tracing::info!(account = %claims.name, namespace = %claims.ns, "user verified and back: credential published");
-            let next = onward::decide(
-                &gw.config.allowed_redirect_origins,
-                conn.spec.success_redirect_url.as_deref(),
-            );
-            finish(&account, &conn, Ok(Next::Done(next)))
-        }
-        Ok(Returned::NotConfirmed) => pages::message_for(
+    match gw
+        .intake
+        .returned(Return {
+            request_id: q.request_id,
+        })
+        .await
+    {
+        Returned::Published { onward } => finish(&account, &conn, Ok(Next::Done { onward })),
+        Returned::NotConfirmed => pages::message_for(
             StatusCode::CONFLICT,
-            &super::requester::Requester::of(&conn).for_account(&account.spec.identifier),
+            &Requester::of(&conn).for_account(&account.spec.identifier),
             "Not confirmed yet",
             "The platform has not confirmed this account yet. Go back to the platform's page and confirm there.",
         ),
-        Ok(Returned::Gone) => pages::used_link(),
-        Err(e) => finish(&account, &conn, Err(Completion::Failed(e))),
+        Returned::Gone => pages::used_link(),
+        Returned::Unavailable => finish(&account, &conn, Err(Completion::Unavailable)),
     }
-}
-
-/// Publishes the held-back credential of the request `nonce` if the platform confirmed it.
-async fn publish(gw: &Gateway, account: &ConnectedAccount, nonce: &str) -> Result<Returned, StoreError> {
-    let uid = account.uid().unwrap_or_default();
-    for _ in 0..3 {
-        let current = gw.credentials.get(&uid).await?;
-        let mut record = current.record.clone();
-        let Some(pending) = record
-            .pending
-            .take()
-            .filter(|p| p.request == nonce && p.expires_at > Timestamp::now())
-        else {
-            return Ok(Returned::Gone);
-        };
-        if !pending.confirmed {
-            return Ok(Returned::NotConfirmed);
-        }
-        record.install(pending.tokens, pending.grant);
-        record.flow_error = None;
-        match gw
-            .credentials
-            .put(account, &record, current.resource_version.as_deref())
-            .await
-        {
-            Ok(_) => return Ok(Returned::Published),
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Conflict)
 }

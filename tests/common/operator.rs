@@ -40,6 +40,10 @@ pub struct OperatorOptions {
     pub instance: Option<String>,
     /// More `run` flags, e.g. `--watch-namespaces=a,b`.
     pub extra_args: Vec<String>,
+    /// The gateway's port; default: a free one.
+    pub gateway_port: Option<u16>,
+    /// The kubeconfig the process uses; default: the cluster's admin one.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// A running operator process. Killed on drop.
@@ -67,7 +71,11 @@ impl Operator {
     }
 
     pub fn start_with(cluster: &Cluster, options: OperatorOptions) -> Result<Operator, String> {
-        let (gateway_port, admin_port, broker_port) = (free_port()?, free_port()?, free_port()?);
+        let gateway_port = match options.gateway_port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let (admin_port, broker_port) = (free_port()?, free_port()?);
         let instance = options.instance.clone().unwrap_or_else(|| "operator".into());
         let dir = cluster.dir().join(&instance);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -76,7 +84,10 @@ impl Operator {
             proc: Mutex::new(None),
             starts: Mutex::new(0),
             dir,
-            kubeconfig: cluster.kubeconfig_path().to_owned(),
+            kubeconfig: options
+                .kubeconfig
+                .clone()
+                .unwrap_or_else(|| cluster.kubeconfig_path().to_owned()),
             gateway_port,
             admin_port,
             broker_port,

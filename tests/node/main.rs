@@ -1,6 +1,7 @@
 //! The product end to end on a real node, the way a platform team runs it: the operator image
-//! built from this repo (`scripts/image.sh`, as `make image` does), `helm install` with two
-//! replicas under the `restricted` Pod Security level, a user signing in through the chart's
+//! built from this repo (`scripts/image.sh`, as `make image` does), `helm install` of the default
+//! split (two controller replicas, one gateway pod, each with its own ServiceAccount) under the
+//! `restricted` Pod Security level, a user signing in through the chart's gateway
 //! Service (`kubectl port-forward`, so also the kubelet's streaming), `examples/agent-with-sidecar.yaml`
 //! calling a Gmail-shaped API through the sidecar with the mounted Secret, the kubelet bringing a
 //! refreshed token into the running pod, `examples/agent-broker.yaml`'s sidecar doing the same with
@@ -82,6 +83,8 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
     )
     .unwrap();
     let link_net = format!("{host_ip}/32");
+    // The chart's NetworkPolicies are rendered and applied; the node's bridge CNI does not enforce
+    // them, so this test shows they do not break the install, not that they hold.
     let sets = [
         "replicaCount=2".to_owned(),
         format!("image.repository={}", OPERATOR_IMAGE.rsplit_once(':').unwrap().0),
@@ -118,16 +121,34 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
         cluster.with_node(|n| n.log_tails()).unwrap_or_default()
     );
     let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
+    let controllers = component_pods(&pods, "controller").await;
+    let gateways = component_pods(&pods, "gateway").await;
+    assert_eq!(
+        (controllers.len(), gateways.len()),
+        (2, 1),
+        "two controller pods, one gateway pod"
+    );
     let running = operator_pods(&pods).await;
-    assert_eq!(running.len(), 2, "two operator pods");
+    assert_eq!(running.len(), 3, "nothing else of the release");
     for p in &running {
         assert!(pod_ready(p), "{} Ready through its probes", name(p));
+    }
+    let service_account = |p: &Pod| p.spec.as_ref().and_then(|s| s.service_account_name.clone());
+    assert_eq!(
+        service_account(&gateways[0]).as_deref(),
+        Some(format!("{FULLNAME}-gateway").as_str())
+    );
+    for p in &controllers {
+        assert_eq!(
+            service_account(p).as_deref(),
+            Some(format!("{FULLNAME}-controller").as_str())
+        );
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM);
     let leader = eventually(Duration::from_secs(60), "a leader", || lease_holder(&leases)).await;
     assert!(
-        running.iter().any(|p| name(p) == leader),
-        "the lease holder {leader} is a pod"
+        controllers.iter().any(|p| name(p) == leader),
+        "the lease holder {leader} is a controller pod"
     );
     for p in &running {
         let logs = t.kubectl(&["logs", "-n", SYSTEM, &name(p)]);
@@ -138,9 +159,16 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
         }
     }
     // The restricted securityContext as the runtime applied it, read from the machine's /proc.
-    let procs = host::processes(&["/usr/local/bin/agent-auth-operator", "run"], SYSTEM);
-    assert_eq!(procs.len(), 2, "{procs:?}");
-    for c in &procs {
+    let operator = "/usr/local/bin/agent-auth-operator";
+    let procs = host::processes(&[operator, "run", "--role=controller"], SYSTEM);
+    assert_eq!(procs.len(), 2, "two controller processes: {procs:?}");
+    let gateway_procs = host::processes(&[operator, "run", "--role=gateway"], SYSTEM);
+    assert_eq!(gateway_procs.len(), 1, "one gateway process: {gateway_procs:?}");
+    assert!(
+        host::processes(&[operator, "run"], SYSTEM).is_empty(),
+        "no process of role all"
+    );
+    for c in procs.iter().chain(&gateway_procs) {
         assert_eq!(c.uids, "65532 65532 65532 65532", "{c:?}");
         assert!(c.no_new_privs && c.seccomp_mode == 2 && c.root_read_only, "{c:?}");
         assert_eq!(c.effective_caps, "0000000000000000", "{c:?}");
@@ -164,8 +192,8 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
         .unwrap();
 
     // --- Sign-in through the chart's Service ------------------------------------------------------
-    let forward = || PortForward::start(&cluster, SYSTEM, &gateway_svc, gateway_port, 80);
-    let pf = forward().await;
+    // Held to the end: the gateway pod outlives the controller failover below.
+    let _pf = PortForward::start(&cluster, SYSTEM, &gateway_svc, gateway_port, 80).await;
     dex_connection(
         &client,
         AGENTS,
@@ -372,10 +400,8 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
         "ACTIVE while its access token lives"
     );
     let sent = assert_no_replay(&p);
-    // `kubectl port-forward svc/...` forwards to one pod, chosen when it starts, and ends with it:
-    // a user whose forward went to the deleted pod starts it again.
-    drop(pf);
-    let _pf = forward().await;
+    // The gateway pod was not touched: the user's forward to it (`kubectl port-forward svc/...`
+    // holds one pod) still works, and it reaches the new leader through the intake Service.
     // The new leader asks the user instead of replaying; the user re-authorizes.
     rotating_account::follow(&link(&stranded).unwrap()).await;
     let rotations = p.rotations();
@@ -390,8 +416,8 @@ async fn helm_install_sign_in_agent_rotation_failover_uninstall() {
          {total} refresh tokens sent ({sent} before the re-authorization), none twice; rex {:?}",
         ready(&settled)
     );
-    eventually(Duration::from_secs(120), "two operator pods again", || async {
-        let pods = operator_pods(&pods).await;
+    eventually(Duration::from_secs(120), "two controller pods again", || async {
+        let pods = component_pods(&pods, "controller").await;
         (pods.len() == 2 && pods.iter().all(pod_ready)).then_some(())
     })
     .await;
@@ -502,6 +528,18 @@ fn pod_ready(p: &Pod) -> bool {
 async fn operator_pods(pods: &Api<Pod>) -> Vec<Pod> {
     operator_pods_all(pods)
         .await
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+/// The pods of one component of the split (`controller` or `gateway`) not being deleted.
+async fn component_pods(pods: &Api<Pod>, component: &str) -> Vec<Pod> {
+    let selector = format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}");
+    pods.list(&ListParams::default().labels(&selector))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect()

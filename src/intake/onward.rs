@@ -34,7 +34,8 @@ pub fn parse_origin(s: &str) -> Result<Origin, String> {
 }
 
 /// Where the user goes next.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Onward {
     /// Nowhere: the gateway's own page is the end.
     Stay,
