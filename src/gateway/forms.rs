@@ -161,6 +161,7 @@ fn conn_name(conn: &Connection) -> String {
 }
 
 /// The form page, with a fresh signed state for the session `sid` and its cookie.
+#[allow(clippy::too_many_arguments)] // the inputs of one page; a struct would only rename them
 fn render(
     gw: &Gateway,
     claims: &LinkClaims,
