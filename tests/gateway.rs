@@ -269,8 +269,10 @@ async fn a_user_who_declines_sees_a_clear_page_and_the_account_waits() {
     dex_connection(&env.client, &env.ns, "dex", &s.dex, &["openid"]).await;
     let a = pending_account(&env, "judy").await;
     let http = browser_until(&s.dex.issuer);
-    let to_dex = http.get(link(&a).unwrap()).send().await.unwrap();
-    let location = reqwest::Url::parse(to_dex.headers()["location"].to_str().unwrap()).unwrap();
+    let to_dex = common::dex::press_continue(&http, &link(&a).unwrap())
+        .await
+        .unwrap();
+    let location = common::dex::provider_url(to_dex).await.unwrap();
     let state = query(&location, "state");
 
     let callback = format!("{}/oauth/callback", s.operator.gateway_url);
