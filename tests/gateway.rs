@@ -85,6 +85,24 @@ async fn tampered_forged_expired_moved_and_garbage_links_are_refused() {
         page.contains("id=\"interstitial\"") && !page.contains(s.dex.authorization_url()),
         "{page}"
     );
+    // Continue pressed for this page by another browser (another site's form: no cookie) is refused.
+    let elsewhere = common::dex::continue_request(
+        &browser_until(&s.dex.issuer),
+        &reqwest::Url::parse(&good).unwrap(),
+        &page,
+    )
+    .unwrap()
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(elsewhere.status(), 400);
+    assert!(
+        !elsewhere
+            .text()
+            .await
+            .unwrap()
+            .contains(s.dex.authorization_url())
+    );
     let ok = common::dex::press_continue(&http, &good).await.unwrap();
     assert_eq!(
         ok.status(),
