@@ -2,6 +2,9 @@
 
 use std::net::SocketAddr;
 
+/// The default `--verify-audience`: platforms request their `/verify` token with it.
+pub const DEFAULT_VERIFY_AUDIENCE: &str = "agentauth.dev/verify";
+
 /// Settings shared by the controller and the gateway.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -22,6 +25,8 @@ pub struct Config {
     pub broker_addr: SocketAddr,
     /// The audience of the ServiceAccount tokens the broker accepts.
     pub broker_audience: String,
+    /// The audience of the platform tokens `POST /verify` accepts (`--verify-audience`).
+    pub verify_audience: String,
     /// Identity used in Events and leases (the pod name in a cluster).
     pub instance: String,
     /// Run the controllers only while holding the Lease (needed when replicas > 1).

@@ -101,6 +101,10 @@ struct RunArgs {
     /// The audience agent pods' projected ServiceAccount tokens must carry for the broker.
     #[arg(long, env = "BROKER_AUDIENCE", default_value = agent_auth_operator::broker::DEFAULT_AUDIENCE)]
     broker_audience: String,
+    /// The audience the platform's ServiceAccount tokens must carry for the gateway's `POST /verify`
+    /// (a token requested for another audience, such as the API server's, is refused).
+    #[arg(long, env = "VERIFY_AUDIENCE", default_value = agent_auth_operator::config::DEFAULT_VERIFY_AUDIENCE)]
+    verify_audience: String,
     /// This instance's name in Events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME", default_value = "agent-auth-operator")]
     instance: String,
@@ -276,6 +280,7 @@ async fn main() -> ExitCode {
                 metrics_account_labels: args.metrics_account_labels,
                 broker_addr: args.broker_addr,
                 broker_audience: args.broker_audience,
+                verify_audience: args.verify_audience,
                 instance: args.instance,
                 leader_election: args.leader_election,
                 refresh_concurrency: usize::from(args.refresh_concurrency),

@@ -526,8 +526,29 @@ async fn the_platform_verifies_the_user_before_anything_is_published() {
     assert_eq!(resp.status(), 200);
     let second = request_id(&forms::continue_href(&resp.text().await.unwrap()));
     wait_state(accounts, "erin", AccountState::PendingVerification).await;
+    // The platform sees whose account it is (no provider identity for an API key).
+    let seen = forms::inspect(gateway, &platform, &second).await;
+    assert_eq!(seen.status(), 200);
+    let seen: serde_json::Value = seen.json().await.unwrap();
+    assert_eq!(seen["identifier"], "erin@example.com", "{seen}");
+    assert_eq!(seen["confirmed"], false, "{seen}");
+    // A token for another audience (the API server's) is refused.
+    let api_token = common::identity::token(client, ns, "platform", None).await;
+    assert_eq!(forms::inspect(gateway, &api_token, &second).await.status(), 401);
+    // Confirmed, but the request id replayed from another browser (no cookie) publishes nothing.
     let ok = verify(gateway, &platform, &second, "erin@example.com").await;
     assert_eq!(ok.status(), 200);
+    let back: serde_json::Value = ok.json().await.unwrap();
+    let back = back["returnUrl"].as_str().unwrap().to_owned();
+    let elsewhere = forms::client().get(&back).send().await.unwrap();
+    assert_eq!(elsewhere.status(), 403);
+    assert!(elsewhere.text().await.unwrap().contains("Nothing was saved"));
+    wait_state(accounts, "erin", AccountState::PendingVerification).await;
+    assert!(secrets.get_opt("erin-credentials").await.unwrap().is_none());
+    // The browser that started the flow comes back: published, ACTIVE.
+    let done = forms::confirm_and_return(&http, gateway, &platform, &second, "erin@example.com").await;
+    assert_eq!(done.status(), 200);
+    assert!(done.text().await.unwrap().contains("Account connected"));
     wait_state(accounts, "erin", AccountState::Active).await;
     let published = secrets.get("erin-credentials").await.unwrap();
     assert_eq!(secret_text(&published)["api_key"], "erins-own-key");

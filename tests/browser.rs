@@ -1,8 +1,9 @@
 //! The hosted pages in a real headless Chromium: a user opens an account's authorization link, signs
-//! in on Dex's own login page, and lands on the operator's success page; another fills the hosted
+//! in on Dex's own login page (after the gateway's interstitial), and lands on the operator's
+//! success page; another fills the hosted
 //! API-key form, gets its validation and the app's refusal, then connects; a third fills a form
 //! whose Connection needs the platform to confirm the user, follows the gateway's link to the
-//! platform's page, and is ACTIVE once the platform confirms. Screenshots of each page land in
+//! platform's page, and is ACTIVE once the platform confirms and the browser returns. Screenshots of each page land in
 //! `target/test-output/browser/`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -40,9 +41,16 @@ async fn user_signs_in_at_dex_in_chromium() {
     let browser = Browser::start().await.unwrap_or_else(|e| panic!("{e}"));
     let browser_at = started.elapsed();
 
-    // The link leads, through the gateway's redirect, to Dex's password form (Dex has only its
-    // local password connector, so it shows no connector chooser).
+    // The link shows the interstitial first: which account, which platform; Continue leads to
+    // Dex's password form (Dex has only its local password connector, so no connector chooser).
     browser.goto(&first_link).await.unwrap();
+    browser.wait_for("#interstitial").await.unwrap();
+    assert_eq!(
+        browser.text("#requester-account").await.unwrap(),
+        pending.spec.identifier
+    );
+    browser.screenshot("0-interstitial").await.unwrap();
+    browser.click("#continue").await.unwrap();
     browser.wait_for("input[name=password]").await.unwrap();
     let login_url = browser.current_url().await.unwrap();
     assert!(
@@ -284,7 +292,7 @@ async fn user_fills_a_form_and_the_platform_verifies_them_in_chromium() {
         seen[0].clone()
     };
 
-    // The platform confirms the user: ACTIVE, the key published.
+    // The platform confirms the user and sends the browser back: ACTIVE, the key published.
     let ok = forms::verify(
         &s.operator.gateway_url,
         &platform,
@@ -293,6 +301,12 @@ async fn user_fills_a_form_and_the_platform_verifies_them_in_chromium() {
     )
     .await;
     assert_eq!(ok.status(), 200);
+    let answer: serde_json::Value = ok.json().await.unwrap();
+    browser.goto(answer["returnUrl"].as_str().unwrap()).await.unwrap();
+    browser
+        .wait_for_text("h1", "Account connected")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     wait_state(accounts, "hana", AccountState::Active).await;
     let secret = secrets.get("hana-credentials").await.unwrap();
     assert_eq!(secret_text(&secret)["api_key"], "hanas-key-0001");

@@ -87,9 +87,39 @@ async fn tampered_forged_expired_moved_and_garbage_links_are_refused() {
     let http = browser_until(&s.dex.issuer);
     let gw = &s.operator.gateway_url;
 
-    let ok = http.get(&good).send().await.unwrap();
-    assert_eq!(ok.status(), 302, "a valid link redirects to the provider");
-    let location = ok.headers()["location"].to_str().unwrap().to_owned();
+    let shown = http.get(&good).send().await.unwrap();
+    assert_eq!(shown.status(), 200, "a valid link shows the interstitial");
+    let page = shown.text().await.unwrap();
+    assert!(
+        page.contains("id=\"interstitial\"") && !page.contains(s.dex.authorization_url()),
+        "{page}"
+    );
+    // Continue pressed for this page by another browser (another site's form: no cookie) is refused.
+    let elsewhere = common::dex::continue_request(
+        &browser_until(&s.dex.issuer),
+        &reqwest::Url::parse(&good).unwrap(),
+        &page,
+    )
+    .unwrap()
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(elsewhere.status(), 400);
+    assert!(
+        !elsewhere
+            .text()
+            .await
+            .unwrap()
+            .contains(s.dex.authorization_url())
+    );
+    let ok = common::dex::press_continue(&http, &good).await.unwrap();
+    assert_eq!(
+        ok.status(),
+        200,
+        "Continue answers a page that moves on to the provider"
+    );
+    assert!(ok.headers()["set-cookie"].to_str().unwrap().contains("HttpOnly"));
+    let location = common::dex::provider_url(ok).await.unwrap().to_string();
     assert!(location.starts_with(s.dex.authorization_url()));
     for param in [
         "state=",
@@ -99,9 +129,12 @@ async fn tampered_forged_expired_moved_and_garbage_links_are_refused() {
     ] {
         assert!(location.contains(param), "{param} in the authorization URL");
     }
-    assert!(ok.headers()["set-cookie"].to_str().unwrap().contains("HttpOnly"));
-    // Opening the link does not spend it.
-    assert_eq!(http.get(&good).send().await.unwrap().status(), 302);
+    // Opening the link, or pressing Continue, does not spend it.
+    assert_eq!(http.get(&good).send().await.unwrap().status(), 200);
+    assert_eq!(
+        common::dex::press_continue(&http, &good).await.unwrap().status(),
+        200
+    );
 
     let mut tampered = good.clone();
     let last = tampered.pop().unwrap();
@@ -262,8 +295,10 @@ async fn a_user_who_declines_sees_a_clear_page_and_the_account_waits() {
     dex_connection(&env.client, &env.ns, "dex", &s.dex, &["openid"]).await;
     let a = pending_account(&env, "judy").await;
     let http = browser_until(&s.dex.issuer);
-    let to_dex = http.get(link(&a).unwrap()).send().await.unwrap();
-    let location = reqwest::Url::parse(to_dex.headers()["location"].to_str().unwrap()).unwrap();
+    let to_dex = common::dex::press_continue(&http, &link(&a).unwrap())
+        .await
+        .unwrap();
+    let location = common::dex::provider_url(to_dex).await.unwrap();
     let state = query(&location, "state");
 
     let callback = format!("{}/oauth/callback", s.operator.gateway_url);

@@ -75,12 +75,16 @@ async fn a_malformed_account_does_not_stop_the_controller() {
     )
     .await;
     let odd = wait_account(&accounts, "odd", "link", |a| link(a).is_some()).await;
-    let to_provider = common::dex::browser_until(&s.dex.issuer)
-        .get(link(&odd).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(to_provider.status(), 302);
+    let to_provider =
+        common::dex::press_continue(&common::dex::browser_until(&s.dex.issuer), &link(&odd).unwrap())
+            .await
+            .unwrap();
+    assert_eq!(to_provider.status(), 200);
+    let to_provider = common::dex::provider_url(to_provider).await.unwrap();
+    assert!(
+        to_provider.as_str().starts_with(s.dex.authorization_url()),
+        "{to_provider}"
+    );
     eventually(REACT, "the malformed account reported in the log", || async {
         s.operator
             .logs()

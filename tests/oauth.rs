@@ -213,7 +213,11 @@ async fn user_authorizes_token_refreshes_reauthorize_disconnect_delete() {
     let refreshes =
         format!(r#"agentauth_refreshes_total{{namespace="{ns}",connection="dex",result="success"}}"#);
     assert!(metrics.contains(&refreshes), "refresh counter in:\n{metrics}");
-    assert!(metrics.contains(r#"agentauth_gateway_requests_total{route="/connect/{token}",status="302"}"#));
+    assert!(metrics.contains(r#"agentauth_gateway_requests_total{route="/connect/{token}",status="200"}"#));
+    assert!(
+        metrics
+            .contains(r#"agentauth_gateway_requests_total{route="/connect/{token}/continue",status="200"}"#)
+    );
     assert!(metrics.contains(r#"agentauth_gateway_requests_total{route="/oauth/callback",status="200"}"#));
     assert!(metrics.contains(r#"agentauth_reconcile_duration_seconds_count{controller="account"}"#));
 

@@ -273,14 +273,16 @@ async fn the_gateway_works_with_no_rights_on_credentials() {
     );
     let platform = platform_token(client, ns, "platform", true).await;
     let bob: ConnectedAccount = accounts.get("bob").await.unwrap();
-    let verified = forms::verify(
+    // The platform confirms; the browser that started the flow comes back: published.
+    let back = forms::confirm_and_return(
+        &http,
         &split.gateway.gateway_url,
         &platform,
         &request_id,
         &bob.spec.identifier,
     )
     .await;
-    assert_eq!(verified.status(), 200);
+    assert_eq!(back.status(), 200);
     wait_state(accounts, "bob", AccountState::Active).await;
 
     // The intake admits the gateway only: no token, another ServiceAccount's token, or the

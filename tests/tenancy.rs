@@ -392,12 +392,9 @@ async fn one_oauth_client_per_namespace_and_states_stay_with_their_connection() 
         .cookie_store(true)
         .build()
         .unwrap();
-    let to_dex = http.get(link(&pending).unwrap()).send().await.unwrap();
-    let location = url::Url::parse(to_dex.headers()["location"].to_str().unwrap()).unwrap();
-    let q: std::collections::BTreeMap<String, String> = location.query_pairs().into_owned().collect();
-    assert_eq!(q["redirect_uri"], redirect);
-    let gw = &s.operator.gateway_url;
-    let issued = &q["state"];
+    let to_dex = common::dex::press_continue(&http, &link(&pending).unwrap())
+        .await
+        .unwrap();
     let cookie = to_dex.headers()["set-cookie"]
         .to_str()
         .unwrap()
@@ -405,6 +402,11 @@ async fn one_oauth_client_per_namespace_and_states_stay_with_their_connection() 
         .next()
         .unwrap()
         .to_owned();
+    let location = common::dex::provider_url(to_dex).await.unwrap();
+    let q: std::collections::BTreeMap<String, String> = location.query_pairs().into_owned().collect();
+    assert_eq!(q["redirect_uri"], redirect);
+    let gw = &s.operator.gateway_url;
+    let issued = &q["state"];
     for callback in [
         format!("{gw}/oauth/callback/ns/{}/app", b.ns),
         format!("{gw}/oauth/callback"),

@@ -1012,7 +1012,7 @@ impl Suite<'_> {
         )
         .await?;
         self.gateway_rows(
-            "behind TLS termination (nginx, 1 process): /connect → 302".into(),
+            "behind TLS termination (nginx, 1 process): /connect → 200 interstitial".into(),
             "behind TLS termination: latency p50 / p99",
             &r,
             plain,
@@ -1043,7 +1043,8 @@ impl Suite<'_> {
         if paths.is_empty() {
             return Err(format!("no links under {gw} in {ns}"));
         }
-        // One request by hand: the answer is the redirect to the provider.
+        // One request by hand: the answer is the interstitial naming the provider (only its
+        // Continue button goes there).
         let probe = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -1052,17 +1053,14 @@ impl Suite<'_> {
             .send()
             .await
             .map_err(|e| e.to_string())?;
-        let location = probe
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        if probe.status() != 302 || !location.starts_with(harness::AUTHORIZATION_URL) {
-            return Err(format!(
-                "/connect answered {} (location {location:?})",
-                probe.status()
-            ));
+        let status = probe.status();
+        let page = probe.text().await.map_err(|e| e.to_string())?;
+        let provider_host = reqwest::Url::parse(harness::AUTHORIZATION_URL)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        if status != 200 || !page.contains("id=\"interstitial\"") || !page.contains(&provider_host) {
+            return Err(format!("/connect answered {status}, not the interstitial"));
         }
         let dir = self.env.cluster.dir().to_owned();
         let admin = self.op.admin_url();
@@ -1092,8 +1090,8 @@ impl Suite<'_> {
         let cpu = cpu_delta(&cpu0, &self.cpu());
         let api1 = harness::apiserver_metrics(&self.env.admin).await?;
         let m1 = self.op.metrics().await?;
-        let redirects = harness::metric_sum(&m1, "agentauth_gateway_requests_total", &[("status", "302")])
-            - harness::metric_sum(&m0, "agentauth_gateway_requests_total", &[("status", "302")]);
+        let pages = harness::metric_sum(&m1, "agentauth_gateway_requests_total", &[("status", "200")])
+            - harness::metric_sum(&m0, "agentauth_gateway_requests_total", &[("status", "200")]);
         let gets: BTreeMap<&str, u64> = ["connectedaccounts", "connections", "secrets"]
             .into_iter()
             .map(|res| {
@@ -1106,7 +1104,7 @@ impl Suite<'_> {
         let secs = r.seconds.round();
         self.gateway_rows(
             format!(
-                "/connect/{{token}} → 302, {} links, {} connections, {secs:.0} s ({})",
+                "/connect/{{token}} → 200 interstitial, {} links, {} connections, {secs:.0} s ({})",
                 paths.len(),
                 p.gateway_connections,
                 r.tool
@@ -1120,7 +1118,7 @@ impl Suite<'_> {
         self.detail(
             "gateway",
             json!({"connect": r, "healthz": base, "connect_behind_tls": tls,
-                   "redirects_counted_by_operator": redirects,
+                   "interstitials_counted_by_operator": pages,
                    "apiserver_gets_during_load": gets, "apiserver_gets_per_request": gets_per_request,
                    "cpu_s": cpu}),
         );

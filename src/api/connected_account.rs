@@ -164,6 +164,11 @@ pub struct ConnectedAccountStatus {
     /// Scopes the provider granted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub granted_scopes: Vec<String>,
+    /// Who the user is at the provider, as the provider said after the last authorization (the
+    /// OpenID Connect `id_token` or userinfo endpoint). Never a credential; the platform compares
+    /// it with its own user at the verification step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_identity: Option<ProviderIdentity>,
     /// The `agentauth.dev/reauthorize` annotation value that the operator last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reauthorize_request: Option<String>,
@@ -173,6 +178,22 @@ pub struct ConnectedAccountStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// The provider's identity of the user who authorized: what its OpenID Connect `id_token` (or
+/// userinfo endpoint) said. Informational, never a credential and never trusted for access.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderIdentity {
+    /// The provider's stable id of the user (OIDC `sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The user's email address as the provider reported it (OIDC `email`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Who issued the identity (OIDC `iss`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
 }
 
 #[cfg(test)]

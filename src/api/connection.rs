@@ -183,6 +183,14 @@ pub struct OAuth2Settings {
     #[schemars(length(max = 2048))]
     pub revocation_url: Option<String>,
 
+    /// The provider's OpenID Connect userinfo endpoint. When the token response carries no
+    /// `id_token`, the operator asks here (with the new access token, through the egress policy)
+    /// who the user is, and records it as `status.providerIdentity`. Never a credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    pub userinfo_url: Option<String>,
+
     /// Scopes to request (space-free strings). Adding a scope marks existing accounts `ScopesChanged` and issues them a
     /// new link; their old token keeps working until the user re-authorizes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

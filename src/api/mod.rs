@@ -18,7 +18,7 @@ pub use cluster_connection::{
 };
 pub use connected_account::{
     AccountState, ConnectedAccount, ConnectedAccountSpec, ConnectedAccountStatus, ConnectionKind,
-    ConnectionRef, LocalSecretRef, REAUTHORIZE_ANNOTATION,
+    ConnectionRef, LocalSecretRef, ProviderIdentity, REAUTHORIZE_ANNOTATION,
 };
 pub use connection::{
     AuthType, Connection, ConnectionSpec, ConnectionStatus, LinkSettings, OAuth2Settings, RefreshSettings,

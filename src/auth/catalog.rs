@@ -33,6 +33,9 @@ pub struct Preset {
     /// An RFC 7009 endpoint; providers with a non-standard revocation API have none here.
     #[serde(default)]
     pub revocation_url: Option<String>,
+    /// An OpenID Connect userinfo endpoint, asked who the user is when no `id_token` comes.
+    #[serde(default)]
+    pub userinfo_url: Option<String>,
     /// Requested when the Connection lists no scopes.
     #[serde(default)]
     pub default_scopes: Vec<String>,
@@ -137,6 +140,7 @@ fn validate(presets: &[Preset]) -> Result<(), CatalogError> {
             ("tokenUrl", &p.token_url),
             ("refreshUrl", &p.refresh_url),
             ("revocationUrl", &p.revocation_url),
+            ("userinfoUrl", &p.userinfo_url),
             ("apiBaseUrl", &p.api_base_url),
             ("docs", &p.docs),
         ] {

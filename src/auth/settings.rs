@@ -18,6 +18,10 @@ pub struct Settings {
     /// Where refresh grants go when not to `token_url` (Figma).
     pub refresh_url: Option<String>,
     pub revocation_url: Option<String>,
+    /// Where to ask who the user is when the token response has no `id_token`.
+    pub userinfo_url: Option<String>,
+    /// The authorization server's issuer (the Connection's `issuer`): an `id_token` must name it.
+    pub issuer: Option<String>,
     /// The scopes requested: the Connection's, else the preset's defaults, plus the preset's
     /// required ones (user flows only). The controller compares grants with these.
     pub scopes: Vec<String>,
@@ -122,6 +126,11 @@ impl Settings {
                 .revocation_url
                 .clone()
                 .or(preset.and_then(|p| p.revocation_url.clone())),
+            userinfo_url: spec
+                .userinfo_url
+                .clone()
+                .or(preset.and_then(|p| p.userinfo_url.clone())),
+            issuer: spec.issuer.clone(),
             scopes,
             scope_separator: preset.map_or_else(|| " ".to_owned(), |p| p.scope_separator.clone()),
             scope_param: preset.map_or_else(|| "scope".to_owned(), |p| p.scope_param.clone()),
@@ -138,6 +147,7 @@ impl Settings {
             ("tokenUrl", Some(&settings.token_url)),
             ("refreshUrl", settings.refresh_url.as_ref()),
             ("revocationUrl", settings.revocation_url.as_ref()),
+            ("userinfoUrl", settings.userinfo_url.as_ref()),
         ] {
             let Some(url) = url else { continue };
             if url.contains("{subdomain}") {

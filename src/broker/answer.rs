@@ -92,6 +92,7 @@ mod tests {
             fields: BTreeMap::new(),
             header_name: None,
             header_value: None,
+            identity: None,
         };
         let b = body(&entry(), &t, Some("google"), now);
         assert_eq!(
@@ -124,6 +125,7 @@ mod tests {
             fields: BTreeMap::from([("api_key".to_owned(), "k-1".to_owned())]),
             header_name: Some("X-Api-Key".into()),
             header_value: Some("k-1".into()),
+            identity: None,
         };
         let b = body(&entry(), &t, None, now);
         assert_eq!(

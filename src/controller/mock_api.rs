@@ -199,6 +199,7 @@ pub fn context(client: Client, record: Secret, secret: Option<Secret>) -> Arc<Co
         metrics_account_labels: false,
         broker_addr: ([127, 0, 0, 1], 0).into(),
         broker_audience: crate::broker::DEFAULT_AUDIENCE.into(),
+        verify_audience: crate::config::DEFAULT_VERIFY_AUDIENCE.into(),
         instance: "test".into(),
         leader_election: false,
         refresh_concurrency: 1,

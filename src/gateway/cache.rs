@@ -28,6 +28,8 @@ pub struct Entry {
     pub link: Option<String>,
     pub disconnected: bool,
     pub connection: String,
+    /// `spec.identifier`, shown on the interstitial page.
+    pub identifier: String,
     /// ClusterConnections are not cached: their namespace selector needs the namespace's labels.
     pub cluster: bool,
 }
@@ -126,6 +128,7 @@ fn entry(a: &GuardedAccount) -> Option<(Key, Entry)> {
             .map(str::to_owned),
         disconnected: status.and_then(|s| s.state) == Some(AccountState::Disconnected),
         connection: account.spec.connection_ref.name.clone(),
+        identifier: account.spec.identifier.clone(),
         cluster: account.spec.connection_ref.kind == crate::api::ConnectionKind::ClusterConnection,
     };
     Some((key(a), e))

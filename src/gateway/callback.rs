@@ -23,8 +23,8 @@ use super::context::Gateway;
 use super::finish::finish;
 use super::pages;
 use super::requester::Requester;
-use super::session::{SESSION_COOKIE, session_of};
-use super::verdict;
+use super::session::{Binding, session_of};
+use super::{verdict, verify_return};
 use crate::api::{ConnectedAccount, Connection};
 use crate::auth::resolve as conn_auth;
 use crate::intake::wire::{Declined, Exchange, SpentQuery};
@@ -91,7 +91,7 @@ async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>
             );
         }
     };
-    if session_of(&headers, SESSION_COOKIE).as_deref() != Some(claims.sid.as_str()) {
+    if session_of(&gw, &headers, Binding::Session, &claims.link).as_deref() != Some(claims.sid.as_str()) {
         tracing::info!(account = %claims.name, namespace = %claims.ns, "OAuth state without its browser session");
         return pages::bad_request(
             "Finish the sign-in in the browser where you opened the link. Start again from your link.",
@@ -160,7 +160,8 @@ async fn callback(gw: Gateway, at: At, headers: HeaderMap, query: Option<String>
         return pages::bad_request("The sign-in response is missing its code. Start again from your link.");
     };
     let result = gw.intake.exchange(Exchange { state, code }).await;
-    finish(&account, &conn, result)
+    let request = verify_return::request_of(&result);
+    verify_return::bind(&gw, finish(&account, &conn, result), request)
 }
 
 /// Whether a sign-in response for `claims` may complete at this callback: the state names this

@@ -21,14 +21,20 @@ use super::finish::finish_form;
 use super::form_page::{self, Feedback};
 use super::pages;
 use super::requester::Requester;
-use super::session::{self, FORM_COOKIE};
+use super::session::{self, Binding};
 use crate::api::Connection;
 use crate::auth::form::Form;
 use crate::intake::wire::{Completion, SpentQuery, Submission};
 use crate::signer::{self, LinkClaims};
 
 /// Renders the form for a verified, current link.
-pub async fn show(gw: &Gateway, token: &str, claims: &LinkClaims, conn: &Connection) -> Response {
+pub async fn show(
+    gw: &Gateway,
+    token: &str,
+    claims: &LinkClaims,
+    conn: &Connection,
+    identifier: &str,
+) -> Response {
     let form = match Form::of(conn) {
         Ok(f) => f,
         Err(e) => {
@@ -42,6 +48,7 @@ pub async fn show(gw: &Gateway, token: &str, claims: &LinkClaims, conn: &Connect
         token,
         claims,
         conn,
+        identifier,
         &form,
         &sid,
         StatusCode::OK,
@@ -77,7 +84,7 @@ pub async fn submit(
         }
     }
     let now = Timestamp::now().as_second();
-    let session = session::session_of(&headers, FORM_COOKIE);
+    let session = session::session_of(&gw, &headers, Binding::Form, &claims.nonce);
     let state = values
         .remove("state")
         .and_then(|s| gw.signer.verify_state(&s, now).ok())
@@ -120,6 +127,7 @@ pub async fn submit(
             &token,
             &claims,
             &conn,
+            &account.spec.identifier,
             &form,
             &state.sid,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -139,7 +147,10 @@ pub async fn submit(
         .await;
     match result {
         Err(Completion::CheckFailed { message }) => refuse(&clean, BTreeMap::new(), Some(message)),
-        result => finish_form(&account, &conn, result),
+        result => {
+            let request = super::verify_return::request_of(&result);
+            super::verify_return::bind(&gw, finish_form(&account, &conn, result), request)
+        }
     }
 }
 
@@ -165,15 +176,21 @@ fn render(
     token: &str,
     claims: &LinkClaims,
     conn: &Connection,
+    identifier: &str,
     form: &Form,
     sid: &str,
     status: StatusCode,
     feedback: &Feedback,
 ) -> Response {
     let state = session::issue_state(gw, claims, conn, sid);
-    let page = form_page::page(&Requester::of(conn), form, &state, feedback);
+    let page = form_page::page(
+        &Requester::of(conn).for_account(identifier),
+        form,
+        &state,
+        feedback,
+    );
     let link_url = gw.config.endpoint(&format!("connect/{token}"));
     let mut resp = pages::respond(status, page);
-    session::set_cookie(gw, &mut resp, FORM_COOKIE, &link_url, sid);
+    session::set_cookie(gw, &mut resp, Binding::Form, &claims.nonce, &link_url, sid);
     resp
 }

@@ -12,11 +12,13 @@ mod context;
 mod finish;
 mod form_page;
 mod forms;
+mod interstitial;
 pub mod pages;
 mod requester;
 mod session;
 mod verdict;
 mod verify;
+mod verify_return;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -50,10 +52,15 @@ pub fn router(gw: Gateway) -> Router {
     let metrics = gw.metrics.clone();
     let mut router = Router::new()
         .route("/connect/{token}", get(connect::connect).post(forms::submit))
+        .route(
+            "/connect/{token}/continue",
+            axum::routing::post(interstitial::proceed),
+        )
         .route("/oauth/callback", get(callback::legacy))
         .route("/oauth/callback/ns/{ns}/{connection}", get(callback::own))
         .route("/oauth/callback/cluster/{connection}", get(callback::cluster))
         .route("/verify", axum::routing::post(verify::verify))
+        .route("/verify/return", get(verify_return::back))
         .fallback(|| async { pages::not_found() })
         .with_state(gw)
         .layer(axum::middleware::from_fn(

@@ -14,11 +14,25 @@ pub fn page(status: StatusCode, title: &str, message: &str) -> Response {
 
 /// The common frame of every page around `body`.
 pub fn layout(title: &str, body: Markup) -> Markup {
+    frame(title, None, body)
+}
+
+/// [`layout`] for a page that moves on to `next` by itself (`<meta http-equiv="refresh">`, a
+/// navigation of its own that the page's `form-action` does not govern, unlike a redirect after a
+/// form POST); `body` should carry a link to `next` as a fallback.
+pub fn moving_on(title: &str, next: &url::Url, body: Markup) -> Markup {
+    frame(title, Some(next), body)
+}
+
+fn frame(title: &str, next: Option<&url::Url>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
+                @if let Some(next) = next {
+                    meta http-equiv="refresh" content={ "0;url=" (next.as_str()) };
+                }
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) }
                 style { (PreEscaped(STYLE)) }

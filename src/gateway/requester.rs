@@ -23,6 +23,8 @@ pub struct Requester {
     pub host: Option<String>,
     pub namespace: String,
     pub connection: String,
+    /// The account's `spec.identifier`, on pages that act for one account.
+    pub account: Option<String>,
 }
 
 impl Requester {
@@ -36,7 +38,15 @@ impl Requester {
             host: app_url(conn, preset).as_deref().and_then(host_of),
             namespace: conn.namespace().unwrap_or_default(),
             connection: conn.name_any(),
+            account: None,
         }
+    }
+
+    /// These facts for the account named `identifier` (the page names it, so a user who was sent
+    /// someone else's link sees whose account it is).
+    pub fn for_account(mut self, identifier: &str) -> Requester {
+        self.account = Some(identifier.to_owned());
+        self
     }
 
     /// The app as a page title names it: the preset's name, else its host, else neutral.
@@ -67,6 +77,10 @@ impl Requester {
                         Some(h) => (h),
                         None => "not stated by the Connection",
                     }
+                }
+                @if let Some(account) = &self.account {
+                    dt { "Account" }
+                    dd id="requester-account" { (account) }
                 }
                 dt { "Requested by" }
                 dd id="requester-connection" {
@@ -200,9 +214,10 @@ mod tests {
             host: Some("<b>".into()),
             namespace: "a&b".into(),
             connection: "\"x\"".into(),
+            account: Some("<i>".into()),
         };
         let html = r.html().into_string();
         assert!(html.contains("&lt;b&gt;") && html.contains("a&amp;b") && html.contains("&quot;x&quot;"));
-        assert!(!html.contains("<b>"));
+        assert!(!html.contains("<b>") && html.contains("&lt;i&gt;"));
     }
 }

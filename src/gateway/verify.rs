@@ -3,9 +3,19 @@
 //! The caller is the platform's backend, authenticated by a Kubernetes ServiceAccount token
 //! (TokenReview) and authorized by RBAC for the verb `verify` on `connectedaccounts` in the
 //! account's namespace (SubjectAccessReview), so an account can only be confirmed by someone the
-//! cluster trusts for that namespace. Guarantees: the one-time request id is signed, bound to the
-//! account's UID and expiring; a matching identifier publishes the held-back credential; any other
-//! identifier discards it, so nothing of that attempt is ever published.
+//! cluster trusts for that namespace. The token must be issued for the audience `--verify-audience`
+//! (default `agentauth.dev/verify`), so a token meant for anything else is refused.
+//!
+//! - `{"requestId"}` inspects the request: the account's identifier and the provider's identity of
+//!   the user (`providerIdentity`), for the platform to compare with its own user;
+//! - `{"requestId", "identifier"}` confirms: a matching identifier marks the held-back credential
+//!   confirmed and answers `returnUrl`, where the platform sends the browser; the credential is
+//!   published only when the browser that started the flow arrives there
+//!   ([`super::verify_return`]); any other identifier discards it;
+//! - `{"requestId", "refuse": true}` discards it.
+//!
+//! Guarantees: the one-time request id is signed, bound to the account's UID and expiring; nothing
+//! of a discarded attempt is ever published.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -27,10 +37,13 @@ pub const VERB: &str = "verify";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Request {
     request_id: String,
-    identifier: String,
+    #[serde(default)]
+    identifier: Option<String>,
+    #[serde(default)]
+    refuse: bool,
 }
 
-fn answer(status: StatusCode, error: &str, message: &str) -> Response {
+pub(super) fn answer(status: StatusCode, error: &str, message: &str) -> Response {
     (status, Json(json!({"error": error, "message": message}))).into_response()
 }
 
@@ -51,7 +64,7 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
         return answer(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "the body must be JSON: {\"requestId\": \"...\", \"identifier\": \"...\"}",
+            "the body must be JSON: {\"requestId\": \"...\"} to inspect, {\"requestId\": \"...\", \"identifier\": \"...\"} to confirm, {\"requestId\": \"...\", \"refuse\": true} to refuse",
         );
     };
     let user = match authenticate(&gw, token).await {
@@ -91,15 +104,27 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
         }
         Err(resp) => return resp,
     }
+    if req.identifier.is_none() && !req.refuse {
+        return super::verify_return::inspect(&gw, req.request_id).await;
+    }
+    let back = super::verify_return::return_url(&gw, &req.request_id);
     let outcome = gw
         .intake
         .verify(Confirmation {
             request_id: req.request_id,
             identifier: req.identifier,
+            refuse: req.refuse,
         })
         .await;
     match outcome {
-        Verified::Published => (StatusCode::OK, Json(json!({"verified": true}))).into_response(),
+        Verified::Confirmed => {
+            (StatusCode::OK, Json(json!({"verified": true, "returnUrl": back}))).into_response()
+        }
+        Verified::Refused => answer(
+            StatusCode::FORBIDDEN,
+            "refused",
+            "the platform refused the user; the credential was discarded",
+        ),
         Verified::Mismatch => answer(
             StatusCode::FORBIDDEN,
             "identifier_mismatch",
@@ -119,7 +144,7 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
     }
 }
 
-fn unavailable() -> Response {
+pub(super) fn unavailable() -> Response {
     answer(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
@@ -129,7 +154,7 @@ fn unavailable() -> Response {
 
 /// Who the token belongs to, if the API server accepts it.
 async fn authenticate(gw: &Gateway, token: &str) -> Result<Option<UserInfo>, Response> {
-    crate::review::authenticate(&gw.client, token, None)
+    crate::review::authenticate(&gw.client, token, Some(&gw.config.verify_audience))
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "TokenReview failed");

@@ -17,7 +17,10 @@ pub mod wire;
 use std::sync::Arc;
 
 pub use desk::Desk;
-use wire::{Completed, Completion, Confirmation, Declined, Exchange, SpentQuery, Submission, Verified};
+use wire::{
+    Completed, Completion, Confirmation, Declined, Exchange, Inspected, Inspection, Return, Returned,
+    SpentQuery, Submission, Verified,
+};
 
 /// The default audience of the gateway's tokens at the intake.
 pub const DEFAULT_AUDIENCE: &str = "agentauth.dev/intake";
@@ -78,6 +81,28 @@ impl Intake {
                 .call(remote::Op::Verify, &c)
                 .await
                 .unwrap_or(Verified::Unavailable),
+        }
+    }
+
+    /// What the platform may see of a verification request.
+    pub async fn inspect(&self, i: Inspection) -> Inspected {
+        match self {
+            Intake::Local(d) => d.inspect(&i).await,
+            Intake::Remote(r) => r
+                .call(remote::Op::Inspect, &i)
+                .await
+                .unwrap_or(Inspected::Unavailable),
+        }
+    }
+
+    /// Publishes a confirmed held-back credential once its browser is back.
+    pub async fn returned(&self, b: Return) -> Returned {
+        match self {
+            Intake::Local(d) => d.returned(&b).await,
+            Intake::Remote(r) => r
+                .call(remote::Op::Return, &b)
+                .await
+                .unwrap_or(Returned::Unavailable),
         }
     }
 }

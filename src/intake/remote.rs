@@ -24,6 +24,8 @@ pub enum Op {
     Exchange,
     Submit,
     Verify,
+    Inspect,
+    Return,
 }
 
 impl Op {
@@ -34,6 +36,8 @@ impl Op {
             Op::Exchange => "/v1/exchange",
             Op::Submit => "/v1/submit",
             Op::Verify => "/v1/verify",
+            Op::Inspect => "/v1/inspect",
+            Op::Return => "/v1/return",
         }
     }
 }

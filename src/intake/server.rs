@@ -23,7 +23,7 @@ use axum::routing::post;
 
 use super::Desk;
 use super::remote::Op;
-use super::wire::{Confirmation, Declined, Exchange, SpentQuery, Submission};
+use super::wire::{Confirmation, Declined, Exchange, Inspection, Return, SpentQuery, Submission};
 
 /// How long an admission is reused (never beyond the token's own `exp`).
 const TTL: Duration = Duration::from_secs(60);
@@ -175,6 +175,18 @@ pub fn router(desk: Desk, keeper: Gatekeeper) -> axum::Router {
             Op::Verify.path(),
             post(|State(s): State<Intake>, Json(c): Json<Confirmation>| async move {
                 Json(s.desk.verify(&c).await)
+            }),
+        )
+        .route(
+            Op::Inspect.path(),
+            post(|State(s): State<Intake>, Json(i): Json<Inspection>| async move {
+                Json(s.desk.inspect(&i).await)
+            }),
+        )
+        .route(
+            Op::Return.path(),
+            post(|State(s): State<Intake>, Json(r): Json<Return>| async move {
+                Json(s.desk.returned(&r).await)
             }),
         )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), gate))

@@ -75,6 +75,54 @@ pub struct SpentQuery {
     pub link: String,
 }
 
+/// The platform inspects a verification request (after the gateway authenticated and authorized
+/// it): whose account, and who the provider says signed in.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Inspection {
+    pub request_id: String,
+}
+
+/// What the platform learns from an [`Inspection`]. Never a credential.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "request")]
+pub enum Inspected {
+    Pending {
+        /// The account's `spec.identifier`.
+        identifier: String,
+        /// Who signed in, as the provider said (OpenID Connect), when known.
+        provider_identity: Option<crate::api::ProviderIdentity>,
+        /// The platform already confirmed the user.
+        confirmed: bool,
+    },
+    /// Already answered, expired, or the account is gone.
+    Gone,
+    Unavailable,
+}
+
+/// The browser that started the flow came back with the request id (the gateway checked its
+/// cookie): publish the held-back credential if the platform confirmed it.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Return {
+    pub request_id: String,
+}
+
+/// What became of a [`Return`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "returned")]
+pub enum Returned {
+    /// Published; then the success page, or the allowed `successRedirectUrl`.
+    Published {
+        onward: Onward,
+    },
+    /// The platform has not confirmed the user (yet).
+    NotConfirmed,
+    /// Already published or discarded, expired, or the account is gone.
+    Gone,
+    Unavailable,
+}
+
 /// Check (when the Connection asks) and store what the user typed into the hosted form of `link`.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -91,17 +139,25 @@ pub struct Submission {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Confirmation {
     pub request_id: String,
-    pub identifier: String,
+    /// The platform's user; ignored with `refuse`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
+    /// The platform refuses the user (e.g. the provider's identity is not its user's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refuse: bool,
 }
 
 /// What became of a [`Confirmation`].
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub enum Verified {
-    /// The identifier matched: the held-back credential is published.
-    Published,
+    /// The identifier matched: the held-back credential is confirmed, published when the browser
+    /// that started the flow returns ([`Return`]).
+    Confirmed,
     /// Another identifier: the held-back credential is discarded.
     Mismatch,
+    /// The platform refused the user: the held-back credential is discarded.
+    Refused,
     /// Already answered or expired.
     Gone,
     /// The account the request names no longer exists.

@@ -158,6 +158,10 @@ pub struct PendingVerification {
     pub grant: Option<Grant>,
     /// After this the credential is discarded and a new link issued.
     pub expires_at: Timestamp,
+    /// The platform confirmed the user (`POST /verify`); the credential is published once the
+    /// browser that started the flow comes back to `/verify/return`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirmed: bool,
 }
 
 /// A failed authorization attempt, in words safe for status and logs.
@@ -201,6 +205,9 @@ pub struct TokenSet {
     /// The whole header value, when it is not `<token_type> <access_token>` (API keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_value: Option<String>,
+    /// Who authorized, as the provider said (OpenID Connect); never published to agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::api::ProviderIdentity>,
 }
 
 impl std::fmt::Debug for TokenSet {
@@ -242,6 +249,9 @@ impl TokenSet {
         }
         if new.scopes.is_empty() {
             new.scopes = self.scopes.clone();
+        }
+        if new.identity.is_none() {
+            new.identity = self.identity.clone();
         }
         new
     }

@@ -97,7 +97,43 @@ pub fn crm_spec(app: &str) -> serde_json::Value {
 pub async fn platform_token(client: &kube::Client, ns: &str, name: &str, may_verify: bool) -> String {
     let verbs: &[&str] = if may_verify { &["verify"] } else { &[] };
     super::identity::service_account(client, ns, name, verbs, None).await;
-    super::identity::token(client, ns, name, None).await
+    super::identity::token(client, ns, name, Some(VERIFY_AUDIENCE)).await
+}
+
+/// The audience the gateway's `/verify` asks for (`--verify-audience`'s default).
+pub const VERIFY_AUDIENCE: &str = "agentauth.dev/verify";
+
+/// The platform's `POST /verify {"requestId"}`: inspects the request (identifier, provider
+/// identity) without answering it.
+pub async fn inspect(gateway: &str, token: &str, request_id: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{gateway}/verify"))
+        .bearer_auth(token)
+        .json(&json!({"requestId": request_id}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The platform confirms `identifier` for `request_id` and sends the user's browser `http` back to
+/// the gateway's return URL: the response to that return (the page the user sees).
+pub async fn confirm_and_return(
+    http: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    request_id: &str,
+    identifier: &str,
+) -> reqwest::Response {
+    let ok = verify(gateway, token, request_id, identifier).await;
+    assert_eq!(ok.status(), 200, "the platform's confirmation");
+    let answer: serde_json::Value = ok.json().await.unwrap();
+    assert_eq!(answer["verified"], true, "{answer}");
+    let back = answer["returnUrl"].as_str().unwrap().to_owned();
+    assert!(
+        back.starts_with(&format!("{gateway}/verify/return?request_id=")),
+        "{back}"
+    );
+    http.get(back).send().await.unwrap()
 }
 
 /// The platform's `POST /verify` for `request_id`, as the ServiceAccount `token`.

@@ -72,9 +72,13 @@ pub async fn authorized(client: &kube::Client, ns: &str, name: &str, conn: &str)
     active
 }
 
-/// Plays the user through `link`: the gateway, the provider's instant consent, the callback page.
+/// Plays the user through `link`: the gateway's interstitial and its Continue, the provider's
+/// instant consent, the callback page.
 pub async fn follow(link: &str) {
-    let page = super::dex::browser().get(link).send().await.unwrap();
+    let http = super::dex::browser();
+    let pressed = super::dex::press_continue(&http, link).await.unwrap();
+    let to_provider = super::dex::provider_url(pressed).await.unwrap();
+    let page = http.get(to_provider).send().await.unwrap();
     assert_eq!(page.status(), 200, "authorization through {link}");
 }
 

@@ -14,6 +14,7 @@ use oauth2::{
 };
 
 use super::classify::TokenEndpointError;
+use super::identity;
 use super::transport::{ProviderHttp, Response};
 use crate::api::TokenEndpointAuthMethod;
 use crate::auth::error::ConfigError;
@@ -148,7 +149,39 @@ impl OAuthClient {
         let provider = self.provider_http(http, now);
         let result = req.request_async(&provider).await;
         let resp = provider.outcome(result, &self.secrets(&[code, pkce_verifier]))?;
-        Ok(self.token_set(resp, now))
+        let mut tokens = self.token_set(resp, now);
+        tokens.identity = self.identity(http, provider.id_token(), &tokens, now).await?;
+        Ok(tokens)
+    }
+
+    /// Who authorized: the `id_token`'s claims (one that fails its checks fails the exchange,
+    /// since it names another issuer or client), else the userinfo endpoint's answer (a failure
+    /// there only leaves the identity unknown).
+    async fn identity(
+        &self,
+        http: &EgressClient,
+        id_token: Option<String>,
+        tokens: &TokenSet,
+        now: Timestamp,
+    ) -> Result<Option<crate::api::ProviderIdentity>, TokenEndpointError> {
+        if let Some(raw) = id_token {
+            return identity::from_id_token(&raw, &self.settings, now)
+                .map(Some)
+                .map_err(|e| TokenEndpointError::Rejected {
+                    code: "invalid_id_token".into(),
+                    description: Some(e.to_string()),
+                });
+        }
+        let Some(url) = &self.settings.userinfo_url else {
+            return Ok(None);
+        };
+        match identity::from_userinfo(http, url, &tokens.authorization(), &self.settings).await {
+            Ok(id) => Ok(Some(id)),
+            Err(e) => {
+                tracing::warn!(error = %e, "provider identity unknown");
+                Ok(None)
+            }
+        }
     }
 
     /// Every secret a request to the provider may carry, for scrubbing its answer.

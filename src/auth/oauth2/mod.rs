@@ -6,10 +6,12 @@
 //!
 //! - [`client`]: the crate's client and the flows on it;
 //! - [`transport`]: the HTTP requests and answers under it;
-//! - [`classify`]: what a failure means for the account.
+//! - [`classify`]: what a failure means for the account;
+//! - [`identity`]: who authorized, from the `id_token` or the userinfo endpoint.
 
 mod classify;
 mod client;
+pub mod identity;
 mod transport;
 
 pub use classify::{Delivery, TokenEndpointError, error_code};

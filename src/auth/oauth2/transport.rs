@@ -37,6 +37,9 @@ pub(super) struct ProviderHttp {
     retry_after: std::sync::Arc<std::sync::Mutex<Option<Duration>>>,
     /// The status of the answer, after quirks: a success that does not parse may have rotated.
     status: std::sync::Arc<std::sync::Mutex<Option<u16>>>,
+    /// The `id_token` of a successful answer, taken before the quirks drop it (it is a credential
+    /// and never kept as metadata); read once by [`ProviderHttp::id_token`].
+    id_token: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl ProviderHttp {
@@ -53,7 +56,13 @@ impl ProviderHttp {
             timeout,
             retry_after: Default::default(),
             status: Default::default(),
+            id_token: Default::default(),
         }
+    }
+
+    /// The `id_token` of the last successful answer, if it had one.
+    pub(super) fn id_token(&self) -> Option<String> {
+        self.id_token.lock().ok().and_then(|mut s| s.take())
     }
 
     /// Classifies the result of a request made through `self`; a transient failure the provider
@@ -100,6 +109,13 @@ impl<'c> oauth2::AsyncHttpClient<'c> for ProviderHttp {
         Box::pin(async move {
             let resp = send(&self.http, request, self.timeout).await?;
             let (mut parts, mut body) = resp.into_parts();
+            if parts.status.is_success()
+                && let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(&body)
+                && let Some(serde_json::Value::String(id)) = obj.get("id_token")
+                && let Ok(mut slot) = self.id_token.lock()
+            {
+                *slot = Some(id.clone());
+            }
             if let Some(rewritten) = quirks::normalise(parts.status.as_u16(), &body, &self.quirks, self.now)
                 && let Ok(status) = oauth2::http::StatusCode::from_u16(rewritten.status)
             {

@@ -57,6 +57,7 @@ pub fn build_status(
         next_refresh_at: plan.next_refresh_at.filter(|_| tokens.is_some()).map(Time),
         last_refreshed_at: tokens.map(|t| Time(t.obtained_at)),
         granted_scopes: tokens.map(|t| t.scopes.clone()).unwrap_or_default(),
+        provider_identity: tokens.and_then(|t| t.identity.clone()),
         reauthorize_request: if issuing {
             account
                 .annotations()

@@ -393,6 +393,7 @@ fn a_pending_verification_holds_back_the_credential_until_it_expires() {
         tokens: tokens(0, 3600),
         grant: None,
         expires_at: t(900),
+        confirmed: false,
     });
     let p = c.plan();
     assert_eq!(p.state, AccountState::PendingVerification);

@@ -91,6 +91,7 @@ impl Desk {
                             tokens: tokens.clone(),
                             grant: grant.clone(),
                             expires_at: now + ttl,
+                            confirmed: false,
                         }),
                         ..Default::default()
                     };

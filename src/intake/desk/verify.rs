@@ -1,34 +1,33 @@
 //! The platform's answer to a verification request, applied by the controller to the held-back
-//! credential. The gateway has authenticated the platform (TokenReview) and authorized it (RBAC
-//! verb `verify`); the desk re-checks the signed request id and the pending attempt it names.
+//! credential, and the return of the browser that started the flow. The gateway has authenticated
+//! the platform (TokenReview) and authorized it (RBAC verb `verify`), and checked the browser's
+//! cookie for a return; the desk re-checks the signed request id and the pending attempt it names.
 //!
-//! Guarantees: a matching identifier publishes the held-back credential; any other identifier
-//! discards it, so nothing of that attempt is ever published; an answered or expired request is
-//! gone.
+//! Guarantees: an inspection changes nothing; a matching identifier only marks the held-back
+//! credential confirmed; it is published by [`Desk::returned`] (the starting browser is back),
+//! never before; any other identifier, or a refusal, discards it, so nothing of that attempt is
+//! ever published; an answered or expired request is gone.
 
 use jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::Desk;
-use crate::intake::wire::{Confirmation, Verified};
-use crate::store::FlowError;
+use crate::api::ConnectedAccount;
+use crate::intake::onward;
+use crate::intake::wire::{Completion, Confirmation, Inspected, Inspection, Return, Returned, Verified};
+use crate::signer::LinkClaims;
 use crate::store::operator_copy::StoreError;
+use crate::store::{FlowError, PendingVerification};
 
 impl Desk {
-    /// Applies the platform's `identifier` for the request `c.request_id`.
+    /// Applies the platform's answer for the request `c.request_id`.
     pub async fn verify(&self, c: &Confirmation) -> Verified {
-        let Ok(claims) = self
-            .signer
-            .verify_request(&c.request_id, Timestamp::now().as_second())
-        else {
-            return Verified::Gone;
-        };
-        let account = match self.account(&claims).await {
-            Ok(a) => a,
-            Err(crate::intake::wire::Completion::Unavailable) => return Verified::Unavailable,
-            Err(_) => return Verified::Unknown,
+        let (claims, account) = match self.request(&c.request_id).await {
+            Ok(found) => found,
+            Err(v) => return v,
         };
         let uid = account.uid().unwrap_or_default();
+        let identifier = c.identifier.as_deref().filter(|_| !c.refuse);
         for _ in 0..3 {
             let Ok(current) = self.credentials.get(&uid).await else {
                 return Verified::Unavailable;
@@ -41,14 +40,25 @@ impl Desk {
             else {
                 return Verified::Gone;
             };
-            let matches = c.identifier == account.spec.identifier;
-            if matches {
-                record.install(pending.tokens, pending.grant);
-                record.flow_error = None;
+            let outcome = match identifier {
+                Some(i) if i == account.spec.identifier => Verified::Confirmed,
+                Some(_) => Verified::Mismatch,
+                None => Verified::Refused,
+            };
+            if outcome == Verified::Confirmed {
+                record.pending = Some(PendingVerification {
+                    confirmed: true,
+                    ..pending
+                });
             } else {
                 record.flow_error = Some(FlowError {
                     reason: crate::api::Reason::VerificationFailed,
-                    message: "the platform reported a different user than the account's identifier; the credential was discarded".into(),
+                    message: if outcome == Verified::Refused {
+                        "the platform refused the user; the credential was discarded"
+                    } else {
+                        "the platform reported a different user than the account's identifier; the credential was discarded"
+                    }
+                    .into(),
                     link: record.completed_link.clone().unwrap_or_default(),
                 });
             }
@@ -57,18 +67,102 @@ impl Desk {
                 .put(&account, &record, current.resource_version.as_deref())
                 .await
             {
-                Ok(_) if matches => {
-                    tracing::info!(account = %claims.name, namespace = %claims.ns, "user verified");
-                    return Verified::Published;
-                }
                 Ok(_) => {
-                    tracing::warn!(account = %claims.name, namespace = %claims.ns, "verification refused: identifier mismatch");
-                    return Verified::Mismatch;
+                    tracing::info!(account = %claims.name, namespace = %claims.ns, outcome = ?outcome, "verification answered");
+                    return outcome;
                 }
                 Err(StoreError::Conflict) => continue,
                 Err(_) => return Verified::Unavailable,
             }
         }
         Verified::Unavailable
+    }
+
+    /// What the platform may see of the request `i.request_id`; changes nothing.
+    pub async fn inspect(&self, i: &Inspection) -> Inspected {
+        let (claims, account) = match self.request(&i.request_id).await {
+            Ok(found) => found,
+            Err(Verified::Unavailable) => return Inspected::Unavailable,
+            Err(_) => return Inspected::Gone,
+        };
+        let Ok(current) = self.credentials.get(&account.uid().unwrap_or_default()).await else {
+            return Inspected::Unavailable;
+        };
+        match current
+            .record
+            .pending
+            .filter(|p| p.request == claims.nonce && p.expires_at > Timestamp::now())
+        {
+            Some(p) => Inspected::Pending {
+                identifier: account.spec.identifier.clone(),
+                provider_identity: p.tokens.identity,
+                confirmed: p.confirmed,
+            },
+            None => Inspected::Gone,
+        }
+    }
+
+    /// Publishes the held-back credential of `b.request_id` if the platform confirmed it (the
+    /// gateway has checked that the browser that started the flow is the one back).
+    pub async fn returned(&self, b: &Return) -> Returned {
+        let (claims, account) = match self.request(&b.request_id).await {
+            Ok(found) => found,
+            Err(Verified::Unavailable) => return Returned::Unavailable,
+            Err(_) => return Returned::Gone,
+        };
+        let uid = account.uid().unwrap_or_default();
+        for _ in 0..3 {
+            let Ok(current) = self.credentials.get(&uid).await else {
+                return Returned::Unavailable;
+            };
+            let mut record = current.record.clone();
+            let Some(pending) = record
+                .pending
+                .take()
+                .filter(|p| p.request == claims.nonce && p.expires_at > Timestamp::now())
+            else {
+                return Returned::Gone;
+            };
+            if !pending.confirmed {
+                return Returned::NotConfirmed;
+            }
+            record.install(pending.tokens, pending.grant);
+            record.flow_error = None;
+            match self
+                .credentials
+                .put(&account, &record, current.resource_version.as_deref())
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(account = %claims.name, namespace = %claims.ns, "user verified and back: credential published");
+                    let onward = match self.connection(&account).await {
+                        Ok(conn) => onward::decide(
+                            &self.config.allowed_redirect_origins,
+                            conn.spec.success_redirect_url.as_deref(),
+                        ),
+                        Err(_) => onward::Onward::Stay,
+                    };
+                    return Returned::Published { onward };
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(_) => return Returned::Unavailable,
+            }
+        }
+        Returned::Unavailable
+    }
+
+    /// The claims and account of a signed, unexpired request id.
+    async fn request(&self, request_id: &str) -> Result<(LinkClaims, ConnectedAccount), Verified> {
+        let Ok(claims) = self
+            .signer
+            .verify_request(request_id, Timestamp::now().as_second())
+        else {
+            return Err(Verified::Gone);
+        };
+        match self.account(&claims).await {
+            Ok(a) => Ok((claims, a)),
+            Err(Completion::Unavailable) => Err(Verified::Unavailable),
+            Err(_) => Err(Verified::Unknown),
+        }
     }
 }

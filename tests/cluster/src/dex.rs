@@ -6,7 +6,8 @@
 //! so logging in is the whole consent.
 //!
 //! [`login`] plays the user's part of an authorization code flow without a browser: it opens a link,
-//! follows redirects to Dex's login form, submits the user's credentials and follows redirects back
+//! presses Continue on the gateway's interstitial ([`press_continue`]), follows redirects to Dex's
+//! login form, submits the user's credentials and follows redirects back
 //! to the client. [`authorize_until`] does the same but stops before the redirect URI and hands back
 //! the URL Dex sent the browser to (with `code` and `state`). [`Dex::revoke_refresh_tokens`] revokes a
 //! user's refresh token at Dex through its gRPC API, as an administrator would.
@@ -556,12 +557,26 @@ async fn submit_credentials(http: &Client, link: &str, user: &DexUser) -> Result
         .send()
         .await
         .map_err(|e| format!("opening the authorization link failed: {e}"))?;
-    let form_url = page.url().clone();
-    let status = page.status();
-    let html = page
-        .text()
-        .await
-        .map_err(|e| format!("reading {}: {e}", without_query(&form_url)))?;
+    let (form_url, status, html) = read_page(page).await?;
+    // The gateway's interstitial first: press Continue (a POST answered by a page that moves on
+    // to the provider by itself, as a browser would follow it).
+    let (form_url, status, html) = match continue_request(http, &form_url, &html) {
+        Some(req) => {
+            let pressed = req
+                .send()
+                .await
+                .map_err(|e| format!("pressing Continue on the interstitial failed: {e}"))?;
+            let next = provider_url(pressed).await?;
+            read_page(
+                http.get(next)
+                    .send()
+                    .await
+                    .map_err(|e| format!("following the interstitial to the provider failed: {e}"))?,
+            )
+            .await?
+        }
+        None => (form_url, status, html),
+    };
     let action = (html.contains("name=\"password\""))
         .then(|| form_action(&html))
         .flatten()
@@ -584,6 +599,75 @@ async fn submit_credentials(http: &Client, link: &str, user: &DexUser) -> Result
         .await
         .map_err(|e| format!("submitting the login form of {} failed: {e}", user.email))?;
     Ok((resp, form_url))
+}
+
+/// The URL, status and text of a page.
+async fn read_page(page: Response) -> Result<(Url, reqwest::StatusCode, String), String> {
+    let url = page.url().clone();
+    let status = page.status();
+    let html = page
+        .text()
+        .await
+        .map_err(|e| format!("reading {}: {e}", without_query(&url)))?;
+    Ok((url, status, html))
+}
+
+/// The POST of the Continue button when `html` (at `url`) is the gateway's interstitial page
+/// (`<form id="interstitial">` with its hidden `state`), else `None`.
+pub fn continue_request(http: &Client, url: &Url, html: &str) -> Option<reqwest::RequestBuilder> {
+    if !html.contains("id=\"interstitial\"") {
+        return None;
+    }
+    let action = url.join(&form_action(html)?).ok()?;
+    let state = hidden_value(html, "state")?;
+    Some(http.post(action).form(&[("state", state)]))
+}
+
+/// Presses Continue on the interstitial that `link` shows: the response to the POST, a page that
+/// moves on to the provider ([`provider_url`]). Fails when `link` does not show the interstitial.
+pub async fn press_continue(http: &Client, link: &str) -> Result<Response, String> {
+    let page = http
+        .get(link)
+        .send()
+        .await
+        .map_err(|e| format!("opening {link} failed: {e}"))?;
+    let (url, status, html) = read_page(page).await?;
+    continue_request(http, &url, &html)
+        .ok_or_else(|| {
+            format!(
+                "{} ({status}) is not the gateway's interstitial",
+                without_query(&url)
+            )
+        })?
+        .send()
+        .await
+        .map_err(|e| format!("pressing Continue failed: {e}"))
+}
+
+/// Where the page answering Continue sends the browser (its `<meta http-equiv="refresh">`, also
+/// the `#continue` link): the provider's authorization URL.
+pub async fn provider_url(pressed: Response) -> Result<Url, String> {
+    let (url, status, html) = read_page(pressed).await?;
+    let refresh = html
+        .find("http-equiv=\"refresh\" content=\"0;url=")
+        .map(|at| &html[at + "http-equiv=\"refresh\" content=\"0;url=".len()..])
+        .and_then(|rest| rest.find('"').map(|end| html_unescape(&rest[..end])))
+        .ok_or_else(|| {
+            format!(
+                "{} ({status}) does not move on to the provider",
+                without_query(&url)
+            )
+        })?;
+    Url::parse(&refresh).map_err(|e| format!("bad provider URL on the Continue page: {e}"))
+}
+
+/// The value of the hidden input `name`, HTML entities decoded.
+fn hidden_value(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\""))?;
+    let tag_start = html[..at].rfind('<')?;
+    let tag = &html[tag_start..at + html[at..].find('>')?];
+    let v = &tag[tag.find("value=\"")? + "value=\"".len()..];
+    Some(html_unescape(&v[..v.find('"')?]))
 }
 
 /// The `action` attribute of the first `<form>`, HTML entities decoded. An empty action means the
