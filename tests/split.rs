@@ -108,6 +108,7 @@ struct Split {
     controller: Operator,
     gateway: Operator,
     intake_url: String,
+    intake_token_file: PathBuf,
 }
 
 /// The controller, then the gateway under its own identity, then Dex pointing at the gateway.
@@ -172,6 +173,7 @@ async fn start(client: &kube::Client) -> Split {
         controller,
         gateway,
         intake_url,
+        intake_token_file: token_file,
     }
 }
 
@@ -273,6 +275,27 @@ async fn the_gateway_works_with_no_rights_on_credentials() {
     );
     let platform = platform_token(client, ns, "platform", true).await;
     let bob: ConnectedAccount = accounts.get("bob").await.unwrap();
+    // A compromised gateway (it holds the intake token) cannot confirm the user itself: the
+    // controller checks the platform's token again, and neither a forged one nor the gateway's
+    // own passes. Nothing changes.
+    let gateway_intake_token = std::fs::read_to_string(&split.intake_token_file).unwrap();
+    for forged in ["forged".to_owned(), gateway_intake_token.clone()] {
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/v1/verify", split.intake_url))
+            .bearer_auth(&gateway_intake_token)
+            .json(&json!({"requestId": request_id, "identifier": bob.spec.identifier, "platform": forged}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer, json!("forbidden"));
+    }
+    assert_eq!(
+        common::fixtures::state(&accounts.get("bob").await.unwrap()),
+        Some(AccountState::PendingVerification)
+    );
     // The platform confirms; the browser that started the flow comes back: published.
     let back = forms::confirm_and_return(
         &http,

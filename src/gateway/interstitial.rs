@@ -39,8 +39,11 @@ pub fn show(gw: &Gateway, claims: &LinkClaims, conn: &Connection, identifier: &s
     let who = Requester::of(conn).for_account(identifier);
     let sid = signer::random_id();
     let state = session::issue_state(gw, claims, conn, &sid);
-    // Only its host is shown: the challenge in it does not matter.
-    let provider = oauth.authorize_url(&state, &sid);
+    // Only its host is shown.
+    let Ok(verifier) = gw.signer.pkce_verifier(&state) else {
+        return pages::unavailable("Please try your link again in a moment.");
+    };
+    let provider = oauth.authorize_url(&state, &verifier);
     let provider_host = host_port(&provider);
     let action = continue_url(gw, token);
     let body = html! {

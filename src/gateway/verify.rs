@@ -31,7 +31,7 @@ use super::context::Gateway;
 use crate::intake::wire::{Confirmation, Verified};
 
 /// The RBAC verb a platform needs on `connectedaccounts` to confirm users.
-pub const VERB: &str = "verify";
+pub const VERB: &str = crate::intake::wire::VERIFY_VERB;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -112,6 +112,7 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
         .intake
         .verify(Confirmation {
             request_id: req.request_id,
+            platform: token.to_owned(),
             identifier: req.identifier,
             refuse: req.refuse,
         })
@@ -139,6 +140,11 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
             StatusCode::NOT_FOUND,
             "unknown_request",
             "the account no longer exists",
+        ),
+        Verified::Forbidden => answer(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the caller may not verify connectedaccounts in this namespace",
         ),
         Verified::Unavailable => unavailable(),
     }

@@ -133,12 +133,17 @@ pub struct Submission {
     pub values: BTreeMap<String, String>,
 }
 
-/// The platform's answer for a verification request (after the gateway authenticated and
-/// authorized the platform).
-#[derive(Serialize, Deserialize, Debug)]
+/// The RBAC verb a platform needs on `connectedaccounts` to confirm users.
+pub const VERIFY_VERB: &str = "verify";
+
+/// The platform's answer for a verification request. No `Debug`: it carries the platform's token,
+/// which the desk authenticates and authorizes again.
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Confirmation {
     pub request_id: String,
+    /// The platform's bearer token (audience `--verify-audience`).
+    pub platform: String,
     /// The platform's user; ignored with `refuse`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identifier: Option<String>,
@@ -162,6 +167,8 @@ pub enum Verified {
     Gone,
     /// The account the request names no longer exists.
     Unknown,
+    /// The platform's token is not accepted, or its identity may not `verify` this account.
+    Forbidden,
     /// Try again in a moment.
     Unavailable,
 }

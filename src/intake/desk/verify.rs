@@ -26,6 +26,13 @@ impl Desk {
             Ok(found) => found,
             Err(v) => return v,
         };
+        // The gateway checked the platform for its answer's sake; the desk checks again, so a
+        // compromised gateway cannot confirm a user without the platform's own token.
+        match self.platform_may_verify(&c.platform, &claims).await {
+            Ok(true) => {}
+            Ok(false) => return Verified::Forbidden,
+            Err(()) => return Verified::Unavailable,
+        }
         let uid = account.uid().unwrap_or_default();
         let identifier = c.identifier.as_deref().filter(|_| !c.refuse);
         for _ in 0..3 {
@@ -76,6 +83,24 @@ impl Desk {
             }
         }
         Verified::Unavailable
+    }
+
+    /// Whether `token` is a platform's, issued for the verify audience, whose identity may `verify`
+    /// the account `claims` names (TokenReview, then SubjectAccessReview).
+    async fn platform_may_verify(&self, token: &str, claims: &LinkClaims) -> Result<bool, ()> {
+        let audience = Some(self.config.verify_audience.as_str());
+        let user = match crate::review::authenticate(&self.client, token, audience).await {
+            Ok(Some(u)) => u,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                tracing::warn!(error = %e, "intake TokenReview of the platform failed");
+                return Err(());
+            }
+        };
+        let verb = crate::intake::wire::VERIFY_VERB;
+        crate::review::may(&self.client, &user, verb, &claims.ns, &claims.name)
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "intake SubjectAccessReview failed"))
     }
 
     /// What the platform may see of the request `i.request_id`; changes nothing.
