@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -24,6 +24,7 @@ use axum::routing::post;
 use super::Desk;
 use super::remote::Op;
 use super::wire::{Confirmation, Declined, Exchange, Inspection, Return, SpentQuery, Submission};
+use crate::review::{Answers, Busy, Turns, bearer, lifetime, token_key};
 
 /// How long an admission is reused (never beyond the token's own `exp`).
 const TTL: Duration = Duration::from_secs(60);
@@ -38,36 +39,23 @@ const IN_FLIGHT: usize = 4;
 /// How long a caller waits for its turn among them before it is answered 503.
 const TURN_WAIT: Duration = Duration::from_secs(2);
 
-#[derive(Clone, Copy)]
-struct Seen {
-    allowed: bool,
-    until: std::time::Instant,
-}
-
 /// Who may call the intake, and how that is checked.
 #[derive(Clone)]
 pub struct Gatekeeper {
     client: kube::Client,
     audience: String,
     allow: Arc<Vec<String>>,
-    seen: moka::sync::Cache<String, Seen>,
-    reviews: Arc<tokio::sync::Semaphore>,
+    seen: Answers<[u8; 32], bool>,
+    turns: Turns,
 }
 
 /// Why the gatekeeper cannot tell now.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum Undecided {
-    Busy,
-    Review(kube::Error),
-}
-
-impl std::fmt::Display for Undecided {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Undecided::Busy => f.write_str("too many TokenReviews in flight"),
-            Undecided::Review(e) => write!(f, "{e}"),
-        }
-    }
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    #[error("{0}")]
+    Review(#[from] kube::Error),
 }
 
 impl Gatekeeper {
@@ -76,28 +64,20 @@ impl Gatekeeper {
             client,
             audience: audience.to_owned(),
             allow: Arc::new(allow),
-            seen: moka::sync::Cache::builder()
-                .max_capacity(1_000)
-                .time_to_live(TTL)
-                .build(),
-            reviews: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+            seen: Answers::new(1_000, TTL),
+            turns: Turns::new(IN_FLIGHT, TURN_WAIT),
         }
     }
 
     /// Whether `token` is an allowed caller's; `Err` when the API server cannot tell now.
     async fn admits(&self, token: &str) -> Result<bool, Undecided> {
-        let key = crate::store::token_sha256(token);
+        let key = token_key(token);
         let now = std::time::Instant::now();
-        if let Some(known) = self.seen.get(&key).filter(|s| s.until > now) {
-            return Ok(known.allowed);
+        if let Some(known) = self.seen.get(&key, now) {
+            return Ok(known);
         }
-        let _turn = match tokio::time::timeout(TURN_WAIT, self.reviews.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) | Err(_) => return Err(Undecided::Busy),
-        };
-        let user = crate::review::authenticate(&self.client, token, Some(&self.audience))
-            .await
-            .map_err(Undecided::Review)?;
+        let _turn = self.turns.take().await?;
+        let user = crate::review::authenticate(&self.client, token, Some(&self.audience)).await?;
         let allowed = user
             .and_then(|u| u.username)
             .is_some_and(|name| self.allow.contains(&name));
@@ -106,34 +86,9 @@ impl Gatekeeper {
         } else {
             REFUSAL_TTL
         };
-        self.seen.insert(
-            key,
-            Seen {
-                allowed,
-                until: now + ttl,
-            },
-        );
+        self.seen.insert(key, allowed, now + ttl);
         Ok(allowed)
     }
-}
-
-/// How long the JWT `token` still lives by its `exp` claim (zero when unknown), read without
-/// checking the signature (the API server has just accepted it): an admission is never reused
-/// after the token expired. (The broker's identity cache does the same.)
-fn lifetime(token: &str) -> Duration {
-    use base64::Engine as _;
-    #[derive(serde::Deserialize)]
-    struct Claims {
-        exp: u64,
-    }
-    let exp = token
-        .split('.')
-        .nth(1)
-        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
-        .and_then(|b| serde_json::from_slice::<Claims>(&b).ok())
-        .map(|c| c.exp);
-    let now = jiff::Timestamp::now().as_second().max(0).unsigned_abs();
-    Duration::from_secs(exp.map_or(0, |e| e.saturating_sub(now)))
 }
 
 #[derive(Clone)]
@@ -196,13 +151,7 @@ pub fn router(desk: Desk, keeper: Gatekeeper) -> axum::Router {
 
 /// Refuses callers the gatekeeper does not admit.
 async fn gate(State(s): State<Intake>, req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|t| !t.is_empty() && t.len() < 16 * 1024)
-        .map(str::to_owned);
+    let token = bearer(req.headers()).map(str::to_owned);
     let Some(token) = token else {
         return (StatusCode::UNAUTHORIZED, "a bearer token is required").into_response();
     };
