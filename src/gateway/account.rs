@@ -7,11 +7,13 @@
 
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::Api;
 
 use super::context::Gateway;
 use super::{pages, verdict};
 use crate::api::{AccountState, ConnectedAccount, Connection};
+use crate::auth::resolve as conn_auth;
 use crate::signer::{self, LinkClaims, TokenError};
 
 /// Verifies a link and finds its account (still the same, the link still its current one) and
@@ -86,4 +88,32 @@ pub async fn current_account(gw: &Gateway, claims: &LinkClaims) -> Result<Connec
             Err(pages::unavailable("Please try again in a moment."))
         }
     }
+}
+
+/// The link's claims, its account's Connection (validated in its current form) and the account's
+/// identifier, for a link that is still current; otherwise the page to show.
+pub async fn current(gw: &Gateway, token: &str) -> Result<(LinkClaims, Connection, String), Response> {
+    let claims = verify_link(gw, token).map_err(IntoResponse::into_response)?;
+    // The hot path answers from memory; anything the cache cannot confirm goes to the API server.
+    let cached = gw
+        .cache
+        .account(&claims.ns, &claims.name)
+        .filter(|e| e.uid == claims.uid && e.link.as_deref() == Some(token) && !e.disconnected && !e.cluster)
+        .and_then(|e| Some((gw.cache.connection(&claims.ns, &e.connection)?, e.identifier)))
+        // A cache lagging behind the Connection controller's verdict asks the API server.
+        .filter(|(c, _)| conn_auth::ready_now(c));
+    let (conn, identifier) = match cached {
+        Some(found) => found,
+        None => {
+            let (_, account, c) = open_link(gw, token).await?;
+            (c, account.spec.identifier)
+        }
+    };
+    if !conn_auth::ready_now(&conn) {
+        tracing::info!(connection = %conn.name_any(), "connection not validated in its current form");
+        return Err(pages::unavailable(
+            "This app is being updated. Try your link again in a moment.",
+        ));
+    }
+    Ok((claims, conn, identifier))
 }

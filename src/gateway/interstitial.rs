@@ -69,7 +69,7 @@ pub async fn proceed(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (claims, conn, _) = match super::connect::current(&gw, &token).await {
+    let (claims, conn, _) = match super::account::current(&gw, &token).await {
         Ok(found) => found,
         Err(resp) => return resp,
     };

@@ -18,6 +18,7 @@ mod requester;
 mod session;
 mod verdict;
 mod verify;
+mod verify_answer;
 mod verify_return;
 
 use std::net::SocketAddr;

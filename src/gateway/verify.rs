@@ -28,6 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::context::Gateway;
+use super::verify_answer::{answer, unavailable};
 use crate::intake::wire::{Confirmation, Verified};
 
 /// The RBAC verb a platform needs on `connectedaccounts` to confirm users.
@@ -41,10 +42,6 @@ struct Request {
     identifier: Option<String>,
     #[serde(default)]
     refuse: bool,
-}
-
-pub(super) fn answer(status: StatusCode, error: &str, message: &str) -> Response {
-    (status, Json(json!({"error": error, "message": message}))).into_response()
 }
 
 pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
@@ -148,14 +145,6 @@ pub async fn verify(State(gw): State<Gateway>, headers: HeaderMap, body: Bytes) 
         ),
         Verified::Unavailable => unavailable(),
     }
-}
-
-pub(super) fn unavailable() -> Response {
-    answer(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "try again in a moment",
-    )
 }
 
 /// Who the token belongs to, if the API server accepts it.

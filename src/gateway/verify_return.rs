@@ -30,7 +30,7 @@ use super::pages;
 use super::requester::Requester;
 use super::session::{self, Binding};
 use super::verdict;
-use super::verify::{answer, unavailable};
+use super::verify_answer::{answer, unavailable};
 use crate::intake::wire::{Completed, Completion, Inspected, Inspection, Next, Return, Returned};
 use crate::signer::{LinkClaims, StateClaims};
 
