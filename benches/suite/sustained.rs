@@ -65,9 +65,16 @@ impl Suite<'_> {
         // One browser (cookie jar) per user: the gateway ties a sign-in to its browser session.
         let failed = futures::stream::iter(links)
             .map(|l| async move {
+                // The link shows its interstitial first; Continue leads on to the provider.
                 let browser = agentauth_testcluster::dex::browser();
+                let Ok(pressed) = agentauth_testcluster::dex::press_continue(&browser, &l).await else {
+                    return true;
+                };
+                let Ok(to_provider) = agentauth_testcluster::dex::provider_url(pressed).await else {
+                    return true;
+                };
                 browser
-                    .get(&l)
+                    .get(to_provider)
                     .send()
                     .await
                     .map(|r| r.status().as_u16() != 200)
