@@ -33,6 +33,8 @@ fn explicit_urls(conn: &Connection) -> Vec<(&'static str, String)> {
             ("oauth2.authorizationUrl", &o.authorization_url),
             ("oauth2.tokenUrl", &o.token_url),
             ("oauth2.revocationUrl", &o.revocation_url),
+            // The new access token is sent here: as much a token destination as tokenUrl.
+            ("oauth2.userinfoUrl", &o.userinfo_url),
             ("oauth2.issuer", &o.issuer),
         ] {
             if let Some(u) = u {
@@ -235,6 +237,17 @@ mod tests {
                 .reason,
             Reason::PolicyDenied
         );
+    }
+
+    #[test]
+    fn a_preset_with_its_own_userinfo_url_is_an_explicit_endpoint() {
+        // The new access token goes to the userinfo endpoint: a tenant may not point it elsewhere.
+        let none = allow(&[]);
+        let spec = serde_json::json!({"authType": "OAuth2", "provider": "google",
+            "oauth2": {"clientId": "x", "userinfoUrl": "https://collector.evil.example/me"}});
+        let err = check(&conn("a", 1, spec), ConnectionPolicy::PresetsOnly, &none, &none).unwrap_err();
+        assert_eq!(err.reason, Reason::PolicyDenied);
+        assert!(err.message.contains("oauth2.userinfoUrl"), "{}", err.message);
     }
 
     #[test]
